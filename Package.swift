@@ -1,0 +1,53 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "XDirector",
+    products: [
+        .executable(name: "xdirector", targets: ["xdirector"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // Structs and constants shared by the BPF program and Swift: one definition, two consumers.
+        .target(name: "CXDirectorShared"),
+        // libxdp/libbpf plus a shim for what Swift cannot import (macros, CPU_SET, netlink constants).
+        .target(
+            name: "CXDP",
+            dependencies: ["CXDirectorShared"],
+            linkerSettings: [.linkedLibrary("xdp"), .linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+        ),
+        // Pure Swift: header views, checksums, rewrites. No syscalls.
+        .target(name: "Packet"),
+        // Pure Swift: schedulers and the connection table. No syscalls.
+        .target(name: "Scheduling", dependencies: ["Packet"]),
+        // Compiles bpf/xdirector.bpf.c with clang -target bpf and embeds the object in Dataplane.
+        .executableTarget(name: "BPFEmbed", path: "Sources/BPFEmbed"),
+        .plugin(name: "BPFObjectPlugin", capability: .buildTool(), dependencies: ["BPFEmbed"]),
+        // UMEM, rings, sockets, workers, BPF loading, neighbour resolution.
+        .target(
+            name: "Dataplane",
+            dependencies: ["CXDP", "CXDirectorShared", "Packet", "Scheduling", .product(name: "Logging", package: "swift-log")],
+            plugins: ["BPFObjectPlugin"]
+        ),
+        // Configuration model, ipvsadm-syntax rules, snapshot building, the director's lifecycle.
+        .target(
+            name: "Control",
+            dependencies: ["Dataplane", "Scheduling", "Packet", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "xdirector",
+            dependencies: ["Control", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        // Packet builders and topology helpers shared by the tests (and later the benchmarks).
+        .target(name: "XDirectorTestSupport", dependencies: ["Packet"]),
+        .testTarget(name: "PacketTests", dependencies: ["Packet", "XDirectorTestSupport"]),
+        .testTarget(name: "SchedulingTests", dependencies: ["Scheduling", "Packet"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "Packet"]),
+        .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "XDirectorTestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "XDirectorTestSupport"]),
+    ]
+)

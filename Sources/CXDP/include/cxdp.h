@@ -1,0 +1,28 @@
+/* cxdp.h: what the Swift data plane imports from libxdp, libbpf and the kernel's uapi headers, plus
+ * small helpers for the macros and inline functions Swift cannot see. */
+#ifndef CXDP_H
+#define CXDP_H
+#include <xdp/xsk.h>
+#include <xdp/libxdp.h>
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
+#include <linux/rtnetlink.h>
+#include <linux/neighbour.h>
+#include <linux/netlink.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <poll.h>
+#include "xdirector_shared.h"
+
+/* Pins the calling thread to one CPU. Returns 0 or an errno value. */
+int cxdp_pin_thread_to_cpu(int cpu);
+/* The CPU the calling thread is running on. */
+int cxdp_current_cpu(void);
+/* Number of CPUs the process may run on (its affinity mask), and whether `cpu` is in that mask. */
+int cxdp_cpu_allowed(int cpu);
+
+/* The kernel's XDP_* verdicts and ring flags, which Swift imports only as anonymous enum values. */
+static inline unsigned int cxdp_ring_need_wakeup(void) { return XDP_RING_NEED_WAKEUP; }
+#endif

@@ -1,0 +1,22 @@
+// Helpers for what Swift cannot import: CPU_SET macros and friends.
+#define _GNU_SOURCE
+#include <sched.h>
+#include <pthread.h>
+#include <errno.h>
+#include "cxdp.h"
+
+int cxdp_pin_thread_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int cxdp_current_cpu(void) { return sched_getcpu(); }
+
+int cxdp_cpu_allowed(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
+    return cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &set);
+}

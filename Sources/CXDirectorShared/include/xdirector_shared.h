@@ -1,0 +1,58 @@
+/* xdirector_shared.h: every struct and constant shared by the XDP program (bpf/) and the Swift data plane.
+ * Both sides include this file; nothing here may be redefined elsewhere. */
+#ifndef XDIRECTOR_SHARED_H
+#define XDIRECTOR_SHARED_H
+
+#include <linux/types.h>
+
+/* Capacity of the `services` map (virtual services). */
+#ifndef XD_MAX_SERVICES
+#define XD_MAX_SERVICES 4096
+#endif
+
+/* Capacity of the `xsks` map: the highest queue index the director can serve, plus one. */
+#ifndef XD_MAX_QUEUES
+#define XD_MAX_QUEUES 256
+#endif
+
+/* Address family tags stored in keys (independent of libc's AF_* values). */
+#define XD_FAMILY_IPV4 4
+#define XD_FAMILY_IPV6 6
+
+/* Key of the `services` map: a virtual service, VIP:port/proto. 20 bytes, no implicit padding. */
+struct xd_service_key {
+    __u8 addr[16];  /* network order; IPv4 in addr[0..3], addr[4..15] zero */
+    __u16 port;     /* network order */
+    __u8 proto;     /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+    __u8 family;    /* XD_FAMILY_IPV4 or XD_FAMILY_IPV6 */
+};
+
+/* Value of the `services` map. 8 bytes. */
+struct xd_service_value {
+    __u32 index;  /* host order: the service's position in the workers' configuration snapshot */
+    __u32 flags;  /* host order: XD_SVC_F_* */
+};
+
+/* Service flags (xd_service_value.flags). */
+#define XD_SVC_F_NONE 0
+
+/* Indices of the XDP program's per-CPU counters (`xdp_counters` map, one __u64 each). */
+enum xd_xdp_counter {
+    XD_XDP_RX = 0,              /* every frame the program saw */
+    XD_XDP_REDIRECTED,          /* handed to the queue's AF_XDP socket */
+    XD_XDP_PASS_NOT_IP,         /* ARP, LLDP, other ethertypes: to the kernel */
+    XD_XDP_PASS_NOT_SERVICE,    /* IP, but no virtual service matches: to the kernel */
+    XD_XDP_PASS_OTHER_L4,       /* ICMP and protocols other than TCP/UDP: to the kernel */
+    XD_XDP_PASS_FRAGMENT,       /* IP fragments: to the kernel until reassembly lands */
+    XD_XDP_PASS_NO_SOCKET,      /* a service matched but the queue has no socket: to the kernel */
+    XD_XDP_PASS_MALFORMED,      /* truncated or inconsistent headers: to the kernel, which drops them */
+    XD_XDP_COUNTER_COUNT        /* number of counters; sizes the map */
+};
+
+/* Names under which the maps are pinned, in /sys/fs/bpf/xdirector/<ifname>/. */
+#define XD_MAP_SERVICES "services"
+#define XD_MAP_XSKS "xsks"
+#define XD_MAP_XDP_COUNTERS "xdp_counters"
+#define XD_PROG_NAME "xdirector_xdp"
+
+#endif /* XDIRECTOR_SHARED_H */

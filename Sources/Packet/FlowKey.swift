@@ -1,0 +1,70 @@
+/// The 5-tuple of a packet as the director sees it. Trivially copyable (no references), so the hot path
+/// can copy it around and store it in the connection table without ARC.
+public struct FlowKey: Hashable, Sendable {
+    /// Source and destination addresses as host-order halves, as in `IPAddress`. IPv4 sits in the low
+    /// 32 bits of `srcLo`/`dstLo` with the high halves zero.
+    public var srcHi: UInt64
+    public var srcLo: UInt64
+    public var dstHi: UInt64
+    public var dstLo: UInt64
+    /// Host order.
+    public var srcPort: UInt16
+    /// Host order.
+    public var dstPort: UInt16
+    /// IANA protocol number (6 TCP, 17 UDP).
+    public var proto: UInt8
+    /// 4 or 6 (`IPAddress.Family.rawValue`).
+    public var family: UInt8
+
+    public init() {
+        srcHi = 0; srcLo = 0; dstHi = 0; dstLo = 0; srcPort = 0; dstPort = 0; proto = 0; family = 0
+    }
+
+    public init(source: IPAddress, sourcePort: UInt16, destination: IPAddress, destinationPort: UInt16, proto: UInt8) {
+        self.init()
+        (srcHi, srcLo) = Self.halves(source)
+        (dstHi, dstLo) = Self.halves(destination)
+        srcPort = sourcePort
+        dstPort = destinationPort
+        self.proto = proto
+        family = source.family.rawValue
+    }
+
+    public var source: IPAddress { Self.address(family: family, hi: srcHi, lo: srcLo) }
+    public var destination: IPAddress { Self.address(family: family, hi: dstHi, lo: dstLo) }
+
+    /// A fast, well-mixed 32-bit hash for the data plane's tables (Swift's `hashValue` is seeded SipHash:
+    /// correct but several times slower per packet).
+    @inline(__always)
+    public var flowHash: UInt32 {
+        var h = srcHi &* 0x9E37_79B9_7F4A_7C15
+        h ^= srcLo &+ 0xC2B2_AE3D_27D4_EB4F
+        h = (h ^ (h >> 29)) &* 0xBF58_476D_1CE4_E5B9
+        h ^= dstHi &* 0x94D0_49BB_1331_11EB
+        h ^= dstLo
+        h = (h ^ (h >> 31)) &* 0x9E37_79B9_7F4A_7C15
+        h ^= UInt64(srcPort) << 40 | UInt64(dstPort) << 16 | UInt64(proto) << 8 | UInt64(family)
+        h = (h ^ (h >> 32)) &* 0xD6E8_FEB8_6659_FD93
+        h ^= h >> 32
+        return UInt32(truncatingIfNeeded: h)
+    }
+
+    private static func halves(_ address: IPAddress) -> (UInt64, UInt64) {
+        switch address {
+        case .v4(let value): return (0, UInt64(value))
+        case .v6(let hi, let lo): return (hi, lo)
+        }
+    }
+
+    private static func address(family: UInt8, hi: UInt64, lo: UInt64) -> IPAddress {
+        family == IPAddress.Family.ipv4.rawValue ? .v4(UInt32(truncatingIfNeeded: lo)) : .v6(hi: hi, lo: lo)
+    }
+}
+
+/// IANA protocol numbers the director handles.
+public enum IPProtocolNumber {
+    public static let tcp: UInt8 = 6
+    public static let udp: UInt8 = 17
+    public static let icmp: UInt8 = 1
+    public static let icmpv6: UInt8 = 58
+}
