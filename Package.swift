@@ -37,9 +37,11 @@ let package = Package(
             name: "Control",
             dependencies: ["Dataplane", "Scheduling", "Packet", .product(name: "Logging", package: "swift-log")]
         ),
+        // Network-namespace labs: the demo, the integration tests and the benchmarks build them.
+        .target(name: "Topology", dependencies: ["Packet"]),
         .executableTarget(
             name: "xdirector",
-            dependencies: ["Control", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["Control", "Topology", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Packet builders and topology helpers shared by the tests (and later the benchmarks).
@@ -48,6 +50,6 @@ let package = Package(
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling", "Packet"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Packet"]),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "XDirectorTestSupport"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "XDirectorTestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "Topology", "Packet"]),
     ]
 )

@@ -20,3 +20,5 @@ int cxdp_cpu_allowed(int cpu) {
     if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
     return cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &set);
 }
+
+void cxdp_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

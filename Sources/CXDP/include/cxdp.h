@@ -14,6 +14,8 @@
 #include <net/if.h>
 #include <sys/socket.h>
 #include <poll.h>
+#include <sys/vfs.h>
+#include <sys/mman.h>
 #include "xdirector_shared.h"
 
 /* Pins the calling thread to one CPU. Returns 0 or an errno value. */
@@ -22,6 +24,8 @@ int cxdp_pin_thread_to_cpu(int cpu);
 int cxdp_current_cpu(void);
 /* Number of CPUs the process may run on (its affinity mask), and whether `cpu` is in that mask. */
 int cxdp_cpu_allowed(int cpu);
+/* Names the calling thread (shown by ps/top), at most 15 characters. */
+void cxdp_set_thread_name(const char *name);
 
 /* The kernel's XDP_* verdicts and ring flags, which Swift imports only as anonymous enum values. */
 static inline unsigned int cxdp_ring_need_wakeup(void) { return XDP_RING_NEED_WAKEUP; }

@@ -1,0 +1,194 @@
+import CXDirectorShared
+import Dataplane
+import Foundation
+import Logging
+import Packet
+
+/// How to run the director on an interface.
+public struct DirectorOptions: Sendable {
+    public var interface: String
+    public var queues: [Int]?
+    public var cores: [Int]?
+    public var waitMode: WaitMode = .poll
+    public var xdpMode: XDPProgram.AttachMode = .native
+    public var allowZeroCopy = true
+    /// Connection-table slots per worker, allocated at start.
+    public var connectionsPerWorker = 1 << 18
+
+    public init(interface: String) { self.interface = interface }
+}
+
+/// The running director: XDP program, one AF_XDP socket and worker per queue, and the control loop that
+/// keeps the workers' snapshot in step with the neighbour table. `stop()` undoes everything `start()` did.
+public final class Director {
+    public let configuration: DirectorConfig
+    public let interface: NetworkInterface
+    public let plan: QueuePlan
+    private let options: DirectorOptions
+    private let logger: Logger
+    private var program: XDPProgram?
+    private var workers: [Worker] = []
+    private var exchange: SnapshotExchange?
+    private var resolver: RealServerResolver?
+    private var finalXDPCounters: [UInt64] = []
+
+    /// Validates everything that can be checked before touching the kernel; nothing is attached yet.
+    public init(configuration: DirectorConfig, options: DirectorOptions, logger: Logger) throws {
+        if let unsupported = configuration.services.flatMap(\.reals).first(where: { $0.method != .directRouting }) {
+            throw ControlError("real server \(unsupported.endpoint): only direct routing (-g) is implemented")
+        }
+        self.configuration = configuration
+        self.options = options
+        self.logger = logger
+        interface = try NetworkInterface(name: options.interface)
+        plan = try QueuePlan(queues: options.queues, cores: options.cores, interfaceQueueCount: interface.rxQueueCount)
+    }
+
+    deinit { stop() }
+
+    /// Loads the program, opens the sockets, starts the workers, and attaches last, so no frame is
+    /// redirected before a worker is there to take it. On failure everything made so far is undone.
+    public func start() throws {
+        do {
+            let program = try XDPProgram(interface: interface, logger: logger)
+            self.program = program
+            resolver = RealServerResolver(table: try NeighbourTable(interface: interface), interfaceName: interface.name, logger: logger)
+            _ = resolver?.refresh(realAddresses)
+            let exchange = SnapshotExchange(makeSnapshot())
+            self.exchange = exchange
+            for (index, service) in configuration.services.enumerated() {
+                try program.setService(Self.mapKey(service), xd_service_value(index: UInt32(index), flags: UInt32(XD_SVC_F_NONE)))
+            }
+            var socketConfig = XSKConfiguration()
+            socketConfig.allowZeroCopy = options.allowZeroCopy
+            for assignment in plan.assignments {
+                let queue = try XSKQueue(interface: interface, queue: assignment.queue, configuration: socketConfig)
+                let worker = Worker(queue: queue, core: assignment.core, exchange: exchange, waitMode: options.waitMode,
+                                    connectionCapacity: options.connectionsPerWorker, logger: logger)
+                try program.registerSocket(queue: assignment.queue, fd: queue.fd)
+                try worker.start()
+                workers.append(worker)
+                logger.info("queue \(assignment.queue): worker on core \(assignment.core), \(queue.zeroCopy ? "zero-copy" : "copy") mode")
+            }
+            awaitResolution(seconds: 3)
+            try program.attach(preferring: options.xdpMode)
+            logger.info("XDP program attached to \(interface.name) (\(program.attachedMode?.rawValue ?? "?")), maps pinned at \(program.pinDirectory ?? "(not pinned)")")
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    /// Gives the kernel a moment to resolve the real servers before traffic is taken, so the first
+    /// connections are not refused for want of a MAC address. Unresolved ones are reported and retried.
+    private func awaitResolution(seconds: Double) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !unresolvedRealServers.isEmpty && Date() < deadline {
+            _ = resolver?.waitForChange(milliseconds: 100)
+            if resolver?.refresh(realAddresses) == true { republish() }
+        }
+        for address in unresolvedRealServers.sorted(by: { $0.description < $1.description }) {
+            logger.warning("real server \(address) is not resolved yet on \(interface.name): it gets no new connections until it is")
+        }
+    }
+
+    /// Runs the control loop until `shouldStop` returns true: follows neighbour changes and republishes.
+    public func run(until shouldStop: () -> Bool) {
+        while !shouldStop() {
+            let changed = resolver?.waitForChange(milliseconds: 250) ?? false
+            if resolver?.refresh(realAddresses) == true || changed { republish() }
+        }
+    }
+
+    /// Detaches first (traffic falls back to the kernel), then stops workers and frees sockets and maps.
+    public func stop() {
+        program?.detach()
+        for worker in workers { worker.stop() }
+        if let program { finalXDPCounters = program.counters() }
+        program?.close()
+        program = nil
+    }
+
+    /// Per-queue worker counters and the XDP program's counters.
+    public func statistics() -> DirectorStatistics {
+        DirectorStatistics(
+            workers: workers.map { worker in
+                DirectorStatistics.WorkerRow(queue: worker.queue.queue, core: worker.core, cpu: worker.cpu,
+                                             zeroCopy: worker.queue.zeroCopy, counters: worker.counters.values())
+            },
+            xdp: program?.counters() ?? finalXDPCounters)
+    }
+
+    /// Real servers without a resolved MAC address.
+    public var unresolvedRealServers: Set<IPAddress> {
+        Set(realAddresses.filter { resolver?.macs[$0] == nil })
+    }
+
+    private var realAddresses: Set<IPAddress> { Set(configuration.services.flatMap { $0.reals.map(\.endpoint.address) }) }
+
+    private func republish() {
+        exchange?.publish(makeSnapshot())
+    }
+
+    private func makeSnapshot() -> ForwardingSnapshot {
+        let macs = resolver?.macs ?? [:]
+        return ForwardingSnapshot(interfaceMAC: interface.mac, services: configuration.services.map { service in
+            SnapshotService(
+                key: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
+                scheduler: service.scheduler,
+                destinations: service.reals.map { SnapshotDestination(weight: $0.weight, mac: macs[$0.endpoint.address]) })
+        })
+    }
+
+    static func mapKey(_ service: ServiceConfig) -> xd_service_key {
+        var key = xd_service_key()
+        withUnsafeMutableBytes(of: &key.addr) { raw in
+            for (i, byte) in service.endpoint.address.bytes.enumerated() { raw[i] = byte }
+        }
+        key.port = service.endpoint.port.bigEndian
+        key.proto = service.proto.number
+        key.family = service.endpoint.address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
+        return key
+    }
+}
+
+/// A reading of the director's counters.
+public struct DirectorStatistics: Sendable {
+    public struct WorkerRow: Sendable {
+        public var queue: UInt32
+        public var core: Int
+        public var cpu: Int
+        public var zeroCopy: Bool
+        public var counters: [UInt64]
+
+        public subscript(_ counter: WorkerCounter) -> UInt64 { counters[counter.rawValue] }
+    }
+
+    public var workers: [WorkerRow]
+    /// Indexed by `xd_xdp_counter`.
+    public var xdp: [UInt64]
+
+    public static let xdpCounterNames = ["rx", "redirected", "pass_not_ip", "pass_not_service", "pass_other_l4",
+                                         "pass_fragment", "pass_no_socket", "pass_malformed"]
+
+    /// A table for people: one row per queue, then every non-zero counter, then the XDP program's.
+    public func render() -> String {
+        var lines = ["queue  core  mode       rx_packets  tx_packets  new_conns  dropped"]
+        for row in workers {
+            let dropped = WorkerCounter.allCases.filter { $0.name.hasPrefix("drop_") }.reduce(UInt64(0)) { $0 + row[$1] }
+            lines.append(String(format: "%5u  %4d  %-9@  %10llu  %10llu  %9llu  %7llu", row.queue, row.core,
+                                (row.zeroCopy ? "zero-copy" : "copy") as NSString, row[.rxPackets], row[.txPackets],
+                                row[.newConnections], dropped))
+        }
+        for row in workers {
+            let details = WorkerCounter.allCases.filter { row[$0] != 0 && ![.rxPackets, .txPackets, .newConnections].contains($0) }
+            if !details.isEmpty {
+                lines.append("queue \(row.queue): " + details.map { "\($0.name)=\(row[$0])" }.joined(separator: " "))
+            }
+        }
+        if !xdp.isEmpty {
+            lines.append("xdp: " + zip(Self.xdpCounterNames, xdp).map { "\($0)=\($1)" }.joined(separator: " "))
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,240 @@
+import CXDP
+import Glibc
+import Logging
+import Synchronization
+
+/// How a worker waits when its RX ring is empty.
+public enum WaitMode: String, Sendable, CaseIterable {
+    /// Sleep in poll() until the kernel has frames: right when the worker shares its core (veth NAPI, tests).
+    case poll
+    /// Spin on the rings: lowest latency on a core dedicated to the worker, ruinous on a shared one.
+    case busy
+}
+
+/// One queue's worker: a thread pinned to a core that owns the queue's UMEM and rings and runs the
+/// canonical AF_XDP batch loop (completions back to fill, peek RX, reserve TX, process, submit, release).
+public final class Worker: @unchecked Sendable {
+    public static let batchSize: UInt32 = 64
+
+    public let queue: XSKQueue
+    public let core: Int
+    public let counters = WorkerCounterBlock()
+    private let exchange: SnapshotExchange
+    private let waitMode: WaitMode
+    private let connectionCapacity: Int
+    private let stopRequested = Atomic<Bool>(false)
+    private let runningCPU = Atomic<Int>(-1)
+    private var thread: pthread_t?
+    private let logger: Logger
+
+    public init(queue: XSKQueue, core: Int, exchange: SnapshotExchange, waitMode: WaitMode,
+                connectionCapacity: Int, logger: Logger) {
+        self.queue = queue
+        self.core = core
+        self.exchange = exchange
+        self.waitMode = waitMode
+        self.connectionCapacity = connectionCapacity
+        self.logger = logger
+    }
+
+    /// The CPU the worker thread last ran on (-1 before it started).
+    public var cpu: Int { runningCPU.load(ordering: .relaxed) }
+
+    public func start() throws(DataplaneError) {
+        var handle = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&handle, nil, { context in
+            let worker = Unmanaged<Worker>.fromOpaque(context!).takeRetainedValue()
+            worker.run()
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<Worker>.fromOpaque(context).release()
+            throw DataplaneError("cannot start the worker of queue \(queue.queue)", errno: result)
+        }
+        thread = handle
+    }
+
+    /// Asks the loop to end and waits for it (at most one poll timeout).
+    public func stop() {
+        stopRequested.store(true, ordering: .relaxed)
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private func run() {
+        let pinned = cxdp_pin_thread_to_cpu(Int32(core))
+        if pinned != 0 { logger.warning("queue \(queue.queue): cannot pin to core \(core): \(String(cString: strerror(pinned)))") }
+        "xd-q\(queue.queue)".withCString { cxdp_set_thread_name($0) }
+        runningCPU.store(Int(cxdp_current_cpu()), ordering: .relaxed)
+
+        var (snapshot, generation) = exchange.load()
+        var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters)
+        var loop = RingLoop(queue: queue, counters: counters.writer)
+        while !stopRequested.load(ordering: .relaxed) {
+            if exchange.generation != generation {
+                (snapshot, generation) = exchange.load()
+                engine.adopt(snapshot)
+            }
+            let received = loop.runBatch(engine: &engine, now: Self.coarseSeconds())
+            if received == 0 {
+                loop.idle(waitMode: waitMode)
+                runningCPU.store(Int(cxdp_current_cpu()), ordering: .relaxed)
+            }
+        }
+        loop.drainTransmissions()
+    }
+
+    /// Monotonic seconds from the coarse clock (no vDSO slow path), read once per batch.
+    @inline(__always)
+    static func coarseSeconds() -> UInt32 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+        return UInt32(truncatingIfNeeded: now.tv_sec)
+    }
+}
+
+/// The rings of one queue as the worker drives them. Every frame RX hands us either goes out on TX (and
+/// comes back through the completion ring) or straight back to the fill ring.
+struct RingLoop {
+    private let fill: UnsafeMutablePointer<xsk_ring_prod>
+    private let completion: UnsafeMutablePointer<xsk_ring_cons>
+    private let rx: UnsafeMutablePointer<xsk_ring_cons>
+    private let tx: UnsafeMutablePointer<xsk_ring_prod>
+    private let area: UnsafeMutableRawPointer
+    private let fd: Int32
+    private let counters: CounterWriter
+    /// Frames dropped in the current batch, returned to the fill ring together.
+    private let recycled: UnsafeMutablePointer<UInt64>
+    /// Frames submitted on TX whose completion has not come back yet.
+    private var inFlight: UInt32 = 0
+
+    init(queue: XSKQueue, counters: CounterWriter) {
+        fill = queue.fill; completion = queue.completion; rx = queue.rx; tx = queue.tx
+        area = queue.area; fd = queue.fd
+        self.counters = counters
+        recycled = .allocate(capacity: Int(Worker.batchSize))
+    }
+
+    /// Processes up to one batch; returns how many frames RX delivered.
+    @inline(__always)
+    mutating func runBatch(engine: inout ForwardingEngine, now: UInt32) -> UInt32 {
+        reclaimCompletions()
+        var rxIndex: UInt32 = 0
+        let received = xsk_ring_cons__peek(rx, Worker.batchSize, &rxIndex)
+        guard received > 0 else {
+            if inFlight > 0 { kickTransmit() }
+            return 0
+        }
+        var txIndex: UInt32 = 0
+        var txSlots = xsk_ring_prod__reserve(tx, received, &txIndex)
+        if txSlots == 0 {
+            // TX is backed up: push it along, then take what room there is.
+            kickTransmit()
+            reclaimCompletions()
+            txSlots = min(received, xsk_prod_nb_free(tx, received))
+            if txSlots > 0 { txSlots = xsk_ring_prod__reserve(tx, txSlots, &txIndex) }
+        }
+        var sent: UInt32 = 0
+        var dropped = 0
+        var bytes: UInt64 = 0
+        for i in 0..<received {
+            let descriptor = xsk_ring_cons__rx_desc(rx, rxIndex &+ i)!.pointee
+            bytes &+= UInt64(descriptor.len)
+            let frame = area + Int(descriptor.addr)
+            var verdict = engine.process(frame, length: Int(descriptor.len), now: now)
+            if verdict == .transmit && sent == txSlots { verdict = .drop(.dropTXRingFull) }
+            switch verdict {
+            case .transmit:
+                let out = xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!
+                out.pointee.addr = descriptor.addr
+                out.pointee.len = descriptor.len
+                out.pointee.options = 0
+                sent &+= 1
+            case .drop(let reason):
+                counters.add(reason)
+                recycled[dropped] = descriptor.addr
+                dropped += 1
+            }
+        }
+        xsk_ring_cons__release(rx, received)
+        counters.add(.rxPackets, UInt64(received))
+        counters.add(.rxBytes, bytes)
+        if sent < txSlots { tx.pointee.cached_prod &-= txSlots - sent }  // give back unused reservations
+        if sent > 0 {
+            xsk_ring_prod__submit(tx, sent)
+            inFlight &+= sent
+            counters.add(.txPackets, UInt64(sent))
+            kickTransmit()
+        }
+        if dropped > 0 { refill(count: UInt32(dropped)) }
+        if xsk_ring_prod__needs_wakeup(fill) != 0 {
+            counters.add(.rxWakeups)
+            _ = recvfrom(fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil)
+        }
+        return received
+    }
+
+    /// Waits for frames when RX was empty.
+    mutating func idle(waitMode: WaitMode) {
+        counters.add(.emptyPolls)
+        guard waitMode == .poll else { return }
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        // Short waits while transmissions are outstanding, so their frames come back promptly.
+        _ = poll(&descriptor, 1, inFlight > 0 ? 1 : 100)
+    }
+
+    /// Before the worker ends: give the kernel a chance to finish what was submitted.
+    mutating func drainTransmissions() {
+        for _ in 0..<100 where inFlight > 0 {
+            kickTransmit()
+            reclaimCompletions()
+            if inFlight > 0 { usleep(1000) }
+        }
+        recycled.deallocate()
+    }
+
+    @inline(__always)
+    private mutating func reclaimCompletions() {
+        var index: UInt32 = 0
+        let completed = xsk_ring_cons__peek(completion, Worker.batchSize * 2, &index)
+        guard completed > 0 else { return }
+        var fillIndex: UInt32 = 0
+        let reserved = xsk_ring_prod__reserve(fill, completed, &fillIndex)
+        if reserved < completed {
+            // Cannot happen while the fill ring holds every frame; leave them for the next round.
+            counters.add(.fillRingShortfalls)
+            xsk_ring_cons__cancel(completion, completed)
+            return
+        }
+        for i in 0..<completed {
+            xsk_ring_prod__fill_addr(fill, fillIndex &+ i).pointee = xsk_ring_cons__comp_addr(completion, index &+ i).pointee
+        }
+        xsk_ring_prod__submit(fill, completed)
+        xsk_ring_cons__release(completion, completed)
+        inFlight &-= completed
+    }
+
+    @inline(__always)
+    private func refill(count: UInt32) {
+        var fillIndex: UInt32 = 0
+        guard xsk_ring_prod__reserve(fill, count, &fillIndex) == count else {
+            counters.add(.fillRingShortfalls)
+            return
+        }
+        for i in 0..<count { xsk_ring_prod__fill_addr(fill, fillIndex &+ i).pointee = recycled[Int(i)] }
+        xsk_ring_prod__submit(fill, count)
+    }
+
+    @inline(never)
+    private func kickTransmit() {
+        guard xsk_ring_prod__needs_wakeup(tx) != 0 else { return }
+        counters.add(.txKicks)
+        if sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) < 0 {
+            switch errno {
+            case EAGAIN, EBUSY, ENOBUFS, ENETDOWN: break  // the kernel is busy; the next kick retries
+            default: counters.add(.txKickErrors)
+            }
+        }
+    }
+}

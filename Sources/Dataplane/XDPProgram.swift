@@ -1,0 +1,186 @@
+import CXDP
+import CXDirectorShared
+import Foundation
+import Logging
+
+/// The director's XDP program on one interface: loaded from the object embedded in the binary, its maps
+/// pinned under `/sys/fs/bpf/xdirector/<ifname>/`, attached to the interface, and detached and unpinned
+/// again by `close()` (or `deinit`).
+public final class XDPProgram {
+    public enum AttachMode: String, Sendable {
+        /// In the driver (`XDP_FLAGS_DRV_MODE`): the fast path, and the only one with zero-copy AF_XDP.
+        case native
+        /// In the kernel's generic hook (`XDP_FLAGS_SKB_MODE`): works everywhere, copy mode only.
+        case generic
+
+        var flags: UInt32 { self == .native ? UInt32(XDP_FLAGS_DRV_MODE) : UInt32(XDP_FLAGS_SKB_MODE) }
+    }
+
+    public static let pinRoot = "/sys/fs/bpf/xdirector"
+
+    public let interface: NetworkInterface
+    public private(set) var attachedMode: AttachMode?
+    /// Where the maps are pinned, or nil when bpffs is not mounted.
+    public private(set) var pinDirectory: String?
+
+    let servicesFD: Int32
+    let xsksFD: Int32
+    let countersFD: Int32
+    private let programFD: Int32
+    private var object: OpaquePointer?
+    private let logger: Logger
+
+    public init(interface: NetworkInterface, logger: Logger) throws(DataplaneError) {
+        self.interface = interface
+        self.logger = logger
+        guard let elf = Data(base64Encoded: EmbeddedBPFObject.base64) else {
+            throw DataplaneError("the embedded XDP program is corrupt; rebuild xdirector")
+        }
+        let opened: OpaquePointer? = elf.withUnsafeBytes { bytes in
+            var options = bpf_object_open_opts()
+            options.sz = MemoryLayout<bpf_object_open_opts>.size
+            return "xdirector".withCString { name in
+                options.object_name = name
+                return bpf_object__open_mem(bytes.baseAddress, bytes.count, &options)
+            }
+        }
+        guard let object = opened else { throw DataplaneError("cannot open the XDP program", errno: errno) }
+        self.object = object
+        let loaded = bpf_object__load(object)
+        guard loaded == 0 else {
+            bpf_object__close(object)
+            throw DataplaneError("the kernel refused the XDP program (needs root with CAP_BPF and CAP_NET_ADMIN)", errno: loaded)
+        }
+        func fd(ofMap name: String) -> Int32 { bpf_object__find_map_by_name(object, name).map { bpf_map__fd($0) } ?? -1 }
+        programFD = bpf_object__find_program_by_name(object, XD_PROG_NAME).map { bpf_program__fd($0) } ?? -1
+        servicesFD = fd(ofMap: XD_MAP_SERVICES)
+        xsksFD = fd(ofMap: XD_MAP_XSKS)
+        countersFD = fd(ofMap: XD_MAP_XDP_COUNTERS)
+        guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0 else {
+            bpf_object__close(object)
+            self.object = nil
+            throw DataplaneError("the embedded XDP program lacks its program or maps; rebuild xdirector")
+        }
+        pinMaps()
+    }
+
+    deinit { close() }
+
+    /// Attaches the program to the interface. A program already there is replaced only if it is a stale
+    /// one of ours (a director that died without detaching); anything else is refused.
+    public func attach(preferring mode: AttachMode) throws(DataplaneError) {
+        let ifindex = Int32(interface.index)
+        var existing: UInt32 = 0
+        if bpf_xdp_query_id(ifindex, 0, &existing) == 0, existing != 0 {
+            let name = Self.programName(id: existing)
+            guard name == XD_PROG_NAME else {
+                throw DataplaneError("\(interface.name) already has an XDP program (id \(existing), '\(name)'); "
+                    + "remove it first (ip link set dev \(interface.name) xdp off)")
+            }
+            logger.warning("replacing a stale xdirector XDP program (id \(existing)) on \(interface.name)")
+            for stale in [AttachMode.native, .generic] { _ = bpf_xdp_detach(ifindex, stale.flags, nil) }
+        }
+        var result = bpf_xdp_attach(ifindex, programFD, mode.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), nil)
+        var used = mode
+        if result != 0, mode == .native {
+            logger.warning("native XDP attach on \(interface.name) failed (\(String(cString: strerror(-result)))); using generic XDP, copy mode only")
+            used = .generic
+            result = bpf_xdp_attach(ifindex, programFD, used.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), nil)
+        }
+        guard result == 0 else { throw DataplaneError("cannot attach XDP to \(interface.name)", errno: result) }
+        attachedMode = used
+    }
+
+    /// Detaches the program if it is still ours, so a program someone else attached since is left alone.
+    public func detach() {
+        guard let mode = attachedMode else { return }
+        var options = bpf_xdp_attach_opts()
+        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
+        options.old_prog_fd = programFD
+        let result = bpf_xdp_detach(Int32(interface.index), mode.flags, &options)
+        if result != 0 { logger.warning("detaching XDP from \(interface.name) failed: \(String(cString: strerror(-result)))") }
+        attachedMode = nil
+    }
+
+    /// Detaches, unpins and unloads. Safe to call more than once.
+    public func close() {
+        detach()
+        unpinMaps()
+        if let object { bpf_object__close(object) }
+        object = nil
+    }
+
+    // MARK: Maps
+
+    func setService(_ key: xd_service_key, _ value: xd_service_value) throws(DataplaneError) {
+        var key = key, value = value
+        let result = bpf_map_update_elem(servicesFD, &key, &value, UInt64(BPF_ANY))
+        guard result == 0 else { throw DataplaneError("cannot add the virtual service to the XDP map", errno: result) }
+    }
+
+    func removeService(_ key: xd_service_key) {
+        var key = key
+        _ = bpf_map_delete_elem(servicesFD, &key)
+    }
+
+    func registerSocket(queue: UInt32, fd: Int32) throws(DataplaneError) {
+        var queue = queue, fd = fd
+        let result = bpf_map_update_elem(xsksFD, &queue, &fd, UInt64(BPF_ANY))
+        guard result == 0 else { throw DataplaneError("cannot register the AF_XDP socket of queue \(queue)", errno: result) }
+    }
+
+    func unregisterSocket(queue: UInt32) {
+        var queue = queue
+        _ = bpf_map_delete_elem(xsksFD, &queue)
+    }
+
+    /// The program's counters, summed over CPUs, indexed by `xd_xdp_counter`.
+    public func counters() -> [UInt64] {
+        let cpus = Int(max(libbpf_num_possible_cpus(), 1))
+        var perCPU = [UInt64](repeating: 0, count: cpus)
+        return (0..<Int(XD_XDP_COUNTER_COUNT.rawValue)).map { index in
+            var key = UInt32(index)
+            guard bpf_map_lookup_elem(countersFD, &key, &perCPU) == 0 else { return 0 }
+            return perCPU.reduce(0, &+)
+        }
+    }
+
+    // MARK: Pinning
+
+    private func pinMaps() {
+        guard let object else { return }
+        var fs = statfs()
+        guard statfs("/sys/fs/bpf", &fs) == 0, fs.f_type == 0xCAFE4A11 /* BPF_FS_MAGIC */ else {
+            logger.warning("bpffs is not mounted at /sys/fs/bpf; maps are not pinned (run tools/setup.sh)")
+            return
+        }
+        let directory = "\(Self.pinRoot)/\(interface.name)"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for name in [XD_MAP_SERVICES, XD_MAP_XSKS, XD_MAP_XDP_COUNTERS] {
+            let path = "\(directory)/\(name)"
+            unlink(path)  // a stale pin from a director that died
+            if let map = bpf_object__find_map_by_name(object, name), bpf_map__pin(map, path) != 0 {
+                logger.warning("cannot pin map \(name) at \(path)")
+            }
+        }
+        pinDirectory = directory
+    }
+
+    private func unpinMaps() {
+        guard let directory = pinDirectory else { return }
+        for name in [XD_MAP_SERVICES, XD_MAP_XSKS, XD_MAP_XDP_COUNTERS] { unlink("\(directory)/\(name)") }
+        rmdir(directory)
+        rmdir(Self.pinRoot)  // only succeeds when no other interface is served
+        pinDirectory = nil
+    }
+
+    private static func programName(id: UInt32) -> String {
+        let fd = bpf_prog_get_fd_by_id(id)
+        guard fd >= 0 else { return "?" }
+        defer { Glibc.close(fd) }
+        var info = bpf_prog_info()
+        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+        guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else { return "?" }
+        return withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+}

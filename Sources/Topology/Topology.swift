@@ -1,0 +1,165 @@
+import Foundation
+import Packet
+
+/// A throw-away LVS lab in network namespaces: a client, a director and real servers joined by a bridge
+/// (itself in a namespace), with documentation-range addresses that exist nowhere else. Every name carries
+/// a unique prefix, so labs never collide; `teardown()` removes everything, and is safe to call twice.
+///
+///     client ──┐
+///     director ┼── bridge (switch namespace)
+///     rs1..N ──┘      VIPs on the real servers' lo, arp_ignore=1 / arp_announce=2 (DR)
+public final class Topology: @unchecked Sendable {
+    public static let vip4 = IPAddress("203.0.113.10")!
+    public static let vip6 = IPAddress("2001:db8:10::10")!
+    public static let clientAddress4 = IPAddress("198.51.100.1")!
+    public static let clientAddress6 = IPAddress("2001:db8:1::1")!
+    public static let directorAddress4 = IPAddress("198.51.100.2")!
+    public static let directorAddress6 = IPAddress("2001:db8:1::2")!
+    public static func realAddress4(_ index: Int) -> IPAddress { IPAddress("198.51.100.\(11 + index)")! }
+    public static func realAddress6(_ index: Int) -> IPAddress { IPAddress("2001:db8:1::\(String(0x11 + index, radix: 16))")! }
+
+    public let prefix: String
+    public let realCount: Int
+    public var client: String { "\(prefix)-cl" }
+    public var director: String { "\(prefix)-dir" }
+    public var bridgeNamespace: String { "\(prefix)-sw" }
+    public func real(_ index: Int) -> String { "\(prefix)-rs\(index + 1)" }
+    /// The director's interface: named uniquely, because BPF pins live in one bpffs for all namespaces.
+    public var directorInterface: String { "\(prefix)d0" }
+    private var namespaces: [String] { [client, director, bridgeNamespace] + (0..<realCount).map(real) }
+    private var processes: [Process] = []
+    private let lock = NSLock()
+
+    /// Builds the lab. `directorQueues` > 1 gives the director's veth that many RX/TX queues.
+    public init(realCount: Int = 2, directorQueues: Int = 1) throws {
+        prefix = "xd" + String(format: "%05x", UInt32.random(in: 0..<0xFFFFF))
+        self.realCount = realCount
+        do { try build(directorQueues: directorQueues) } catch {
+            teardown()
+            throw error
+        }
+    }
+
+    deinit { teardown() }
+
+    private func build(directorQueues: Int) throws {
+        for namespace in namespaces {
+            try Self.run(["ip", "netns", "add", namespace])
+            try exec(namespace, ["ip", "link", "set", "lo", "up"])
+            try exec(namespace, ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])
+        }
+        let sw = bridgeNamespace
+        try exec(sw, ["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])
+        try exec(sw, ["ip", "link", "set", "br0", "up"])
+
+        func attach(_ namespace: String, port: String, inside: String, queues: Int = 1) throws {
+            let q = ["numrxqueues", "\(queues)", "numtxqueues", "\(queues)"]
+            try exec(sw, ["ip", "link", "add", port] + q + ["type", "veth", "peer", "name", inside] + q + ["netns", namespace])
+            try exec(sw, ["ip", "link", "set", port, "master", "br0", "up"])
+            try exec(namespace, ["ip", "link", "set", inside, "up"])
+        }
+        func address(_ namespace: String, _ device: String, _ v4: IPAddress, _ v6: IPAddress) throws {
+            try exec(namespace, ["ip", "addr", "add", "\(v4)/24", "dev", device])
+            try exec(namespace, ["ip", "-6", "addr", "add", "\(v6)/64", "dev", device, "nodad"])
+        }
+
+        try attach(client, port: "\(prefix)c", inside: "\(prefix)c0")
+        try address(client, "\(prefix)c0", Self.clientAddress4, Self.clientAddress6)
+        // Frames the director's XDP program sees must carry full checksums and be MTU-sized.
+        try exec(client, ["ethtool", "-K", "\(prefix)c0", "tx", "off", "tso", "off", "gso", "off"])
+        try exec(client, ["ip", "route", "add", "\(Self.vip4)/32", "via", "\(Self.directorAddress4)"])
+        try exec(client, ["ip", "-6", "route", "add", "\(Self.vip6)/128", "via", "\(Self.directorAddress6)"])
+
+        try attach(director, port: "\(prefix)d", inside: directorInterface, queues: directorQueues)
+        try address(director, directorInterface, Self.directorAddress4, Self.directorAddress6)
+        try exec(director, ["ip", "addr", "add", "\(Self.vip4)/32", "dev", "lo"])
+        try exec(director, ["ip", "-6", "addr", "add", "\(Self.vip6)/128", "dev", "lo"])
+
+        for index in 0..<realCount {
+            let namespace = real(index), device = "\(prefix)r\(index)"
+            try attach(namespace, port: "\(prefix)p\(index)", inside: device)
+            try address(namespace, device, Self.realAddress4(index), Self.realAddress6(index))
+            // DR: the VIP is local on every real server, but only the director may answer ARP for it.
+            try exec(namespace, ["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"])
+            try exec(namespace, ["ip", "addr", "add", "\(Self.vip4)/32", "dev", "lo"])
+            try exec(namespace, ["ip", "-6", "addr", "add", "\(Self.vip6)/128", "dev", "lo"])
+        }
+    }
+
+    /// Stops the processes started in the lab and deletes its namespaces (their veths go with them).
+    public func teardown() {
+        lock.lock()
+        let running = processes
+        processes = []
+        lock.unlock()
+        for process in running where process.isRunning {
+            process.terminate()
+            Self.wait(process, seconds: 3)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        for namespace in namespaces { _ = try? Self.run(["ip", "netns", "del", namespace], check: false) }
+    }
+
+    /// Runs a command in a namespace and returns its standard output; throws on a non-zero exit.
+    @discardableResult
+    public func exec(_ namespace: String, _ arguments: [String], check: Bool = true) throws -> String {
+        try Self.run(["ip", "netns", "exec", namespace] + arguments, check: check)
+    }
+
+    /// Starts a long-running command in a namespace; it is stopped by `teardown()` if still running.
+    public func spawn(_ namespace: String, _ arguments: [String], output: Pipe? = nil) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", namespace] + arguments
+        if let output { process.standardOutput = output; process.standardError = output }
+        try process.run()
+        lock.lock(); processes.append(process); lock.unlock()
+        return process
+    }
+
+    /// Runs a command, bounded to `timeout` seconds; returns its standard output (stderr in the error).
+    @discardableResult
+    public static func run(_ arguments: [String], check: Bool = true, timeout: TimeInterval = 60) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Read while it runs, so a chatty command cannot fill the pipe and stall.
+        var output = Data(), errors = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { output = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        group.enter()
+        DispatchQueue.global().async { errors = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        wait(process, seconds: timeout)
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        group.wait()
+        let text = String(decoding: output, as: UTF8.self)
+        if check && process.terminationStatus != 0 {
+            throw TopologyError(command: arguments, status: process.terminationStatus,
+                                stderr: String(decoding: errors, as: UTF8.self))
+        }
+        return text
+    }
+
+    /// Waits for a process to end, at most `seconds`.
+    public static func wait(_ process: Process, seconds: TimeInterval) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+    }
+}
+
+public struct TopologyError: Error, CustomStringConvertible {
+    public let command: [String]
+    public let status: Int32
+    public let stderr: String
+    public var description: String {
+        "`\(command.joined(separator: " "))` exited with \(status): \(stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
+    }
+}

@@ -1,0 +1,112 @@
+import ArgumentParser
+import Control
+import Dataplane
+import Foundation
+import Logging
+
+extension WaitMode: ExpressibleByArgument {}
+extension XDPProgram.AttachMode: ExpressibleByArgument, CaseIterable {
+    public static let allCases: [XDPProgram.AttachMode] = [.native, .generic]
+}
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Attach to an interface and forward its virtual services until interrupted."
+    )
+
+    @Option(name: .shortAndLong, help: "The interface to serve.")
+    var interface: String
+
+    @Option(help: "Receive queues to serve, e.g. 0-3,6 (default: all).")
+    var queues: String?
+
+    @Option(help: "Cores for the queues' workers, one per queue in order (default: one each).")
+    var cores: String?
+
+    @Option(help: "Rules in ipvsadm-save syntax.")
+    var rules: String?
+
+    @Option(help: "How idle workers wait: poll, or busy on dedicated cores.")
+    var wait: WaitMode = .poll
+
+    @Option(name: .customLong("xdp-mode"), help: "native, or generic (slow, any driver).")
+    var xdpMode: XDPProgram.AttachMode = .native
+
+    @Flag(name: .customLong("no-zero-copy"), help: "Bind AF_XDP sockets in copy mode even where zero-copy works.")
+    var noZeroCopy = false
+
+    @Option(help: "Connection-table slots per worker.")
+    var connections: Int = 1 << 18
+
+    func validate() throws {
+        guard connections >= 1024 else { throw ValidationError("--connections must be at least 1024") }
+    }
+
+    func run() throws {
+        let logger = makeLogger()
+        let configuration: DirectorConfig
+        do {
+            configuration = try rules.map { path in
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                    throw ControlError("cannot read rules file \(path)")
+                }
+                return try RulesFile.load(text)
+            } ?? DirectorConfig()
+        } catch {
+            throw failure("\(rules ?? "rules"): \(error)")
+        }
+
+        var options = DirectorOptions(interface: interface)
+        do {
+            options.queues = try queues.map(QueuePlan.parseList)
+            options.cores = try cores.map(QueuePlan.parseList)
+        } catch { throw failure("\(error)") }
+        options.waitMode = wait
+        options.xdpMode = xdpMode
+        options.allowZeroCopy = !noZeroCopy
+        options.connectionsPerWorker = connections
+
+        // Signals are taken synchronously by the control loop; block them before any worker exists.
+        // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let director: Director
+        do {
+            director = try Director(configuration: configuration, options: options, logger: logger)
+            try director.start()
+        } catch { throw failure("\(error)") }
+        let services = configuration.services.count
+        print("xdirector: serving \(services) virtual service\(services == 1 ? "" : "s") on \(interface), "
+            + "\(director.plan.assignments.count) queue\(director.plan.assignments.count == 1 ? "" : "s"); ready")
+        fflush(stdout)
+
+        director.run(until: {
+            var none = timespec(tv_sec: 0, tv_nsec: 0)
+            return sigtimedwait(&signals, nil, &none) > 0
+        })
+        director.stop()
+        print(director.statistics().render())
+        fflush(stdout)
+    }
+}
+
+/// The process's one logger: messages to standard error.
+func makeLogger() -> Logger {
+    LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+    var logger = Logger(label: "xdirector")
+    logger.logLevel = ProcessInfo.processInfo.environment["XDIRECTOR_DEBUG"] != nil ? .debug : .info
+    return logger
+}
+
+/// Prints `message` to standard error and returns the exit code to throw.
+func failure(_ message: String) -> ExitCode {
+    FileHandle.standardError.write(Data("xdirector: \(message)\n".utf8))
+    return ExitCode.failure
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct XDirector: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "xdirector",
+        abstract: "Run an LVS-style Layer-4 load balancer on AF_XDP.",
+        subcommands: [RunCommand.self, DemoCommand.self, BackendHTTPCommand.self]
+    )
+}

@@ -1,2 +1,0 @@
-// Entry point placeholder, replaced by the CLI.
-print("xdirector")

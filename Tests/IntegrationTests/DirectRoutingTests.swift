@@ -1,0 +1,213 @@
+import Foundation
+import Topology
+import XCTest
+
+/// Real TCP through the VIPs of a director running in a namespace lab. Needs root; each test builds its
+/// own lab (unique names) and removes it in tearDown, also when the test fails.
+final class DirectRoutingTests: XCTestCase {
+    private var lab: Topology?
+    private var director: Process?
+    private var directorOutput: CollectedOutput?
+
+    override func setUpWithError() throws {
+        guard getuid() == 0 else { throw XCTSkip("integration tests need root: network namespaces and XDP") }
+        let lab = try Topology(realCount: 2, directorQueues: 2)
+        self.lab = lab
+        for index in 0..<lab.realCount {
+            _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-http", "--name", "rs\(index + 1)", "--port", "80"])
+        }
+    }
+
+    override func tearDown() {
+        if let director, director.isRunning { director.terminate(); Topology.wait(director, seconds: 10) }
+        lab?.teardown()
+        lab = nil
+    }
+
+    func testIPv4AndIPv6ConnectionsSpreadByWeight() throws {
+        let lab = try XCTUnwrap(lab)
+        try startDirector(rules: """
+            -A -t \(Topology.vip4):80 -s wrr
+            -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(0)):80 -g -w 3
+            -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(1)):80 -g -w 1
+            -A -t [\(Topology.vip6)]:80 -s wrr
+            -a -t [\(Topology.vip6)]:80 -r [\(Topology.realAddress6(0))]:80 -g -w 1
+            -a -t [\(Topology.vip6)]:80 -r [\(Topology.realAddress6(1))]:80 -g -w 2
+            """)
+        let v4 = try answers(lab, url: "http://\(Topology.vip4)/", count: 40)
+        let v6 = try answers(lab, url: "http://[\(Topology.vip6)]/", count: 30)
+        XCTAssertEqual(v4.values.reduce(0, +), 40, "every IPv4 connection answered: \(v4)")
+        XCTAssertEqual(v6.values.reduce(0, +), 30, "every IPv6 connection answered: \(v6)")
+        XCTAssertEqual(Set(v4.keys), ["rs1", "rs2"])
+        XCTAssertEqual(Set(v6.keys), ["rs1", "rs2"])
+        // Each worker runs its own wrr cycle, so a total may be off the exact share by one per worker.
+        XCTAssertEqual(Double(v4["rs1"] ?? 0), 30, accuracy: 3, "IPv4 3:1 split: \(v4)")
+        XCTAssertEqual(Double(v6["rs2"] ?? 0), 20, accuracy: 3, "IPv6 1:2 split: \(v6)")
+
+        let stats = try stopDirector()
+        // One scheduling decision per connection: no packet of an open connection was scheduled again.
+        XCTAssertEqual(stats.total("new_conns"), 70, stats.text)
+        XCTAssertEqual(stats.detail("drop_tcp_without_connection"), 0, stats.text)
+        XCTAssertEqual(stats.detail("drop_no_destination"), 0, stats.text)
+    }
+
+    func testLongTransferStaysOnOneRealServer() throws {
+        let lab = try XCTUnwrap(lab)
+        try startDirector(rules: """
+            -A -t \(Topology.vip4):80 -s rr
+            -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(0)):80 -g
+            -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(1)):80 -g
+            """)
+        let size = 40_000_000
+        // DR: the data comes straight from the real server; its ACKs go through the director all along,
+        // and would be reset by the other server if the director ever sent one there.
+        let result = try lab.exec(lab.client, ["curl", "-s", "-m", "60", "-o", "/dev/null", "-D", "-",
+                                               "-w", "size=%{size_download}\n", "http://\(Topology.vip4)/bytes/\(size)"], check: false)
+        XCTAssertTrue(result.contains("size=\(size)"), "the whole transfer arrived: \(result)")
+        let first = result.split(separator: "\r\n").first { $0.hasPrefix("X-Real-Server:") }
+        let second = try lab.exec(lab.client, ["curl", "-s", "-m", "5", "http://\(Topology.vip4)/"], check: false)
+        XCTAssertNotNil(first)
+        XCTAssertFalse(second.isEmpty)
+        XCTAssertNotEqual(first.map { String($0.dropFirst("X-Real-Server: ".count)) }, second.trimmingCharacters(in: .whitespacesAndNewlines),
+                          "rr sends the next connection to the other server")
+
+        let stats = try stopDirector()
+        XCTAssertEqual(stats.total("new_conns"), 2, stats.text)
+        XCTAssertGreaterThan(stats.total("rx_packets"), 1000, "the transfer's ACKs crossed the director: \(stats.text)")
+        XCTAssertEqual(stats.detail("drop_tcp_without_connection"), 0, stats.text)
+    }
+
+    func testTrafficOutsideTheServicesReachesTheKernel() throws {
+        let lab = try XCTUnwrap(lab)
+        try startDirector(rules: """
+            -A -t \(Topology.vip4):80 -s rr
+            -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(0)):80 -g
+            """)
+        _ = try lab.spawn(lab.director, [Self.xdirector, "backend-http", "--name", "director-kernel", "--port", "8080"])
+        for target in ["\(Topology.directorAddress4)", "\(Topology.vip4)", "\(Topology.directorAddress6)"] {
+            XCTAssertNoThrow(try lab.exec(lab.client, ["ping", "-c", "1", "-W", "2", target]), "ping \(target)")
+        }
+        var answer = ""
+        for _ in 0..<20 where answer.isEmpty {  // the kernel-side server may still be starting
+            answer = try lab.exec(lab.client, ["curl", "-s", "-m", "2", "http://\(Topology.vip4):8080/"], check: false)
+            if answer.isEmpty { usleep(100_000) }
+        }
+        XCTAssertEqual(answer, "director-kernel\n", "another port of the VIP is the kernel's")
+        XCTAssertEqual(try lab.exec(lab.client, ["curl", "-s", "-m", "5", "http://\(Topology.vip4)/"], check: false), "rs1\n")
+
+        let stats = try stopDirector()
+        XCTAssertGreaterThan(stats.xdp("pass_not_service"), 0, stats.text)
+        XCTAssertGreaterThan(stats.xdp("pass_other_l4"), 0, "ICMP went to the kernel: \(stats.text)")
+        XCTAssertGreaterThan(stats.xdp("redirected"), 0, stats.text)
+    }
+
+    func testStoppingDetachesTheProgramAndUnpinsMaps() throws {
+        let lab = try XCTUnwrap(lab)
+        try startDirector(rules: """
+            -A -t \(Topology.vip4):80 -s rr
+            -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(0)):80 -g
+            """)
+        let pins = "/sys/fs/bpf/xdirector/\(lab.directorInterface)"
+        XCTAssertTrue(try lab.exec(lab.director, ["ip", "link", "show", lab.directorInterface]).contains("xdp"))
+        let dump = try Topology.run(["bpftool", "map", "dump", "pinned", "\(pins)/services"])
+        XCTAssertTrue(dump.contains("0xcb 0x00 0x71 0x0a"), "the VIP 203.0.113.10 is in the pinned services map: \(dump)")
+        _ = try stopDirector()
+        XCTAssertEqual(director?.terminationStatus, 0)
+        XCTAssertFalse(try lab.exec(lab.director, ["ip", "link", "show", lab.directorInterface]).contains("xdp"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: pins), "maps unpinned")
+    }
+
+    func testMalformedRulesAreRefusedWithTheirLineAndNothingIsAttached() throws {
+        let lab = try XCTUnwrap(lab)
+        let path = try writeRules("-A -t \(Topology.vip4):80 -s rr\n-a -t \(Topology.vip4):80 -r 198.51.100.300:80 -g\n")
+        let output = CollectedOutput()
+        let process = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path],
+                                    output: output.pipe)
+        Topology.wait(process, seconds: 20)
+        XCTAssertFalse(process.isRunning)
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertTrue(output.text.contains(":2:"), "the error names line 2: \(output.text)")
+        XCTAssertFalse(try lab.exec(lab.director, ["ip", "link", "show", lab.directorInterface]).contains("xdp"))
+    }
+
+    // MARK: Helpers
+
+    /// The xdirector binary built beside this test bundle.
+    static let xdirector: String = {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: me).deletingLastPathComponent()
+        while directory.pathExtension == "xctest" || directory.lastPathComponent == "Contents" || directory.lastPathComponent == "MacOS" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("xdirector").path
+    }()
+
+    private func writeRules(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "\(lab?.prefix ?? "xd")-\(UUID().uuidString).rules"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    private func startDirector(rules: String) throws {
+        let lab = try XCTUnwrap(lab)
+        let path = try writeRules(rules + "\n")
+        let output = CollectedOutput()
+        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path],
+                                 output: output.pipe)
+        directorOutput = output
+        guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
+    }
+
+    private func stopDirector() throws -> DirectorReport {
+        let director = try XCTUnwrap(director)
+        director.terminate()
+        Topology.wait(director, seconds: 15)
+        XCTAssertFalse(director.isRunning, "the director stops on SIGTERM")
+        return DirectorReport(text: directorOutput?.text ?? "")
+    }
+
+    /// Sends `count` requests, one TCP connection each, and counts the answering real servers.
+    private func answers(_ lab: Topology, url: String, count: Int) throws -> [String: Int] {
+        var tally: [String: Int] = [:]
+        for _ in 0..<count {
+            let body = try lab.exec(lab.client, ["curl", "-sg", "-m", "5", url], check: false)
+            tally[body.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? "(none)" : body.trimmingCharacters(in: .whitespacesAndNewlines), default: 0] += 1
+        }
+        return tally
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The counters `xdirector run` prints when it stops.
+struct DirectorReport {
+    let text: String
+
+    /// A column of the per-queue table, summed over queues.
+    func total(_ column: String) -> UInt64 {
+        let lines = text.split(separator: "\n")
+        guard let header = lines.first(where: { $0.hasPrefix("queue  core") }) else { return 0 }
+        let columns = header.split(separator: " ")
+        guard let index = columns.firstIndex(where: { $0 == column }) else { return 0 }
+        return lines.drop { $0 != header }.dropFirst().prefix { $0.first == " " || $0.first?.isNumber == true }
+            .compactMap { line in line.split(separator: " ").dropFirst(index).first.flatMap { UInt64($0) } }
+            .reduce(0, +)
+    }
+
+    /// A `name=value` detail counter, summed over the lines that carry it (queues), 0 when absent.
+    func detail(_ name: String) -> UInt64 {
+        text.split(separator: "\n").filter { $0.hasPrefix("queue ") }.compactMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("\(name)=") }.flatMap { UInt64($0.dropFirst(name.count + 1)) }
+        }.reduce(0, +)
+    }
+
+    /// One of the XDP program's counters.
+    func xdp(_ name: String) -> UInt64 {
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("xdp: ") }) else { return 0 }
+        return line.split(separator: " ").first { $0.hasPrefix("\(name)=") }.flatMap { UInt64($0.dropFirst(name.count + 1)) } ?? 0
+    }
+}
