@@ -1,0 +1,297 @@
+import Packet
+import Scheduling
+
+// The director's configuration as operators state it: services and their real servers, in the terms of
+// ipvsadm. `DirectorConfig.apply(_:)` is the one place where commands change it, and it refuses what IPVS
+// would refuse, with IPVS's words where IPVS has them.
+
+/// The transport protocol of a virtual service (`-t` or `-u`).
+public enum L4Protocol: String, CaseIterable, Sendable {
+    case tcp
+    case udp
+
+    /// The IP protocol number: 6 for TCP, 17 for UDP.
+    public var number: UInt8 {
+        switch self {
+        case .tcp: return 6
+        case .udp: return 17
+        }
+    }
+
+    /// The ipvsadm option that names a service of this protocol.
+    public var option: String {
+        switch self {
+        case .tcp: return "-t"
+        case .udp: return "-u"
+        }
+    }
+}
+
+/// How packets reach a real server. Tunnelling (`-i`), masquerading (`-m`) and full NAT come later.
+public enum ForwardingMethod: String, CaseIterable, Sendable {
+    /// Direct routing (`-g`, `--gatewaying`): the frame goes to the real server's MAC, the IP packet untouched.
+    case directRouting
+
+    /// The ipvsadm option that selects this method, as `ipvsadm-save` prints it.
+    public var option: String {
+        switch self {
+        case .directRouting: return "-g"
+        }
+    }
+
+    /// Whether the real server must listen on the service's port (the packet's port is never rewritten).
+    public var keepsPort: Bool {
+        switch self {
+        case .directRouting: return true
+        }
+    }
+}
+
+/// An address and port, written `192.0.2.1:80` or `[2001:db8::1]:80`.
+public struct Endpoint: Hashable, Sendable {
+    public var address: IPAddress
+    public var port: UInt16
+
+    public init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+}
+
+/// Identifies a virtual service: protocol, address and port (what `-t`/`-u` name).
+public struct ServiceKey: Hashable, Sendable, CustomStringConvertible {
+    public var proto: L4Protocol
+    public var endpoint: Endpoint
+
+    public init(proto: L4Protocol, endpoint: Endpoint) {
+        self.proto = proto
+        self.endpoint = endpoint
+    }
+
+    /// The service as ipvsadm arguments: `["-t", "192.0.2.10:80"]`.
+    public var arguments: [String] { [proto.option, endpoint.description] }
+
+    /// `-t 192.0.2.10:80`.
+    public var description: String { arguments.joined(separator: " ") }
+}
+
+/// A real server of a service.
+public struct RealServerConfig: Equatable, Sendable {
+    public var endpoint: Endpoint
+    /// 0...65535, as in IPVS; 0 takes the server out of scheduling without dropping its connections.
+    public var weight: Int32
+    public var method: ForwardingMethod
+
+    public init(endpoint: Endpoint, weight: Int32 = 1, method: ForwardingMethod = .directRouting) {
+        self.endpoint = endpoint
+        self.weight = weight
+        self.method = method
+    }
+
+    /// The weights IPVS accepts.
+    public static let weightRange: ClosedRange<Int32> = 0...65535
+}
+
+/// A virtual service and its real servers, in the order they were added.
+public struct ServiceConfig: Equatable, Sendable {
+    public var proto: L4Protocol
+    public var endpoint: Endpoint
+    public var scheduler: SchedulerKind
+    public var reals: [RealServerConfig]
+
+    public init(proto: L4Protocol, endpoint: Endpoint, scheduler: SchedulerKind, reals: [RealServerConfig] = []) {
+        self.proto = proto
+        self.endpoint = endpoint
+        self.scheduler = scheduler
+        self.reals = reals
+    }
+
+    public var key: ServiceKey { ServiceKey(proto: proto, endpoint: endpoint) }
+
+    /// The index of the real server at `endpoint`, if the service has one.
+    public func realIndex(of endpoint: Endpoint) -> Int? {
+        reals.firstIndex { $0.endpoint == endpoint }
+    }
+}
+
+/// Everything the director serves, in the order services were added.
+public struct DirectorConfig: Equatable, Sendable {
+    public var services: [ServiceConfig]
+
+    public init() {
+        services = []
+    }
+
+    public init(services: [ServiceConfig]) {
+        self.services = services
+    }
+
+    /// The index of the service `key` names, if there is one.
+    public func serviceIndex(of key: ServiceKey) -> Int? {
+        services.firstIndex { $0.proto == key.proto && $0.endpoint == key.endpoint }
+    }
+
+    /// The service `key` names, if there is one.
+    public func service(_ key: ServiceKey) -> ServiceConfig? {
+        serviceIndex(of: key).map { services[$0] }
+    }
+
+    /// Applies one ipvsadm command, as IPVS would: all of it or, when it throws, none of it.
+    public mutating func apply(_ command: IPVSCommand) throws(ConfigError) {
+        try command.validate()
+        switch command {
+        case .addService(let key, let scheduler):
+            guard serviceIndex(of: key) == nil else { throw .serviceExists(key) }
+            services.append(ServiceConfig(proto: key.proto, endpoint: key.endpoint, scheduler: scheduler))
+
+        case .editService(let key, let scheduler):
+            guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
+            if let scheduler { services[s].scheduler = scheduler }
+
+        case .deleteService(let key):
+            guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
+            services.remove(at: s)
+
+        case .addServer(let key, let real):
+            guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
+            guard services[s].realIndex(of: real.endpoint) == nil else {
+                throw .destinationExists(key, real.endpoint)
+            }
+            services[s].reals.append(real)
+
+        case .editServer(let key, let server, let weight, let method):
+            guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
+            guard let r = services[s].realIndex(of: server) else { throw .noSuchDestination(key, server) }
+            var real = services[s].reals[r]
+            if let weight { real.weight = weight }
+            if let method { real.method = method }
+            try IPVSCommand.checkReal(real.endpoint, method: real.method, of: key)
+            services[s].reals[r] = real
+
+        case .deleteServer(let key, let server):
+            guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
+            guard let r = services[s].realIndex(of: server) else { throw .noSuchDestination(key, server) }
+            services[s].reals.remove(at: r)
+
+        case .clear:
+            services.removeAll()
+        }
+    }
+}
+
+/// Why an ipvsadm command was refused: its syntax, its values, or the state it would change.
+public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    // Syntax.
+    /// No command option (`-A`, `-E`, `-D`, `-a`, `-e`, `-d`, `-C`) was given.
+    case missingCommand
+    /// Two commands in one argument vector (the options as the operator wrote them).
+    case multipleCommands(String, String)
+    /// An option ipvsadm does not have.
+    case unknownOption(String)
+    /// An ipvsadm option or command this version does not implement yet; the note says what to use instead.
+    case unsupportedOption(String, note: String?)
+    /// An option that takes a value came last, or before another option.
+    case missingValue(String)
+    /// A value attached (`--gatewaying=x`) to an option that takes none.
+    case unexpectedValue(String)
+    /// A word that is neither an option nor an option's value.
+    case unexpectedArgument(String)
+    /// An option (or one of a group such as `-t`/`-u`) given twice.
+    case duplicateOption(String)
+    /// An option the command does not take, e.g. `-w` with `-A`.
+    case optionNotAllowed(option: String, command: String)
+    /// An option the command needs, e.g. `-r` with `-a`.
+    case missingOption(option: String, command: String)
+    /// `-A` without `-s`: IPVS would pick wlc, which this version does not implement yet.
+    case schedulerRequired
+    /// A scheduler name IPVS does not know.
+    case unknownScheduler(String)
+    /// A scheduler IPVS has that this version does not implement yet.
+    case unsupportedScheduler(String)
+    /// A weight that is not an integer in 0...65535.
+    case invalidWeight(String)
+    /// A `-t`/`-u` value that is not a numeric address with a port.
+    case invalidServiceAddress(String, EndpointError)
+    /// A `-r` value that is not a numeric address with an optional port.
+    case invalidRealServerAddress(String, EndpointError)
+
+    // Meaning.
+    /// A real server of the other address family than its service (only tunnelling can mix them).
+    case familyMismatch(real: Endpoint, service: ServiceKey)
+    /// A real server port other than the service's with a method that cannot change the port.
+    case portMismatch(real: Endpoint, service: ServiceKey, method: ForwardingMethod)
+
+    // State, in IPVS's words.
+    case serviceExists(ServiceKey)
+    case noSuchService(ServiceKey)
+    case destinationExists(ServiceKey, Endpoint)
+    case noSuchDestination(ServiceKey, Endpoint)
+
+    public var description: String {
+        switch self {
+        case .missingCommand:
+            return "no command given (one of -A, -E, -D, -a, -e, -d, -C)"
+        case .multipleCommands(let first, let second):
+            return "more than one command given: \(first) and \(second)"
+        case .unknownOption(let option):
+            return "unknown option \(option)"
+        case .unsupportedOption(let option, let note):
+            return "\(option) is not supported yet" + (note.map { " (\($0))" } ?? "")
+        case .missingValue(let option):
+            return "\(option) needs a value"
+        case .unexpectedValue(let option):
+            return "\(option) takes no value"
+        case .unexpectedArgument(let argument):
+            return "unexpected argument '\(argument)'"
+        case .duplicateOption(let option):
+            return "\(option) given more than once"
+        case .optionNotAllowed(let option, let command):
+            return "\(option) is not allowed with \(command)"
+        case .missingOption(let option, let command):
+            return "\(command) needs \(option)"
+        case .schedulerRequired:
+            return "-A/--add-service needs -s/--scheduler: IPVS's default scheduler wlc is not supported yet "
+                + "(supported: \(Self.supportedSchedulers))"
+        case .unknownScheduler(let name):
+            return "unknown scheduler '\(name)' (supported: \(Self.supportedSchedulers))"
+        case .unsupportedScheduler(let name):
+            return "scheduler '\(name)' is not supported yet (supported: \(Self.supportedSchedulers))"
+        case .invalidWeight(let text):
+            return "invalid weight '\(text)': expected an integer from 0 to 65535"
+        case .invalidServiceAddress(let text, let reason):
+            return "invalid service address '\(text)': \(reason)"
+        case .invalidRealServerAddress(let text, let reason):
+            return "invalid real server address '\(text)': \(reason)"
+        case .familyMismatch(let real, let service):
+            return "real server \(real.address) is \(Self.familyName(real.address)) but service "
+                + "\(service.endpoint) is \(Self.familyName(service.endpoint.address)); mixing address "
+                + "families needs tunnelling (-i), which is not supported yet"
+        case .portMismatch(let real, let service, let method):
+            return "real server port \(real.port) differs from the service port \(service.endpoint.port): "
+                + "\(Self.methodName(method)) (\(method.option)) cannot change the port; "
+                + "omit the port or use \(service.endpoint.port)"
+        case .serviceExists:
+            return "Service already exists"
+        case .noSuchService:
+            return "No such service"
+        case .destinationExists:
+            return "Destination already exists"
+        case .noSuchDestination:
+            return "No such destination"
+        }
+    }
+
+    static var supportedSchedulers: String {
+        SchedulerKind.allCases.map(\.name).joined(separator: ", ")
+    }
+
+    private static func familyName(_ address: IPAddress) -> String {
+        address.family == .ipv4 ? "IPv4" : "IPv6"
+    }
+
+    private static func methodName(_ method: ForwardingMethod) -> String {
+        switch method {
+        case .directRouting: return "direct routing"
+        }
+    }
+}

@@ -1,0 +1,158 @@
+// Every option ipvsadm knows, so that an operator's command is either understood, refused as "not supported
+// yet" by name, or refused as unknown. One table; the parser looks options up here and nowhere else.
+
+/// The commands this version implements.
+enum IPVSCommandKind: Sendable {
+    case addService, editService, deleteService, addServer, editServer, deleteServer, clear
+
+    /// `-A/--add-service`, for messages.
+    var display: String {
+        switch self {
+        case .addService: return "-A/--add-service"
+        case .editService: return "-E/--edit-service"
+        case .deleteService: return "-D/--delete-service"
+        case .addServer: return "-a/--add-server"
+        case .editServer: return "-e/--edit-server"
+        case .deleteServer: return "-d/--delete-server"
+        case .clear: return "-C/--clear"
+        }
+    }
+}
+
+/// The options (other than commands) this version implements, each with the commands that take it.
+enum IPVSOptionKind: Sendable, CaseIterable {
+    case service, scheduler, realServer, forwardingMethod, weight
+
+    var display: String {
+        switch self {
+        case .service: return "-t/--tcp-service or -u/--udp-service"
+        case .scheduler: return "-s/--scheduler"
+        case .realServer: return "-r/--real-server"
+        case .forwardingMethod: return "-g/--gatewaying"
+        case .weight: return "-w/--weight"
+        }
+    }
+
+    enum Use { case required, optional, refused }
+
+    /// As ipvsadm's table of commands and options has it, except that `-A` needs `-s` (checked apart, to
+    /// say why) until IPVS's default wlc is implemented.
+    func use(with command: IPVSCommandKind) -> Use {
+        switch (self, command) {
+        case (_, .clear):
+            return .refused
+        case (.service, _):
+            return .required
+        case (.scheduler, .addService), (.scheduler, .editService):
+            return .optional
+        case (.scheduler, _):
+            return .refused
+        case (.realServer, .addServer), (.realServer, .editServer), (.realServer, .deleteServer):
+            return .required
+        case (.realServer, _):
+            return .refused
+        case (.forwardingMethod, .addServer), (.forwardingMethod, .editServer),
+             (.weight, .addServer), (.weight, .editServer):
+            return .optional
+        case (.forwardingMethod, _), (.weight, _):
+            return .refused
+        }
+    }
+}
+
+/// One entry of ipvsadm's option table.
+struct IPVSOptionSpec: Sendable {
+    enum Role: Sendable {
+        case command(IPVSCommandKind)
+        case service(L4Protocol)
+        case scheduler
+        case realServer
+        case method(ForwardingMethod)
+        case weight
+        /// Known to ipvsadm, not implemented here yet; the note says what to do instead.
+        case unsupported(note: String?)
+    }
+
+    let short: Character?
+    let long: String
+    let takesValue: Bool
+    let role: Role
+
+    /// `-w/--weight` or `--pe`.
+    var display: String { short.map { "-\($0)/--\(long)" } ?? "--\(long)" }
+
+    static func find(short: Character) -> IPVSOptionSpec? { table.first { $0.short == short } }
+    static func find(long: String) -> IPVSOptionSpec? { table.first { $0.long == long } }
+
+    private static let onlyDR = "only -g/--gatewaying (direct routing) is implemented"
+
+    static let table: [IPVSOptionSpec] = [
+        // Commands.
+        .init(short: "A", long: "add-service", takesValue: false, role: .command(.addService)),
+        .init(short: "E", long: "edit-service", takesValue: false, role: .command(.editService)),
+        .init(short: "D", long: "delete-service", takesValue: false, role: .command(.deleteService)),
+        .init(short: "C", long: "clear", takesValue: false, role: .command(.clear)),
+        .init(short: "a", long: "add-server", takesValue: false, role: .command(.addServer)),
+        .init(short: "e", long: "edit-server", takesValue: false, role: .command(.editServer)),
+        .init(short: "d", long: "delete-server", takesValue: false, role: .command(.deleteServer)),
+        .init(short: "R", long: "restore", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "S", long: "save", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "L", long: "list", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "l", long: "list", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "Z", long: "zero", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "set", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "start-daemon", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "stop-daemon", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "h", long: "help", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "v", long: "version", takesValue: false, role: .unsupported(note: nil)),
+        // Services.
+        .init(short: "t", long: "tcp-service", takesValue: true, role: .service(.tcp)),
+        .init(short: "u", long: "udp-service", takesValue: true, role: .service(.udp)),
+        .init(short: "f", long: "fwmark-service", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "6", long: "ipv6", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "s", long: "scheduler", takesValue: true, role: .scheduler),
+        .init(short: "b", long: "sched-flags", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "p", long: "persistent", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "M", long: "netmask", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "pe", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "o", long: "ops", takesValue: false, role: .unsupported(note: nil)),
+        // Real servers.
+        .init(short: "r", long: "real-server", takesValue: true, role: .realServer),
+        .init(short: "g", long: "gatewaying", takesValue: false, role: .method(.directRouting)),
+        .init(short: "i", long: "ipip", takesValue: false, role: .unsupported(note: onlyDR)),
+        .init(short: "m", long: "masquerading", takesValue: false, role: .unsupported(note: onlyDR)),
+        .init(short: nil, long: "tun-type", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "tun-port", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "tun-nocsum", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "tun-csum", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "tun-remcsum", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "w", long: "weight", takesValue: true, role: .weight),
+        .init(short: "x", long: "u-threshold", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "y", long: "l-threshold", takesValue: true, role: .unsupported(note: nil)),
+        // Listing and connection synchronisation.
+        .init(short: "n", long: "numeric", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "c", long: "connection", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "X", long: "exact", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "timeout", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "daemon", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "stats", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "rate", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "thresholds", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "persistent-conn", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "sort", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "nosort", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "mcast-interface", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "mcast-group", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "mcast-port", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "mcast-ttl", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "syncid", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "sync-maxlen", takesValue: true, role: .unsupported(note: nil)),
+    ]
+}
+
+/// The schedulers IPVS has, so that one not implemented here is told apart from a misspelling.
+enum IPVSSchedulerNames {
+    static let all: Set<String> = [
+        "rr", "wrr", "lc", "wlc", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "twos",
+    ]
+}
