@@ -60,6 +60,10 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         case .v4(let value):
             return (0..<4).map { String((value >> (24 - 8 * $0)) & 0xff) }.joined(separator: ".")
         case .v6(let hi, let lo):
+            // RFC 5952 section 5: IPv4-mapped addresses (::ffff:0:0/96) in mixed notation, as inet_ntop does.
+            if hi == 0 && lo >> 32 == 0xFFFF {
+                return "::ffff:" + IPAddress.v4(UInt32(truncatingIfNeeded: lo)).description
+            }
             let words = (0..<4).map { UInt16(truncatingIfNeeded: hi >> (48 - 16 * $0)) }
                 + (0..<4).map { UInt16(truncatingIfNeeded: lo >> (48 - 16 * $0)) }
             return Self.formatIPv6(words)

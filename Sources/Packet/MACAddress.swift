@@ -17,7 +17,9 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
         guard parts.count == 6 else { return nil }
         var value: UInt64 = 0
         for part in parts {
-            guard part.count == 2, let byte = UInt8(part, radix: 16) else { return nil }
+            // Two hex digits exactly (UInt8(_:radix:) alone would take "+f" or "-0").
+            guard part.count == 2, part.allSatisfy({ $0.isASCII && $0.isHexDigit }),
+                  let byte = UInt8(part, radix: 16) else { return nil }
             value = value << 8 | UInt64(byte)
         }
         self.init(value: value)

@@ -1,0 +1,186 @@
+/// What `FrameParser.parse` concluded about a frame. The raw values index per-worker counters, so keep the
+/// cases in this order and add new ones at the end.
+public enum ParseStatus: UInt8, CaseIterable, Sendable {
+    /// Ethernet (+ at most one 802.1Q tag) / IPv4 or IPv6 / TCP or UDP, all consistent.
+    case ok
+    /// The frame is shorter than the headers it announces (including an IP total or payload length that
+    /// reaches past the end of the frame).
+    case truncated
+    /// The ethertype is not IPv4 or IPv6 (after an optional single VLAN tag; a second tag counts as not IP).
+    case notIP
+    /// IPv4 with MF set or a non-zero fragment offset; IPv6 whose next header is a fragment header (44).
+    case fragment
+    /// IP, but the layer 4 protocol is not TCP or UDP: ICMP, ICMPv6, and for IPv6 any extension header
+    /// other than the fragment header (hop-by-hop, routing, destination options, ...).
+    case unsupportedProtocol
+    /// Bad IP version, IPv4 IHL < 5, an IP length shorter than the headers it must contain, TCP data
+    /// offset < 5, a UDP length outside 8...IP payload length.
+    case malformed
+    /// The IPv4 header checksum does not verify.
+    case badIPv4Checksum
+}
+
+/// The facts about a frame that the data plane needs, filled in by `FrameParser.parse`. Only meaningful
+/// when `parse` returned `.ok`; after another status its fields are unspecified.
+public struct ParsedFrame: Sendable {
+    /// The 5-tuple; ports in host order.
+    public var key: FlowKey
+    /// Offset of the IP header: 14, or 18 with a VLAN tag.
+    public var l3Offset: Int
+    /// Offset of the TCP or UDP header.
+    public var l4Offset: Int
+    /// IPv4 total length, or 40 + IPv6 payload length. The frame may be longer (Ethernet padding).
+    public var ipPacketLength: Int
+    /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...); 0 for UDP.
+    public var tcpFlags: UInt8
+
+    public init() {
+        key = FlowKey()
+        l3Offset = 0
+        l4Offset = 0
+        ipPacketLength = 0
+        tcpFlags = 0
+    }
+
+    /// True for IPv4, false for IPv6.
+    @inline(__always)
+    public var isIPv4: Bool { key.family == IPAddress.Family.ipv4.rawValue }
+
+    /// Length of the layer 4 segment (TCP or UDP header plus data), as the IP header states it.
+    @inline(__always)
+    public var l4Length: Int { l3Offset &+ ipPacketLength &- l4Offset }
+}
+
+/// Parses Ethernet / [802.1Q] / IPv4|IPv6 / TCP|UDP frames in place.
+///
+/// The parser accepts the same frames as the XDP program's own parsing: one optional VLAN tag, IPv4 with or
+/// without options, and IPv6 only when TCP or UDP directly follows the fixed header. IPv6 packets with
+/// extension headers are never redirected to the workers by the XDP program; here they are reported as
+/// `.fragment` (next header 44) or `.unsupportedProtocol` (anything else), so both sides agree.
+///
+/// Checks run outside-in: each header's length is checked before any of its fields is read, then its
+/// fields are validated, then the next header is located. IP lengths are checked before the protocol, so a
+/// fragment or ICMP packet whose IP header is inconsistent is reported as `.truncated`/`.malformed`.
+public enum FrameParser {
+    /// Parses the frame of `length` bytes at `frame` into `parsed`. Reads only within
+    /// `[frame, frame + length)`, never traps, allocates nothing.
+    @inline(__always)
+    public static func parse(_ frame: UnsafeRawPointer, length: Int, into parsed: inout ParsedFrame) -> ParseStatus {
+        guard length >= HeaderLength.ethernet else { return .truncated }
+        var l3 = HeaderLength.ethernet
+        var etherType = load16(frame, FieldOffset.Ethernet.etherType)
+        if etherType == EtherType.vlan {
+            guard length >= HeaderLength.ethernet &+ HeaderLength.vlanTag else { return .truncated }
+            etherType = load16(frame, FieldOffset.Ethernet.etherType &+ HeaderLength.vlanTag)
+            l3 = HeaderLength.ethernet &+ HeaderLength.vlanTag
+        }
+        if etherType == EtherType.ipv4 {
+            return parseIPv4(frame, length: length, l3: l3, into: &parsed)
+        }
+        if etherType == EtherType.ipv6 {
+            return parseIPv6(frame, length: length, l3: l3, into: &parsed)
+        }
+        return .notIP
+    }
+
+    @inline(__always)
+    static func parseIPv4(_ frame: UnsafeRawPointer, length: Int, l3: Int,
+                          into parsed: inout ParsedFrame) -> ParseStatus {
+        guard length &- l3 >= HeaderLength.ipv4 else { return .truncated }
+        let ip = frame + l3
+        let versionIHL = ip.load(fromByteOffset: FieldOffset.IPv4.versionIHL, as: UInt8.self)
+        guard versionIHL >> 4 == 4 else { return .malformed }
+        let headerLength = Int(versionIHL & 0x0F) &* 4
+        guard headerLength >= HeaderLength.ipv4 else { return .malformed }
+        guard length &- l3 >= headerLength else { return .truncated }
+        let totalLength = Int(load16(ip, FieldOffset.IPv4.totalLength))
+        guard totalLength >= headerLength else { return .malformed }
+        guard length &- l3 >= totalLength else { return .truncated }
+        guard InternetChecksum.checksum(ip, count: headerLength) == 0 else { return .badIPv4Checksum }
+        // MF (0x2000) or a non-zero offset (low 13 bits); DF (0x4000) is fine.
+        guard load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else { return .fragment }
+        let proto = ip.load(fromByteOffset: FieldOffset.IPv4.proto, as: UInt8.self)
+
+        let l4 = l3 &+ headerLength
+        let segmentLength = totalLength &- headerLength
+        let status = parseL4(frame, l4: l4, segmentLength: segmentLength, proto: proto, into: &parsed)
+        guard status == .ok else { return status }
+        parsed.key.family = IPAddress.Family.ipv4.rawValue
+        parsed.key.srcHi = 0
+        parsed.key.srcLo = UInt64(load32(ip, FieldOffset.IPv4.source))
+        parsed.key.dstHi = 0
+        parsed.key.dstLo = UInt64(load32(ip, FieldOffset.IPv4.destination))
+        parsed.l3Offset = l3
+        parsed.l4Offset = l4
+        parsed.ipPacketLength = totalLength
+        return .ok
+    }
+
+    @inline(__always)
+    static func parseIPv6(_ frame: UnsafeRawPointer, length: Int, l3: Int,
+                          into parsed: inout ParsedFrame) -> ParseStatus {
+        guard length &- l3 >= HeaderLength.ipv6 else { return .truncated }
+        let ip = frame + l3
+        guard ip.load(fromByteOffset: 0, as: UInt8.self) >> 4 == 6 else { return .malformed }
+        let payloadLength = Int(load16(ip, FieldOffset.IPv6.payloadLength))
+        guard length &- l3 &- HeaderLength.ipv6 >= payloadLength else { return .truncated }
+        let nextHeader = ip.load(fromByteOffset: FieldOffset.IPv6.nextHeader, as: UInt8.self)
+        // Extension headers are not walked (see the type's comment).
+        if nextHeader == IPv6NextHeader.fragment { return .fragment }
+
+        let l4 = l3 &+ HeaderLength.ipv6
+        let status = parseL4(frame, l4: l4, segmentLength: payloadLength, proto: nextHeader, into: &parsed)
+        guard status == .ok else { return status }
+        parsed.key.family = IPAddress.Family.ipv6.rawValue
+        parsed.key.srcHi = load64(ip, FieldOffset.IPv6.source)
+        parsed.key.srcLo = load64(ip, FieldOffset.IPv6.source &+ 8)
+        parsed.key.dstHi = load64(ip, FieldOffset.IPv6.destination)
+        parsed.key.dstLo = load64(ip, FieldOffset.IPv6.destination &+ 8)
+        parsed.l3Offset = l3
+        parsed.l4Offset = l4
+        parsed.ipPacketLength = HeaderLength.ipv6 &+ payloadLength
+        return .ok
+    }
+
+    /// Validates the TCP or UDP header at `l4`, whose IP header says the segment is `segmentLength` bytes.
+    /// The caller has already checked that the whole segment lies inside the frame, so a header that does
+    /// not fit in `segmentLength` is an inconsistency (`.malformed`), not a truncation.
+    @inline(__always)
+    static func parseL4(_ frame: UnsafeRawPointer, l4: Int, segmentLength: Int, proto: UInt8,
+                        into parsed: inout ParsedFrame) -> ParseStatus {
+        let header = frame + l4
+        if proto == IPProtocolNumber.tcp {
+            guard segmentLength >= HeaderLength.tcp else { return .malformed }
+            let dataOffset = Int(header.load(fromByteOffset: FieldOffset.TCP.dataOffset, as: UInt8.self) >> 4) &* 4
+            guard dataOffset >= HeaderLength.tcp, dataOffset <= segmentLength else { return .malformed }
+            parsed.tcpFlags = header.load(fromByteOffset: FieldOffset.TCP.flags, as: UInt8.self)
+        } else if proto == IPProtocolNumber.udp {
+            guard segmentLength >= HeaderLength.udp else { return .malformed }
+            let udpLength = Int(load16(header, FieldOffset.UDP.length))
+            guard udpLength >= HeaderLength.udp, udpLength <= segmentLength else { return .malformed }
+            parsed.tcpFlags = 0
+        } else {
+            return .unsupportedProtocol
+        }
+        // TCP and UDP both start with the source and destination ports.
+        parsed.key.srcPort = load16(header, 0)
+        parsed.key.dstPort = load16(header, 2)
+        parsed.key.proto = proto
+        return .ok
+    }
+
+    @inline(__always)
+    static func load16(_ base: UnsafeRawPointer, _ offset: Int) -> UInt16 {
+        UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+
+    @inline(__always)
+    static func load32(_ base: UnsafeRawPointer, _ offset: Int) -> UInt32 {
+        UInt32(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    @inline(__always)
+    static func load64(_ base: UnsafeRawPointer, _ offset: Int) -> UInt64 {
+        UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+}
