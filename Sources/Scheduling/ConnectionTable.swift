@@ -1,0 +1,379 @@
+import Packet
+
+/// One worker's connection table: flow → (service, real server, state, expiry), fixed capacity.
+///
+/// Ownership: a table belongs to one worker thread, which alone calls its methods; other threads (listings,
+/// `ipvsadm -Lc`) ask that worker. All memory is allocated in `init` and freed in `deinit`; no method
+/// allocates (except `liveEntries`, meant for listings), takes a lock or touches a reference count.
+///
+/// Layout: open addressing with linear probing over a power-of-two number of slots, at least twice
+/// `capacity`, so the table is never more than half full. A parallel array of 16-bit tags (from the flow hash;
+/// 0 = empty) lets a probe skip non-matching slots without touching the 64-byte entries. An entry always sits
+/// within `probeLimit` slots of its home slot, so `find` and `insert` look at no more than that many slots;
+/// deletion shifts later entries of the run back (no tombstones), so runs stay short.
+///
+/// Time: `now` is a monotonic seconds counter supplied by the caller (never read from a clock here).
+/// An entry with expiry `e` is live while `now < e` (compared with wrap-around arithmetic) and expired from
+/// `now == e` on. Expired entries are not removed at once: `find` ignores them, `insert` reuses their slots,
+/// and `sweep`, which the worker calls between batches, reclaims them a bounded number of slots at a time.
+///
+/// Slot indices: a slot from `find` or `insert` names the entry until the next `remove`, `sweep`,
+/// `removeAll`, or `insert` into a full table (which sweeps a little to make room): those may move entries.
+/// `find`, `update`, the accessors and an `insert` below capacity never move anything.
+public struct ConnectionTable: ~Copyable {
+    @usableFromInline
+    struct Entry {
+        @usableFromInline var key: FlowKey
+        @usableFromInline var service: UInt32
+        @usableFromInline var destination: UInt32
+        /// Absolute time (the caller's seconds) at which the entry expires.
+        @usableFromInline var expires: UInt32
+        /// `key.flowHash`, kept so deletion can find an entry's home slot without rehashing.
+        @usableFromInline var hash: UInt32
+        @usableFromInline var state: ConnectionState
+        @usableFromInline var flags: UInt8
+
+        @usableFromInline
+        init(key: FlowKey, service: UInt32, destination: UInt32, expires: UInt32, hash: UInt32,
+             state: ConnectionState, flags: UInt8) {
+            self.key = key
+            self.service = service
+            self.destination = destination
+            self.expires = expires
+            self.hash = hash
+            self.state = state
+            self.flags = flags
+        }
+    }
+
+    /// `Entry.flags`: replies bypass the director, so TCP uses IPVS's input-only table (IPVS
+    /// `IP_VS_CONN_F_NOOUTPUT`). Cleared for good by the first reply seen.
+    @usableFromInline static var inputOnlyFlag: UInt8 { 0x01 }
+
+    /// The most slots `find` and `insert` examine from a flow's home slot.
+    public static var probeLimit: Int { 32 }
+
+    /// Slots a full `insert` may sweep to make room.
+    static var reclaimBudget: Int { 64 }
+
+    @usableFromInline let entries: UnsafeMutablePointer<Entry>
+    @usableFromInline let tags: UnsafeMutablePointer<UInt16>
+    /// Timeout in seconds by `ConnectionState.rawValue`.
+    @usableFromInline let timeoutByState: UnsafeMutablePointer<UInt32>
+    @usableFromInline let mask: Int
+
+    /// The most entries (live, or expired and not yet reclaimed) the table holds.
+    public let capacity: Int
+
+    /// Entries held: live ones plus expired ones not yet reclaimed (by `insert` reusing their slot, or `sweep`).
+    /// A worker that sweeps regularly keeps it close to the number of live connections.
+    public private(set) var count: Int
+
+    /// Where the next `sweep` starts.
+    var sweepCursor: Int
+
+    /// The timeouts applied from the next packet on (`ipvsadm --set` does not touch running timers either).
+    public var timeouts: ConnectionTimeouts {
+        didSet { Self.fill(timeoutByState, from: timeouts) }
+    }
+
+    /// A table for `capacity` connections (1 ... 2^28). Allocates 66 bytes per slot, 2 to 4 slots per unit of
+    /// capacity (the slot count is a power of two), at least 64 slots.
+    public init(capacity: Int, timeouts: ConnectionTimeouts = .init()) {
+        precondition(capacity > 0 && capacity <= 1 << 28, "connection table capacity out of range")
+        var slotCount = 64
+        while slotCount < 2 * capacity { slotCount <<= 1 }
+        self.capacity = capacity
+        self.mask = slotCount - 1
+        self.count = 0
+        self.sweepCursor = 0
+        self.timeouts = timeouts
+        let entries = UnsafeMutablePointer<Entry>.allocate(capacity: slotCount)
+        let blank = Entry(key: FlowKey(), service: 0, destination: 0, expires: 0, hash: 0, state: .initial, flags: 0)
+        entries.initialize(repeating: blank, count: slotCount)
+        let tags = UnsafeMutablePointer<UInt16>.allocate(capacity: slotCount)
+        tags.initialize(repeating: 0, count: slotCount)
+        let timeoutByState = UnsafeMutablePointer<UInt32>.allocate(capacity: ConnectionState.allCases.count)
+        timeoutByState.initialize(repeating: 0, count: ConnectionState.allCases.count)
+        self.entries = entries
+        self.tags = tags
+        self.timeoutByState = timeoutByState
+        Self.fill(timeoutByState, from: timeouts)
+    }
+
+    deinit {
+        entries.deallocate()
+        tags.deallocate()
+        timeoutByState.deallocate()
+    }
+
+    private static func fill(_ table: UnsafeMutablePointer<UInt32>, from timeouts: ConnectionTimeouts) {
+        for state in ConnectionState.allCases {
+            let seconds = timeouts.seconds(for: state)
+            precondition(seconds <= ConnectionTimeouts.maximum, "connection timeout too large")
+            table[Int(state.rawValue)] = seconds
+        }
+    }
+
+    /// Number of slots (a power of two, at least `2 * capacity`); slot indices are `0..<slotCount`.
+    public var slotCount: Int { mask + 1 }
+
+    // MARK: - Hot path
+
+    /// A live (not expired at `now`) entry for `key`, as a slot index.
+    @inlinable
+    public func find(_ key: FlowKey, now: UInt32) -> Int? {
+        let hash = key.flowHash
+        let tag = Self.tag(hash)
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        for _ in 0..<Self.probeLimit {
+            let slotTag = tags[slot]
+            if slotTag == 0 { return nil }
+            if slotTag == tag && Self.sameFlow(entries[slot].key, key) && Self.isLive(entries[slot].expires, now) {
+                return slot
+            }
+            slot = (slot &+ 1) & mask
+        }
+        return nil
+    }
+
+    /// Inserts a new connection for `key` (which must have no live entry: call `find` first) and applies the
+    /// packet's `tcpFlags` to it as its first packet. nil when there is no room: the table holds `capacity`
+    /// entries and a short sweep found none expired, or every slot within `probeLimit` of the flow's home
+    /// holds a live entry. Live entries are never evicted; the caller then forwards without state and counts.
+    ///
+    /// `seesReplies`: the real server answers through the director (NAT, FULLNAT), so TCP follows IPVS's
+    /// input/output tables; false (DR, TUN) uses the input-only table until a reply shows up.
+    public mutating func insert(
+        _ key: FlowKey, service: UInt32, destination: UInt32, tcpFlags: UInt8, now: UInt32,
+        seesReplies: Bool = false
+    ) -> Int? {
+        let hash = key.flowHash
+        guard let slot = freeSlot(hash: hash, now: now, mayReclaim: true) else { return nil }
+        let isTCP = key.proto == IPProtocolNumber.tcp
+        entries[slot] = Entry(
+            key: key, service: service, destination: destination, expires: now, hash: hash,
+            state: isTCP ? .initial : .udp, flags: seesReplies ? 0 : Self.inputOnlyFlag)
+        tags[slot] = Self.tag(hash)
+        update(at: slot, tcpFlags: tcpFlags, direction: .input, now: now)
+        return slot
+    }
+
+    /// The first slot in the flow's probe window that is empty (while below capacity) or holds an expired
+    /// entry; both keep every entry within reach of its home slot.
+    private mutating func freeSlot(hash: UInt32, now: UInt32, mayReclaim: Bool) -> Int? {
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        for _ in 0..<Self.probeLimit {
+            if tags[slot] == 0 {
+                if count < capacity {
+                    count += 1
+                    return slot
+                }
+                // Full: no run may grow, but an expired entry elsewhere may be reclaimed to make room.
+                if mayReclaim && sweep(now: now, limit: Self.reclaimBudget) > 0 {
+                    return freeSlot(hash: hash, now: now, mayReclaim: false)
+                }
+                return nil
+            }
+            if !Self.isLive(entries[slot].expires, now) {
+                return slot  // reused in place: `count` already includes it
+            }
+            slot = (slot &+ 1) & mask
+        }
+        return nil
+    }
+
+    /// The virtual service index stored with the connection.
+    @inlinable
+    public func service(at slot: Int) -> UInt32 {
+        precondition(slot >= 0 && slot <= mask, "connection slot out of range")
+        return entries[slot].service
+    }
+
+    /// The real server index stored with the connection.
+    @inlinable
+    public func destination(at slot: Int) -> UInt32 {
+        precondition(slot >= 0 && slot <= mask, "connection slot out of range")
+        return entries[slot].destination
+    }
+
+    /// Applies a packet: advances the TCP state machine from its flags (non-TCP: no state) and restarts the
+    /// timer with the new state's timeout. `direction` is `.input` for client packets, `.output` for replies
+    /// passing through the director (NAT).
+    @inlinable
+    public mutating func update(at slot: Int, tcpFlags: UInt8, direction: ConnectionDirection = .input, now: UInt32) {
+        precondition(slot >= 0 && slot <= mask, "connection slot out of range")
+        let entry = entries + slot
+        var state = entry.pointee.state
+        if state != .udp {
+            let table: TCPStateMachine.Table
+            if direction == .output {
+                entry.pointee.flags &= ~Self.inputOnlyFlag
+                table = .output
+            } else {
+                table = entry.pointee.flags & Self.inputOnlyFlag != 0 ? .inputOnly : .input
+            }
+            state = TCPStateMachine.next(state, flags: tcpFlags, table: table)
+            entry.pointee.state = state
+        }
+        entry.pointee.expires = now &+ timeoutByState[Int(state.rawValue)]
+    }
+
+    /// Deletes the entry in `slot` (which must hold one). May move other entries (see the type's notes).
+    public mutating func remove(at slot: Int) {
+        precondition(slot >= 0 && slot <= mask && tags[slot] != 0, "no connection in this slot")
+        vacate(slot)
+    }
+
+    /// Deletes every entry.
+    public mutating func removeAll() {
+        tags.update(repeating: 0, count: slotCount)
+        count = 0
+        sweepCursor = 0
+    }
+
+    /// Examines up to `limit` slots from where the last sweep stopped and reclaims the expired entries among
+    /// them; returns how many it reclaimed. Call it between batches with a small limit, so a full round over
+    /// the table takes a few seconds at most and `count` follows the live connections. May move entries.
+    @discardableResult
+    public mutating func sweep(now: UInt32, limit: Int) -> Int {
+        var slot = sweepCursor
+        var reclaimed = 0
+        for _ in 0..<max(0, limit) {
+            if tags[slot] != 0 && !Self.isLive(entries[slot].expires, now) {
+                // Deletion may move a later entry into this slot: look at it again.
+                vacate(slot)
+                reclaimed += 1
+            } else {
+                slot = (slot &+ 1) & mask
+            }
+        }
+        sweepCursor = slot
+        return reclaimed
+    }
+
+    /// Backward-shift deletion: walks the run after the hole and moves back each entry whose home lies at or
+    /// before the hole, so no entry is ever separated from its home by an empty slot.
+    private mutating func vacate(_ slot: Int) {
+        var hole = slot
+        var probe = slot
+        while true {
+            probe = (probe &+ 1) & mask
+            let distanceFromHole = (probe &- hole) & mask
+            // Entries sit less than `probeLimit` from home, so none further away can belong before the hole.
+            if tags[probe] == 0 || distanceFromHole >= Self.probeLimit { break }
+            let home = Int(truncatingIfNeeded: entries[probe].hash) & mask
+            if (probe &- home) & mask >= distanceFromHole {
+                entries[hole] = entries[probe]
+                tags[hole] = tags[probe]
+                hole = probe
+            }
+        }
+        tags[hole] = 0
+        count -= 1
+    }
+
+    // MARK: - Reading entries (listings, tests)
+
+    /// Whether `slot` holds an entry, live or expired.
+    public func isOccupied(_ slot: Int) -> Bool {
+        precondition(slot >= 0 && slot <= mask, "connection slot out of range")
+        return tags[slot] != 0
+    }
+
+    /// Whether `slot` holds an entry that is live at `now`.
+    public func isLive(at slot: Int, now: UInt32) -> Bool {
+        isOccupied(slot) && Self.isLive(entries[slot].expires, now)
+    }
+
+    /// The entry in `slot` (live or expired), or nil when the slot is empty.
+    public func entry(at slot: Int) -> ConnectionEntry? {
+        guard isOccupied(slot) else { return nil }
+        let entry = entries[slot]
+        return ConnectionEntry(
+            slot: slot, key: entry.key, service: entry.service, destination: entry.destination, state: entry.state,
+            expires: entry.expires, inputOnly: entry.flags & Self.inputOnlyFlag != 0)
+    }
+
+    /// The flow of the entry in `slot` (which must hold one).
+    public func key(at slot: Int) -> FlowKey {
+        precondition(isOccupied(slot), "no connection in this slot")
+        return entries[slot].key
+    }
+
+    /// The state of the entry in `slot` (which must hold one).
+    @inlinable
+    public func state(at slot: Int) -> ConnectionState {
+        precondition(slot >= 0 && slot <= mask && tags[slot] != 0, "no connection in this slot")
+        return entries[slot].state
+    }
+
+    /// The absolute expiry time of the entry in `slot` (which must hold one).
+    public func expiry(at slot: Int) -> UInt32 {
+        precondition(isOccupied(slot), "no connection in this slot")
+        return entries[slot].expires
+    }
+
+    /// Every entry live at `now`, in slot order. Allocates: for listings, not for the packet path.
+    public func liveEntries(now: UInt32) -> [ConnectionEntry] {
+        var result: [ConnectionEntry] = []
+        for slot in 0...mask where tags[slot] != 0 && Self.isLive(entries[slot].expires, now) {
+            if let entry = entry(at: slot) { result.append(entry) }
+        }
+        return result
+    }
+
+    // MARK: - Helpers
+
+    /// The 16-bit tag of a flow hash: its high half (the home slot comes from the low bits), never 0.
+    @inlinable @inline(__always)
+    static func tag(_ hash: UInt32) -> UInt16 {
+        let tag = UInt16(truncatingIfNeeded: hash >> 16)
+        return tag == 0 ? 1 : tag
+    }
+
+    /// True while `now` is before `expires`, with wrap-around arithmetic.
+    @inlinable @inline(__always)
+    static func isLive(_ expires: UInt32, _ now: UInt32) -> Bool {
+        Int32(bitPattern: expires &- now) > 0
+    }
+
+    @inlinable @inline(__always)
+    static func sameFlow(_ a: FlowKey, _ b: FlowKey) -> Bool {
+        let addresses = (a.srcLo ^ b.srcLo) | (a.srcHi ^ b.srcHi) | (a.dstLo ^ b.dstLo) | (a.dstHi ^ b.dstHi)
+        let rest = UInt64(a.srcPort ^ b.srcPort) | UInt64(a.dstPort ^ b.dstPort) << 16
+            | UInt64(a.proto ^ b.proto) << 32 | UInt64(a.family ^ b.family) << 40
+        return addresses | rest == 0
+    }
+}
+
+/// A copy of one connection-table entry, for listings and tests.
+public struct ConnectionEntry: Sendable, Equatable {
+    public var slot: Int
+    public var key: FlowKey
+    public var service: UInt32
+    public var destination: UInt32
+    public var state: ConnectionState
+    /// Absolute expiry time in the table's seconds.
+    public var expires: UInt32
+    /// True while TCP follows IPVS's input-only table: inserted with `seesReplies: false` (DR, TUN) and no
+    /// reply seen since.
+    public var inputOnly: Bool
+
+    public init(slot: Int, key: FlowKey, service: UInt32, destination: UInt32, state: ConnectionState,
+                expires: UInt32, inputOnly: Bool) {
+        self.slot = slot
+        self.key = key
+        self.service = service
+        self.destination = destination
+        self.state = state
+        self.expires = expires
+        self.inputOnly = inputOnly
+    }
+
+    /// Seconds left before expiry (0 once expired), as `ipvsadm -Lc` shows them.
+    public func remaining(now: UInt32) -> UInt32 {
+        let left = Int32(bitPattern: expires &- now)
+        return left > 0 ? UInt32(left) : 0
+    }
+}

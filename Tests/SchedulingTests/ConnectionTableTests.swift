@@ -1,0 +1,470 @@
+import Packet
+@testable import Scheduling
+import XCTest
+
+private let syn = TCPStateMachine.syn
+private let ack = TCPStateMachine.ack
+private let fin = TCPStateMachine.fin
+private let rst = TCPStateMachine.rst
+private let psh = TCPStateMachine.psh
+
+private func tcpFlow(_ n: UInt32, port: UInt16 = 1234) -> FlowKey {
+    FlowKey(source: .v4(0x0A00_0000 | n), sourcePort: port, destination: .v4(0xC633_6401), destinationPort: 80,
+            proto: IPProtocolNumber.tcp)
+}
+
+private func udpFlow(_ n: UInt32) -> FlowKey {
+    FlowKey(source: .v4(0x0A00_0000 | n), sourcePort: 5353, destination: .v4(0xC633_6401), destinationPort: 53,
+            proto: IPProtocolNumber.udp)
+}
+
+final class ConnectionTableTests: XCTestCase {
+    func testEntryIsOneCacheLine() {
+        XCTAssertTrue(_isPOD(ConnectionTable.Entry.self))
+        XCTAssertEqual(MemoryLayout<ConnectionTable.Entry>.stride, 64)
+        XCTAssertEqual(ConnectionTable(capacity: 1).slotCount, 64)
+        XCTAssertEqual(ConnectionTable(capacity: 33).slotCount, 128)
+    }
+
+    func testInsertAndFind() throws {
+        var table = ConnectionTable(capacity: 100)
+        XCTAssertEqual(table.capacity, 100)
+        XCTAssertGreaterThanOrEqual(table.slotCount, 200)
+        XCTAssertEqual(table.slotCount & (table.slotCount - 1), 0)
+        let key = tcpFlow(1)
+        XCTAssertNil(table.find(key, now: 1000))
+        let slot = try XCTUnwrap(table.insert(key, service: 7, destination: 3, tcpFlags: syn, now: 1000))
+        XCTAssertEqual(table.find(key, now: 1000), slot)
+        XCTAssertEqual(table.service(at: slot), 7)
+        XCTAssertEqual(table.destination(at: slot), 3)
+        XCTAssertEqual(table.state(at: slot), .synReceived)
+        XCTAssertEqual(table.expiry(at: slot), 1060)
+        XCTAssertEqual(table.key(at: slot), key)
+        XCTAssertEqual(table.count, 1)
+        XCTAssertNil(table.find(tcpFlow(2), now: 1000))
+        XCTAssertNil(table.find(tcpFlow(1, port: 1235), now: 1000))
+        // Same addresses and ports, other protocol: another flow.
+        var udp = key
+        udp.proto = IPProtocolNumber.udp
+        XCTAssertNil(table.find(udp, now: 1000))
+        let entry = try XCTUnwrap(table.entry(at: slot))
+        XCTAssertEqual(entry, ConnectionEntry(slot: slot, key: key, service: 7, destination: 3, state: .synReceived,
+                                              expires: 1060, inputOnly: true))
+        XCTAssertEqual(entry.remaining(now: 1000), 60)
+        XCTAssertEqual(entry.remaining(now: 2000), 0)
+        XCTAssertEqual(table.liveEntries(now: 1000), [entry])
+    }
+
+    func testExpiryAtExactBoundary() throws {
+        var table = ConnectionTable(capacity: 16)
+        let slot = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: syn, now: 500))
+        XCTAssertEqual(table.find(tcpFlow(1), now: 559), slot)
+        XCTAssertTrue(table.isLive(at: slot, now: 559))
+        XCTAssertNil(table.find(tcpFlow(1), now: 560))
+        XCTAssertFalse(table.isLive(at: slot, now: 560))
+        XCTAssertTrue(table.isOccupied(slot))  // expired, not yet reclaimed
+        XCTAssertEqual(table.count, 1)
+        XCTAssertEqual(table.liveEntries(now: 560), [])
+    }
+
+    func testExpiryAcrossClockWrap() throws {
+        var table = ConnectionTable(capacity: 16)
+        let start = UInt32.max - 20
+        let slot = try XCTUnwrap(table.insert(udpFlow(1), service: 0, destination: 0, tcpFlags: 0, now: start))
+        XCTAssertEqual(table.expiry(at: slot), start &+ 300)
+        XCTAssertEqual(table.find(udpFlow(1), now: start &+ 299), slot)
+        XCTAssertNil(table.find(udpFlow(1), now: start &+ 300))
+    }
+
+    /// Direct routing: the director sees only the client, IPVS's input-only table.
+    func testInputOnlyHandshakeAndClose() throws {
+        var table = ConnectionTable(capacity: 16)
+        let key = tcpFlow(1)
+        let slot = try XCTUnwrap(table.insert(key, service: 0, destination: 1, tcpFlags: syn, now: 0))
+        XCTAssertEqual(table.state(at: slot), .synReceived)
+        XCTAssertEqual(table.expiry(at: slot), 60)
+
+        table.update(at: slot, tcpFlags: ack, now: 10)
+        XCTAssertEqual(table.state(at: slot), .established)
+        XCTAssertEqual(table.expiry(at: slot), 910)
+        table.update(at: slot, tcpFlags: ack | psh, now: 20)
+        XCTAssertEqual(table.state(at: slot), .established)
+        XCTAssertEqual(table.expiry(at: slot), 920)
+        XCTAssertEqual(table.find(key, now: 919), slot)
+        XCTAssertNil(table.find(key, now: 920))
+
+        // Client FIN: the server's half is never seen, so FIN_WAIT (not CLOSE_WAIT as with replies).
+        table.update(at: slot, tcpFlags: fin | ack, now: 30)
+        XCTAssertEqual(table.state(at: slot), .finWait)
+        XCTAssertEqual(table.expiry(at: slot), 150)
+        table.update(at: slot, tcpFlags: ack, now: 40)
+        XCTAssertEqual(table.state(at: slot), .finWait)
+        XCTAssertEqual(table.expiry(at: slot), 160)
+        XCTAssertEqual(table.find(key, now: 159), slot)
+        XCTAssertNil(table.find(key, now: 160))
+    }
+
+    func testResetMovesToCloseWithShortTimeout() throws {
+        var table = ConnectionTable(capacity: 16)
+        let slot = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: syn, now: 0))
+        table.update(at: slot, tcpFlags: ack, now: 1)
+        table.update(at: slot, tcpFlags: rst | ack, now: 100)
+        XCTAssertEqual(table.state(at: slot), .close)
+        XCTAssertEqual(table.expiry(at: slot), 110)
+        XCTAssertEqual(table.find(tcpFlow(1), now: 109), slot)
+        XCTAssertNil(table.find(tcpFlow(1), now: 110))
+        // RST takes priority over every other flag.
+        table.update(at: slot, tcpFlags: rst | syn | fin | ack, now: 105)
+        XCTAssertEqual(table.state(at: slot), .close)
+    }
+
+    func testResetInSynReceivedStaysAsIPVSDoes() throws {
+        var table = ConnectionTable(capacity: 16)
+        let slot = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: syn, now: 0))
+        table.update(at: slot, tcpFlags: rst, now: 5)
+        XCTAssertEqual(table.state(at: slot), .synReceived)
+        XCTAssertEqual(table.expiry(at: slot), 65)
+    }
+
+    func testFirstPacketWithoutSynAndOddFlags() throws {
+        var table = ConnectionTable(capacity: 16)
+        // A mid-stream ACK (sloppy scheduling, or state lost): NONE + ACK is ESTABLISHED.
+        let a = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: ack, now: 0))
+        XCTAssertEqual(table.state(at: a), .established)
+        XCTAssertEqual(table.expiry(at: a), 900)
+        // A first RST or FIN closes; no SYN/FIN/ACK/RST at all also means CLOSE.
+        let b = try XCTUnwrap(table.insert(tcpFlow(2), service: 0, destination: 0, tcpFlags: rst, now: 0))
+        XCTAssertEqual(table.state(at: b), .close)
+        let c = try XCTUnwrap(table.insert(tcpFlow(3), service: 0, destination: 0, tcpFlags: fin, now: 0))
+        XCTAssertEqual(table.state(at: c), .close)
+        let d = try XCTUnwrap(table.insert(tcpFlow(4), service: 0, destination: 0, tcpFlags: psh, now: 0))
+        XCTAssertEqual(table.state(at: d), .close)
+        XCTAssertEqual(table.expiry(at: d), 10)
+        table.update(at: a, tcpFlags: 0, now: 1)
+        XCTAssertEqual(table.state(at: a), .close)
+    }
+
+    func testSynReopensClosedConnection() throws {
+        var table = ConnectionTable(capacity: 16)
+        let slot = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: syn, now: 0))
+        table.update(at: slot, tcpFlags: ack, now: 1)
+        table.update(at: slot, tcpFlags: fin, now: 2)
+        XCTAssertEqual(table.state(at: slot), .finWait)
+        table.update(at: slot, tcpFlags: fin | ack, now: 3)  // FIN again in FIN_WAIT: stays
+        XCTAssertEqual(table.state(at: slot), .finWait)
+        table.update(at: slot, tcpFlags: syn, now: 4)
+        XCTAssertEqual(table.state(at: slot), .synReceived)
+        // SYN while established does not reset the state.
+        table.update(at: slot, tcpFlags: ack, now: 5)
+        table.update(at: slot, tcpFlags: syn, now: 6)
+        XCTAssertEqual(table.state(at: slot), .established)
+    }
+
+    /// NAT: replies pass through the director; IPVS's input and output tables.
+    func testBothDirections() throws {
+        var table = ConnectionTable(capacity: 16)
+        let slot = try XCTUnwrap(
+            table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: syn, now: 0, seesReplies: true))
+        XCTAssertEqual(table.entry(at: slot)?.inputOnly, false)
+        XCTAssertEqual(table.state(at: slot), .synReceived)
+        table.update(at: slot, tcpFlags: syn | ack, direction: .output, now: 1)
+        XCTAssertEqual(table.state(at: slot), .synReceived)
+        table.update(at: slot, tcpFlags: ack, now: 2)
+        XCTAssertEqual(table.state(at: slot), .established)
+        // Client closes first: CLOSE_WAIT (60 s), then the server's FIN: TIME_WAIT (120 s).
+        table.update(at: slot, tcpFlags: fin | ack, now: 10)
+        XCTAssertEqual(table.state(at: slot), .closeWait)
+        XCTAssertEqual(table.expiry(at: slot), 70)
+        table.update(at: slot, tcpFlags: fin | ack, direction: .output, now: 11)
+        XCTAssertEqual(table.state(at: slot), .timeWait)
+        XCTAssertEqual(table.expiry(at: slot), 131)
+        table.update(at: slot, tcpFlags: ack, now: 12)
+        XCTAssertEqual(table.state(at: slot), .timeWait)
+
+        // Server closes first: output FIN from ESTABLISHED is FIN_WAIT.
+        let other = try XCTUnwrap(
+            table.insert(tcpFlow(2), service: 0, destination: 0, tcpFlags: syn, now: 0, seesReplies: true))
+        table.update(at: other, tcpFlags: ack, now: 1)
+        table.update(at: other, tcpFlags: fin | ack, direction: .output, now: 2)
+        XCTAssertEqual(table.state(at: other), .finWait)
+    }
+
+    func testReplyMovesInputOnlyConnectionToBothTables() throws {
+        var table = ConnectionTable(capacity: 16)
+        let slot = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: syn, now: 0))
+        XCTAssertEqual(table.entry(at: slot)?.inputOnly, true)
+        table.update(at: slot, tcpFlags: ack, now: 1)
+        table.update(at: slot, tcpFlags: ack, direction: .output, now: 2)
+        XCTAssertEqual(table.entry(at: slot)?.inputOnly, false)
+        table.update(at: slot, tcpFlags: fin, now: 3)
+        XCTAssertEqual(table.state(at: slot), .closeWait)
+    }
+
+    func testStateMachineFlagPriority() {
+        // RST, then SYN, then FIN, then ACK.
+        XCTAssertEqual(TCPStateMachine.next(.established, flags: rst | syn, table: .inputOnly), .close)
+        XCTAssertEqual(TCPStateMachine.next(.initial, flags: syn | fin, table: .inputOnly), .synReceived)
+        XCTAssertEqual(TCPStateMachine.next(.established, flags: fin | ack, table: .inputOnly), .finWait)
+        XCTAssertEqual(TCPStateMachine.next(.synReceived, flags: ack | psh, table: .inputOnly), .established)
+        XCTAssertEqual(TCPStateMachine.next(.udp, flags: syn, table: .input), .udp)
+        XCTAssertEqual(TCPStateMachine.next(.udp, flags: 0, table: .input), .udp)
+        // Where the input-only table differs from the input table.
+        XCTAssertEqual(TCPStateMachine.next(.established, flags: fin, table: .input), .closeWait)
+        XCTAssertEqual(TCPStateMachine.next(.finWait, flags: fin, table: .input), .timeWait)
+        XCTAssertEqual(TCPStateMachine.next(.finWait, flags: fin, table: .inputOnly), .finWait)
+        XCTAssertEqual(TCPStateMachine.next(.synAck, flags: rst, table: .input), .synReceived)
+        XCTAssertEqual(TCPStateMachine.next(.synAck, flags: rst, table: .inputOnly), .close)
+        // A few of the output table.
+        XCTAssertEqual(TCPStateMachine.next(.initial, flags: syn, table: .output), .synSent)
+        XCTAssertEqual(TCPStateMachine.next(.listen, flags: ack, table: .output), .established)
+        XCTAssertEqual(TCPStateMachine.next(.timeWait, flags: rst, table: .output), .timeWait)
+        XCTAssertEqual(TCPStateMachine.next(.lastAck, flags: ack, table: .output), .lastAck)
+        XCTAssertEqual(TCPStateMachine.next(.lastAck, flags: ack, table: .input), .close)
+    }
+
+    func testStateNamesAndActivity() {
+        XCTAssertEqual(ConnectionState.allCases.map(\.ipvsName),
+                       ["NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
+                        "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP"])
+        XCTAssertEqual(ConnectionState.allCases.filter(\.isActive), [.established, .synSent, .synReceived, .synAck])
+    }
+
+    func testUDPRefreshes() throws {
+        var table = ConnectionTable(capacity: 16)
+        let key = udpFlow(1)
+        let slot = try XCTUnwrap(table.insert(key, service: 1, destination: 2, tcpFlags: 0, now: 0))
+        XCTAssertEqual(table.state(at: slot), .udp)
+        XCTAssertEqual(table.expiry(at: slot), 300)
+        table.update(at: slot, tcpFlags: 0, now: 299)
+        XCTAssertEqual(table.expiry(at: slot), 599)
+        // TCP flag bits mean nothing to UDP.
+        table.update(at: slot, tcpFlags: rst, now: 299)
+        XCTAssertEqual(table.state(at: slot), .udp)
+        XCTAssertEqual(table.find(key, now: 598), slot)
+        XCTAssertNil(table.find(key, now: 599))
+    }
+
+    func testTimeoutsAreConfigurable() throws {
+        var table = ConnectionTable(capacity: 16, timeouts: ConnectionTimeouts(tcpEstablished: 50, tcpFin: 7, udp: 9))
+        let tcp = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: ack, now: 0))
+        XCTAssertEqual(table.expiry(at: tcp), 50)
+        table.update(at: tcp, tcpFlags: fin, now: 1)
+        XCTAssertEqual(table.expiry(at: tcp), 8)
+        let udp = try XCTUnwrap(table.insert(udpFlow(1), service: 0, destination: 0, tcpFlags: 0, now: 0))
+        XCTAssertEqual(table.expiry(at: udp), 9)
+        // New values apply from the next packet on.
+        table.timeouts.udp = 30
+        XCTAssertEqual(table.expiry(at: udp), 9)
+        table.update(at: udp, tcpFlags: 0, now: 5)
+        XCTAssertEqual(table.expiry(at: udp), 35)
+        XCTAssertEqual(ConnectionTimeouts().seconds(for: .established), 900)
+        XCTAssertEqual(ConnectionTimeouts().seconds(for: .finWait), 120)
+        XCTAssertEqual(ConnectionTimeouts().seconds(for: .udp), 300)
+        XCTAssertEqual(ConnectionTimeouts().seconds(for: .close), 10)
+        XCTAssertEqual(ConnectionTimeouts().seconds(for: .synReceived), 60)
+    }
+
+    func testExpiredSlotIsReused() throws {
+        var table = ConnectionTable(capacity: 16)
+        let first = try XCTUnwrap(table.insert(udpFlow(1), service: 0, destination: 1, tcpFlags: 0, now: 0))
+        XCTAssertNil(table.find(udpFlow(1), now: 300))
+        // The same flow again lands in its old (expired) slot; nothing grows.
+        let again = try XCTUnwrap(table.insert(udpFlow(1), service: 0, destination: 2, tcpFlags: 0, now: 300))
+        XCTAssertEqual(again, first)
+        XCTAssertEqual(table.count, 1)
+        XCTAssertEqual(table.destination(at: again), 2)
+        XCTAssertEqual(table.find(udpFlow(1), now: 300), again)
+    }
+
+    func testCapacityExhaustionKeepsLiveEntries() throws {
+        var table = ConnectionTable(capacity: 16)
+        var slots: [FlowKey: Int] = [:]
+        for n in 0..<8 {
+            slots[udpFlow(UInt32(n))] = try XCTUnwrap(
+                table.insert(udpFlow(UInt32(n)), service: 0, destination: UInt32(n), tcpFlags: 0, now: 0))
+        }
+        for n in 8..<16 {
+            slots[udpFlow(UInt32(n))] = try XCTUnwrap(
+                table.insert(udpFlow(UInt32(n)), service: 0, destination: UInt32(n), tcpFlags: 0, now: 200))
+        }
+        XCTAssertEqual(table.count, 16)
+        // Full: the newcomer is refused, nobody is evicted.
+        XCTAssertNil(table.insert(udpFlow(100), service: 0, destination: 100, tcpFlags: 0, now: 250))
+        XCTAssertNil(table.insert(tcpFlow(100), service: 0, destination: 100, tcpFlags: syn, now: 299))
+        XCTAssertEqual(table.count, 16)
+        for n in 0..<16 {
+            let slot = try XCTUnwrap(table.find(udpFlow(UInt32(n)), now: 299), "flow \(n)")
+            XCTAssertEqual(table.destination(at: slot), UInt32(n))
+        }
+        // At 300 the first eight have expired: room again, the other eight untouched.
+        let newcomer = try XCTUnwrap(table.insert(udpFlow(100), service: 0, destination: 100, tcpFlags: 0, now: 300))
+        XCTAssertEqual(table.destination(at: newcomer), 100)
+        XCTAssertLessThanOrEqual(table.count, 16)
+        for n in 8..<16 {
+            let slot = try XCTUnwrap(table.find(udpFlow(UInt32(n)), now: 300), "flow \(n)")
+            XCTAssertEqual(table.destination(at: slot), UInt32(n))
+        }
+        for n in 0..<8 { XCTAssertNil(table.find(udpFlow(UInt32(n)), now: 300)) }
+        XCTAssertEqual(table.find(udpFlow(100), now: 300), newcomer)
+    }
+
+    func testSweepReclaimsExpired() throws {
+        var table = ConnectionTable(capacity: 32)
+        for n in 0..<20 {
+            let now: UInt32 = n < 10 ? 0 : 100
+            XCTAssertNotNil(table.insert(udpFlow(UInt32(n)), service: 0, destination: 0, tcpFlags: 0, now: now))
+        }
+        XCTAssertEqual(table.sweep(now: 299, limit: table.slotCount), 0)
+        XCTAssertEqual(table.count, 20)
+        // A bounded sweep makes bounded progress; several cover the table.
+        var reclaimed = 0
+        for _ in 0..<(table.slotCount / 8 + 2) { reclaimed += table.sweep(now: 300, limit: 8) }
+        XCTAssertEqual(reclaimed, 10)
+        XCTAssertEqual(table.count, 10)
+        for n in 10..<20 { XCTAssertNotNil(table.find(udpFlow(UInt32(n)), now: 300)) }
+        XCTAssertEqual(table.sweep(now: 400, limit: 0), 0)
+        XCTAssertEqual(table.sweep(now: 400, limit: table.slotCount * 2), 10)
+        XCTAssertEqual(table.count, 0)
+        XCTAssertEqual((0..<table.slotCount).filter { table.isOccupied($0) }, [])
+    }
+
+    func testRemove() throws {
+        var table = ConnectionTable(capacity: 16)
+        for n in 0..<3 {
+            XCTAssertNotNil(table.insert(tcpFlow(UInt32(n)), service: 0, destination: UInt32(n), tcpFlags: syn, now: 0))
+        }
+        table.remove(at: try XCTUnwrap(table.find(tcpFlow(1), now: 0)))
+        XCTAssertEqual(table.count, 2)
+        XCTAssertNil(table.find(tcpFlow(1), now: 0))
+        XCTAssertEqual(table.find(tcpFlow(0), now: 0).map { table.destination(at: $0) }, 0)
+        XCTAssertEqual(table.find(tcpFlow(2), now: 0).map { table.destination(at: $0) }, 2)
+        let back = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 9, tcpFlags: syn, now: 0))
+        XCTAssertEqual(table.destination(at: back), 9)
+        XCTAssertEqual(table.count, 3)
+        table.removeAll()
+        XCTAssertEqual(table.count, 0)
+        for n in 0..<3 { XCTAssertNil(table.find(tcpFlow(UInt32(n)), now: 0)) }
+    }
+
+    /// Flows that share a home slot form a run; deleting from the middle must keep the rest reachable.
+    func testCollidingFlowsSurviveDeletion() throws {
+        var table = ConnectionTable(capacity: 64)
+        let mask = UInt32(table.slotCount - 1)
+        var rng = SplitMix64(seed: 7)
+        var colliding: [FlowKey] = []
+        var target: UInt32?
+        while colliding.count < 12 {
+            let key = randomFlow(&rng)
+            let home = key.flowHash & mask
+            if target == nil { target = home }
+            if home == target || home == (target! + 1) & mask { colliding.append(key) }
+        }
+        for (n, key) in colliding.enumerated() {
+            _ = try XCTUnwrap(table.insert(key, service: 0, destination: UInt32(n), tcpFlags: syn, now: 0))
+        }
+        var removed = Set<Int>()
+        for victim in [0, 5, 11, 1] {
+            table.remove(at: try XCTUnwrap(table.find(colliding[victim], now: 0)))
+            removed.insert(victim)
+            XCTAssertNil(table.find(colliding[victim], now: 0))
+            for (n, key) in colliding.enumerated() where !removed.contains(n) {
+                let slot = try XCTUnwrap(table.find(key, now: 0), "flow \(n) after removing \(victim)")
+                XCTAssertEqual(table.destination(at: slot), UInt32(n))
+            }
+        }
+        XCTAssertEqual(table.count, 8)
+    }
+
+    func testManyRandomKeysNoFalseHits() throws {
+        let capacity = 20_000
+        var table = ConnectionTable(capacity: capacity)
+        var rng = SplitMix64(seed: 42)
+        var keys: [FlowKey] = []
+        var seen = Set<FlowKey>()
+        while keys.count < capacity {
+            let key = randomFlow(&rng)
+            if seen.insert(key).inserted { keys.append(key) }
+        }
+        for (n, key) in keys.enumerated() {
+            let slot = try XCTUnwrap(
+                table.insert(key, service: UInt32(n % 5), destination: UInt32(n), tcpFlags: syn, now: 0))
+            XCTAssertEqual(table.destination(at: slot), UInt32(n))
+        }
+        XCTAssertEqual(table.count, capacity)
+        for (n, key) in keys.enumerated() {
+            guard let slot = table.find(key, now: 1) else { return XCTFail("lost flow \(n)") }
+            XCTAssertEqual(table.destination(at: slot), UInt32(n))
+            XCTAssertEqual(table.service(at: slot), UInt32(n % 5))
+        }
+        var misses = 0
+        while misses < capacity {
+            let key = randomFlow(&rng)
+            if seen.contains(key) { continue }
+            XCTAssertNil(table.find(key, now: 1))
+            misses += 1
+        }
+        // Remove every other one; the rest stay, the removed are gone.
+        for n in stride(from: 0, to: capacity, by: 2) {
+            table.remove(at: try XCTUnwrap(table.find(keys[n], now: 2)))
+        }
+        XCTAssertEqual(table.count, capacity / 2)
+        for (n, key) in keys.enumerated() {
+            if n % 2 == 0 {
+                XCTAssertNil(table.find(key, now: 2))
+            } else {
+                XCTAssertEqual(table.find(key, now: 2).map { table.destination(at: $0) }, UInt32(n))
+            }
+        }
+    }
+
+    /// Random inserts, packets, removals, sweeps and clock steps against a dictionary model.
+    func testMatchesModelUnderChurn() throws {
+        var table = ConnectionTable(capacity: 64, timeouts: ConnectionTimeouts(tcpEstablished: 40, tcpFin: 12, udp: 25))
+        var rng = SplitMix64(seed: 99)
+        var pool: [FlowKey] = []
+        for _ in 0..<300 { pool.append(randomFlow(&rng)) }
+        // Model: flow -> (destination, expiry)
+        var model: [FlowKey: (UInt32, UInt32)] = [:]
+        var now: UInt32 = 1_000
+        var refused = 0
+        for step in 0..<30_000 {
+            let key = pool[Int(rng.next() % UInt64(pool.count))]
+            let live = model[key].map { $0.1 > now } ?? false
+            let found = table.find(key, now: now)
+            XCTAssertEqual(found != nil, live, "step \(step)")
+            if let slot = found {
+                XCTAssertEqual(table.destination(at: slot), model[key]!.0)
+                switch rng.next() % 8 {
+                case 0:
+                    table.remove(at: slot)
+                    model[key] = nil
+                default:
+                    table.update(at: slot, tcpFlags: ack, now: now)
+                    model[key]!.1 = now + table.timeouts.seconds(for: table.state(at: slot))
+                }
+            } else {
+                let destination = UInt32(step)
+                if let slot = table.insert(key, service: 0, destination: destination, tcpFlags: syn, now: now) {
+                    model[key] = (destination, table.expiry(at: slot))
+                } else {
+                    refused += 1
+                    XCTAssertEqual(table.count, table.capacity, "refused below capacity at step \(step)")
+                }
+            }
+            switch rng.next() % 16 {
+            case 0: now += UInt32(rng.next() % 30)
+            case 1: table.sweep(now: now, limit: Int(rng.next() % 40))
+            default: break
+            }
+            XCTAssertGreaterThanOrEqual(table.count, model.values.filter { $0.1 > now }.count)
+            XCTAssertLessThanOrEqual(table.count, table.capacity)
+        }
+        XCTAssertGreaterThan(refused, 0, "the churn should have filled the table at times")
+        table.sweep(now: now, limit: table.slotCount)
+        let live = model.filter { $0.value.1 > now }
+        XCTAssertEqual(table.count, live.count)
+        let listed = table.liveEntries(now: now)
+        XCTAssertEqual(listed.count, live.count)
+        for entry in listed { XCTAssertEqual(live[entry.key]?.0, entry.destination) }
+    }
+}
