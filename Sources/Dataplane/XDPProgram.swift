@@ -112,24 +112,24 @@ public final class XDPProgram {
 
     // MARK: Maps
 
-    func setService(_ key: xd_service_key, _ value: xd_service_value) throws(DataplaneError) {
+    public func setService(_ key: xd_service_key, _ value: xd_service_value) throws(DataplaneError) {
         var key = key, value = value
         let result = bpf_map_update_elem(servicesFD, &key, &value, UInt64(BPF_ANY))
         guard result == 0 else { throw DataplaneError("cannot add the virtual service to the XDP map", errno: result) }
     }
 
-    func removeService(_ key: xd_service_key) {
+    public func removeService(_ key: xd_service_key) {
         var key = key
         _ = bpf_map_delete_elem(servicesFD, &key)
     }
 
-    func registerSocket(queue: UInt32, fd: Int32) throws(DataplaneError) {
+    public func registerSocket(queue: UInt32, fd: Int32) throws(DataplaneError) {
         var queue = queue, fd = fd
         let result = bpf_map_update_elem(xsksFD, &queue, &fd, UInt64(BPF_ANY))
         guard result == 0 else { throw DataplaneError("cannot register the AF_XDP socket of queue \(queue)", errno: result) }
     }
 
-    func unregisterSocket(queue: UInt32) {
+    public func unregisterSocket(queue: UInt32) {
         var queue = queue
         _ = bpf_map_delete_elem(xsksFD, &queue)
     }

@@ -29,7 +29,7 @@ public final class XSKQueue {
     let completion: UnsafeMutablePointer<xsk_ring_cons>
     let rx: UnsafeMutablePointer<xsk_ring_cons>
     let tx: UnsafeMutablePointer<xsk_ring_prod>
-    let fd: Int32
+    public let fd: Int32
     private let areaLength: Int
     private let umem: OpaquePointer
     private let socket: OpaquePointer

@@ -35,7 +35,7 @@ public struct FlowKey: Hashable, Sendable {
 
     /// A fast, well-mixed 32-bit hash for the data plane's tables (Swift's `hashValue` is seeded SipHash:
     /// correct but several times slower per packet).
-    @inline(__always)
+    @inlinable @inline(__always)
     public var flowHash: UInt32 {
         var h = srcHi &* 0x9E37_79B9_7F4A_7C15
         h ^= srcLo &+ 0xC2B2_AE3D_27D4_EB4F

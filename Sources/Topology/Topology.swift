@@ -108,10 +108,12 @@ public final class Topology: @unchecked Sendable {
 
     /// Starts a long-running command in a namespace; it is stopped by `teardown()` if still running.
     public func spawn(_ namespace: String, _ arguments: [String], output: Pipe? = nil) throws -> Process {
+        // Quiet by default: a lab's servers must not write over the caller's output.
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         process.arguments = ["netns", "exec", namespace] + arguments
-        if let output { process.standardOutput = output; process.standardError = output }
+        process.standardOutput = output ?? FileHandle.nullDevice
+        process.standardError = output ?? FileHandle.nullDevice
         try process.run()
         lock.lock(); processes.append(process); lock.unlock()
         return process
@@ -128,22 +130,22 @@ public final class Topology: @unchecked Sendable {
         process.standardError = err
         try process.run()
         // Read while it runs, so a chatty command cannot fill the pipe and stall.
-        var output = Data(), errors = Data()
+        let output = DataBox(), errors = DataBox()
         let group = DispatchGroup()
         group.enter()
-        DispatchQueue.global().async { output = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async { output.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
         group.enter()
-        DispatchQueue.global().async { errors = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async { errors.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
         wait(process, seconds: timeout)
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         group.wait()
-        let text = String(decoding: output, as: UTF8.self)
+        let text = String(decoding: output.data, as: UTF8.self)
         if check && process.terminationStatus != 0 {
             throw TopologyError(command: arguments, status: process.terminationStatus,
-                                stderr: String(decoding: errors, as: UTF8.self))
+                                stderr: String(decoding: errors.data, as: UTF8.self))
         }
         return text
     }
@@ -162,4 +164,9 @@ public struct TopologyError: Error, CustomStringConvertible {
     public var description: String {
         "`\(command.joined(separator: " "))` exited with \(status): \(stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
     }
+}
+
+/// Holds what a reader thread collected; read only after the group it belongs to has finished.
+private final class DataBox: @unchecked Sendable {
+    var data = Data()
 }

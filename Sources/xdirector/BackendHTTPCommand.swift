@@ -31,7 +31,7 @@ struct BackendHTTPCommand: ParsableCommand {
         }
         guard bound == 0, listen(listener, 128) == 0 else { throw failure("cannot listen on port \(port): \(String(cString: strerror(errno)))") }
         print("backend-http \(name): listening on port \(port)")
-        fflush(stdout)
+        fflush(nil)
         let name = self.name
         while true {
             let connection = accept(listener, nil, nil)

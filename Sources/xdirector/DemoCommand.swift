@@ -94,7 +94,7 @@ struct DemoCommand: ParsableCommand {
             source.setEventHandler {
                 print("\nInterrupted: removing the lab…")
                 cleanup()
-                exit(130)
+                Glibc.exit(130)
             }
             source.resume()
             return source

@@ -85,7 +85,7 @@ struct RunCommand: ParsableCommand {
         let services = configuration.services.count
         print("xdirector: serving \(services) virtual service\(services == 1 ? "" : "s") on \(interface), "
             + "\(director.plan.assignments.count) queue\(director.plan.assignments.count == 1 ? "" : "s"); ready")
-        fflush(stdout)
+        fflush(nil)
 
         director.run(until: {
             var none = timespec(tv_sec: 0, tv_nsec: 0)
@@ -93,7 +93,7 @@ struct RunCommand: ParsableCommand {
         })
         director.stop()
         print(director.statistics().render())
-        fflush(stdout)
+        fflush(nil)
     }
 }
 
