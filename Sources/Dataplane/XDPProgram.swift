@@ -149,8 +149,11 @@ public final class XDPProgram {
 
     private func pinMaps() {
         guard let object else { return }
-        var fs = statfs()
-        guard statfs("/sys/fs/bpf", &fs) == 0, fs.f_type == 0xCAFE4A11 /* BPF_FS_MAGIC */ else {
+        // `ip netns exec` remounts /sys without bpffs: mount an instance for this mount namespace then.
+        if !Self.isBPFFS("/sys/fs/bpf") && mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") == 0 {
+            logger.info("mounted bpffs at /sys/fs/bpf")
+        }
+        guard Self.isBPFFS("/sys/fs/bpf") else {
             logger.warning("bpffs is not mounted at /sys/fs/bpf; maps are not pinned (run tools/setup.sh)")
             return
         }
@@ -172,6 +175,11 @@ public final class XDPProgram {
         rmdir(directory)
         rmdir(Self.pinRoot)  // only succeeds when no other interface is served
         pinDirectory = nil
+    }
+
+    private static func isBPFFS(_ path: String) -> Bool {
+        var fs = statfs()
+        return statfs(path, &fs) == 0 && fs.f_type == 0xCAFE4A11  // BPF_FS_MAGIC
     }
 
     private static func programName(id: UInt32) -> String {

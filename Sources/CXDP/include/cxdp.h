@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <sys/vfs.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include "xdirector_shared.h"
 
 /* Pins the calling thread to one CPU. Returns 0 or an errno value. */
