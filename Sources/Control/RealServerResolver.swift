@@ -66,9 +66,6 @@ final class RealServerResolver {
     /// Waits for the kernel to report a neighbour change, at most `milliseconds`.
     func waitForChange(milliseconds: Int32) -> Bool { table.waitForChange(milliseconds: milliseconds) }
 
-    /// Real servers that resolution gave up on.
-    var unresolved: Set<IPAddress> { failed }
-
     private func request(_ address: IPAddress, every interval: TimeInterval, now: Date) {
         if let last = lastRequest[address], now.timeIntervalSince(last) < interval { return }
         lastRequest[address] = now

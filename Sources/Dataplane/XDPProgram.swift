@@ -118,20 +118,10 @@ public final class XDPProgram {
         guard result == 0 else { throw DataplaneError("cannot add the virtual service to the XDP map", errno: result) }
     }
 
-    public func removeService(_ key: xd_service_key) {
-        var key = key
-        _ = bpf_map_delete_elem(servicesFD, &key)
-    }
-
     public func registerSocket(queue: UInt32, fd: Int32) throws(DataplaneError) {
         var queue = queue, fd = fd
         let result = bpf_map_update_elem(xsksFD, &queue, &fd, UInt64(BPF_ANY))
         guard result == 0 else { throw DataplaneError("cannot register the AF_XDP socket of queue \(queue)", errno: result) }
-    }
-
-    public func unregisterSocket(queue: UInt32) {
-        var queue = queue
-        _ = bpf_map_delete_elem(xsksFD, &queue)
     }
 
     /// The program's counters, summed over CPUs, indexed by `xd_xdp_counter`.

@@ -28,6 +28,4 @@ int cxdp_cpu_allowed(int cpu);
 /* Names the calling thread (shown by ps/top), at most 15 characters. */
 void cxdp_set_thread_name(const char *name);
 
-/* The kernel's XDP_* verdicts and ring flags, which Swift imports only as anonymous enum values. */
-static inline unsigned int cxdp_ring_need_wakeup(void) { return XDP_RING_NEED_WAKEUP; }
 #endif
