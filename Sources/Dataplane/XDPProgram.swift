@@ -33,7 +33,7 @@ public final class XDPProgram {
     public init(interface: NetworkInterface, logger: Logger) throws(DataplaneError) {
         self.interface = interface
         self.logger = logger
-        guard let elf = Data(base64Encoded: EmbeddedBPFObject.base64) else {
+        guard let elf = Data(base64Encoded: EmbeddedBPFObjects.xdirector) else {
             throw DataplaneError("the embedded XDP program is corrupt; rebuild xdirector")
         }
         let opened: OpaquePointer? = elf.withUnsafeBytes { bytes in
