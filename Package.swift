@@ -38,10 +38,10 @@ let package = Package(
             dependencies: ["Dataplane", "Scheduling", "Packet", .product(name: "Logging", package: "swift-log")]
         ),
         // Network-namespace labs: the demo, the integration tests and the benchmarks build them.
-        .target(name: "Topology", dependencies: ["Packet"]),
+        .target(name: "Topology", dependencies: ["Packet"], plugins: ["BPFObjectPlugin"]),
         .executableTarget(
             name: "xdirector",
-            dependencies: ["Control", "Topology", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["Control", "Topology", "Packet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Packet builders and topology helpers shared by the tests (and later the benchmarks).

@@ -1,6 +1,7 @@
-/* xdirector.bpf.c: decides which frames are the director's. Frames for a virtual service go to the AF_XDP
+/* xdirector.bpf.c: decides which frames are the director's. Frames for a virtual service, replies from NAT
+ * real servers, replies to FULLNAT local addresses and ICMP errors about any of those go to the AF_XDP
  * socket of the queue they arrived on; everything else, and anything the program cannot vouch for, goes to
- * the kernel (XDP_PASS), so the host stays reachable. The program schedules nothing. */
+ * the kernel (XDP_PASS), so the host stays reachable. The program schedules and rewrites nothing. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -20,6 +21,20 @@ struct {
     __type(key, struct xd_service_key);
     __type(value, struct xd_service_value);
 } services SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, XD_MAX_NAT_REALS);
+    __type(key, struct xd_service_key);
+    __type(value, __u32);
+} nat_reals SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, XD_MAX_LOCAL_ADDRS);
+    __type(key, struct xd_local_addr_key);
+    __type(value, __u32);
+} local_addrs SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -44,27 +59,38 @@ static __always_inline int count(enum xd_xdp_counter counter, int verdict)
     return verdict;
 }
 
-/* Fills the key's address and port from an IPv4 header; returns a counter to pass with, or -1 if ours to look up. */
-static __always_inline int ipv4_key(struct cursor *c, struct xd_service_key *key)
+/* The addresses and protocol of one IP header (the packet's, or the one quoted in an ICMP error). */
+struct l3 {
+    struct xd_service_key src;  /* address + family; port and proto filled later */
+    struct xd_service_key dst;
+    __u8 proto;
+};
+
+#define ICMP_DEST_UNREACH_ 3
+#define ICMP_TIME_EXCEEDED_ 11
+#define ICMP_PARAMETERPROB_ 12
+#define ICMPV6_ERROR_MAX_ 4   /* ICMPv6 errors are types 1..4 (unreachable, too big, time, parameter) */
+
+/* Parses an IPv4 header; returns a counter to pass with, or -1 when `l3` is filled. */
+static __always_inline int parse_ipv4(struct cursor *c, struct l3 *l3)
 {
     struct iphdr *ip = cursor_take(c, sizeof(*ip));
     if (!ip || ip->version != 4 || ip->ihl < 5)
         return XD_XDP_PASS_MALFORMED;
     if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET_MASK))
         return XD_XDP_PASS_FRAGMENT;
-    if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-        return XD_XDP_PASS_OTHER_L4;
     /* Skip IPv4 options: the verifier needs a bounded, constant-sized step. */
     __u32 options = (ip->ihl - 5) * 4;
     if (options && !cursor_skip(c, options))
         return XD_XDP_PASS_MALFORMED;
-    __builtin_memcpy(key->addr, &ip->daddr, 4);
-    key->proto = ip->protocol;
-    key->family = XD_FAMILY_IPV4;
+    __builtin_memcpy(l3->src.addr, &ip->saddr, 4);
+    __builtin_memcpy(l3->dst.addr, &ip->daddr, 4);
+    l3->src.family = l3->dst.family = XD_FAMILY_IPV4;
+    l3->proto = ip->protocol;
     return -1;
 }
 
-static __always_inline int ipv6_key(struct cursor *c, struct xd_service_key *key)
+static __always_inline int parse_ipv6(struct cursor *c, struct l3 *l3)
 {
     struct ipv6hdr *ip6 = cursor_take(c, sizeof(*ip6));
     if (!ip6 || ip6->version != 6)
@@ -72,42 +98,104 @@ static __always_inline int ipv6_key(struct cursor *c, struct xd_service_key *key
     /* Extension headers are not walked: the workers would not either. */
     if (ip6->nexthdr == IPPROTO_FRAGMENT)
         return XD_XDP_PASS_FRAGMENT;
-    if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
-        return XD_XDP_PASS_OTHER_L4;
-    __builtin_memcpy(key->addr, &ip6->daddr, 16);
-    key->proto = ip6->nexthdr;
-    key->family = XD_FAMILY_IPV6;
+    __builtin_memcpy(l3->src.addr, &ip6->saddr, 16);
+    __builtin_memcpy(l3->dst.addr, &ip6->daddr, 16);
+    l3->src.family = l3->dst.family = XD_FAMILY_IPV6;
+    l3->proto = ip6->nexthdr;
     return -1;
+}
+
+static __always_inline int is_local_address(struct xd_service_key *address)
+{
+    struct xd_local_addr_key key = { .family = address->family };
+    __builtin_memcpy(key.addr, address->addr, 16);
+    return bpf_map_lookup_elem(&local_addrs, &key) != NULL;
+}
+
+/* Fills the ports and protocol of both keys from a TCP or UDP header; 0 when the header is cut short. */
+static __always_inline int take_ports(struct cursor *c, struct l3 *l3)
+{
+    __u16 *ports = cursor_take(c, 4);
+    if (!ports)
+        return 0;
+    l3->src.port = ports[0];
+    l3->dst.port = ports[1];
+    l3->src.proto = l3->dst.proto = l3->proto;
+    return 1;
+}
+
+static __always_inline int redirect(struct xdp_md *ctx, enum xd_xdp_counter kind)
+{
+    /* A queue without a socket falls back to the kernel rather than black-holing the frame. */
+    int verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+    if (verdict != XDP_REDIRECT)
+        return count(XD_XDP_PASS_NO_SOCKET, verdict);
+    if (kind != XD_XDP_REDIRECTED)
+        count(kind, 0);
+    return count(XD_XDP_REDIRECTED, verdict);
+}
+
+/* An ICMP error is ours when the packet it quotes is: a reply from a virtual service (quoted source is a
+ * VIP:port), a packet we sent to a NAT real server (quoted destination), or one we sent from a local
+ * address (the error comes back to it). */
+static __always_inline int icmp_error(struct xdp_md *ctx, struct cursor *c, struct l3 *outer)
+{
+    __u8 *icmp = cursor_take(c, 8);
+    if (!icmp)
+        return count(XD_XDP_PASS_MALFORMED, XDP_PASS);
+    __u8 type = icmp[0];
+    struct l3 inner = {};
+    int pass;
+    if (outer->src.family == XD_FAMILY_IPV4) {
+        if (type != ICMP_DEST_UNREACH_ && type != ICMP_TIME_EXCEEDED_ && type != ICMP_PARAMETERPROB_)
+            return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
+        pass = parse_ipv4(c, &inner);
+    } else {
+        if (type == 0 || type > ICMPV6_ERROR_MAX_)
+            return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
+        pass = parse_ipv6(c, &inner);
+    }
+    if (pass >= 0)
+        return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
+    if ((inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP) || !take_ports(c, &inner))
+        return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
+    if (bpf_map_lookup_elem(&services, &inner.src) || bpf_map_lookup_elem(&nat_reals, &inner.dst)
+        || is_local_address(&outer->dst))
+        return redirect(ctx, XD_XDP_REDIRECTED_ICMP);
+    return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
 }
 
 SEC("xdp")
 int xdirector_xdp(struct xdp_md *ctx)
 {
     struct cursor c = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
-    struct xd_service_key key = {};
+    struct l3 l3 = {};
     int pass;
 
     count(XD_XDP_RX, 0);
     __u16 proto = parse_ethernet(&c);
     if (proto == bpf_htons(ETH_P_IP))
-        pass = ipv4_key(&c, &key);
+        pass = parse_ipv4(&c, &l3);
     else if (proto == bpf_htons(ETH_P_IPV6))
-        pass = ipv6_key(&c, &key);
+        pass = parse_ipv6(&c, &l3);
     else
         return count(proto ? XD_XDP_PASS_NOT_IP : XD_XDP_PASS_MALFORMED, XDP_PASS);
     if (pass >= 0)
         return count(pass, XDP_PASS);
 
+    if (l3.proto == IPPROTO_ICMP && l3.src.family == XD_FAMILY_IPV4)
+        return icmp_error(ctx, &c, &l3);
+    if (l3.proto == IPPROTO_ICMPV6 && l3.src.family == XD_FAMILY_IPV6)
+        return icmp_error(ctx, &c, &l3);
+    if (l3.proto != IPPROTO_TCP && l3.proto != IPPROTO_UDP)
+        return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
     /* TCP and UDP both start with source and destination ports. */
-    __u16 *ports = cursor_take(&c, 4);
-    if (!ports)
+    if (!take_ports(&c, &l3))
         return count(XD_XDP_PASS_MALFORMED, XDP_PASS);
-    key.port = ports[1];
 
-    if (!bpf_map_lookup_elem(&services, &key))
-        return count(XD_XDP_PASS_NOT_SERVICE, XDP_PASS);
-
-    /* A queue without a socket falls back to the kernel rather than black-holing the frame. */
-    int verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-    return count(verdict == XDP_REDIRECT ? XD_XDP_REDIRECTED : XD_XDP_PASS_NO_SOCKET, verdict);
+    if (bpf_map_lookup_elem(&services, &l3.dst))
+        return redirect(ctx, XD_XDP_REDIRECTED);
+    if (bpf_map_lookup_elem(&nat_reals, &l3.src) || is_local_address(&l3.dst))
+        return redirect(ctx, XD_XDP_REDIRECTED_REPLY);
+    return count(XD_XDP_PASS_NOT_SERVICE, XDP_PASS);
 }

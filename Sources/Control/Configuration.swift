@@ -27,23 +27,69 @@ public enum L4Protocol: String, CaseIterable, Sendable {
     }
 }
 
-/// How packets reach a real server. Tunnelling (`-i`), masquerading (`-m`) and full NAT come later.
+/// How packets reach a real server, chosen per real server as with ipvsadm.
 public enum ForwardingMethod: String, CaseIterable, Sendable {
     /// Direct routing (`-g`, `--gatewaying`): the frame goes to the real server's MAC, the IP packet untouched.
     case directRouting
+    /// Tunnelling (`-i`, `--ipip`): the packet is encapsulated (IPIP, GUE or GRE) towards the real server.
+    case tunnel
+    /// Masquerading (`-m`): destination rewritten to the real server; its replies come back through us.
+    case masquerading
+    /// Full NAT (`--fullnat`): source and destination rewritten; the source is one of the service's local
+    /// addresses (`-P`) with a port the director allocates, so replies come back to us by routing alone.
+    case fullNAT
 
     /// The ipvsadm option that selects this method, as `ipvsadm-save` prints it.
     public var option: String {
         switch self {
         case .directRouting: return "-g"
+        case .tunnel: return "-i"
+        case .masquerading: return "-m"
+        case .fullNAT: return "--fullnat"
         }
     }
 
     /// Whether the real server must listen on the service's port (the packet's port is never rewritten).
     public var keepsPort: Bool {
         switch self {
-        case .directRouting: return true
+        case .directRouting, .tunnel: return true
+        case .masquerading, .fullNAT: return false
         }
+    }
+
+    /// Whether the real server may be of the other address family than the service (only an outer header
+    /// of the real server's family can carry it).
+    public var mixesFamilies: Bool { self == .tunnel }
+
+    /// Whether the real server's replies come back through the director.
+    public var translates: Bool { self == .masquerading || self == .fullNAT }
+}
+
+/// The encapsulation of a tunnelled real server (`--tun-type`, `--tun-port`, `--tun-csum`).
+public struct TunnelSettings: Equatable, Sendable {
+    public enum Kind: String, CaseIterable, Sendable {
+        case ipip, gue, gre
+    }
+
+    public var kind: Kind
+    /// The GUE destination port; 0 for the other kinds.
+    public var port: UInt16
+    /// Whether GUE's UDP checksum or GRE's checksum is computed (`--tun-csum`); off by default, as in IPVS.
+    public var checksum: Bool
+
+    public init(kind: Kind = .ipip, port: UInt16 = 0, checksum: Bool = false) {
+        self.kind = kind
+        self.port = port
+        self.checksum = checksum
+    }
+
+    public static let ipip = TunnelSettings()
+
+    /// The options after `-i` as ipvsadm-save prints them: none for plain IPIP.
+    public var arguments: [String] {
+        guard kind != .ipip else { return [] }
+        return ["--tun-type", kind.rawValue] + (kind == .gue ? ["--tun-port", String(port)] : [])
+            + (checksum ? ["--tun-csum"] : [])
     }
 }
 
@@ -81,11 +127,15 @@ public struct RealServerConfig: Equatable, Sendable {
     /// 0...65535, as in IPVS; 0 takes the server out of scheduling without dropping its connections.
     public var weight: Int32
     public var method: ForwardingMethod
+    /// How a tunnelled (`-i`) real server is reached; `.ipip` for the other methods.
+    public var tunnel: TunnelSettings
 
-    public init(endpoint: Endpoint, weight: Int32 = 1, method: ForwardingMethod = .directRouting) {
+    public init(endpoint: Endpoint, weight: Int32 = 1, method: ForwardingMethod = .directRouting,
+                tunnel: TunnelSettings = .ipip) {
         self.endpoint = endpoint
         self.weight = weight
         self.method = method
+        self.tunnel = tunnel
     }
 
     /// The weights IPVS accepts.
@@ -98,12 +148,16 @@ public struct ServiceConfig: Equatable, Sendable {
     public var endpoint: Endpoint
     public var scheduler: SchedulerKind
     public var reals: [RealServerConfig]
+    /// FULLNAT's source addresses towards the real servers (`-P -z`), in the order they were added.
+    public var localAddresses: [IPAddress]
 
-    public init(proto: L4Protocol, endpoint: Endpoint, scheduler: SchedulerKind, reals: [RealServerConfig] = []) {
+    public init(proto: L4Protocol, endpoint: Endpoint, scheduler: SchedulerKind, reals: [RealServerConfig] = [],
+                localAddresses: [IPAddress] = []) {
         self.proto = proto
         self.endpoint = endpoint
         self.scheduler = scheduler
         self.reals = reals
+        self.localAddresses = localAddresses
     }
 
     public var key: ServiceKey { ServiceKey(proto: proto, endpoint: endpoint) }
@@ -159,12 +213,13 @@ public struct DirectorConfig: Equatable, Sendable {
             }
             services[s].reals.append(real)
 
-        case .editServer(let key, let server, let weight, let method):
+        case .editServer(let key, let server, let weight, let method, let tunnel):
             guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
             guard let r = services[s].realIndex(of: server) else { throw .noSuchDestination(key, server) }
             var real = services[s].reals[r]
             if let weight { real.weight = weight }
             if let method { real.method = method }
+            if let tunnel { real.tunnel = tunnel }
             try IPVSCommand.checkReal(real.endpoint, method: real.method, of: key)
             services[s].reals[r] = real
 
@@ -172,6 +227,18 @@ public struct DirectorConfig: Equatable, Sendable {
             guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
             guard let r = services[s].realIndex(of: server) else { throw .noSuchDestination(key, server) }
             services[s].reals.remove(at: r)
+
+        case .addLocalAddress(let key, let address):
+            guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
+            guard !services[s].localAddresses.contains(address) else { throw .localAddressExists(key, address) }
+            services[s].localAddresses.append(address)
+
+        case .deleteLocalAddress(let key, let address):
+            guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
+            guard let l = services[s].localAddresses.firstIndex(of: address) else {
+                throw .noSuchLocalAddress(key, address)
+            }
+            services[s].localAddresses.remove(at: l)
 
         case .clear:
             services.removeAll()
@@ -220,12 +287,24 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     case familyMismatch(real: Endpoint, service: ServiceKey)
     /// A real server port other than the service's with a method that cannot change the port.
     case portMismatch(real: Endpoint, service: ServiceKey, method: ForwardingMethod)
+    /// `--tun-type`, `--tun-port` or `--tun-csum` without `-i`, or `--tun-port` with another type than gue.
+    case tunnelOptionWithoutTunnel(String)
+    /// `--tun-type gue` without `--tun-port`.
+    case tunnelPortRequired
+    /// A `--tun-type` other than ipip, gue, gre.
+    case unknownTunnelType(String)
+    /// A `--tun-port` that is not a port number 1...65535.
+    case invalidTunnelPort(String)
+    /// A `-z` value that is not a numeric address, or not of the service's family.
+    case invalidLocalAddress(String)
 
     // State, in IPVS's words.
     case serviceExists(ServiceKey)
     case noSuchService(ServiceKey)
     case destinationExists(ServiceKey, Endpoint)
     case noSuchDestination(ServiceKey, Endpoint)
+    case localAddressExists(ServiceKey, IPAddress)
+    case noSuchLocalAddress(ServiceKey, IPAddress)
 
     public var description: String {
         switch self {
@@ -264,12 +343,28 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
             return "invalid real server address '\(text)': \(reason)"
         case .familyMismatch(let real, let service):
             return "real server \(real.address) is \(Self.familyName(real.address)) but service "
-                + "\(service.endpoint) is \(Self.familyName(service.endpoint.address)); mixing address "
-                + "families needs tunnelling (-i), which is not supported yet"
+                + "\(service.endpoint) is \(Self.familyName(service.endpoint.address)); only tunnelling (-i) "
+                + "can mix address families"
         case .portMismatch(let real, let service, let method):
             return "real server port \(real.port) differs from the service port \(service.endpoint.port): "
                 + "\(Self.methodName(method)) (\(method.option)) cannot change the port; "
                 + "omit the port or use \(service.endpoint.port)"
+        case .tunnelOptionWithoutTunnel(let option):
+            return option == "--tun-port"
+                ? "--tun-port is only for -i/--ipip with --tun-type gue"
+                : "\(option) is only for tunnelled real servers (-i/--ipip)"
+        case .tunnelPortRequired:
+            return "--tun-type gue needs --tun-port"
+        case .unknownTunnelType(let name):
+            return "unknown tunnel type '\(name)' (ipip, gue or gre)"
+        case .invalidTunnelPort(let text):
+            return "invalid tunnel port '\(text)': expected an integer from 1 to 65535"
+        case .invalidLocalAddress(let text):
+            return "invalid local address '\(text)': expected a numeric address of the service's family"
+        case .localAddressExists:
+            return "Local address already exists"
+        case .noSuchLocalAddress:
+            return "No such local address"
         case .serviceExists:
             return "Service already exists"
         case .noSuchService:
@@ -292,6 +387,9 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     private static func methodName(_ method: ForwardingMethod) -> String {
         switch method {
         case .directRouting: return "direct routing"
+        case .tunnel: return "tunnelling"
+        case .masquerading: return "masquerading"
+        case .fullNAT: return "full NAT"
         }
     }
 }

@@ -14,6 +14,9 @@ public struct DirectorOptions: Sendable {
     public var allowZeroCopy = true
     /// Connection-table slots per worker, allocated at start.
     public var connectionsPerWorker = 1 << 18
+    /// The director's own addresses: the outer source of tunnelled packets and the source of the ICMP errors
+    /// it sends. Empty: the interface's first global address of each family.
+    public var sourceAddresses: [IPAddress] = []
 
     public init(interface: String) { self.interface = interface }
 }
@@ -31,17 +34,37 @@ public final class Director {
     private var exchange: SnapshotExchange?
     private var resolver: RealServerResolver?
     private var finalXDPCounters: [UInt64] = []
+    /// The addresses tunnelled packets and ICMP errors leave from, one per family at most.
+    public let sourceAddresses: [IPAddress]
 
     /// Validates everything that can be checked before touching the kernel; nothing is attached yet.
     public init(configuration: DirectorConfig, options: DirectorOptions, logger: Logger) throws {
-        if let unsupported = configuration.services.flatMap(\.reals).first(where: { $0.method != .directRouting }) {
-            throw ControlError("real server \(unsupported.endpoint): only direct routing (-g) is implemented")
-        }
         self.configuration = configuration
         self.options = options
         self.logger = logger
         interface = try NetworkInterface(name: options.interface)
         plan = try QueuePlan(queues: options.queues, cores: options.cores, interfaceQueueCount: interface.rxQueueCount)
+        sourceAddresses = options.sourceAddresses.isEmpty ? InterfaceAddresses.primary(of: options.interface)
+                                                           : options.sourceAddresses
+        try Self.checkMethods(configuration, sources: sourceAddresses)
+    }
+
+    /// What the forwarding methods need from the rest of the configuration: FULLNAT a local address of the
+    /// real server's family, tunnelling a director address of the real server's family.
+    static func checkMethods(_ configuration: DirectorConfig, sources: [IPAddress]) throws {
+        for service in configuration.services {
+            for real in service.reals {
+                let family = real.endpoint.address.family
+                if real.method == .fullNAT && !service.localAddresses.contains(where: { $0.family == family }) {
+                    throw ControlError("real server \(real.endpoint) of \(service.key) uses --fullnat, but the service "
+                        + "has no local address of its family: add one with -P \(service.key) -z ADDRESS")
+                }
+                if real.method == .tunnel && !sources.contains(where: { $0.family == family }) {
+                    throw ControlError("real server \(real.endpoint) of \(service.key) is tunnelled, but the director "
+                        + "has no \(family == .ipv4 ? "IPv4" : "IPv6") address to send from: give one with --source-address")
+                }
+            }
+        }
     }
 
     deinit { stop() }
@@ -56,15 +79,15 @@ public final class Director {
             _ = resolver?.refresh(realAddresses)
             let exchange = SnapshotExchange(makeSnapshot())
             self.exchange = exchange
-            for (index, service) in configuration.services.enumerated() {
-                try program.setService(Self.mapKey(service), xd_service_value(index: UInt32(index), flags: UInt32(XD_SVC_F_NONE)))
-            }
+            try writeMaps(program)
+            let replies = try ReplyIndex(partitions: plan.assignments.count, entriesPerPartition: options.connectionsPerWorker)
             var socketConfig = XSKConfiguration()
             socketConfig.allowZeroCopy = options.allowZeroCopy
-            for assignment in plan.assignments {
+            for (partition, assignment) in plan.assignments.enumerated() {
                 let queue = try XSKQueue(interface: interface, queue: assignment.queue, configuration: socketConfig)
                 let worker = Worker(queue: queue, core: assignment.core, exchange: exchange, waitMode: options.waitMode,
-                                    connectionCapacity: options.connectionsPerWorker, logger: logger)
+                                    connectionCapacity: options.connectionsPerWorker, replies: replies,
+                                    partition: partition, logger: logger)
                 try program.registerSocket(queue: assignment.queue, fd: queue.fd)
                 try worker.start()
                 workers.append(worker)
@@ -76,6 +99,26 @@ public final class Director {
         } catch {
             stop()
             throw error
+        }
+    }
+
+    /// Fills the XDP program's maps: the virtual services, the NAT real servers whose replies come back
+    /// through us, and the FULLNAT local addresses.
+    private func writeMaps(_ program: XDPProgram) throws {
+        for (index, service) in configuration.services.enumerated() {
+            try program.setService(Self.mapKey(service.endpoint, service.proto),
+                                   xd_service_value(index: UInt32(index), flags: UInt32(XD_SVC_F_NONE)))
+            for real in service.reals where real.method == .masquerading {
+                try program.setNATReal(Self.mapKey(real.endpoint, service.proto))
+            }
+            for address in service.localAddresses {
+                var key = xd_local_addr_key()
+                withUnsafeMutableBytes(of: &key.addr) { raw in
+                    for (i, byte) in address.bytes.enumerated() { raw[i] = byte }
+                }
+                key.family = address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
+                try program.setLocalAddress(key)
+            }
         }
     }
 
@@ -132,22 +175,46 @@ public final class Director {
 
     private func makeSnapshot() -> ForwardingSnapshot {
         let macs = resolver?.macs ?? [:]
-        return ForwardingSnapshot(interfaceMAC: interface.mac, services: configuration.services.map { service in
+        let services = configuration.services.map { service in
             SnapshotService(
                 key: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
                 scheduler: service.scheduler,
-                destinations: service.reals.map { SnapshotDestination(weight: $0.weight, mac: macs[$0.endpoint.address]) })
-        })
+                destinations: service.reals.map { real in
+                    SnapshotDestination(weight: real.weight, mac: macs[real.endpoint.address], route: Self.route(of: real))
+                },
+                localAddresses: service.localAddresses)
+        }
+        return ForwardingSnapshot(interfaceMAC: interface.mac, services: services, mtu: interface.mtu,
+                                  sourceAddresses: sourceAddresses)
     }
 
-    static func mapKey(_ service: ServiceConfig) -> xd_service_key {
+    static func route(of real: RealServerConfig) -> DestinationRoute {
+        let kind: ForwardingKind
+        switch real.method {
+        case .directRouting: kind = .directRouting
+        case .tunnel: kind = .tunnel
+        case .masquerading: kind = .masquerading
+        case .fullNAT: kind = .fullNAT
+        }
+        let tunnelType: TunnelType
+        switch real.tunnel.kind {
+        case .ipip: tunnelType = .ipip
+        case .gue: tunnelType = .gue
+        case .gre: tunnelType = .gre
+        }
+        return DestinationRoute(kind: kind, address: real.endpoint.address, port: real.endpoint.port,
+                                tunnel: TunnelParameters(type: tunnelType, port: real.tunnel.port,
+                                                         checksum: real.tunnel.checksum))
+    }
+
+    static func mapKey(_ endpoint: Endpoint, _ proto: L4Protocol) -> xd_service_key {
         var key = xd_service_key()
         withUnsafeMutableBytes(of: &key.addr) { raw in
-            for (i, byte) in service.endpoint.address.bytes.enumerated() { raw[i] = byte }
+            for (i, byte) in endpoint.address.bytes.enumerated() { raw[i] = byte }
         }
-        key.port = service.endpoint.port.bigEndian
-        key.proto = service.proto.number
-        key.family = service.endpoint.address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
+        key.port = endpoint.port.bigEndian
+        key.proto = proto.number
+        key.family = endpoint.address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
         return key
     }
 }
@@ -169,7 +236,8 @@ public struct DirectorStatistics: Sendable {
     public var xdp: [UInt64]
 
     public static let xdpCounterNames = ["rx", "redirected", "pass_not_ip", "pass_not_service", "pass_other_l4",
-                                         "pass_fragment", "pass_no_socket", "pass_malformed"]
+                                         "pass_fragment", "pass_no_socket", "pass_malformed",
+                                         "redirected_reply", "redirected_icmp"]
 
     /// A table for people: one row per queue, then every non-zero counter, then the XDP program's.
     public func render() -> String {

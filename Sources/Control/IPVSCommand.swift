@@ -13,12 +13,16 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     case deleteService(ServiceKey)
     /// `-a -t|-u ADDR:PORT -r ADDR[:PORT] [-g] [-w W]`
     case addServer(ServiceKey, RealServerConfig)
-    /// `-e -t|-u ADDR:PORT -r ADDR[:PORT] [-g] [-w W]`: nil leaves a field as it is.
-    case editServer(ServiceKey, server: Endpoint, weight: Int32?, method: ForwardingMethod?)
+    /// `-e -t|-u ADDR:PORT -r ADDR[:PORT] [-g|-i|-m|--fullnat] [--tun-…] [-w W]`: nil leaves a field as it is.
+    case editServer(ServiceKey, server: Endpoint, weight: Int32?, method: ForwardingMethod?, tunnel: TunnelSettings? = nil)
     /// `-d -t|-u ADDR:PORT -r ADDR[:PORT]`
     case deleteServer(ServiceKey, server: Endpoint)
     /// `-C`: every service and real server.
     case clear
+    /// `-P -t|-u ADDR:PORT -z LADDR`: a FULLNAT local address of the service.
+    case addLocalAddress(ServiceKey, IPAddress)
+    /// `-Q -t|-u ADDR:PORT -z LADDR`
+    case deleteLocalAddress(ServiceKey, IPAddress)
 
     /// Parses one command from ipvsadm arguments (without the program name). Short options may be bundled
     /// (`-At ADDR`) and take their value attached or as the next argument; long options take it as the next
@@ -32,6 +36,10 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         var real: (address: IPAddress, port: UInt16?)? = nil
         var method: ForwardingMethod? = nil
         var weight: Int32? = nil
+        var tunnelKind: TunnelSettings.Kind? = nil
+        var tunnelPort: UInt16? = nil
+        var tunnelChecksum: Bool? = nil
+        var localAddress: String? = nil
 
         func note(_ option: IPVSOptionKind) throws(ConfigError) {
             guard !given.contains(option) else { throw .duplicateOption(option.display) }
@@ -68,6 +76,22 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
                 guard let text = value, let number = Int32(text), RealServerConfig.weightRange.contains(number)
                 else { throw .invalidWeight(value ?? "") }
                 weight = number
+            case .tunnelType:
+                try note(.tunnelType)
+                guard let kind = TunnelSettings.Kind(rawValue: value ?? "") else {
+                    throw .unknownTunnelType(value ?? "")
+                }
+                tunnelKind = kind
+            case .tunnelPort:
+                try note(.tunnelPort)
+                guard let text = value, let port = UInt16(text), port != 0 else { throw .invalidTunnelPort(value ?? "") }
+                tunnelPort = port
+            case .tunnelChecksum(let on):
+                try note(.tunnelChecksum)
+                tunnelChecksum = on
+            case .localAddress:
+                try note(.localAddress)
+                localAddress = value ?? ""
             case .unsupported(let why):
                 throw .unsupportedOption(spec.display, note: why)
             }
@@ -97,6 +121,9 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             return server
         }
 
+        let tunnel = try Self.tunnelSettings(method: method, kind: tunnelKind, port: tunnelPort,
+                                             checksum: tunnelChecksum, editing: command == .editServer)
+
         switch command {
         case .addService:
             guard let scheduler else { throw .schedulerRequired }
@@ -107,16 +134,36 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             self = .deleteService(service)
         case .addServer:
             let real = RealServerConfig(endpoint: try requireServer(), weight: weight ?? 1,
-                                        method: method ?? .directRouting)
+                                        method: method ?? .directRouting, tunnel: tunnel ?? .ipip)
             self = .addServer(service, real)
         case .editServer:
-            self = .editServer(service, server: try requireServer(), weight: weight, method: method)
+            self = .editServer(service, server: try requireServer(), weight: weight, method: method, tunnel: tunnel)
         case .deleteServer:
             self = .deleteServer(service, server: try requireServer())
         case .clear:
             self = .clear
+        case .addLocalAddress, .deleteLocalAddress:
+            guard let address = IPAddress(localAddress ?? ""), address.family == service.endpoint.address.family
+            else { throw .invalidLocalAddress(localAddress ?? "") }
+            self = command == .addLocalAddress ? .addLocalAddress(service, address) : .deleteLocalAddress(service, address)
         }
         try validate()
+    }
+
+    /// The tunnel options as ipvsadm checks them: only with `-i` (or, editing, without a method: the
+    /// server's own must then be `-i`, which `apply` checks), `--tun-port` exactly with gue.
+    static func tunnelSettings(method: ForwardingMethod?, kind: TunnelSettings.Kind?, port: UInt16?, checksum: Bool?,
+                               editing: Bool) throws(ConfigError) -> TunnelSettings? {
+        guard kind != nil || port != nil || checksum != nil else {
+            return method == .tunnel ? .ipip : nil
+        }
+        if method != .tunnel && !(editing && method == nil) {
+            throw .tunnelOptionWithoutTunnel(kind != nil ? "--tun-type" : port != nil ? "--tun-port" : "--tun-csum")
+        }
+        let resolved = kind ?? .ipip
+        if resolved == .gue && port == nil { throw .tunnelPortRequired }
+        if resolved != .gue && port != nil { throw .tunnelOptionWithoutTunnel("--tun-port") }
+        return TunnelSettings(kind: resolved, port: port ?? 0, checksum: checksum ?? false)
     }
 
     /// Parses one rules-file line: words split at whitespace, a word starting with `#` ends the line.
@@ -146,15 +193,20 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         case .deleteService(let key):
             return ["-D"] + key.arguments
         case .addServer(let key, let real):
-            return ["-a"] + key.arguments
-                + ["-r", real.endpoint.description, real.method.option, "-w", String(real.weight)]
-        case .editServer(let key, let server, let weight, let method):
+            return ["-a"] + key.arguments + ["-r", real.endpoint.description, real.method.option]
+                + (real.method == .tunnel ? real.tunnel.arguments : []) + ["-w", String(real.weight)]
+        case .editServer(let key, let server, let weight, let method, let tunnel):
             return ["-e"] + key.arguments + ["-r", server.description]
-                + (method.map { [$0.option] } ?? []) + (weight.map { ["-w", String($0)] } ?? [])
+                + (method.map { [$0.option] } ?? []) + (tunnel?.arguments ?? [])
+                + (weight.map { ["-w", String($0)] } ?? [])
         case .deleteServer(let key, let server):
             return ["-d"] + key.arguments + ["-r", server.description]
         case .clear:
             return ["-C"]
+        case .addLocalAddress(let key, let address):
+            return ["-P"] + key.arguments + ["-z", address.description]
+        case .deleteLocalAddress(let key, let address):
+            return ["-Q"] + key.arguments + ["-z", address.description]
         }
     }
 
@@ -173,14 +225,19 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             try Self.checkService(key)
             try Self.checkReal(real.endpoint, method: real.method, of: key)
             try Self.checkWeight(real.weight)
-        case .editServer(let key, let server, let weight, let method):
+        case .editServer(let key, let server, let weight, let method, _):
             try Self.checkService(key)
-            try Self.checkRealAddress(server, of: key)
+            try Self.checkRealAddress(server, of: key, mixedFamilyAllowed: true)
             if let method { try Self.checkReal(server, method: method, of: key) }
             if let weight { try Self.checkWeight(weight) }
         case .deleteServer(let key, let server):
             try Self.checkService(key)
-            try Self.checkRealAddress(server, of: key)
+            try Self.checkRealAddress(server, of: key, mixedFamilyAllowed: true)
+        case .addLocalAddress(let key, let address), .deleteLocalAddress(let key, let address):
+            try Self.checkService(key)
+            guard address.family == key.endpoint.address.family else {
+                throw .invalidLocalAddress(address.description)
+            }
         }
     }
 
@@ -188,16 +245,17 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         guard key.endpoint.port != 0 else { throw .invalidServiceAddress(key.endpoint.description, .zeroPort) }
     }
 
-    static func checkRealAddress(_ server: Endpoint, of key: ServiceKey) throws(ConfigError) {
+    static func checkRealAddress(_ server: Endpoint, of key: ServiceKey,
+                                 mixedFamilyAllowed: Bool = false) throws(ConfigError) {
         guard server.port != 0 else { throw .invalidRealServerAddress(server.description, .zeroPort) }
-        guard server.address.family == key.endpoint.address.family else {
+        guard mixedFamilyAllowed || server.address.family == key.endpoint.address.family else {
             throw .familyMismatch(real: server, service: key)
         }
     }
 
     /// A real server reached with `method`: its family, and its port where the method cannot change it.
     static func checkReal(_ server: Endpoint, method: ForwardingMethod, of key: ServiceKey) throws(ConfigError) {
-        try checkRealAddress(server, of: key)
+        try checkRealAddress(server, of: key, mixedFamilyAllowed: method.mixesFamilies)
         guard !method.keepsPort || server.port == key.endpoint.port else {
             throw .portMismatch(real: server, service: key, method: method)
         }

@@ -4,6 +4,7 @@
 /// The commands this version implements.
 enum IPVSCommandKind: Sendable {
     case addService, editService, deleteService, addServer, editServer, deleteServer, clear
+    case addLocalAddress, deleteLocalAddress
 
     /// `-A/--add-service`, for messages.
     var display: String {
@@ -15,13 +16,16 @@ enum IPVSCommandKind: Sendable {
         case .editServer: return "-e/--edit-server"
         case .deleteServer: return "-d/--delete-server"
         case .clear: return "-C/--clear"
+        case .addLocalAddress: return "-P/--add-laddr"
+        case .deleteLocalAddress: return "-Q/--del-laddr"
         }
     }
 }
 
 /// The options (other than commands) this version implements, each with the commands that take it.
 enum IPVSOptionKind: Sendable, CaseIterable {
-    case service, scheduler, realServer, forwardingMethod, weight
+    case service, scheduler, realServer, forwardingMethod, weight, tunnelType, tunnelPort, tunnelChecksum
+    case localAddress
 
     var display: String {
         switch self {
@@ -30,6 +34,10 @@ enum IPVSOptionKind: Sendable, CaseIterable {
         case .realServer: return "-r/--real-server"
         case .forwardingMethod: return "-g/--gatewaying"
         case .weight: return "-w/--weight"
+        case .tunnelType: return "--tun-type"
+        case .tunnelPort: return "--tun-port"
+        case .tunnelChecksum: return "--tun-nocsum or --tun-csum"
+        case .localAddress: return "-z/--laddr"
         }
     }
 
@@ -52,9 +60,16 @@ enum IPVSOptionKind: Sendable, CaseIterable {
         case (.realServer, _):
             return .refused
         case (.forwardingMethod, .addServer), (.forwardingMethod, .editServer),
-             (.weight, .addServer), (.weight, .editServer):
+             (.weight, .addServer), (.weight, .editServer),
+             (.tunnelType, .addServer), (.tunnelType, .editServer),
+             (.tunnelPort, .addServer), (.tunnelPort, .editServer),
+             (.tunnelChecksum, .addServer), (.tunnelChecksum, .editServer):
             return .optional
-        case (.forwardingMethod, _), (.weight, _):
+        case (.forwardingMethod, _), (.weight, _), (.tunnelType, _), (.tunnelPort, _), (.tunnelChecksum, _):
+            return .refused
+        case (.localAddress, .addLocalAddress), (.localAddress, .deleteLocalAddress):
+            return .required
+        case (.localAddress, _):
             return .refused
         }
     }
@@ -69,6 +84,11 @@ struct IPVSOptionSpec: Sendable {
         case realServer
         case method(ForwardingMethod)
         case weight
+        case tunnelType
+        case tunnelPort
+        /// `--tun-csum` (true) or `--tun-nocsum` (false).
+        case tunnelChecksum(Bool)
+        case localAddress
         /// Known to ipvsadm, not implemented here yet; the note says what to do instead.
         case unsupported(note: String?)
     }
@@ -84,7 +104,7 @@ struct IPVSOptionSpec: Sendable {
     static func find(short: Character) -> IPVSOptionSpec? { table.first { $0.short == short } }
     static func find(long: String) -> IPVSOptionSpec? { table.first { $0.long == long } }
 
-    private static let onlyDR = "only -g/--gatewaying (direct routing) is implemented"
+    private static let needsSocket = "listings need the control socket of a running director"
 
     static let table: [IPVSOptionSpec] = [
         // Commands.
@@ -95,6 +115,9 @@ struct IPVSOptionSpec: Sendable {
         .init(short: "a", long: "add-server", takesValue: false, role: .command(.addServer)),
         .init(short: "e", long: "edit-server", takesValue: false, role: .command(.editServer)),
         .init(short: "d", long: "delete-server", takesValue: false, role: .command(.deleteServer)),
+        .init(short: "P", long: "add-laddr", takesValue: false, role: .command(.addLocalAddress)),
+        .init(short: "Q", long: "del-laddr", takesValue: false, role: .command(.deleteLocalAddress)),
+        .init(short: "G", long: "get-laddr", takesValue: false, role: .unsupported(note: needsSocket)),
         .init(short: "R", long: "restore", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "S", long: "save", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "L", long: "list", takesValue: false, role: .unsupported(note: nil)),
@@ -119,14 +142,16 @@ struct IPVSOptionSpec: Sendable {
         // Real servers.
         .init(short: "r", long: "real-server", takesValue: true, role: .realServer),
         .init(short: "g", long: "gatewaying", takesValue: false, role: .method(.directRouting)),
-        .init(short: "i", long: "ipip", takesValue: false, role: .unsupported(note: onlyDR)),
-        .init(short: "m", long: "masquerading", takesValue: false, role: .unsupported(note: onlyDR)),
-        .init(short: nil, long: "tun-type", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: nil, long: "tun-port", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: nil, long: "tun-nocsum", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "tun-csum", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "i", long: "ipip", takesValue: false, role: .method(.tunnel)),
+        .init(short: "m", long: "masquerading", takesValue: false, role: .method(.masquerading)),
+        .init(short: nil, long: "fullnat", takesValue: false, role: .method(.fullNAT)),
+        .init(short: nil, long: "tun-type", takesValue: true, role: .tunnelType),
+        .init(short: nil, long: "tun-port", takesValue: true, role: .tunnelPort),
+        .init(short: nil, long: "tun-nocsum", takesValue: false, role: .tunnelChecksum(false)),
+        .init(short: nil, long: "tun-csum", takesValue: false, role: .tunnelChecksum(true)),
         .init(short: nil, long: "tun-remcsum", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "w", long: "weight", takesValue: true, role: .weight),
+        .init(short: "z", long: "laddr", takesValue: true, role: .localAddress),
         .init(short: "x", long: "u-threshold", takesValue: true, role: .unsupported(note: nil)),
         .init(short: "y", long: "l-threshold", takesValue: true, role: .unsupported(note: nil)),
         // Listing and connection synchronisation.

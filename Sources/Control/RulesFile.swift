@@ -18,13 +18,16 @@ public enum RulesFile {
     }
 
     /// The configuration as `ipvsadm-save -n` prints it: each service (`-A`) followed by its real servers
-    /// (`-a`), in insertion order, one line each, every line ending in a newline.
+    /// (`-a`) and its FULLNAT local addresses (`-P`), in insertion order, one line each, every line ending in a newline.
     public static func save(_ config: DirectorConfig) -> String {
         var text = ""
         for service in config.services {
             text += IPVSCommand.addService(service.key, scheduler: service.scheduler).description + "\n"
             for real in service.reals {
                 text += IPVSCommand.addServer(service.key, real).description + "\n"
+            }
+            for address in service.localAddresses {
+                text += IPVSCommand.addLocalAddress(service.key, address).description + "\n"
             }
         }
         return text

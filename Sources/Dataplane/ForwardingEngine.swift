@@ -3,14 +3,26 @@ import Scheduling
 
 /// What happens to one frame.
 public enum FrameVerdict: Equatable, Sendable {
-    /// Rewritten in place; send it from the same frame.
+    /// Rewritten in place; send `outputLength` bytes from `outputOffset` bytes off the frame's start.
     case transmit
     /// Dropped, counted under the reason.
     case drop(WorkerCounter)
 }
 
+/// Per connection-table slot, what translation needs beyond the table's own entry.
+struct ConnectionExtra {
+    /// The connection's entry in this worker's partition of the reply index, or -1.
+    var replyEntry: Int32 = -1
+    /// FULLNAT: index of the local address in the snapshot (-1 when none) and the allocated port.
+    var localAddress: Int32 = -1
+    var localPort: UInt16 = 0
+    /// The connection's expiry as last seen by its worker: a FULLNAT port is held until then.
+    var expires: UInt32 = 0
+}
+
 /// The per-packet logic of one worker, apart from rings and syscalls so it runs on fixture frames in
-/// tests: parse, find or create the connection, schedule, rewrite in place. One per worker, never shared.
+/// tests: parse, find or create the connection, schedule, rewrite in place. One per worker, never shared;
+/// the only shared state is the reply index, written per partition by its owner.
 public struct ForwardingEngine: ~Copyable {
     private var snapshot: ForwardingSnapshot
     private var view: SnapshotView
@@ -18,39 +30,81 @@ public struct ForwardingEngine: ~Copyable {
     private var schedulerStates: UnsafeMutableBufferPointer<SchedulerState>
     private var parsed = ParsedFrame()
     private let counters: CounterWriter
+    private let replyIndex: ReplyIndex
+    private let replies: ReplyIndexView
+    private var ports: LocalPortAllocator
+    private let extras: UnsafeMutableBufferPointer<ConnectionExtra>
 
-    public init(snapshot: ForwardingSnapshot, connectionCapacity: Int, counters: WorkerCounterBlock) {
+    /// Where the frame to transmit starts, relative to the received frame (negative after encapsulation).
+    public private(set) var outputOffset = 0
+    /// How many bytes to transmit.
+    public private(set) var outputLength = 0
+
+    /// `replies` is shared by all workers of the director, `worker` being this one's partition; without it
+    /// the engine makes a private one (a single worker, as in tests).
+    public init(snapshot: ForwardingSnapshot, connectionCapacity: Int, counters: WorkerCounterBlock,
+                replies: ReplyIndex? = nil, worker: Int = 0) {
         self.snapshot = snapshot
         view = snapshot.view
         connections = ConnectionTable(capacity: connectionCapacity)
         schedulerStates = Self.makeStates(for: snapshot.view)
         self.counters = counters.writer
+        let index = replies ?? (try? ReplyIndex(partitions: 1, entriesPerPartition: connectionCapacity))
+            ?? { fatalError("cannot reserve memory for the reply index") }()
+        replyIndex = index
+        self.replies = index.view(partition: worker)
+        ports = LocalPortAllocator(worker: self.replies.own, workers: index.partitions,
+                                   addressCount: snapshot.view.localAddresses.count)
+        extras = .allocate(capacity: connections.slotCount)
+        extras.initialize(repeating: ConnectionExtra())
     }
 
-    deinit { schedulerStates.deallocate() }
+    deinit {
+        schedulerStates.deallocate()
+        extras.deallocate()
+    }
 
     /// Switches to a new configuration. Scheduler positions restart (IPVS does the same when a service's
-    /// destinations change); connections keep their real servers.
+    /// destinations change); connections keep their real servers, FULLNAT ports their local addresses.
     public mutating func adopt(_ next: ForwardingSnapshot) {
         let states = Self.makeStates(for: next.view)
         schedulerStates.deallocate()
         schedulerStates = states
+        let old = view.localAddresses, new = next.view.localAddresses
+        let mapping = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(new.count, 1))
+        for (index, address) in new.enumerated() { mapping[index] = Int32(old.firstIndex(of: address) ?? -1) }
+        var allocator = LocalPortAllocator(worker: replies.own, workers: replyIndex.partitions, addressCount: new.count)
+        allocator.adopt(from: ports, mapping: UnsafeBufferPointer(rebasing: mapping[0..<new.count]))
+        ports = allocator
+        for slot in 0..<extras.count where extras[slot].localAddress >= 0 {
+            let previous = Int(extras[slot].localAddress)
+            extras[slot].localAddress = Int32(mapping[0..<new.count].firstIndex(of: Int32(previous)) ?? -1)
+        }
+        mapping.deallocate()
         snapshot = next
         view = next.view
     }
 
-    /// Decides and applies the fate of one frame of `length` bytes at `frame`. `now` is in seconds.
+    /// Decides and applies the fate of one frame of `length` bytes at `frame`, which has `headroom` bytes
+    /// of its buffer before it. `now` is in seconds.
     @inline(__always)
-    public mutating func process(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt32) -> FrameVerdict {
+    public mutating func process(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0,
+                                 now: UInt32) -> FrameVerdict {
+        outputOffset = 0
+        outputLength = length
         let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &parsed)
         guard status == .ok else { return .drop(Self.dropReason(for: status)) }
-        guard let service = view.service(for: parsed.key) else { return .drop(.dropNoService) }
+        if parsed.isICMPError { return icmpError(frame, length: length, headroom: headroom, now: now) }
+        guard let service = view.service(for: parsed.key) else { return reply(frame, now: now) }
 
         let destination: Int
-        if let slot = connections.find(parsed.key, now: now),
-           Int(connections.destination(at: slot)) < view.destinations.count {
-            destination = Int(connections.destination(at: slot))
-            connections.update(at: slot, tcpFlags: parsed.tcpFlags, now: now)
+        var slot: Int? = nil
+        var isNew = false
+        if let found = connections.find(parsed.key, now: now),
+           Int(connections.destination(at: found)) < view.destinations.count {
+            slot = found
+            destination = Int(connections.destination(at: found))
+            connections.update(at: found, tcpFlags: parsed.tcpFlags, now: now)
         } else {
             // As IPVS: only a SYN opens a TCP connection; a stray segment is not scheduled.
             if parsed.key.proto == IPProtocolNumber.tcp && parsed.tcpFlags & 0x17 != 0x02 {  // SYN without ACK/FIN/RST
@@ -60,19 +114,262 @@ public struct ForwardingEngine: ~Copyable {
                                                 destinations: view.destinations(of: service), flow: parsed.key)
             else { return .drop(.dropNoDestination) }
             destination = Int(view.services[service].first) + chosen
-            if connections.insert(parsed.key, service: UInt32(service), destination: UInt32(destination),
-                                  tcpFlags: parsed.tcpFlags, now: now) == nil {
-                counters.add(.connectionTableFull)
-            }
-            counters.add(.newConnections)
+            slot = connections.insert(parsed.key, service: UInt32(service), destination: UInt32(destination),
+                                      tcpFlags: parsed.tcpFlags, now: now)
+            if let slot { extras[slot] = ConnectionExtra() } else { counters.add(.connectionTableFull) }
+            isNew = true
         }
+        let verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
+                              slot: slot, isNew: isNew, now: now)
+        if isNew {
+            if case .transmit = verdict { counters.add(.newConnections) } else if let slot { connections.remove(at: slot) }
+        }
+        return verdict
+    }
 
+    // MARK: Client to real server
+
+    @inline(__always)
+    private mutating func forward(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, service: Int,
+                                  destination: Int, slot: Int?, isNew: Bool, now: UInt32) -> FrameVerdict {
         let mac = view.macs[destination]
         guard mac != 0 else { return .drop(.dropUnresolvedDestination) }
+        let route = view.routes[destination]
+        switch route.kind {
+        case .directRouting:
+            return directRouting(frame, mac: mac)
+        case .tunnel:
+            return tunnel(frame, length: length, headroom: headroom, route: route, mac: mac, replyOnTooBig: true)
+        case .masquerading, .fullNAT:
+            var source: L4Endpoint? = nil
+            if route.kind == .fullNAT {
+                guard let slot else { return .drop(.connectionTableFull) }
+                if isNew, let verdict = openFullNAT(slot: slot, service: service, route: route, frame: frame, now: now) {
+                    return verdict
+                }
+                let extra = extras[slot]
+                guard extra.localAddress >= 0 else { return .drop(.dropLocalPortsExhausted) }
+                let local = view.localAddresses[Int(extra.localAddress)]
+                source = L4Endpoint(address: Self.address(local.family, local.hi, local.lo), port: extra.localPort)
+            } else if isNew {
+                let reply = Self.replyKey(of: parsed.key, server: route, to: parsed.key.srcHi, parsed.key.srcLo, parsed.key.srcPort)
+                if let verdict = publish(reply, slot: slot, fullNAT: false, frame: frame, now: now) { return verdict }
+            }
+            if let slot {
+                let expires = connections.expiry(at: slot)
+                extras[slot].expires = expires
+                if extras[slot].replyEntry >= 0 { replies.refresh(extras[slot].replyEntry, expires: expires) }
+            }
+            let result = AddressTranslation.rewrite(frame, parsed: parsed, source: source,
+                                                    destination: L4Endpoint(address: route.address, port: route.port),
+                                                    sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
+            return result == .transmit ? .transmit : .drop(.dropHopLimitExceeded)
+        }
+    }
+
+    @inline(__always)
+    private func directRouting(_ frame: UnsafeMutableRawPointer, mac: UInt64) -> FrameVerdict {
         switch DirectRouting.rewrite(frame, parsed: parsed, source: view.interfaceMAC, destination: MACAddress(value: mac)) {
         case .transmit: return .transmit
         case .hopLimitExceeded: return .drop(.dropHopLimitExceeded)
         }
+    }
+
+    /// Encapsulates towards the real server. A packet too big for the MTU once encapsulated, with DF,
+    /// becomes the ICMP error for its sender (never in answer to an ICMP error).
+    @inline(__always)
+    private mutating func tunnel(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, route: DestinationRoute,
+                                 mac: UInt64, replyOnTooBig: Bool) -> FrameVerdict {
+        guard let outerSource = view.source(family: route.family) else { return .drop(.dropNoSourceAddress) }
+        switch Tunnel.encapsulate(frame, length: length, headroom: headroom, parsed: parsed, outerSource: outerSource,
+                                  outerDestination: route.address, parameters: route.tunnel,
+                                  sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac), mtu: view.mtu) {
+        case .transmit(let start, let newLength):
+            outputOffset = start - frame
+            outputLength = newLength
+            return .transmit
+        case .tooBig(let mtu):
+            guard replyOnTooBig, let source = view.source(family: parsed.key.family) else {
+                return .drop(.dropFragmentationNeeded)
+            }
+            outputLength = ICMPErrorBuilder.packetTooBig(frame, length: length, parsed: parsed, mtu: mtu,
+                                                         source: source, sourceMAC: view.interfaceMAC)
+            counters.add(.icmpTooBigSent)
+            return .transmit
+        case .fragmentationRequired:
+            return .drop(.dropFragmentationNeeded)
+        case .hopLimitExceeded:
+            return .drop(.dropHopLimitExceeded)
+        case .noHeadroom:
+            return .drop(.dropNoHeadroom)
+        }
+    }
+
+    /// A new FULLNAT connection: a local address and port, and the reply index entry. nil when it may go on.
+    @inline(__always)
+    private mutating func openFullNAT(slot: Int, service: Int, route: DestinationRoute, frame: UnsafeMutableRawPointer,
+                                      now: UInt32) -> FrameVerdict? {
+        let range = view.localAddresses(of: service, family: route.family)
+        let held: (Int32, Int, UInt16) -> Bool = { [extras] owner, address, port in
+            let extra = extras[Int(owner)]
+            return extra.localAddress == Int32(address) && extra.localPort == port
+                && ReplyIndexView.isLive(extra.expires, now)
+        }
+        guard let (address, port) = ports.allocate(addresses: range.first, count: range.count, for: Int32(slot), isHeld: held)
+        else { return .drop(.dropLocalPortsExhausted) }
+        extras[slot].localAddress = Int32(address)
+        extras[slot].localPort = port
+        let local = view.localAddresses[address]
+        let reply = Self.replyKey(of: parsed.key, server: route, to: local.hi, local.lo, port)
+        if let verdict = publish(reply, slot: slot, fullNAT: true, frame: frame, now: now) {
+            ports.release(address: address, port: port)
+            extras[slot].localAddress = -1
+            return verdict
+        }
+        return nil
+    }
+
+    /// Makes a new connection's replies findable by every worker. nil when it may go on.
+    @inline(__always)
+    private mutating func publish(_ reply: FlowKey, slot: Int?, fullNAT: Bool, frame: UnsafeMutableRawPointer,
+                                  now: UInt32) -> FrameVerdict? {
+        let key = parsed.key
+        let value = ReplyTranslation(
+            sourceHi: key.dstHi, sourceLo: key.dstLo, sourcePort: key.dstPort,
+            destinationHi: key.srcHi, destinationLo: key.srcLo, destinationPort: key.srcPort,
+            clientMAC: Self.sourceMAC(of: frame), fullNAT: fullNAT)
+        let expires = slot.map { connections.expiry(at: $0) } ?? now &+ 60
+        guard let entry = replies.insert(reply, value, expires: expires, now: now) else {
+            return .drop(.dropReplyIndexFull)
+        }
+        if let slot { extras[slot].replyEntry = entry }
+        return nil
+    }
+
+    /// The tuple a real server answers with: from RIP:RPORT to the client (NAT) or the local address (FULLNAT).
+    @inline(__always)
+    static func replyKey(of key: FlowKey, server: DestinationRoute, to hi: UInt64, _ lo: UInt64, _ port: UInt16) -> FlowKey {
+        var reply = FlowKey()
+        reply.srcHi = server.addressHi; reply.srcLo = server.addressLo; reply.srcPort = server.port
+        reply.dstHi = hi; reply.dstLo = lo; reply.dstPort = port
+        reply.proto = key.proto; reply.family = key.family
+        return reply
+    }
+
+    // MARK: Real server to client
+
+    /// A NAT or FULLNAT reply: back to VIP:VPORT as its source (and to the client, for FULLNAT).
+    @inline(__always)
+    private mutating func reply(_ frame: UnsafeMutableRawPointer, now: UInt32) -> FrameVerdict {
+        var owner = 0
+        guard let translation = replies.lookup(parsed.key, now: now, partition: &owner) else {
+            return .drop(parsed.key.proto == IPProtocolNumber.tcp || parsed.key.proto == IPProtocolNumber.udp
+                         ? .dropNoReplyState : .dropNoService)
+        }
+        let family = parsed.key.family
+        let source = L4Endpoint(address: Self.address(family, translation.sourceHi, translation.sourceLo),
+                                port: translation.sourcePort)
+        let destination = translation.fullNAT
+            ? L4Endpoint(address: Self.address(family, translation.destinationHi, translation.destinationLo),
+                         port: translation.destinationPort)
+            : nil
+        let result = AddressTranslation.rewrite(frame, parsed: parsed, source: source, destination: destination,
+                                                sourceMAC: view.interfaceMAC,
+                                                destinationMAC: MACAddress(value: translation.clientMAC))
+        guard result == .transmit else { return .drop(.dropHopLimitExceeded) }
+        counters.add(.repliesTranslated)
+        if owner != replies.own { counters.add(.repliesOfOtherWorkers) }
+        return .transmit
+    }
+
+    // MARK: ICMP errors
+
+    /// An ICMP error quoting a packet of one of our connections. Quoting a reply of a service (its source is
+    /// VIP:VPORT), it goes to the connection's real server; quoting a packet we sent to a NAT or FULLNAT real
+    /// server, it is translated back towards the client, its quoted header with it.
+    private mutating func icmpError(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
+                                    now: UInt32) -> FrameVerdict {
+        let quoted = parsed.innerKey
+        // The quoted packet, turned around, is the flow as its connection knows it.
+        var flow = FlowKey()
+        flow.srcHi = quoted.dstHi; flow.srcLo = quoted.dstLo; flow.srcPort = quoted.dstPort
+        flow.dstHi = quoted.srcHi; flow.dstLo = quoted.srcLo; flow.dstPort = quoted.srcPort
+        flow.proto = quoted.proto; flow.family = quoted.family
+        let verdict: FrameVerdict
+        if view.service(for: flow) != nil {
+            verdict = icmpTowardsServer(frame, length: length, headroom: headroom, flow: flow, now: now)
+        } else {
+            verdict = icmpTowardsClient(frame, length: length, reply: flow, now: now)
+        }
+        if verdict == .transmit { counters.add(.icmpErrorsForwarded) }
+        return verdict
+    }
+
+    private mutating func icmpTowardsServer(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
+                                            flow: FlowKey, now: UInt32) -> FrameVerdict {
+        guard let slot = connections.find(flow, now: now),
+              Int(connections.destination(at: slot)) < view.destinations.count
+        else { return .drop(.dropICMPWithoutConnection) }
+        let destination = Int(connections.destination(at: slot))
+        let mac = view.macs[destination]
+        guard mac != 0 else { return .drop(.dropUnresolvedDestination) }
+        let route = view.routes[destination]
+        let server = L4Endpoint(address: route.address, port: route.port)
+        let result: TranslationResult
+        switch route.kind {
+        case .directRouting:
+            return directRouting(frame, mac: mac)
+        case .tunnel:
+            return tunnel(frame, length: length, headroom: headroom, route: route, mac: mac, replyOnTooBig: false)
+        case .masquerading:
+            result = ICMPTranslation.rewrite(frame, length: length, parsed: parsed, outerSource: nil,
+                                             outerDestination: route.address, innerSource: server, innerDestination: nil,
+                                             sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
+        case .fullNAT:
+            let extra = extras[slot]
+            guard extra.localAddress >= 0 else { return .drop(.dropICMPWithoutConnection) }
+            let slotAddress = view.localAddresses[Int(extra.localAddress)]
+            let local = Self.address(slotAddress.family, slotAddress.hi, slotAddress.lo)
+            result = ICMPTranslation.rewrite(frame, length: length, parsed: parsed, outerSource: local,
+                                             outerDestination: route.address, innerSource: server,
+                                             innerDestination: L4Endpoint(address: local, port: extra.localPort),
+                                             sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
+        }
+        return result == .transmit ? .transmit : .drop(.dropHopLimitExceeded)
+    }
+
+    private mutating func icmpTowardsClient(_ frame: UnsafeMutableRawPointer, length: Int, reply: FlowKey,
+                                            now: UInt32) -> FrameVerdict {
+        var owner = 0
+        guard let translation = replies.lookup(reply, now: now, partition: &owner) else {
+            return .drop(.dropICMPWithoutConnection)
+        }
+        let family = reply.family
+        let service = L4Endpoint(address: Self.address(family, translation.sourceHi, translation.sourceLo),
+                                 port: translation.sourcePort)
+        let client = L4Endpoint(address: Self.address(family, translation.destinationHi, translation.destinationLo),
+                                port: translation.destinationPort)
+        let result = ICMPTranslation.rewrite(
+            frame, length: length, parsed: parsed, outerSource: service.address,
+            outerDestination: translation.fullNAT ? client.address : nil,
+            innerSource: translation.fullNAT ? client : nil, innerDestination: service,
+            sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: translation.clientMAC))
+        return result == .transmit ? .transmit : .drop(.dropHopLimitExceeded)
+    }
+
+    // MARK: Helpers
+
+    /// The frame's Ethernet source, as `MACAddress.value` holds it.
+    @inline(__always)
+    static func sourceMAC(of frame: UnsafeMutableRawPointer) -> UInt64 {
+        var value: UInt64 = 0
+        for i in 6..<12 { value = value << 8 | UInt64(frame.load(fromByteOffset: i, as: UInt8.self)) }
+        return value
+    }
+
+    @inline(__always)
+    static func address(_ family: UInt8, _ hi: UInt64, _ lo: UInt64) -> IPAddress {
+        family == 4 ? .v4(UInt32(truncatingIfNeeded: lo)) : .v6(hi: hi, lo: lo)
     }
 
     @inline(__always)

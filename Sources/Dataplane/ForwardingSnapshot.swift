@@ -31,9 +31,13 @@ public struct SnapshotService: Sendable {
     public var key: VIPKey
     public var scheduler: SchedulerKind
     public var destinations: [SnapshotDestination]
+    /// FULLNAT source addresses (`-P`), any family; a real server uses those of its own family.
+    public var localAddresses: [IPAddress]
 
-    public init(key: VIPKey, scheduler: SchedulerKind, destinations: [SnapshotDestination]) {
+    public init(key: VIPKey, scheduler: SchedulerKind, destinations: [SnapshotDestination],
+                localAddresses: [IPAddress] = []) {
         self.key = key; self.scheduler = scheduler; self.destinations = destinations
+        self.localAddresses = localAddresses
     }
 }
 
@@ -41,8 +45,46 @@ public struct SnapshotDestination: Sendable {
     public var weight: Int32
     /// nil while the neighbour table has no address for the real server: it gets no new connections.
     public var mac: MACAddress?
+    /// How packets reach it, and its address where the method needs one.
+    public var route: DestinationRoute
 
-    public init(weight: Int32, mac: MACAddress?) { self.weight = weight; self.mac = mac }
+    public init(weight: Int32, mac: MACAddress?, route: DestinationRoute = .directRouting) {
+        self.weight = weight; self.mac = mac; self.route = route
+    }
+}
+
+/// The forwarding method of a real server, as the data plane applies it.
+public enum ForwardingKind: UInt8, Sendable {
+    case directRouting, tunnel, masquerading, fullNAT
+}
+
+/// How a destination is reached: method, real server address and port, tunnel parameters. Trivial, so it
+/// lives in the snapshot's flat buffers.
+public struct DestinationRoute: Sendable, Equatable {
+    public var kind: ForwardingKind
+    public var addressHi: UInt64
+    public var addressLo: UInt64
+    public var family: UInt8
+    public var port: UInt16
+    public var tunnel: TunnelParameters
+
+    public init(kind: ForwardingKind, address: IPAddress, port: UInt16, tunnel: TunnelParameters = .ipip) {
+        let key = FlowKey(source: address, sourcePort: port, destination: address, destinationPort: port, proto: 0)
+        self.kind = kind; addressHi = key.srcHi; addressLo = key.srcLo; family = key.family; self.port = port
+        self.tunnel = tunnel
+    }
+
+    public static let directRouting = DestinationRoute(kind: .directRouting, address: .v4(0), port: 0)
+
+    @inline(__always)
+    var address: IPAddress { family == 4 ? .v4(UInt32(truncatingIfNeeded: addressLo)) : .v6(hi: addressHi, lo: addressLo) }
+}
+
+/// One FULLNAT local address in the snapshot's flat buffer.
+struct LocalAddressSlot: Equatable {
+    var hi: UInt64
+    var lo: UInt64
+    var family: UInt8
 }
 
 /// An immutable configuration for the workers, in flat buffers so the per-packet path reads it through
@@ -54,14 +96,25 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     private let services: UnsafeMutableBufferPointer<ServiceSlot>
     private let destinations: UnsafeMutableBufferPointer<SchedulingDestination>
     private let macs: UnsafeMutableBufferPointer<UInt64>
+    private let routes: UnsafeMutableBufferPointer<DestinationRoute>
+    private let localAddresses: UnsafeMutableBufferPointer<LocalAddressSlot>
+    /// Per service: its local addresses of each family, as (first, count) into `localAddresses`, IPv4 then IPv6.
+    private let serviceLocalAddresses: UnsafeMutableBufferPointer<LocalAddressRange>
     private let lookup: UnsafeMutableBufferPointer<Int32>
 
-    public init(interfaceMAC: MACAddress, services input: [SnapshotService]) {
+    /// `mtu` bounds what tunnelling may send; `sourceAddresses` are the director's own (one per family is
+    /// used): the outer source of tunnelled packets and the source of the ICMP errors the director sends.
+    public init(interfaceMAC: MACAddress, services input: [SnapshotService], mtu: Int = 1500,
+                sourceAddresses: [IPAddress] = []) {
         self.interfaceMAC = interfaceMAC
         let destinationCount = input.reduce(0) { $0 + $1.destinations.count }
         services = .allocate(capacity: max(input.count, 1))
         destinations = .allocate(capacity: max(destinationCount, 1))
         macs = .allocate(capacity: max(destinationCount, 1))
+        routes = .allocate(capacity: max(destinationCount, 1))
+        serviceLocalAddresses = .allocate(capacity: max(input.count, 1))
+        // Local addresses, each once, in order of appearance; services refer to them by index.
+        var unique: [LocalAddressSlot] = []
         var next = 0
         for (index, service) in input.enumerated() {
             services[index] = ServiceSlot(key: service.key, scheduler: service.scheduler,
@@ -69,8 +122,37 @@ public final class ForwardingSnapshot: @unchecked Sendable {
             for destination in service.destinations {
                 destinations[next] = SchedulingDestination(weight: destination.weight, isAvailable: destination.mac != nil)
                 macs[next] = destination.mac?.value ?? 0
+                routes[next] = destination.route
                 next += 1
             }
+            var range = LocalAddressRange()
+            for family in [IPAddress.Family.ipv4, .ipv6] {
+                let own = service.localAddresses.filter { $0.family == family }.map { address in
+                    let route = DestinationRoute(kind: .fullNAT, address: address, port: 0)
+                    return LocalAddressSlot(hi: route.addressHi, lo: route.addressLo, family: route.family)
+                }
+                // Contiguous per service and family: append this service's list unless it is already there.
+                var first = unique.count
+                if let found = (0..<max(unique.count - own.count + 1, 0)).first(where: { Array(unique[$0..<$0 + own.count]) == own }),
+                   !own.isEmpty {
+                    first = found
+                } else {
+                    unique += own
+                }
+                if family == .ipv4 { range.first4 = Int32(first); range.count4 = Int32(own.count) }
+                else { range.first6 = Int32(first); range.count6 = Int32(own.count) }
+            }
+            serviceLocalAddresses[index] = range
+        }
+        localAddresses = .allocate(capacity: max(unique.count, 1))
+        for (index, slot) in unique.enumerated() { localAddresses[index] = slot }
+        var none = DestinationRoute.directRouting
+        none.family = 0
+        var sources = (v4: none, v6: none)
+        for address in sourceAddresses {
+            let route = DestinationRoute(kind: .directRouting, address: address, port: 0)
+            if address.family == .ipv4, sources.v4.family == 0 { sources.v4 = route }
+            if address.family == .ipv6, sources.v6.family == 0 { sources.v6 = route }
         }
         // Open addressing, at most half full, so a probe ends quickly on a miss.
         var capacity = 8
@@ -85,11 +167,16 @@ public final class ForwardingSnapshot: @unchecked Sendable {
         view = SnapshotView(services: UnsafeBufferPointer(rebasing: services[0..<input.count]),
                             destinations: UnsafeBufferPointer(rebasing: destinations[0..<destinationCount]),
                             macs: UnsafeBufferPointer(rebasing: macs[0..<destinationCount]),
-                            lookup: UnsafeBufferPointer(lookup), interfaceMAC: interfaceMAC)
+                            routes: UnsafeBufferPointer(rebasing: routes[0..<destinationCount]),
+                            localAddresses: UnsafeBufferPointer(rebasing: localAddresses[0..<unique.count]),
+                            serviceLocalAddresses: UnsafeBufferPointer(rebasing: serviceLocalAddresses[0..<input.count]),
+                            lookup: UnsafeBufferPointer(lookup), interfaceMAC: interfaceMAC, mtu: mtu,
+                            source4: sources.v4, source6: sources.v6)
     }
 
     deinit {
         services.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
+        routes.deallocate(); localAddresses.deallocate(); serviceLocalAddresses.deallocate()
     }
 
     public var serviceCount: Int { view.services.count }
@@ -103,13 +190,38 @@ struct ServiceSlot {
     var count: Int32
 }
 
+struct LocalAddressRange {
+    var first4: Int32 = 0, count4: Int32 = 0, first6: Int32 = 0, count6: Int32 = 0
+}
+
 /// The snapshot as the hot path reads it: pointers only, valid while the snapshot is held.
 struct SnapshotView {
     let services: UnsafeBufferPointer<ServiceSlot>
     let destinations: UnsafeBufferPointer<SchedulingDestination>
     let macs: UnsafeBufferPointer<UInt64>
+    let routes: UnsafeBufferPointer<DestinationRoute>
+    let localAddresses: UnsafeBufferPointer<LocalAddressSlot>
+    let serviceLocalAddresses: UnsafeBufferPointer<LocalAddressRange>
     let lookup: UnsafeBufferPointer<Int32>
     let interfaceMAC: MACAddress
+    let mtu: Int
+    /// The director's own addresses (family 0 when it has none of that family).
+    let source4: DestinationRoute
+    let source6: DestinationRoute
+
+    /// The local addresses service `service` uses towards real servers of `family`, as (first, count).
+    @inline(__always)
+    func localAddresses(of service: Int, family: UInt8) -> (first: Int, count: Int) {
+        let range = serviceLocalAddresses[service]
+        return family == 4 ? (Int(range.first4), Int(range.count4)) : (Int(range.first6), Int(range.count6))
+    }
+
+    /// The director's address of `family`, if it has one.
+    @inline(__always)
+    func source(family: UInt8) -> IPAddress? {
+        let route = family == 4 ? source4 : source6
+        return route.family == family ? route.address : nil
+    }
 
     @inline(__always)
     static func hash(_ key: VIPKey) -> UInt32 {

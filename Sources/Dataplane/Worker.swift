@@ -22,14 +22,18 @@ public final class Worker: @unchecked Sendable {
     private let exchange: SnapshotExchange
     private let waitMode: WaitMode
     private let connectionCapacity: Int
+    private let replies: ReplyIndex?
+    private let partition: Int
     private let stopRequested = Atomic<Bool>(false)
     private let runningCPU = Atomic<Int>(-1)
     private var thread: pthread_t?
     private let logger: Logger
 
     public init(queue: XSKQueue, core: Int, exchange: SnapshotExchange, waitMode: WaitMode,
-                connectionCapacity: Int, logger: Logger) {
+                connectionCapacity: Int, replies: ReplyIndex? = nil, partition: Int = 0, logger: Logger) {
         self.queue = queue
+        self.replies = replies
+        self.partition = partition
         self.core = core
         self.exchange = exchange
         self.waitMode = waitMode
@@ -69,7 +73,8 @@ public final class Worker: @unchecked Sendable {
         runningCPU.store(Int(cxdp_current_cpu()), ordering: .relaxed)
 
         var (snapshot, generation) = exchange.load()
-        var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters)
+        var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters,
+                                      replies: replies, worker: partition)
         var loop = RingLoop(queue: queue, counters: counters.writer)
         while !stopRequested.load(ordering: .relaxed) {
             if exchange.generation != generation {
@@ -106,6 +111,8 @@ struct RingLoop {
     private let counters: CounterWriter
     /// Frames dropped in the current batch, returned to the fill ring together.
     private let recycled: UnsafeMutablePointer<UInt64>
+    /// Offset bits of an address within its (aligned, power-of-two) chunk.
+    private let chunkMask: UInt64
     /// Frames submitted on TX whose completion has not come back yet.
     private var inFlight: UInt32 = 0
 
@@ -114,6 +121,7 @@ struct RingLoop {
         area = queue.area; fd = queue.fd
         self.counters = counters
         recycled = .allocate(capacity: Int(Worker.batchSize))
+        chunkMask = UInt64(queue.configuration.frameSize - 1)
     }
 
     /// Processes up to one batch; returns how many frames RX delivered.
@@ -142,13 +150,15 @@ struct RingLoop {
             let descriptor = xsk_ring_cons__rx_desc(rx, rxIndex &+ i)!.pointee
             bytes &+= UInt64(descriptor.len)
             let frame = area + Int(descriptor.addr)
-            var verdict = engine.process(frame, length: Int(descriptor.len), now: now)
+            // Aligned chunks: the offset within the chunk is the headroom the kernel left before the frame.
+            let headroom = Int(descriptor.addr & chunkMask)
+            var verdict = engine.process(frame, length: Int(descriptor.len), headroom: headroom, now: now)
             if verdict == .transmit && sent == txSlots { verdict = .drop(.dropTXRingFull) }
             switch verdict {
             case .transmit:
                 let out = xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!
-                out.pointee.addr = descriptor.addr
-                out.pointee.len = descriptor.len
+                out.pointee.addr = UInt64(Int64(descriptor.addr) + Int64(engine.outputOffset))
+                out.pointee.len = UInt32(engine.outputLength)
                 out.pointee.options = 0
                 sent &+= 1
             case .drop(let reason):
@@ -208,7 +218,8 @@ struct RingLoop {
             return
         }
         for i in 0..<completed {
-            xsk_ring_prod__fill_addr(fill, fillIndex &+ i).pointee = xsk_ring_cons__comp_addr(completion, index &+ i).pointee
+            // A frame sent from inside its chunk (after encapsulation) goes back by the chunk's start.
+            xsk_ring_prod__fill_addr(fill, fillIndex &+ i).pointee = xsk_ring_cons__comp_addr(completion, index &+ i).pointee & ~chunkMask
         }
         xsk_ring_prod__submit(fill, completed)
         xsk_ring_cons__release(completion, completed)

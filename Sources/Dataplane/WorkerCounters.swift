@@ -17,6 +17,27 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     case dropTCPWithoutConnection
     case dropHopLimitExceeded
     case dropTXRingFull
+    // Translation (NAT, FULLNAT), tunnelling and ICMP.
+    /// Replies of NAT/FULLNAT connections translated back to the client; of those, connections of another worker.
+    case repliesTranslated, repliesOfOtherWorkers
+    /// ICMP errors about a connection, passed on (to its real server, or translated back to its client).
+    case icmpErrorsForwarded
+    /// "Fragmentation needed" / "packet too big" sent back because a tunnelled packet would exceed the MTU.
+    case icmpTooBigSent
+    /// A packet addressed like a reply (from a NAT real server, to a local address) with no connection.
+    case dropNoReplyState
+    /// An ICMP error whose quoted packet belongs to no connection.
+    case dropICMPWithoutConnection
+    /// FULLNAT found no free port on the service's local addresses (or the service has none of the family).
+    case dropLocalPortsExhausted
+    /// The shared reply index had no free entry near the connection's hash.
+    case dropReplyIndexFull
+    /// An IPv4 packet without DF that would exceed the MTU once tunnelled.
+    case dropFragmentationNeeded
+    /// The frame has too little headroom for the tunnel header (cannot happen with AF_XDP's 256 bytes).
+    case dropNoHeadroom
+    /// Tunnelling or an ICMP error needs a director address of a family the interface does not have.
+    case dropNoSourceAddress
     // Ring and wake-up events.
     case emptyPolls, fillRingShortfalls, rxWakeups, txKicks, txKickErrors
 

@@ -26,6 +26,8 @@ public final class XDPProgram {
     let servicesFD: Int32
     let xsksFD: Int32
     let countersFD: Int32
+    let natRealsFD: Int32
+    let localAddressesFD: Int32
     private let programFD: Int32
     private var object: OpaquePointer?
     private let logger: Logger
@@ -56,7 +58,9 @@ public final class XDPProgram {
         servicesFD = fd(ofMap: XD_MAP_SERVICES)
         xsksFD = fd(ofMap: XD_MAP_XSKS)
         countersFD = fd(ofMap: XD_MAP_XDP_COUNTERS)
-        guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0 else {
+        natRealsFD = fd(ofMap: XD_MAP_NAT_REALS)
+        localAddressesFD = fd(ofMap: XD_MAP_LOCAL_ADDRS)
+        guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0, natRealsFD >= 0, localAddressesFD >= 0 else {
             bpf_object__close(object)
             self.object = nil
             throw DataplaneError("the embedded XDP program lacks its program or maps; rebuild xdirector")
@@ -118,6 +122,20 @@ public final class XDPProgram {
         guard result == 0 else { throw DataplaneError("cannot add the virtual service to the XDP map", errno: result) }
     }
 
+    /// Steers the replies of a NAT real server (source RIP:RPORT/proto) to the workers.
+    public func setNATReal(_ key: xd_service_key) throws(DataplaneError) {
+        var key = key, value: UInt32 = 0
+        let result = bpf_map_update_elem(natRealsFD, &key, &value, UInt64(BPF_ANY))
+        guard result == 0 else { throw DataplaneError("cannot add the NAT real server to the XDP map", errno: result) }
+    }
+
+    /// Steers packets to a FULLNAT local address (the real servers' replies) to the workers.
+    public func setLocalAddress(_ key: xd_local_addr_key) throws(DataplaneError) {
+        var key = key, value: UInt32 = 0
+        let result = bpf_map_update_elem(localAddressesFD, &key, &value, UInt64(BPF_ANY))
+        guard result == 0 else { throw DataplaneError("cannot add the local address to the XDP map", errno: result) }
+    }
+
     public func registerSocket(queue: UInt32, fd: Int32) throws(DataplaneError) {
         var queue = queue, fd = fd
         let result = bpf_map_update_elem(xsksFD, &queue, &fd, UInt64(BPF_ANY))
@@ -137,6 +155,8 @@ public final class XDPProgram {
 
     // MARK: Pinning
 
+    private static let pinnedMaps = [XD_MAP_SERVICES, XD_MAP_NAT_REALS, XD_MAP_LOCAL_ADDRS, XD_MAP_XSKS, XD_MAP_XDP_COUNTERS]
+
     private func pinMaps() {
         guard let object else { return }
         // `ip netns exec` remounts /sys without bpffs: mount an instance for this mount namespace then.
@@ -149,7 +169,7 @@ public final class XDPProgram {
         }
         let directory = "\(Self.pinRoot)/\(interface.name)"
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        for name in [XD_MAP_SERVICES, XD_MAP_XSKS, XD_MAP_XDP_COUNTERS] {
+        for name in Self.pinnedMaps {
             let path = "\(directory)/\(name)"
             unlink(path)  // a stale pin from a director that died
             if let map = bpf_object__find_map_by_name(object, name), bpf_map__pin(map, path) != 0 {
@@ -161,7 +181,7 @@ public final class XDPProgram {
 
     private func unpinMaps() {
         guard let directory = pinDirectory else { return }
-        for name in [XD_MAP_SERVICES, XD_MAP_XSKS, XD_MAP_XDP_COUNTERS] { unlink("\(directory)/\(name)") }
+        for name in Self.pinnedMaps { unlink("\(directory)/\(name)") }
         rmdir(directory)
         rmdir(Self.pinRoot)  // only succeeds when no other interface is served
         pinDirectory = nil

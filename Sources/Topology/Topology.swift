@@ -15,6 +15,11 @@ public final class Topology: @unchecked Sendable {
     public static let clientAddress6 = IPAddress("2001:db8:1::1")!
     public static let directorAddress4 = IPAddress("198.51.100.2")!
     public static let directorAddress6 = IPAddress("2001:db8:1::2")!
+    /// FULLNAT local addresses: on the director's interface, so the kernel answers ARP/ND for them.
+    public static let localAddress4 = IPAddress("198.51.100.3")!
+    public static let localAddress6 = IPAddress("2001:db8:1::3")!
+    /// The UDP port the labs' GUE decapsulation listens on.
+    public static let guePort: UInt16 = 6080
     public static func realAddress4(_ index: Int) -> IPAddress { IPAddress("198.51.100.\(11 + index)")! }
     public static func realAddress6(_ index: Int) -> IPAddress { IPAddress("2001:db8:1::\(String(0x11 + index, radix: 16))")! }
 
@@ -83,6 +88,40 @@ public final class Topology: @unchecked Sendable {
             try exec(namespace, ["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"])
             try exec(namespace, ["ip", "addr", "add", "\(Self.vip4)/32", "dev", "lo"])
             try exec(namespace, ["ip", "-6", "addr", "add", "\(Self.vip6)/128", "dev", "lo"])
+        }
+    }
+
+    /// NAT: the real servers reach the client through the director (their gateway), so replies pass it.
+    /// Their own offloads go off too: their frames now cross the director's XDP program.
+    public func routeClientThroughDirector() throws {
+        for index in 0..<realCount {
+            try exec(real(index), ["ip", "route", "add", "\(Self.clientAddress4)/32", "via", "\(Self.directorAddress4)"])
+            try exec(real(index), ["ip", "-6", "route", "add", "\(Self.clientAddress6)/128", "via", "\(Self.directorAddress6)"])
+            try exec(real(index), ["ethtool", "-K", "\(prefix)r\(index)", "tx", "off", "tso", "off", "gso", "off"])
+        }
+    }
+
+    /// FULLNAT: the local addresses on the director's interface; the real servers' frames cross its XDP
+    /// program, so their offloads go off.
+    public func addLocalAddresses() throws {
+        try exec(director, ["ip", "addr", "add", "\(Self.localAddress4)/24", "dev", directorInterface])
+        try exec(director, ["ip", "-6", "addr", "add", "\(Self.localAddress6)/64", "dev", directorInterface, "nodad"])
+        for index in 0..<realCount {
+            try exec(real(index), ["ethtool", "-K", "\(prefix)r\(index)", "tx", "off", "tso", "off", "gso", "off"])
+        }
+    }
+
+    /// TUN: each real server decapsulates IPIP, GUE (UDP port `guePort`) and GRE with the labs' XDP program,
+    /// standing in for the kernel's tunnel devices.
+    public func attachDecapsulation() throws {
+        guard let object = Data(base64Encoded: EmbeddedBPFObjects.lab_decap) else {
+            throw TopologyError(command: ["decapsulation"], status: 1, stderr: "the embedded program is corrupt")
+        }
+        let path = NSTemporaryDirectory() + "\(prefix)-decap.o"
+        try object.write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for index in 0..<realCount {
+            try exec(real(index), ["ip", "link", "set", "dev", "\(prefix)r\(index)", "xdp", "obj", path, "sec", "xdp"])
         }
     }
 

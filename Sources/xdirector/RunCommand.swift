@@ -3,6 +3,7 @@ import Control
 import Dataplane
 import Foundation
 import Logging
+import Packet
 
 extension WaitMode: ExpressibleByArgument {}
 extension XDPProgram.AttachMode: ExpressibleByArgument, CaseIterable {
@@ -39,8 +40,15 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Connection-table slots per worker.")
     var connections: Int = 1 << 18
 
+    @Option(name: .customLong("source-address"),
+            help: "The director's address for tunnel headers and ICMP errors, once per family (default: the interface's).")
+    var sourceAddresses: [String] = []
+
     func validate() throws {
         guard connections >= 1024 else { throw ValidationError("--connections must be at least 1024") }
+        for text in sourceAddresses where IPAddress(text) == nil {
+            throw ValidationError("--source-address \(text): not a numeric IPv4 or IPv6 address")
+        }
     }
 
     func run() throws {
@@ -58,6 +66,7 @@ struct RunCommand: ParsableCommand {
         }
 
         var options = DirectorOptions(interface: interface)
+        options.sourceAddresses = sourceAddresses.compactMap { IPAddress($0) }
         do {
             options.queues = try queues.map(QueuePlan.parseList)
             options.cores = try cores.map(QueuePlan.parseList)

@@ -5,6 +5,7 @@ struct XDirector: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xdirector",
         abstract: "Run an LVS-style Layer-4 load balancer on AF_XDP.",
-        subcommands: [RunCommand.self, DemoCommand.self, BackendHTTPCommand.self]
+        subcommands: [RunCommand.self, DemoCommand.self, BackendHTTPCommand.self, BackendUDPCommand.self,
+                      UDPProbeCommand.self]
     )
 }

@@ -100,6 +100,6 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<xd_service_key>.size, 20)
         XCTAssertEqual(MemoryLayout<xd_service_value>.size, 8)
         XCTAssertEqual(MemoryLayout<xd_service_key>.offset(of: \.port), 16)
-        XCTAssertEqual(Int(XD_XDP_COUNTER_COUNT.rawValue), 8)
+        XCTAssertEqual(Int(XD_XDP_COUNTER_COUNT.rawValue), 10)
     }
 }

@@ -2,28 +2,8 @@ import Foundation
 import Topology
 import XCTest
 
-/// Real TCP through the VIPs of a director running in a namespace lab. Needs root; each test builds its
-/// own lab (unique names) and removes it in tearDown, also when the test fails.
-final class DirectRoutingTests: XCTestCase {
-    private var lab: Topology?
-    private var director: Process?
-    private var directorOutput: CollectedOutput?
-
-    override func setUpWithError() throws {
-        guard getuid() == 0 else { throw XCTSkip("integration tests need root: network namespaces and XDP") }
-        let lab = try Topology(realCount: 2, directorQueues: 2)
-        self.lab = lab
-        for index in 0..<lab.realCount {
-            _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-http", "--name", "rs\(index + 1)", "--port", "80"])
-        }
-    }
-
-    override func tearDown() {
-        if let director, director.isRunning { director.terminate(); Topology.wait(director, seconds: 10) }
-        lab?.teardown()
-        lab = nil
-    }
-
+/// Real TCP through the VIPs of a director running in a namespace lab, by direct routing.
+final class DirectRoutingTests: LabTestCase {
     func testIPv4AndIPv6ConnectionsSpreadByWeight() throws {
         let lab = try XCTUnwrap(lab)
         try startDirector(rules: """
@@ -125,53 +105,6 @@ final class DirectRoutingTests: XCTestCase {
         XCTAssertNotEqual(process.terminationStatus, 0)
         XCTAssertTrue(output.text.contains(":2:"), "the error names line 2: \(output.text)")
         XCTAssertFalse(try lab.exec(lab.director, ["ip", "link", "show", lab.directorInterface]).contains("xdp"))
-    }
-
-    // MARK: Helpers
-
-    /// The xdirector binary built beside this test bundle.
-    static let xdirector: String = {
-        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var directory = URL(fileURLWithPath: me).deletingLastPathComponent()
-        while directory.pathExtension == "xctest" || directory.lastPathComponent == "Contents" || directory.lastPathComponent == "MacOS" {
-            directory.deleteLastPathComponent()
-        }
-        return directory.appendingPathComponent("xdirector").path
-    }()
-
-    private func writeRules(_ text: String) throws -> String {
-        let path = NSTemporaryDirectory() + "\(lab?.prefix ?? "xd")-\(UUID().uuidString).rules"
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
-    private func startDirector(rules: String) throws {
-        let lab = try XCTUnwrap(lab)
-        let path = try writeRules(rules + "\n")
-        let output = CollectedOutput()
-        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path],
-                                 output: output.pipe)
-        directorOutput = output
-        guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
-    }
-
-    private func stopDirector() throws -> DirectorReport {
-        let director = try XCTUnwrap(director)
-        director.terminate()
-        Topology.wait(director, seconds: 15)
-        XCTAssertFalse(director.isRunning, "the director stops on SIGTERM")
-        return DirectorReport(text: directorOutput?.text ?? "")
-    }
-
-    /// Sends `count` requests, one TCP connection each, and counts the answering real servers.
-    private func answers(_ lab: Topology, url: String, count: Int) throws -> [String: Int] {
-        var tally: [String: Int] = [:]
-        for _ in 0..<count {
-            let body = try lab.exec(lab.client, ["curl", "-sg", "-m", "5", url], check: false)
-            tally[body.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? "(none)" : body.trimmingCharacters(in: .whitespacesAndNewlines), default: 0] += 1
-        }
-        return tally
     }
 }
 

@@ -10,6 +10,16 @@
 #define XD_MAX_SERVICES 4096
 #endif
 
+/* Capacity of the `nat_reals` map (real servers reached by NAT, whose replies come back through us). */
+#ifndef XD_MAX_NAT_REALS
+#define XD_MAX_NAT_REALS 65536
+#endif
+
+/* Capacity of the `local_addrs` map (FULLNAT local addresses). */
+#ifndef XD_MAX_LOCAL_ADDRS
+#define XD_MAX_LOCAL_ADDRS 1024
+#endif
+
 /* Capacity of the `xsks` map: the highest queue index the director can serve, plus one. */
 #ifndef XD_MAX_QUEUES
 #define XD_MAX_QUEUES 256
@@ -33,6 +43,17 @@ struct xd_service_value {
     __u32 flags;  /* host order: XD_SVC_F_* */
 };
 
+/* Key of the `local_addrs` map: a FULLNAT local address (the source of translated packets, so the
+ * destination of the real servers' replies). 20 bytes, no implicit padding. */
+struct xd_local_addr_key {
+    __u8 addr[16];  /* network order; IPv4 in addr[0..3], addr[4..15] zero */
+    __u8 family;    /* XD_FAMILY_IPV4 or XD_FAMILY_IPV6 */
+    __u8 pad[3];    /* zero */
+};
+
+/* The `nat_reals` map is keyed by `struct xd_service_key` holding a NAT real server's RIP:RPORT/proto (its
+ * replies carry that as their source); its value is a __u32, unused (0). The `local_addrs` value too. */
+
 /* Service flags (xd_service_value.flags). */
 #define XD_SVC_F_NONE 0
 
@@ -46,6 +67,8 @@ enum xd_xdp_counter {
     XD_XDP_PASS_FRAGMENT,       /* IP fragments: to the kernel until reassembly lands */
     XD_XDP_PASS_NO_SOCKET,      /* a service matched but the queue has no socket: to the kernel */
     XD_XDP_PASS_MALFORMED,      /* truncated or inconsistent headers: to the kernel, which drops them */
+    XD_XDP_REDIRECTED_REPLY,    /* of the redirected: a NAT real server's reply or a reply to a local address */
+    XD_XDP_REDIRECTED_ICMP,     /* of the redirected: an ICMP error about one of our flows */
     XD_XDP_COUNTER_COUNT        /* number of counters; sizes the map */
 };
 
@@ -53,6 +76,8 @@ enum xd_xdp_counter {
 #define XD_MAP_SERVICES "services"
 #define XD_MAP_XSKS "xsks"
 #define XD_MAP_XDP_COUNTERS "xdp_counters"
+#define XD_MAP_NAT_REALS "nat_reals"
+#define XD_MAP_LOCAL_ADDRS "local_addrs"
 #define XD_PROG_NAME "xdirector_xdp"
 
 #endif /* XDIRECTOR_SHARED_H */

@@ -1,0 +1,72 @@
+import Foundation
+import Topology
+import XCTest
+
+/// A test case with its own namespace lab (client, director with a 2-queue veth, real servers running the
+/// lab's HTTP server), torn down in tearDown, also when the test fails. Needs root.
+class LabTestCase: XCTestCase {
+    var lab: Topology?
+    var director: Process?
+    var directorOutput: CollectedOutput?
+
+    override func setUpWithError() throws {
+        guard getuid() == 0 else { throw XCTSkip("integration tests need root: network namespaces and XDP") }
+        let lab = try Topology(realCount: 2, directorQueues: 2)
+        self.lab = lab
+        for index in 0..<lab.realCount {
+            _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-http", "--name", "rs\(index + 1)", "--port", "80"])
+        }
+    }
+
+    override func tearDown() {
+        if let director, director.isRunning { director.terminate(); Topology.wait(director, seconds: 10) }
+        lab?.teardown()
+        lab = nil
+    }
+
+    /// The xdirector binary built beside this test bundle.
+    static let xdirector: String = {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: me).deletingLastPathComponent()
+        while directory.pathExtension == "xctest" || directory.lastPathComponent == "Contents" || directory.lastPathComponent == "MacOS" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("xdirector").path
+    }()
+
+    func writeRules(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "\(lab?.prefix ?? "xd")-\(UUID().uuidString).rules"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func startDirector(rules: String, arguments: [String] = []) throws {
+        let lab = try XCTUnwrap(lab)
+        let path = try writeRules(rules + "\n")
+        let output = CollectedOutput()
+        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path]
+                                 + arguments, output: output.pipe)
+        directorOutput = output
+        guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
+    }
+
+    func stopDirector() throws -> DirectorReport {
+        let director = try XCTUnwrap(director)
+        director.terminate()
+        Topology.wait(director, seconds: 15)
+        XCTAssertFalse(director.isRunning, "the director stops on SIGTERM")
+        return DirectorReport(text: directorOutput?.text ?? "")
+    }
+
+    /// Sends `count` requests, one TCP connection each, and counts the answering real servers.
+    func answers(_ lab: Topology, url: String, count: Int) throws -> [String: Int] {
+        var tally: [String: Int] = [:]
+        for _ in 0..<count {
+            let body = try lab.exec(lab.client, ["curl", "-sg", "-m", "5", url], check: false)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            tally[body.isEmpty ? "(none)" : body, default: 0] += 1
+        }
+        return tally
+    }
+}
