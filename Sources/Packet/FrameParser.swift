@@ -1,20 +1,24 @@
 /// What `FrameParser.parse` concluded about a frame. The raw values index per-worker counters, so keep the
 /// cases in this order and add new ones at the end.
 public enum ParseStatus: UInt8, CaseIterable, Sendable {
-    /// Ethernet (+ at most one 802.1Q tag) / IPv4 or IPv6 / TCP or UDP, all consistent.
+    /// Ethernet (+ at most one 802.1Q tag) / IPv4 or IPv6 / TCP or UDP, all consistent; or an ICMP/ICMPv6
+    /// error (`ParsedFrame.isICMPError`) quoting the IP header and the ports of a TCP or UDP packet.
     case ok
     /// The frame is shorter than the headers it announces (including an IP total or payload length that
-    /// reaches past the end of the frame).
+    /// reaches past the end of the frame), or an ICMP error whose quoted packet is cut short before the
+    /// end of its IP header or of its ports.
     case truncated
     /// The ethertype is not IPv4 or IPv6 (after an optional single VLAN tag; a second tag counts as not IP).
     case notIP
     /// IPv4 with MF set or a non-zero fragment offset; IPv6 whose next header is a fragment header (44).
     case fragment
-    /// IP, but the layer 4 protocol is not TCP or UDP: ICMP, ICMPv6, and for IPv6 any extension header
-    /// other than the fragment header (hop-by-hop, routing, destination options, ...).
+    /// IP, but the layer 4 protocol is not TCP or UDP: ICMP and ICMPv6 other than the errors above (echo,
+    /// ...), errors quoting anything but TCP/UDP (or a non-first IPv4 fragment), and for IPv6 any
+    /// extension header other than the fragment header (hop-by-hop, routing, destination options, ...).
     case unsupportedProtocol
     /// Bad IP version, IPv4 IHL < 5, an IP length shorter than the headers it must contain, TCP data
-    /// offset < 5, a UDP length outside 8...IP payload length.
+    /// offset < 5, a UDP length outside 8...IP payload length; in an ICMP error's quoted packet, a bad IP
+    /// version or IPv4 IHL < 5.
     case malformed
     /// The IPv4 header checksum does not verify.
     case badIPv4Checksum
@@ -23,16 +27,31 @@ public enum ParseStatus: UInt8, CaseIterable, Sendable {
 /// The facts about a frame that the data plane needs, filled in by `FrameParser.parse`. Only meaningful
 /// when `parse` returned `.ok`; after another status its fields are unspecified.
 public struct ParsedFrame: Sendable {
-    /// The 5-tuple; ports in host order.
+    /// The 5-tuple; ports in host order. For an ICMP error, the outer addresses with ports 0 and protocol
+    /// 1 or 58.
     public var key: FlowKey
     /// Offset of the IP header: 14, or 18 with a VLAN tag.
     public var l3Offset: Int
-    /// Offset of the TCP or UDP header.
+    /// Offset of the TCP, UDP, or ICMP/ICMPv6 header.
     public var l4Offset: Int
     /// IPv4 total length, or 40 + IPv6 payload length. The frame may be longer (Ethernet padding).
     public var ipPacketLength: Int
-    /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...); 0 for UDP.
+    /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...); 0 for UDP and ICMP.
     public var tcpFlags: UInt8
+
+    // ICMP errors. The fields below are meaningful only when `isICMPError` is true.
+
+    /// ICMP types 3, 11, 12 or ICMPv6 types 1, 2, 3, 4 quoting a TCP or UDP packet.
+    public var isICMPError: Bool
+    public var icmpType: UInt8
+    public var icmpCode: UInt8
+    /// Offset of the quoted IP header (`l4Offset + 8`).
+    public var innerL3Offset: Int
+    /// Offset of the quoted TCP or UDP header, of which at least the 8 bytes with the ports are present.
+    public var innerL4Offset: Int
+    /// The quoted packet's tuple exactly as it was sent (its source is the director's side of the flow
+    /// when the error answers one of the director's packets); ports in host order.
+    public var innerKey: FlowKey
 
     public init() {
         key = FlowKey()
@@ -40,6 +59,12 @@ public struct ParsedFrame: Sendable {
         l4Offset = 0
         ipPacketLength = 0
         tcpFlags = 0
+        isICMPError = false
+        icmpType = 0
+        icmpCode = 0
+        innerL3Offset = 0
+        innerL4Offset = 0
+        innerKey = FlowKey()
     }
 
     /// True for IPv4, false for IPv6.
@@ -51,7 +76,7 @@ public struct ParsedFrame: Sendable {
     public var l4Length: Int { l3Offset &+ ipPacketLength &- l4Offset }
 }
 
-/// Parses Ethernet / [802.1Q] / IPv4|IPv6 / TCP|UDP frames in place.
+/// Parses Ethernet / [802.1Q] / IPv4|IPv6 / TCP|UDP frames, and ICMP errors about TCP/UDP, in place.
 ///
 /// The parser accepts the same frames as the XDP program's own parsing: one optional VLAN tag, IPv4 with or
 /// without options, and IPv6 only when TCP or UDP directly follows the fixed header. IPv6 packets with
@@ -103,7 +128,9 @@ public enum FrameParser {
 
         let l4 = l3 &+ headerLength
         let segmentLength = totalLength &- headerLength
-        let status = parseL4(frame, l4: l4, segmentLength: segmentLength, proto: proto, into: &parsed)
+        let status = proto == IPProtocolNumber.icmp
+            ? parseICMPError(frame, l4: l4, messageLength: segmentLength, isIPv6: false, into: &parsed)
+            : parseL4(frame, l4: l4, segmentLength: segmentLength, proto: proto, into: &parsed)
         guard status == .ok else { return status }
         parsed.key.family = IPAddress.Family.ipv4.rawValue
         parsed.key.srcHi = 0
@@ -129,7 +156,9 @@ public enum FrameParser {
         if nextHeader == IPv6NextHeader.fragment { return .fragment }
 
         let l4 = l3 &+ HeaderLength.ipv6
-        let status = parseL4(frame, l4: l4, segmentLength: payloadLength, proto: nextHeader, into: &parsed)
+        let status = nextHeader == IPProtocolNumber.icmpv6
+            ? parseICMPError(frame, l4: l4, messageLength: payloadLength, isIPv6: true, into: &parsed)
+            : parseL4(frame, l4: l4, segmentLength: payloadLength, proto: nextHeader, into: &parsed)
         guard status == .ok else { return status }
         parsed.key.family = IPAddress.Family.ipv6.rawValue
         parsed.key.srcHi = load64(ip, FieldOffset.IPv6.source)
@@ -166,6 +195,7 @@ public enum FrameParser {
         parsed.key.srcPort = load16(header, 0)
         parsed.key.dstPort = load16(header, 2)
         parsed.key.proto = proto
+        parsed.isICMPError = false
         return .ok
     }
 

@@ -85,3 +85,47 @@ public enum IPv6NextHeader {
     public static let routing: UInt8 = 43
     public static let fragment: UInt8 = 44
 }
+
+extension HeaderLength {
+    /// ICMP and ICMPv6 share the 8-byte layout: type, code, checksum, 4 type-specific bytes.
+    public static let icmp = 8
+    /// A GUE version 0 header without extension fields.
+    public static let gue = 4
+    /// A GRE header without optional fields (RFC 2784).
+    public static let gre = 4
+    /// The GRE checksum and reserved1 fields present when the C bit is set.
+    public static let greChecksum = 4
+}
+
+extension FieldOffset {
+    public enum ICMP {
+        public static let type = 0
+        public static let code = 1
+        public static let checksum = 2
+        /// The 4 type-specific bytes: next-hop MTU in the low 16 bits (ICMPv4 type 3 code 4), the MTU
+        /// (ICMPv6 type 2), the pointer (parameter problem), or unused.
+        public static let rest = 4
+    }
+}
+
+/// ICMP and ICMPv6 message types the director handles.
+public enum ICMPType {
+    public static let v4DestinationUnreachable: UInt8 = 3
+    public static let v4TimeExceeded: UInt8 = 11
+    public static let v4ParameterProblem: UInt8 = 12
+    /// Code of `v4DestinationUnreachable`: fragmentation needed and DF set (RFC 1191).
+    public static let v4FragmentationNeededCode: UInt8 = 4
+
+    public static let v6DestinationUnreachable: UInt8 = 1
+    public static let v6PacketTooBig: UInt8 = 2
+    public static let v6TimeExceeded: UInt8 = 3
+    public static let v6ParameterProblem: UInt8 = 4
+}
+
+extension IPProtocolNumber {
+    /// IPv4 in IP (IPIP), also the GUE/GRE payload type for an IPv4 inner packet.
+    public static let ipv4InIP: UInt8 = 4
+    /// IPv6 in IP.
+    public static let ipv6InIP: UInt8 = 41
+    public static let gre: UInt8 = 47
+}

@@ -80,9 +80,24 @@ public struct PacketBuilder: Sendable {
         }
     }
 
+    /// An ICMP (over IPv4) or ICMPv6 (over IPv6) message; its checksum is filled in.
+    public struct ICMP: Sendable {
+        public var type: UInt8
+        public var code: UInt8
+        /// The 4 type-specific bytes after the checksum (MTU, pointer, unused).
+        public var rest: UInt32 = 0
+        public var payload: [UInt8] = []
+
+        public init(type: UInt8, code: UInt8) {
+            self.type = type
+            self.code = code
+        }
+    }
+
     public enum Transport: Sendable {
         case tcp(TCP)
         case udp(UDP)
+        case icmp(ICMP)
         /// Any other IP protocol / IPv6 next header, with its bytes as given (no checksum filled in).
         case other(proto: UInt8, payload: [UInt8])
     }
@@ -123,6 +138,17 @@ public struct PacketBuilder: Sendable {
         PacketBuilder(network: network(source, destination), transport: .other(proto: proto, payload: payload))
     }
 
+    /// An ICMP error (ICMPv6 when the addresses are IPv6) quoting the IP packet of `quoting`, cut to its
+    /// first `quoteLength` bytes when given.
+    public static func icmpError(_ source: String, _ destination: String, type: UInt8, code: UInt8 = 0,
+                                 rest: UInt32 = 0, quoting: PacketBuilder, quoteLength: Int? = nil) -> PacketBuilder {
+        var icmp = ICMP(type: type, code: code)
+        icmp.rest = rest
+        let packet = quoting.buildIPPacket()
+        icmp.payload = Array(packet.prefix(quoteLength ?? packet.count))
+        return PacketBuilder(network: network(source, destination), transport: .icmp(icmp))
+    }
+
     private static func network(_ source: String, _ destination: String) -> Network {
         guard let s = IPAddress(source), let d = IPAddress(destination), s.family == d.family else {
             preconditionFailure("bad address pair \(source) \(destination)")
@@ -152,6 +178,11 @@ public struct PacketBuilder: Sendable {
         set { transport = .udp(newValue) }
     }
 
+    public var icmp: ICMP {
+        get { guard case .icmp(let v) = transport else { preconditionFailure("not ICMP") }; return v }
+        set { transport = .icmp(newValue) }
+    }
+
     // MARK: Building
 
     /// The frame's bytes.
@@ -173,10 +204,19 @@ public struct PacketBuilder: Sendable {
         return frame + trailer
     }
 
+    /// The IP packet alone: the frame without its Ethernet header, VLAN tag and trailer.
+    public func buildIPPacket() -> [UInt8] {
+        let frame = build()
+        return Array(frame[(vlanTCI == nil ? 14 : 18)..<(frame.count - trailer.count)])
+    }
+
     private var proto: UInt8 {
         switch transport {
         case .tcp: return IPProtocolNumber.tcp
         case .udp: return IPProtocolNumber.udp
+        case .icmp:
+            if case .ipv6 = network { return IPProtocolNumber.icmpv6 }
+            return IPProtocolNumber.icmp
         case .other(let proto, _): return proto
         }
     }
@@ -200,6 +240,12 @@ public struct PacketBuilder: Sendable {
                                                         proto: IPProtocolNumber.udp, segment: segment)
             segment.writeUInt16(checksum == 0 ? 0xFFFF : checksum, at: 6)
             return segment
+        case .icmp(let icmp):
+            var message = [icmp.type, icmp.code, 0, 0] + bigEndianBytes(icmp.rest) + icmp.payload
+            let pseudo = source.family == .ipv4 ? [] : ReferenceChecksum.pseudoHeader(
+                source: source, destination: destination, proto: IPProtocolNumber.icmpv6, length: message.count)
+            message.writeUInt16(ReferenceChecksum.checksum(pseudo + message), at: 2)
+            return message
         case .other(_, let payload):
             return payload
         }

@@ -195,3 +195,18 @@ extension Array where Element == UInt8 {
         writeUInt16(UInt16(value & 0xFFFF), at: offset + 2)
     }
 }
+
+/// True when the frame is ICMP (over IPv4) or ICMPv6 (over IPv6) and the message's checksum verifies over
+/// the bytes the IP header delimits (ICMPv6 with its pseudo-header).
+public func verifyICMPChecksum(_ frame: [UInt8]) -> Bool {
+    guard let layout = FrameLayout(frame),
+          layout.proto == (layout.family == 4 ? IPProtocolNumber.icmp : IPProtocolNumber.icmpv6) else { return false }
+    let message = Array(frame[layout.l4Offset..<(layout.l3Offset + layout.ipPacketLength)])
+    var pseudo: [UInt8] = []
+    if layout.family == 6 {
+        let (source, destination) = layout.addresses(in: frame)
+        pseudo = ReferenceChecksum.pseudoHeader(source: source, destination: destination,
+                                                proto: IPProtocolNumber.icmpv6, length: message.count)
+    }
+    return ReferenceChecksum.onesComplementSum(pseudo + message) == 0xFFFF
+}

@@ -1,0 +1,190 @@
+/// The encapsulations of IPVS tunnelling (`ipvsadm -i --tun-type`).
+public enum TunnelType: UInt8, Sendable {
+    /// IP in IP: protocol 4 (IPv4 inner) or 41 (IPv6 inner), no tunnel header.
+    case ipip
+    /// Generic UDP Encapsulation, version 0 header without extensions (draft-ietf-intarea-gue).
+    case gue
+    /// GRE (RFC 2784), protocol type 0x0800 or 0x86DD.
+    case gre
+}
+
+/// How to tunnel to one real server.
+public struct TunnelParameters: Hashable, Sendable {
+    public var type: TunnelType
+    /// GUE destination UDP port, host order (`--tun-port`); unused by the other types.
+    public var port: UInt16
+    /// `--tun-csum`: a UDP checksum for GUE over IPv4, a GRE checksum for GRE. GUE over IPv6 always gets a
+    /// UDP checksum (see `Tunnel`).
+    public var checksum: Bool
+
+    public init(type: TunnelType, port: UInt16 = 0, checksum: Bool = false) {
+        self.type = type
+        self.port = port
+        self.checksum = checksum
+    }
+
+    /// Bytes the tunnel header adds after the outer IP header.
+    @inline(__always)
+    public var headerLength: Int {
+        switch type {
+        case .ipip: return 0
+        case .gue: return HeaderLength.udp &+ HeaderLength.gue
+        case .gre: return checksum ? HeaderLength.gre &+ HeaderLength.greChecksum : HeaderLength.gre
+        }
+    }
+}
+
+/// The outcome of `Tunnel.encapsulate`.
+public enum TunnelResult: Equatable {
+    /// The encapsulated frame starts at `start` (before the original frame) and is `length` bytes long.
+    case transmit(start: UnsafeMutableRawPointer, length: Int)
+    /// The packet may not be fragmented (IPv4 DF, or IPv6) and does not fit: answer with ICMP
+    /// fragmentation needed / packet too big reporting `mtu` (see `ICMPErrorBuilder`). Frame untouched.
+    case tooBig(mtu: Int)
+    /// An IPv4 packet without DF that does not fit; the director does not fragment. Frame untouched.
+    case fragmentationRequired
+    /// TTL / hop limit ≤ 1. Frame untouched.
+    case hopLimitExceeded
+    /// Fewer than the encapsulation's bytes of headroom before the frame. Frame untouched.
+    case noHeadroom
+}
+
+/// Encapsulation for tunnelling (IPVS `-i`) in place, growing the frame into its headroom.
+///
+/// Choices, where IPVS or the RFCs leave room:
+/// - Outer TTL / hop limit: the inner one after its decrement, as IPVS copies the inner TTL: a packet that
+///   loops through tunnels still dies.
+/// - Outer IPv4 DF: the inner DF (always set for an IPv6 inner packet); identification 0 with DF, else the
+///   inner identification (IPv6 inner: 0), which the inner sender already keeps unique.
+/// - TOS / traffic class copied from the inner packet (ECN included, RFC 6040 normal mode); an IPv6 outer
+///   flow label and the GUE UDP source port (49152...65535, RFC 8086's range) come from the flow hash so
+///   that the network spreads tunnels like the flows inside.
+/// - GUE over IPv6 always carries a UDP checksum: a zero checksum is only allowed where both ends opt in
+///   (RFC 6935/6936) and Linux refuses it by default. (IPVS honours `--tun-nocsum` there.)
+public enum Tunnel {
+    /// Encapsulates the IP packet of the frame at `frame` (`length` bytes, `headroom` bytes free before it)
+    /// for the real server `outerDestination`, from `outerSource`; the outer family is the destination's.
+    /// The inner packet only loses one TTL / hop limit (with its IPv4 checksum fixed); Ethernet padding is
+    /// dropped; the Ethernet header is rebuilt with the MACs, the 802.1Q tag if the frame had one, and the
+    /// outer ethertype. `mtu` bounds the outer IP packet.
+    ///
+    /// `parsed` must be the `.ok` result of `FrameParser.parse` for this frame (TCP, UDP or an ICMP error).
+    @inline(__always)
+    public static func encapsulate(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, parsed: ParsedFrame,
+                                   outerSource: IPAddress, outerDestination: IPAddress,
+                                   parameters: TunnelParameters, sourceMAC: MACAddress, destinationMAC: MACAddress,
+                                   mtu: Int) -> TunnelResult {
+        let innerIsIPv4 = parsed.isIPv4
+        let inner = frame + parsed.l3Offset
+        guard HopLimit.allowsForwarding(inner, isIPv4: innerIsIPv4) else { return .hopLimitExceeded }
+
+        let outerIsIPv4 = outerDestination.family == .ipv4
+        let tunnelHeaderLength = parameters.headerLength
+        let overhead = (outerIsIPv4 ? HeaderLength.ipv4 : HeaderLength.ipv6) &+ tunnelHeaderLength
+        let innerLength = parsed.ipPacketLength
+        // IPv6 lengths count the payload only, but one limit for both keeps the rule simple.
+        let limit = min(mtu, 0xFFFF)
+        let dontFragment = !innerIsIPv4 || Wire.load16(inner, FieldOffset.IPv4.flagsFragment) & 0x4000 != 0
+        if innerLength &+ overhead > limit {
+            return dontFragment ? .tooBig(mtu: limit &- overhead) : .fragmentationRequired
+        }
+        guard headroom >= overhead else { return .noHeadroom }
+
+        // Read what the new headers need before they overwrite the old Ethernet header.
+        let vlanTCI = parsed.l3Offset > HeaderLength.ethernet ? Wire.load16(frame, FieldOffset.Ethernet.etherType &+ 2) : 0
+        HopLimit.decrement(inner, isIPv4: innerIsIPv4)
+        let hopLimit = Wire.load8(inner, innerIsIPv4 ? FieldOffset.IPv4.ttl : FieldOffset.IPv6.hopLimit)
+        let trafficClass = innerIsIPv4 ? Wire.load8(inner, 1) : UInt8(truncatingIfNeeded: Wire.load16(inner, 0) >> 4)
+        let identification = innerIsIPv4 && !dontFragment ? Wire.load16(inner, 4) : 0
+        let innerProtocol = innerIsIPv4 ? IPProtocolNumber.ipv4InIP : IPProtocolNumber.ipv6InIP
+        let hash = parsed.key.flowHash
+
+        let start = frame - overhead
+        let outer = start + parsed.l3Offset
+        let tunnelHeader = outer + (outerIsIPv4 ? HeaderLength.ipv4 : HeaderLength.ipv6)
+        let outerProtocol: UInt8
+        switch parameters.type {
+        case .ipip: outerProtocol = innerProtocol
+        case .gue: outerProtocol = IPProtocolNumber.udp
+        case .gre: outerProtocol = IPProtocolNumber.gre
+        }
+        let outerPayloadLength = tunnelHeaderLength &+ innerLength
+        if outerIsIPv4 {
+            writeIPv4(outer, totalLength: HeaderLength.ipv4 &+ outerPayloadLength, tos: trafficClass,
+                      identification: identification, dontFragment: dontFragment, ttl: hopLimit,
+                      proto: outerProtocol, source: outerSource, destination: outerDestination)
+        } else {
+            writeIPv6(outer, payloadLength: outerPayloadLength, trafficClass: trafficClass, flowLabel: hash & 0xF_FFFF,
+                      hopLimit: hopLimit, nextHeader: outerProtocol, source: outerSource, destination: outerDestination)
+        }
+
+        switch parameters.type {
+        case .ipip:
+            break
+        case .gue:
+            let udpLength = outerPayloadLength
+            Wire.store16(tunnelHeader, FieldOffset.UDP.sourcePort, 0xC000 | UInt16(truncatingIfNeeded: hash >> 18))
+            Wire.store16(tunnelHeader, FieldOffset.UDP.destinationPort, parameters.port)
+            Wire.store16(tunnelHeader, FieldOffset.UDP.length, UInt16(truncatingIfNeeded: udpLength))
+            Wire.store16(tunnelHeader, FieldOffset.UDP.checksum, 0)
+            // Version 0, C 0, Hlen 0; proto/ctype; flags 0.
+            Wire.store32(tunnelHeader, HeaderLength.udp, UInt32(innerProtocol) << 16)
+            if parameters.checksum || !outerIsIPv4 {
+                let pseudo = outerIsIPv4
+                    ? InternetChecksum.pseudoHeaderSum(ipv4Source: outerSource.v4Value,
+                                                       destination: outerDestination.v4Value,
+                                                       proto: IPProtocolNumber.udp, length: udpLength)
+                    : InternetChecksum.pseudoHeaderSum(ipv6Source: outerSource.v6Halves,
+                                                       destination: outerDestination.v6Halves,
+                                                       proto: IPProtocolNumber.udp, length: udpLength)
+                let checksum = InternetChecksum.checksum(tunnelHeader, count: udpLength, initial: pseudo)
+                Wire.store16(tunnelHeader, FieldOffset.UDP.checksum, checksum == 0 ? 0xFFFF : checksum)
+            }
+        case .gre:
+            Wire.store16(tunnelHeader, 0, parameters.checksum ? 0x8000 : 0)  // C bit; version 0
+            Wire.store16(tunnelHeader, 2, innerIsIPv4 ? EtherType.ipv4 : EtherType.ipv6)
+            if parameters.checksum {
+                Wire.store32(tunnelHeader, HeaderLength.gre, 0)
+                Wire.store16(tunnelHeader, HeaderLength.gre,
+                             InternetChecksum.checksum(tunnelHeader, count: outerPayloadLength))
+            }
+        }
+
+        Wire.storeEthernet(start, l3Offset: parsed.l3Offset, destination: destinationMAC, source: sourceMAC,
+                           vlanTCI: vlanTCI, etherType: outerIsIPv4 ? EtherType.ipv4 : EtherType.ipv6)
+        return .transmit(start: start, length: parsed.l3Offset &+ overhead &+ innerLength)
+    }
+
+    /// Writes a 20-byte IPv4 header with its checksum.
+    @inline(__always)
+    static func writeIPv4(_ ip: UnsafeMutableRawPointer, totalLength: Int, tos: UInt8, identification: UInt16,
+                          dontFragment: Bool, ttl: UInt8, proto: UInt8, source: IPAddress, destination: IPAddress) {
+        Wire.store8(ip, FieldOffset.IPv4.versionIHL, 0x45)
+        Wire.store8(ip, 1, tos)
+        Wire.store16(ip, FieldOffset.IPv4.totalLength, UInt16(truncatingIfNeeded: totalLength))
+        Wire.store16(ip, 4, identification)
+        Wire.store16(ip, FieldOffset.IPv4.flagsFragment, dontFragment ? 0x4000 : 0)
+        Wire.store8(ip, FieldOffset.IPv4.ttl, ttl)
+        Wire.store8(ip, FieldOffset.IPv4.proto, proto)
+        Wire.store16(ip, FieldOffset.IPv4.checksum, 0)
+        Wire.store32(ip, FieldOffset.IPv4.source, source.v4Value)
+        Wire.store32(ip, FieldOffset.IPv4.destination, destination.v4Value)
+        Wire.store16(ip, FieldOffset.IPv4.checksum, InternetChecksum.checksum(ip, count: HeaderLength.ipv4))
+    }
+
+    /// Writes a 40-byte IPv6 header.
+    @inline(__always)
+    static func writeIPv6(_ ip: UnsafeMutableRawPointer, payloadLength: Int, trafficClass: UInt8, flowLabel: UInt32,
+                          hopLimit: UInt8, nextHeader: UInt8, source: IPAddress, destination: IPAddress) {
+        Wire.store32(ip, 0, 6 << 28 | UInt32(trafficClass) << 20 | flowLabel & 0xF_FFFF)
+        Wire.store16(ip, FieldOffset.IPv6.payloadLength, UInt16(truncatingIfNeeded: payloadLength))
+        Wire.store8(ip, FieldOffset.IPv6.nextHeader, nextHeader)
+        Wire.store8(ip, FieldOffset.IPv6.hopLimit, hopLimit)
+        let (sourceHi, sourceLo) = source.v6Halves
+        let (destinationHi, destinationLo) = destination.v6Halves
+        Wire.store64(ip, FieldOffset.IPv6.source, sourceHi)
+        Wire.store64(ip, FieldOffset.IPv6.source &+ 8, sourceLo)
+        Wire.store64(ip, FieldOffset.IPv6.destination, destinationHi)
+        Wire.store64(ip, FieldOffset.IPv6.destination &+ 8, destinationLo)
+    }
+}

@@ -1,0 +1,94 @@
+/// Big-endian loads and stores at byte offsets, for the rewrites (which hold mutable pointers).
+enum Wire {
+    @inline(__always)
+    static func load8(_ base: UnsafeRawPointer, _ offset: Int) -> UInt8 {
+        base.load(fromByteOffset: offset, as: UInt8.self)
+    }
+
+    @inline(__always)
+    static func load16(_ base: UnsafeRawPointer, _ offset: Int) -> UInt16 {
+        UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+
+    @inline(__always)
+    static func load32(_ base: UnsafeRawPointer, _ offset: Int) -> UInt32 {
+        UInt32(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+
+    @inline(__always)
+    static func load64(_ base: UnsafeRawPointer, _ offset: Int) -> UInt64 {
+        UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+
+    @inline(__always)
+    static func store8(_ base: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt8) {
+        base.storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
+    }
+
+    @inline(__always)
+    static func store16(_ base: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt16) {
+        base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
+    }
+
+    @inline(__always)
+    static func store32(_ base: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt32) {
+        base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
+    }
+
+    @inline(__always)
+    static func store64(_ base: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt64) {
+        base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
+    }
+
+    /// Writes an IP address (4 or 16 bytes by its family).
+    @inline(__always)
+    static func storeAddress(_ base: UnsafeMutableRawPointer, _ offset: Int, _ address: IPAddress) {
+        switch address {
+        case .v4(let value):
+            store32(base, offset, value)
+        case .v6(let hi, let lo):
+            store64(base, offset, hi)
+            store64(base, offset &+ 8, lo)
+        }
+    }
+
+    /// Writes the Ethernet header for an IP packet starting `l3Offset` bytes after `frame`: MACs, then the
+    /// 802.1Q tag `vlanTCI` when `l3Offset` leaves room for one, then the ethertype.
+    @inline(__always)
+    static func storeEthernet(_ frame: UnsafeMutableRawPointer, l3Offset: Int, destination: MACAddress,
+                              source: MACAddress, vlanTCI: UInt16, etherType: UInt16) {
+        destination.write(to: frame + FieldOffset.Ethernet.destination)
+        source.write(to: frame + FieldOffset.Ethernet.source)
+        if l3Offset == HeaderLength.ethernet &+ HeaderLength.vlanTag {
+            store16(frame, FieldOffset.Ethernet.etherType, EtherType.vlan)
+            store16(frame, FieldOffset.Ethernet.etherType &+ 2, vlanTCI)
+        }
+        store16(frame, l3Offset &- 2, etherType)
+    }
+}
+
+/// The TTL / hop limit decrement every forwarding rewrite does, as `DirectRouting.rewrite` does it.
+enum HopLimit {
+    /// True when the IP packet at `ip` may be forwarded (TTL / hop limit > 1); nothing is changed.
+    @inline(__always)
+    static func allowsForwarding(_ ip: UnsafeRawPointer, isIPv4: Bool) -> Bool {
+        Wire.load8(ip, isIPv4 ? FieldOffset.IPv4.ttl : FieldOffset.IPv6.hopLimit) > 1
+    }
+
+    /// Decrements the TTL (updating the IPv4 header checksum, RFC 1624 eqn. 3) or the hop limit.
+    /// The caller has checked `allowsForwarding`.
+    @inline(__always)
+    static func decrement(_ ip: UnsafeMutableRawPointer, isIPv4: Bool) {
+        if isIPv4 {
+            // TTL is the high byte of the 16-bit word it shares with the protocol.
+            let oldWord = Wire.load16(ip, FieldOffset.IPv4.ttl)
+            let newWord = oldWord &- 0x0100
+            let checksum = Wire.load16(ip, FieldOffset.IPv4.checksum)
+            Wire.store16(ip, FieldOffset.IPv4.ttl, newWord)
+            Wire.store16(ip, FieldOffset.IPv4.checksum,
+                         InternetChecksum.updated(checksum, replacing: oldWord, with: newWord))
+        } else {
+            Wire.store8(ip, FieldOffset.IPv6.hopLimit, Wire.load8(ip, FieldOffset.IPv6.hopLimit) &- 1)
+        }
+    }
+}
