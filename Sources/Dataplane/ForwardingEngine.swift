@@ -192,8 +192,10 @@ public struct ForwardingEngine: ~Copyable {
             guard replyOnTooBig, let source = view.source(family: parsed.key.family) else {
                 return .drop(.dropFragmentationNeeded)
             }
-            outputLength = ICMPErrorBuilder.packetTooBig(frame, length: length, parsed: parsed, mtu: mtu,
-                                                         source: source, sourceMAC: view.interfaceMAC)
+            let errorLength = ICMPErrorBuilder.packetTooBig(frame, length: length, parsed: parsed, mtu: mtu,
+                                                            source: source, sourceMAC: view.interfaceMAC)
+            guard errorLength > 0 else { return .drop(.dropFragmentationNeeded) }
+            outputLength = errorLength
             counters.add(.icmpTooBigSent)
             return .transmit
         case .fragmentationRequired:
@@ -289,6 +291,8 @@ public struct ForwardingEngine: ~Copyable {
     /// server, it is translated back towards the client, its quoted header with it.
     private mutating func icmpError(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
                                     now: UInt32) -> FrameVerdict {
+        // As IPVS: a corrupt error is dropped here, before a translation would give it a valid checksum.
+        guard ICMPTranslation.checksumIsValid(UnsafeRawPointer(frame), parsed: parsed) else { return .drop(.dropMalformed) }
         let quoted = parsed.innerKey
         // The quoted packet, turned around, is the flow as its connection knows it.
         var flow = FlowKey()

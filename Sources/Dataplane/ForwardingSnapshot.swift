@@ -68,7 +68,7 @@ public struct DestinationRoute: Sendable, Equatable {
     public var port: UInt16
     public var tunnel: TunnelParameters
 
-    public init(kind: ForwardingKind, address: IPAddress, port: UInt16, tunnel: TunnelParameters = .ipip) {
+    public init(kind: ForwardingKind, address: IPAddress, port: UInt16, tunnel: TunnelParameters = TunnelParameters(type: .ipip)) {
         let key = FlowKey(source: address, sourcePort: port, destination: address, destinationPort: port, proto: 0)
         self.kind = kind; addressHi = key.srcHi; addressLo = key.srcLo; family = key.family; self.port = port
         self.tunnel = tunnel

@@ -155,8 +155,8 @@ final class DirectorConfigTests: XCTestCase {
                         + "port; omit the port or use 80")
         assertRefused(config, .addServer(web, RealServerConfig(endpoint: endpoint("[2001:db8::12]:80"))),
                       .familyMismatch(real: endpoint("[2001:db8::12]:80"), service: web),
-                      "real server 2001:db8::12 is IPv6 but service 192.0.2.10:80 is IPv4; mixing address families "
-                        + "needs tunnelling (-i), which is not supported yet")
+                      "real server 2001:db8::12 is IPv6 but service 192.0.2.10:80 is IPv4; only tunnelling (-i) "
+                        + "can mix address families")
     }
 
     func testConfigurationBuiltInCodeIsEquatable() {

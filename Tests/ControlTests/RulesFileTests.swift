@@ -104,7 +104,7 @@ final class RulesFileTests: XCTestCase {
         assertLoadFails("# a\r\n\r\n-A -t 192.0.2.10:80\r\n", line: 3, "-A -t 192.0.2.10:80", .schedulerRequired,
                         "rules:3: -A -t 192.0.2.10:80: -A/--add-service needs -s/--scheduler: IPVS's default scheduler "
                             + "wlc is not supported yet (supported: rr, wrr)")
-        assertLoadFails("# a\r# b\r-Q\r", line: 3, "-Q", .unknownOption("-Q"), "rules:3: -Q: unknown option -Q")
+        assertLoadFails("# a\r# b\r-K\r", line: 3, "-K", .unknownOption("-K"), "rules:3: -K: unknown option -K")
     }
 
     func testLaterCommandsSeeEarlierOnes() throws {
@@ -159,11 +159,11 @@ final class RulesFileTests: XCTestCase {
                         "rules:1: -A -t 192.0.2.10:80 -s lc: scheduler 'lc' is not supported yet (supported: rr, wrr)")
         assertLoadFails("ipvsadm -C", line: 1, "ipvsadm -C", .unexpectedArgument("ipvsadm"),
                         "rules:1: ipvsadm -C: unexpected argument 'ipvsadm'")
-        assertLoadFails("-A -t 192.0.2.10:80 -s rr\n-a -t 192.0.2.10:80 -r 198.51.100.11 -m", line: 2,
-                        "-a -t 192.0.2.10:80 -r 198.51.100.11 -m",
-                        .unsupportedOption("-m/--masquerading", note: "only -g/--gatewaying (direct routing) is implemented"),
-                        "rules:2: -a -t 192.0.2.10:80 -r 198.51.100.11 -m: -m/--masquerading is not supported yet "
-                            + "(only -g/--gatewaying (direct routing) is implemented)")
+        assertLoadFails("-A -t 192.0.2.10:80 -s rr\n-a -t 192.0.2.10:80 -r 198.51.100.11 -g --tun-type gre", line: 2,
+                        "-a -t 192.0.2.10:80 -r 198.51.100.11 -g --tun-type gre",
+                        .tunnelOptionWithoutTunnel("--tun-type"),
+                        "rules:2: -a -t 192.0.2.10:80 -r 198.51.100.11 -g --tun-type gre: --tun-type is only for "
+                            + "tunnelled real servers (-i/--ipip)")
     }
 
     func testTheFirstBadLineStopsTheLoad() {
