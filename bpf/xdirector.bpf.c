@@ -79,10 +79,13 @@ static __always_inline int parse_ipv4(struct cursor *c, struct l3 *l3)
         return XD_XDP_PASS_MALFORMED;
     if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET_MASK))
         return XD_XDP_PASS_FRAGMENT;
-    /* Skip IPv4 options: the verifier needs a bounded, constant-sized step. */
-    __u32 options = (ip->ihl - 5) * 4;
-    if (options && !cursor_skip(c, options))
+    /* Skip IPv4 options. The header length is masked so the verifier sees it bounded (at most 60 bytes)
+     * on every path, also where this function is inlined a second time for a quoted header. */
+    __u32 header = (ip->ihl * 4) & 0x3c;
+    void *next = (void *)ip + header;
+    if (header < sizeof(*ip) || next > c->end)
         return XD_XDP_PASS_MALFORMED;
+    c->pos = next;
     __builtin_memcpy(l3->src.addr, &ip->saddr, 4);
     __builtin_memcpy(l3->dst.addr, &ip->daddr, 4);
     l3->src.family = l3->dst.family = XD_FAMILY_IPV4;
