@@ -13,6 +13,18 @@ struct LocalityEntry {
     @usableFromInline var lastModified: UInt32
     /// Destination indices; lblc uses the first only.
     @usableFromInline var members: (Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32)
+
+    @usableFromInline
+    init(addressHi: UInt64, addressLo: UInt64, family: UInt8, memberCount: UInt8, lastUse: UInt32,
+         lastModified: UInt32, members: (Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32)) {
+        self.addressHi = addressHi
+        self.addressLo = addressLo
+        self.family = family
+        self.memberCount = memberCount
+        self.lastUse = lastUse
+        self.lastModified = lastModified
+        self.members = members
+    }
 }
 
 /// The per-worker tables of lblc and lblcr. IPVS keys them by the packet's destination address, which for

@@ -20,7 +20,7 @@ public enum MaglevHashing: SchedulingAlgorithm {
     public static let tableSize = 4093
     /// IPVS `IP_VS_MH_TAB_BITS` for that size: weights are scaled to at most this many bits.
     static let weightBits = 6
-    static let offsetKey: UInt64 = 2_654_435_761
+    @usableFromInline static let offsetKey: UInt64 = 2_654_435_761
     static let skipKey: UInt64 = 2_654_446_892
 
     public static func makeState(destinations: UnsafeBufferPointer<SchedulingDestination>) -> SchedulerState {

@@ -1,4 +1,5 @@
 import Packet
+import Synchronization
 
 /// One real server as a scheduler sees it. A trivial struct stored in the flat buffers of a config snapshot,
 /// in the service's destination order (the order of `ipvsadm -a`, which is the order IPVS walks its list).
