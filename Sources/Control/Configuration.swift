@@ -81,15 +81,75 @@ public struct RealServerConfig: Equatable, Sendable {
     /// 0...65535, as in IPVS; 0 takes the server out of scheduling without dropping its connections.
     public var weight: Int32
     public var method: ForwardingMethod
+    /// `-x`: no new connections once it holds this many (active + inactive); 0 = no limit.
+    public var upperThreshold: UInt32
+    /// `-y`: new connections again below this many; 0 = below three quarters of the upper threshold.
+    public var lowerThreshold: UInt32
 
-    public init(endpoint: Endpoint, weight: Int32 = 1, method: ForwardingMethod = .directRouting) {
+    public init(endpoint: Endpoint, weight: Int32 = 1, method: ForwardingMethod = .directRouting,
+                upperThreshold: UInt32 = 0, lowerThreshold: UInt32 = 0) {
         self.endpoint = endpoint
         self.weight = weight
         self.method = method
+        self.upperThreshold = upperThreshold
+        self.lowerThreshold = lowerThreshold
     }
 
     /// The weights IPVS accepts.
     public static let weightRange: ClosedRange<Int32> = 0...65535
+    /// The thresholds ipvsadm accepts.
+    public static let thresholdRange: ClosedRange<UInt32> = 0...UInt32(Int32.max)
+}
+
+/// A service's scheduling options besides the scheduler: `-b`, `-p`, `-M`, `-o`.
+public struct ServiceOptions: Equatable, Sendable {
+    /// `-b`: only sh and mh take flags.
+    public var schedulerFlags: SchedulerFlags
+    /// `-p [timeout]`: seconds; nil when the service is not persistent.
+    public var persistence: UInt32?
+    /// `-M`: the prefix length of the client addresses that share a persistence template (nil: the whole
+    /// address). ipvsadm writes a dotted mask for IPv4 and a length for IPv6.
+    public var netmask: Int?
+    /// `-o`: one-packet scheduling (UDP).
+    public var onePacket: Bool
+
+    public init(schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil, netmask: Int? = nil,
+                onePacket: Bool = false) {
+        self.schedulerFlags = schedulerFlags
+        self.persistence = persistence
+        self.netmask = netmask
+        self.onePacket = onePacket
+    }
+
+    /// The persistence timeouts ipvsadm accepts (1 second to 31 days).
+    public static let persistenceRange: ClosedRange<UInt32> = 1...(31 * 86400)
+}
+
+/// `--set tcp tcpfin udp`: the idle timeouts of established TCP, closing TCP and UDP, in seconds.
+public struct TimeoutSettings: Equatable, Sendable {
+    public var tcp: UInt32
+    public var tcpFin: UInt32
+    public var udp: UInt32
+
+    public init(tcp: UInt32 = 900, tcpFin: UInt32 = 120, udp: UInt32 = 300) {
+        self.tcp = tcp
+        self.tcpFin = tcpFin
+        self.udp = udp
+    }
+
+    /// As IPVS: a 0 leaves that timeout as it is.
+    public func merged(into current: TimeoutSettings) -> TimeoutSettings {
+        TimeoutSettings(tcp: tcp == 0 ? current.tcp : tcp, tcpFin: tcpFin == 0 ? current.tcpFin : tcpFin,
+                        udp: udp == 0 ? current.udp : udp)
+    }
+
+    /// The connection table's timeouts: these three, IPVS's defaults for the other states.
+    public var connectionTimeouts: ConnectionTimeouts {
+        ConnectionTimeouts(tcpEstablished: tcp, tcpFin: tcpFin, udp: udp)
+    }
+
+    /// The values ipvsadm accepts (0 = unchanged, up to 31 days).
+    public static let range: ClosedRange<UInt32> = 0...(31 * 86400)
 }
 
 /// A virtual service and its real servers, in the order they were added.
@@ -97,13 +157,23 @@ public struct ServiceConfig: Equatable, Sendable {
     public var proto: L4Protocol
     public var endpoint: Endpoint
     public var scheduler: SchedulerKind
+    public var options: ServiceOptions
     public var reals: [RealServerConfig]
 
-    public init(proto: L4Protocol, endpoint: Endpoint, scheduler: SchedulerKind, reals: [RealServerConfig] = []) {
+    public init(proto: L4Protocol, endpoint: Endpoint, scheduler: SchedulerKind, options: ServiceOptions = .init(),
+                reals: [RealServerConfig] = []) {
         self.proto = proto
         self.endpoint = endpoint
         self.scheduler = scheduler
+        self.options = options
         self.reals = reals
+    }
+
+    /// What the data plane needs of the service's options.
+    public var policy: ServicePolicy {
+        ServicePolicy(scheduler: scheduler, flags: options.schedulerFlags, persistenceTimeout: options.persistence ?? 0,
+                      netmaskPrefix: options.netmask, ipv6: endpoint.address.family == .ipv6,
+                      onePacket: options.onePacket)
     }
 
     public var key: ServiceKey { ServiceKey(proto: proto, endpoint: endpoint) }
@@ -117,14 +187,20 @@ public struct ServiceConfig: Equatable, Sendable {
 /// Everything the director serves, in the order services were added.
 public struct DirectorConfig: Equatable, Sendable {
     public var services: [ServiceConfig]
+    /// `--set`: nil until a command sets them (IPVS's defaults apply).
+    public var timeouts: TimeoutSettings?
 
     public init() {
         services = []
     }
 
-    public init(services: [ServiceConfig]) {
+    public init(services: [ServiceConfig], timeouts: TimeoutSettings? = nil) {
         self.services = services
+        self.timeouts = timeouts
     }
+
+    /// The connection timeouts in force.
+    public var connectionTimeouts: ConnectionTimeouts { (timeouts ?? TimeoutSettings()).connectionTimeouts }
 
     /// The index of the service `key` names, if there is one.
     public func serviceIndex(of key: ServiceKey) -> Int? {
@@ -140,13 +216,18 @@ public struct DirectorConfig: Equatable, Sendable {
     public mutating func apply(_ command: IPVSCommand) throws(ConfigError) {
         try command.validate()
         switch command {
-        case .addService(let key, let scheduler):
+        case .addService(let key, let scheduler, let options):
             guard serviceIndex(of: key) == nil else { throw .serviceExists(key) }
-            services.append(ServiceConfig(proto: key.proto, endpoint: key.endpoint, scheduler: scheduler))
+            services.append(ServiceConfig(proto: key.proto, endpoint: key.endpoint, scheduler: scheduler,
+                                          options: options))
 
-        case .editService(let key, let scheduler):
+        case .editService(let key, let scheduler, let options):
             guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
-            if let scheduler { services[s].scheduler = scheduler }
+            let newScheduler = scheduler ?? services[s].scheduler
+            let newOptions = options ?? services[s].options
+            try IPVSCommand.checkOptions(newOptions, scheduler: newScheduler, of: key)
+            services[s].scheduler = newScheduler
+            services[s].options = newOptions
 
         case .deleteService(let key):
             guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
@@ -159,12 +240,14 @@ public struct DirectorConfig: Equatable, Sendable {
             }
             services[s].reals.append(real)
 
-        case .editServer(let key, let server, let weight, let method):
+        case .editServer(let key, let server, let weight, let method, let upper, let lower):
             guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
             guard let r = services[s].realIndex(of: server) else { throw .noSuchDestination(key, server) }
             var real = services[s].reals[r]
             if let weight { real.weight = weight }
             if let method { real.method = method }
+            if let upper { real.upperThreshold = upper }
+            if let lower { real.lowerThreshold = lower }
             try IPVSCommand.checkReal(real.endpoint, method: real.method, of: key)
             services[s].reals[r] = real
 
@@ -175,6 +258,9 @@ public struct DirectorConfig: Equatable, Sendable {
 
         case .clear:
             services.removeAll()
+
+        case .setTimeouts(let settings):
+            timeouts = settings.merged(into: timeouts ?? TimeoutSettings())
         }
     }
 }
@@ -202,7 +288,7 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     case optionNotAllowed(option: String, command: String)
     /// An option the command needs, e.g. `-r` with `-a`.
     case missingOption(option: String, command: String)
-    /// `-A` without `-s`: IPVS would pick wlc, which this version does not implement yet.
+    /// No longer raised: `-A` without `-s` gets IPVS's default, wlc.
     case schedulerRequired
     /// A scheduler name IPVS does not know.
     case unknownScheduler(String)
@@ -210,6 +296,22 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     case unsupportedScheduler(String)
     /// A weight that is not an integer in 0...65535.
     case invalidWeight(String)
+    /// A `-b` flag ipvsadm does not know.
+    case unknownSchedulerFlag(String)
+    /// A `-b` flag the scheduler does not take (IPVS refuses sh-* flags for other schedulers, and so on).
+    case schedulerFlagNotAllowed(flag: String, scheduler: SchedulerKind)
+    /// A `-p` timeout outside 1 second ... 31 days.
+    case invalidPersistence(String)
+    /// A `-M` value that is not a contiguous IPv4 netmask or an IPv6 prefix length (0...128).
+    case invalidNetmask(String)
+    /// `-M` without `-p`: the mask only groups clients for persistence.
+    case netmaskWithoutPersistence
+    /// `-o` on a TCP service: one-packet scheduling is for UDP.
+    case onePacketNeedsUDP
+    /// An `-x`/`-y` value that is not an integer in 0...2^31-1.
+    case invalidThreshold(String)
+    /// A `--set` value that is not an integer in 0...2678400.
+    case invalidTimeout(String)
     /// A `-t`/`-u` value that is not a numeric address with a port.
     case invalidServiceAddress(String, EndpointError)
     /// A `-r` value that is not a numeric address with an optional port.
@@ -258,6 +360,22 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
             return "scheduler '\(name)' is not supported yet (supported: \(Self.supportedSchedulers))"
         case .invalidWeight(let text):
             return "invalid weight '\(text)': expected an integer from 0 to 65535"
+        case .unknownSchedulerFlag(let name):
+            return "unknown scheduler flag '\(name)' (sh-fallback, sh-port, mh-fallback, mh-port)"
+        case .schedulerFlagNotAllowed(let flag, let scheduler):
+            return "scheduler flag '\(flag)' does not apply to scheduler \(scheduler.name)"
+        case .invalidPersistence(let text):
+            return "invalid persistence timeout '\(text)': expected seconds from 1 to 2678400"
+        case .invalidNetmask(let text):
+            return "invalid netmask '\(text)': expected a dotted IPv4 netmask or an IPv6 prefix length"
+        case .netmaskWithoutPersistence:
+            return "-M/--netmask needs -p/--persistent"
+        case .onePacketNeedsUDP:
+            return "-o/--ops (one-packet scheduling) applies to UDP services only"
+        case .invalidThreshold(let text):
+            return "invalid threshold '\(text)': expected an integer from 0 to 2147483647"
+        case .invalidTimeout(let text):
+            return "invalid timeout '\(text)': expected seconds from 0 (unchanged) to 2678400"
         case .invalidServiceAddress(let text, let reason):
             return "invalid service address '\(text)': \(reason)"
         case .invalidRealServerAddress(let text, let reason):

@@ -3,7 +3,7 @@
 
 /// The commands this version implements.
 enum IPVSCommandKind: Sendable {
-    case addService, editService, deleteService, addServer, editServer, deleteServer, clear
+    case addService, editService, deleteService, addServer, editServer, deleteServer, clear, setTimeouts
 
     /// `-A/--add-service`, for messages.
     var display: String {
@@ -15,6 +15,7 @@ enum IPVSCommandKind: Sendable {
         case .editServer: return "-e/--edit-server"
         case .deleteServer: return "-d/--delete-server"
         case .clear: return "-C/--clear"
+        case .setTimeouts: return "--set"
         }
     }
 }
@@ -22,9 +23,16 @@ enum IPVSCommandKind: Sendable {
 /// The options (other than commands) this version implements, each with the commands that take it.
 enum IPVSOptionKind: Sendable, CaseIterable {
     case service, scheduler, realServer, forwardingMethod, weight
+    case schedulerFlags, persistent, netmask, onePacket, upperThreshold, lowerThreshold
 
     var display: String {
         switch self {
+        case .schedulerFlags: return "-b/--sched-flags"
+        case .persistent: return "-p/--persistent"
+        case .netmask: return "-M/--netmask"
+        case .onePacket: return "-o/--ops"
+        case .upperThreshold: return "-x/--u-threshold"
+        case .lowerThreshold: return "-y/--l-threshold"
         case .service: return "-t/--tcp-service or -u/--udp-service"
         case .scheduler: return "-s/--scheduler"
         case .realServer: return "-r/--real-server"
@@ -35,11 +43,22 @@ enum IPVSOptionKind: Sendable, CaseIterable {
 
     enum Use { case required, optional, refused }
 
-    /// As ipvsadm's table of commands and options has it, except that `-A` needs `-s` (checked apart, to
-    /// say why) until IPVS's default wlc is implemented.
+    /// As ipvsadm's table of commands and options has it.
     func use(with command: IPVSCommandKind) -> Use {
         switch (self, command) {
-        case (_, .clear):
+        case (_, .clear), (_, .setTimeouts):
+            return .refused
+        case (.schedulerFlags, .addService), (.schedulerFlags, .editService),
+             (.persistent, .addService), (.persistent, .editService),
+             (.netmask, .addService), (.netmask, .editService),
+             (.onePacket, .addService), (.onePacket, .editService):
+            return .optional
+        case (.schedulerFlags, _), (.persistent, _), (.netmask, _), (.onePacket, _):
+            return .refused
+        case (.upperThreshold, .addServer), (.upperThreshold, .editServer),
+             (.lowerThreshold, .addServer), (.lowerThreshold, .editServer):
+            return .optional
+        case (.upperThreshold, _), (.lowerThreshold, _):
             return .refused
         case (.service, _):
             return .required
@@ -69,6 +88,12 @@ struct IPVSOptionSpec: Sendable {
         case realServer
         case method(ForwardingMethod)
         case weight
+        case schedulerFlags
+        case persistent
+        case netmask
+        case onePacket
+        case upperThreshold
+        case lowerThreshold
         /// Known to ipvsadm, not implemented here yet; the note says what to do instead.
         case unsupported(note: String?)
     }
@@ -77,6 +102,8 @@ struct IPVSOptionSpec: Sendable {
     let long: String
     let takesValue: Bool
     let role: Role
+    /// The value may be left out (`-p [timeout]`): the next argument is taken only when it is a number.
+    var optionalValue = false
 
     /// `-w/--weight` or `--pe`.
     var display: String { short.map { "-\($0)/--\(long)" } ?? "--\(long)" }
@@ -100,7 +127,7 @@ struct IPVSOptionSpec: Sendable {
         .init(short: "L", long: "list", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "l", long: "list", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "Z", long: "zero", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "set", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "set", takesValue: true, role: .command(.setTimeouts)),
         .init(short: nil, long: "start-daemon", takesValue: true, role: .unsupported(note: nil)),
         .init(short: nil, long: "stop-daemon", takesValue: true, role: .unsupported(note: nil)),
         .init(short: "h", long: "help", takesValue: false, role: .unsupported(note: nil)),
@@ -111,11 +138,11 @@ struct IPVSOptionSpec: Sendable {
         .init(short: "f", long: "fwmark-service", takesValue: true, role: .unsupported(note: nil)),
         .init(short: "6", long: "ipv6", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "s", long: "scheduler", takesValue: true, role: .scheduler),
-        .init(short: "b", long: "sched-flags", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: "p", long: "persistent", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "M", long: "netmask", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "b", long: "sched-flags", takesValue: true, role: .schedulerFlags),
+        .init(short: "p", long: "persistent", takesValue: true, role: .persistent, optionalValue: true),
+        .init(short: "M", long: "netmask", takesValue: true, role: .netmask),
         .init(short: nil, long: "pe", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: "o", long: "ops", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "o", long: "ops", takesValue: false, role: .onePacket),
         // Real servers.
         .init(short: "r", long: "real-server", takesValue: true, role: .realServer),
         .init(short: "g", long: "gatewaying", takesValue: false, role: .method(.directRouting)),
@@ -127,8 +154,8 @@ struct IPVSOptionSpec: Sendable {
         .init(short: nil, long: "tun-csum", takesValue: false, role: .unsupported(note: nil)),
         .init(short: nil, long: "tun-remcsum", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "w", long: "weight", takesValue: true, role: .weight),
-        .init(short: "x", long: "u-threshold", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: "y", long: "l-threshold", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "x", long: "u-threshold", takesValue: true, role: .upperThreshold),
+        .init(short: "y", long: "l-threshold", takesValue: true, role: .lowerThreshold),
         // Listing and connection synchronisation.
         .init(short: "n", long: "numeric", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "c", long: "connection", takesValue: false, role: .unsupported(note: nil)),

@@ -14,29 +14,32 @@ public enum FrameVerdict: Equatable, Sendable {
 public struct ForwardingEngine: ~Copyable {
     private var snapshot: ForwardingSnapshot
     private var view: SnapshotView
-    private var connections: ConnectionTable
-    private var schedulerStates: UnsafeMutableBufferPointer<SchedulerState>
+    private var tracker: ConnectionTracker
     private var parsed = ParsedFrame()
     private let counters: CounterWriter
 
     public init(snapshot: ForwardingSnapshot, connectionCapacity: Int, counters: WorkerCounterBlock) {
         self.snapshot = snapshot
         view = snapshot.view
-        connections = ConnectionTable(capacity: connectionCapacity)
-        schedulerStates = Self.makeStates(for: snapshot.view)
+        tracker = ConnectionTracker(capacity: connectionCapacity, counters: snapshot.counters,
+                                    timeouts: snapshot.timeouts,
+                                    seed: UInt64(UInt(bitPattern: ObjectIdentifier(counters).hashValue)) | 1)
+        tracker.adopt(services: snapshot.view.policies, destinations: snapshot.view.destinations)
         self.counters = counters.writer
     }
 
-    deinit { schedulerStates.deallocate() }
-
-    /// Switches to a new configuration. Scheduler positions restart (IPVS does the same when a service's
-    /// destinations change); connections keep their real servers.
+    /// Switches to a new configuration: connections follow their real servers to their new indices, those
+    /// whose server is gone expire at their next packet (see `ConnectionTracker.adopt`).
     public mutating func adopt(_ next: ForwardingSnapshot) {
-        let states = Self.makeStates(for: next.view)
-        schedulerStates.deallocate()
-        schedulerStates = states
+        tracker.adopt(services: next.view.policies, destinations: next.view.destinations)
+        if tracker.timeouts != next.timeouts { tracker.timeouts = next.timeouts }
         snapshot = next
         view = next.view
+    }
+
+    /// Reclaims expired connections, a bounded number of slots at a time; call between batches.
+    public mutating func sweep(now: UInt32, limit: Int = 1024) {
+        tracker.sweep(now: now, limit: limit)
     }
 
     /// Decides and applies the fate of one frame of `length` bytes at `frame`. `now` is in seconds.
@@ -47,24 +50,19 @@ public struct ForwardingEngine: ~Copyable {
         guard let service = view.service(for: parsed.key) else { return .drop(.dropNoService) }
 
         let destination: Int
-        if let slot = connections.find(parsed.key, now: now),
-           Int(connections.destination(at: slot)) < view.destinations.count {
-            destination = Int(connections.destination(at: slot))
-            connections.update(at: slot, tcpFlags: parsed.tcpFlags, now: now)
-        } else {
-            // As IPVS: only a SYN opens a TCP connection; a stray segment is not scheduled.
-            if parsed.key.proto == IPProtocolNumber.tcp && parsed.tcpFlags & 0x17 != 0x02 {  // SYN without ACK/FIN/RST
-                return .drop(.dropTCPWithoutConnection)
-            }
-            guard let chosen = Scheduler.select(view.services[service].scheduler, state: &schedulerStates[service],
-                                                destinations: view.destinations(of: service), flow: parsed.key)
-            else { return .drop(.dropNoDestination) }
-            destination = Int(view.services[service].first) + chosen
-            if connections.insert(parsed.key, service: UInt32(service), destination: UInt32(destination),
-                                  tcpFlags: parsed.tcpFlags, now: now) == nil {
-                counters.add(.connectionTableFull)
-            }
+        switch tracker.admit(parsed.key, tcpFlags: parsed.tcpFlags, service: service, now: now) {
+        case .existing(let chosen, _):
+            destination = chosen
+        case .new(let chosen, _):
+            destination = chosen
             counters.add(.newConnections)
+        case .overflow(let chosen):
+            destination = chosen
+            counters.add(.connectionTableFull)
+        case .drop(.noDestination):
+            return .drop(.dropNoDestination)
+        case .drop(.noConnection), .drop(.destinationRemoved):
+            return .drop(.dropTCPWithoutConnection)
         }
 
         let mac = view.macs[destination]
@@ -85,14 +83,5 @@ public struct ForwardingEngine: ~Copyable {
         case .malformed: return .dropMalformed
         case .badIPv4Checksum: return .dropBadIPv4Checksum
         }
-    }
-
-    private static func makeStates(for view: SnapshotView) -> UnsafeMutableBufferPointer<SchedulerState> {
-        let states = UnsafeMutableBufferPointer<SchedulerState>.allocate(capacity: max(view.services.count, 1))
-        for index in 0..<view.services.count {
-            states.initializeElement(at: index, to: Scheduler.makeState(view.services[index].scheduler,
-                                                                         destinations: view.destinations(of: index)))
-        }
-        return states
     }
 }

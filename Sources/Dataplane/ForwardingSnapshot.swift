@@ -29,11 +29,18 @@ public struct VIPKey: Hashable, Sendable {
 /// What a snapshot is built from: one service and its real servers, in configuration order.
 public struct SnapshotService: Sendable {
     public var key: VIPKey
-    public var scheduler: SchedulerKind
+    /// Scheduler, flags, persistence, one-packet (`first`/`count` are filled in by the snapshot).
+    public var policy: ServicePolicy
     public var destinations: [SnapshotDestination]
 
+    public var scheduler: SchedulerKind { policy.scheduler }
+
+    public init(key: VIPKey, policy: ServicePolicy, destinations: [SnapshotDestination]) {
+        self.key = key; self.policy = policy; self.destinations = destinations
+    }
+
     public init(key: VIPKey, scheduler: SchedulerKind, destinations: [SnapshotDestination]) {
-        self.key = key; self.scheduler = scheduler; self.destinations = destinations
+        self.init(key: key, policy: ServicePolicy(scheduler: scheduler, ipv6: key.family == 6), destinations: destinations)
     }
 }
 
@@ -41,8 +48,14 @@ public struct SnapshotDestination: Sendable {
     public var weight: Int32
     /// nil while the neighbour table has no address for the real server: it gets no new connections.
     public var mac: MACAddress?
+    /// The real server's cell in the snapshot's counter store: its identity across snapshots.
+    public var counterID: UInt32?
+    /// `StableHash.endpoint` of the real server's address and port (Maglev).
+    public var endpointHash: UInt64
 
-    public init(weight: Int32, mac: MACAddress?) { self.weight = weight; self.mac = mac }
+    public init(weight: Int32, mac: MACAddress?, counterID: UInt32? = nil, endpointHash: UInt64 = 0) {
+        self.weight = weight; self.mac = mac; self.counterID = counterID; self.endpointHash = endpointHash
+    }
 }
 
 /// An immutable configuration for the workers, in flat buffers so the per-packet path reads it through
@@ -50,24 +63,41 @@ public struct SnapshotDestination: Sendable {
 /// freed when the last worker lets go of it.
 public final class ForwardingSnapshot: @unchecked Sendable {
     public let interfaceMAC: MACAddress
+    /// Per-destination connection counts shared by all workers; kept by the control side across snapshots.
+    public let counters: DestinationCounterStore?
+    /// `ipvsadm --set`: applied by the workers when they adopt the snapshot.
+    public let timeouts: ConnectionTimeouts
     let view: SnapshotView
+    private let policies: UnsafeMutableBufferPointer<ServicePolicy>
     private let services: UnsafeMutableBufferPointer<ServiceSlot>
     private let destinations: UnsafeMutableBufferPointer<SchedulingDestination>
     private let macs: UnsafeMutableBufferPointer<UInt64>
     private let lookup: UnsafeMutableBufferPointer<Int32>
 
-    public init(interfaceMAC: MACAddress, services input: [SnapshotService]) {
+    public init(interfaceMAC: MACAddress, services input: [SnapshotService],
+                counters: DestinationCounterStore? = nil, timeouts: ConnectionTimeouts = .init()) {
         self.interfaceMAC = interfaceMAC
+        self.counters = counters
+        self.timeouts = timeouts
         let destinationCount = input.reduce(0) { $0 + $1.destinations.count }
         services = .allocate(capacity: max(input.count, 1))
+        policies = .allocate(capacity: max(input.count, 1))
         destinations = .allocate(capacity: max(destinationCount, 1))
         macs = .allocate(capacity: max(destinationCount, 1))
         var next = 0
         for (index, service) in input.enumerated() {
             services[index] = ServiceSlot(key: service.key, scheduler: service.scheduler,
                                           first: Int32(next), count: Int32(service.destinations.count))
+            var policy = service.policy
+            policy.first = Int32(next)
+            policy.count = Int32(service.destinations.count)
+            policies[index] = policy
             for destination in service.destinations {
-                destinations[next] = SchedulingDestination(weight: destination.weight, isAvailable: destination.mac != nil)
+                let cell = destination.counterID.flatMap { id in counters.map { $0.cell(id) } }
+                destinations[next] = SchedulingDestination(
+                    weight: destination.weight, isAvailable: destination.mac != nil,
+                    counterID: cell == nil ? SchedulingDestination.noCounters : destination.counterID!,
+                    counters: cell, endpointHash: destination.endpointHash)
                 macs[next] = destination.mac?.value ?? 0
                 next += 1
             }
@@ -83,13 +113,14 @@ public final class ForwardingSnapshot: @unchecked Sendable {
             lookup[slot] = Int32(index)
         }
         view = SnapshotView(services: UnsafeBufferPointer(rebasing: services[0..<input.count]),
+                            policies: UnsafeBufferPointer(rebasing: policies[0..<input.count]),
                             destinations: UnsafeBufferPointer(rebasing: destinations[0..<destinationCount]),
                             macs: UnsafeBufferPointer(rebasing: macs[0..<destinationCount]),
                             lookup: UnsafeBufferPointer(lookup), interfaceMAC: interfaceMAC)
     }
 
     deinit {
-        services.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
+        services.deallocate(); policies.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
     }
 
     public var serviceCount: Int { view.services.count }
@@ -106,6 +137,8 @@ struct ServiceSlot {
 /// The snapshot as the hot path reads it: pointers only, valid while the snapshot is held.
 struct SnapshotView {
     let services: UnsafeBufferPointer<ServiceSlot>
+    /// Parallel to `services`: what the connection tracker needs.
+    let policies: UnsafeBufferPointer<ServicePolicy>
     let destinations: UnsafeBufferPointer<SchedulingDestination>
     let macs: UnsafeBufferPointer<UInt64>
     let lookup: UnsafeBufferPointer<Int32>
