@@ -288,12 +288,8 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     case optionNotAllowed(option: String, command: String)
     /// An option the command needs, e.g. `-r` with `-a`.
     case missingOption(option: String, command: String)
-    /// No longer raised: `-A` without `-s` gets IPVS's default, wlc.
-    case schedulerRequired
     /// A scheduler name IPVS does not know.
     case unknownScheduler(String)
-    /// A scheduler IPVS has that this version does not implement yet.
-    case unsupportedScheduler(String)
     /// A weight that is not an integer in 0...65535.
     case invalidWeight(String)
     /// A `-b` flag ipvsadm does not know.
@@ -351,13 +347,8 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(option) is not allowed with \(command)"
         case .missingOption(let option, let command):
             return "\(command) needs \(option)"
-        case .schedulerRequired:
-            return "-A/--add-service needs -s/--scheduler: IPVS's default scheduler wlc is not supported yet "
-                + "(supported: \(Self.supportedSchedulers))"
         case .unknownScheduler(let name):
             return "unknown scheduler '\(name)' (supported: \(Self.supportedSchedulers))"
-        case .unsupportedScheduler(let name):
-            return "scheduler '\(name)' is not supported yet (supported: \(Self.supportedSchedulers))"
         case .invalidWeight(let text):
             return "invalid weight '\(text)': expected an integer from 0 to 65535"
         case .unknownSchedulerFlag(let name):

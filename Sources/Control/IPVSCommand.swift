@@ -346,7 +346,6 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     static func parseScheduler(_ name: String) throws(ConfigError) -> SchedulerKind {
         if name.isEmpty { throw .missingValue(IPVSOptionKind.scheduler.display) }
         if let kind = SchedulerKind(name: name) { return kind }
-        if IPVSSchedulerNames.all.contains(name) { throw .unsupportedScheduler(name) }
         throw .unknownScheduler(name)
     }
 }

@@ -176,10 +176,3 @@ struct IPVSOptionSpec: Sendable {
         .init(short: nil, long: "sync-maxlen", takesValue: true, role: .unsupported(note: nil)),
     ]
 }
-
-/// The schedulers IPVS has, so that one not implemented here is told apart from a misspelling.
-enum IPVSSchedulerNames {
-    static let all: Set<String> = [
-        "rr", "wrr", "lc", "wlc", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "twos",
-    ]
-}

@@ -255,7 +255,7 @@ public struct ConnectionTable: ~Copyable {
             entry.pointee.state = state
             let flags = entry.pointee.flags
             if flags & Self.countedFlag != 0, let cells = counterCells {
-                let active = state == .established
+                let active = state.isActive
                 if active != (flags & Self.activeFlag != 0) {
                     cells[Int(entry.pointee.counter)].transition(toActive: active)
                     entry.pointee.flags = active ? flags | Self.activeFlag : flags & ~Self.activeFlag
