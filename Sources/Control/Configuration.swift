@@ -129,17 +129,76 @@ public struct RealServerConfig: Equatable, Sendable {
     public var method: ForwardingMethod
     /// How a tunnelled (`-i`) real server is reached; `.ipip` for the other methods.
     public var tunnel: TunnelSettings
+    /// `-x`: no new connections once it holds this many (active + inactive); 0 = no limit.
+    public var upperThreshold: UInt32
+    /// `-y`: new connections again below this many; 0 = below three quarters of the upper threshold.
+    public var lowerThreshold: UInt32
 
     public init(endpoint: Endpoint, weight: Int32 = 1, method: ForwardingMethod = .directRouting,
-                tunnel: TunnelSettings = .ipip) {
+                tunnel: TunnelSettings = .ipip, upperThreshold: UInt32 = 0, lowerThreshold: UInt32 = 0) {
         self.endpoint = endpoint
         self.weight = weight
         self.method = method
         self.tunnel = tunnel
+        self.upperThreshold = upperThreshold
+        self.lowerThreshold = lowerThreshold
     }
 
     /// The weights IPVS accepts.
     public static let weightRange: ClosedRange<Int32> = 0...65535
+    /// The thresholds ipvsadm accepts.
+    public static let thresholdRange: ClosedRange<UInt32> = 0...UInt32(Int32.max)
+}
+
+/// A service's scheduling options besides the scheduler: `-b`, `-p`, `-M`, `-o`.
+public struct ServiceOptions: Equatable, Sendable {
+    /// `-b`: only sh and mh take flags.
+    public var schedulerFlags: SchedulerFlags
+    /// `-p [timeout]`: seconds; nil when the service is not persistent.
+    public var persistence: UInt32?
+    /// `-M`: the prefix length of the client addresses that share a persistence template (nil: the whole
+    /// address). ipvsadm writes a dotted mask for IPv4 and a length for IPv6.
+    public var netmask: Int?
+    /// `-o`: one-packet scheduling (UDP).
+    public var onePacket: Bool
+
+    public init(schedulerFlags: SchedulerFlags = [], persistence: UInt32? = nil, netmask: Int? = nil,
+                onePacket: Bool = false) {
+        self.schedulerFlags = schedulerFlags
+        self.persistence = persistence
+        self.netmask = netmask
+        self.onePacket = onePacket
+    }
+
+    /// The persistence timeouts ipvsadm accepts (1 second to 31 days).
+    public static let persistenceRange: ClosedRange<UInt32> = 1...(31 * 86400)
+}
+
+/// `--set tcp tcpfin udp`: the idle timeouts of established TCP, closing TCP and UDP, in seconds.
+public struct TimeoutSettings: Equatable, Sendable {
+    public var tcp: UInt32
+    public var tcpFin: UInt32
+    public var udp: UInt32
+
+    public init(tcp: UInt32 = 900, tcpFin: UInt32 = 120, udp: UInt32 = 300) {
+        self.tcp = tcp
+        self.tcpFin = tcpFin
+        self.udp = udp
+    }
+
+    /// As IPVS: a 0 leaves that timeout as it is.
+    public func merged(into current: TimeoutSettings) -> TimeoutSettings {
+        TimeoutSettings(tcp: tcp == 0 ? current.tcp : tcp, tcpFin: tcpFin == 0 ? current.tcpFin : tcpFin,
+                        udp: udp == 0 ? current.udp : udp)
+    }
+
+    /// The connection table's timeouts: these three, IPVS's defaults for the other states.
+    public var connectionTimeouts: ConnectionTimeouts {
+        ConnectionTimeouts(tcpEstablished: tcp, tcpFin: tcpFin, udp: udp)
+    }
+
+    /// The values ipvsadm accepts (0 = unchanged, up to 31 days).
+    public static let range: ClosedRange<UInt32> = 0...(31 * 86400)
 }
 
 /// A virtual service and its real servers, in the order they were added.
@@ -147,17 +206,26 @@ public struct ServiceConfig: Equatable, Sendable {
     public var proto: L4Protocol
     public var endpoint: Endpoint
     public var scheduler: SchedulerKind
+    public var options: ServiceOptions
     public var reals: [RealServerConfig]
     /// FULLNAT's source addresses towards the real servers (`-P -z`), in the order they were added.
     public var localAddresses: [IPAddress]
 
-    public init(proto: L4Protocol, endpoint: Endpoint, scheduler: SchedulerKind, reals: [RealServerConfig] = [],
-                localAddresses: [IPAddress] = []) {
+    public init(proto: L4Protocol, endpoint: Endpoint, scheduler: SchedulerKind, options: ServiceOptions = .init(),
+                reals: [RealServerConfig] = [], localAddresses: [IPAddress] = []) {
         self.proto = proto
         self.endpoint = endpoint
         self.scheduler = scheduler
+        self.options = options
         self.reals = reals
         self.localAddresses = localAddresses
+    }
+
+    /// What the data plane needs of the service's options.
+    public var policy: ServicePolicy {
+        ServicePolicy(scheduler: scheduler, flags: options.schedulerFlags, persistenceTimeout: options.persistence ?? 0,
+                      netmaskPrefix: options.netmask, ipv6: endpoint.address.family == .ipv6,
+                      onePacket: options.onePacket)
     }
 
     public var key: ServiceKey { ServiceKey(proto: proto, endpoint: endpoint) }
@@ -171,14 +239,20 @@ public struct ServiceConfig: Equatable, Sendable {
 /// Everything the director serves, in the order services were added.
 public struct DirectorConfig: Equatable, Sendable {
     public var services: [ServiceConfig]
+    /// `--set`: nil until a command sets them (IPVS's defaults apply).
+    public var timeouts: TimeoutSettings?
 
     public init() {
         services = []
     }
 
-    public init(services: [ServiceConfig]) {
+    public init(services: [ServiceConfig], timeouts: TimeoutSettings? = nil) {
         self.services = services
+        self.timeouts = timeouts
     }
+
+    /// The connection timeouts in force.
+    public var connectionTimeouts: ConnectionTimeouts { (timeouts ?? TimeoutSettings()).connectionTimeouts }
 
     /// The index of the service `key` names, if there is one.
     public func serviceIndex(of key: ServiceKey) -> Int? {
@@ -194,13 +268,18 @@ public struct DirectorConfig: Equatable, Sendable {
     public mutating func apply(_ command: IPVSCommand) throws(ConfigError) {
         try command.validate()
         switch command {
-        case .addService(let key, let scheduler):
+        case .addService(let key, let scheduler, let options):
             guard serviceIndex(of: key) == nil else { throw .serviceExists(key) }
-            services.append(ServiceConfig(proto: key.proto, endpoint: key.endpoint, scheduler: scheduler))
+            services.append(ServiceConfig(proto: key.proto, endpoint: key.endpoint, scheduler: scheduler,
+                                          options: options))
 
-        case .editService(let key, let scheduler):
+        case .editService(let key, let scheduler, let options):
             guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
-            if let scheduler { services[s].scheduler = scheduler }
+            let newScheduler = scheduler ?? services[s].scheduler
+            let newOptions = options ?? services[s].options
+            try IPVSCommand.checkOptions(newOptions, scheduler: newScheduler, of: key)
+            services[s].scheduler = newScheduler
+            services[s].options = newOptions
 
         case .deleteService(let key):
             guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
@@ -213,13 +292,15 @@ public struct DirectorConfig: Equatable, Sendable {
             }
             services[s].reals.append(real)
 
-        case .editServer(let key, let server, let weight, let method, let tunnel):
+        case .editServer(let key, let server, let weight, let method, let tunnel, let upper, let lower):
             guard let s = serviceIndex(of: key) else { throw .noSuchService(key) }
             guard let r = services[s].realIndex(of: server) else { throw .noSuchDestination(key, server) }
             var real = services[s].reals[r]
             if let weight { real.weight = weight }
             if let method { real.method = method }
             if let tunnel { real.tunnel = tunnel }
+            if let upper { real.upperThreshold = upper }
+            if let lower { real.lowerThreshold = lower }
             try IPVSCommand.checkReal(real.endpoint, method: real.method, of: key)
             services[s].reals[r] = real
 
@@ -242,6 +323,9 @@ public struct DirectorConfig: Equatable, Sendable {
 
         case .clear:
             services.removeAll()
+
+        case .setTimeouts(let settings):
+            timeouts = settings.merged(into: timeouts ?? TimeoutSettings())
         }
     }
 }
@@ -269,14 +353,26 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     case optionNotAllowed(option: String, command: String)
     /// An option the command needs, e.g. `-r` with `-a`.
     case missingOption(option: String, command: String)
-    /// `-A` without `-s`: IPVS would pick wlc, which this version does not implement yet.
-    case schedulerRequired
     /// A scheduler name IPVS does not know.
     case unknownScheduler(String)
-    /// A scheduler IPVS has that this version does not implement yet.
-    case unsupportedScheduler(String)
     /// A weight that is not an integer in 0...65535.
     case invalidWeight(String)
+    /// A `-b` flag ipvsadm does not know.
+    case unknownSchedulerFlag(String)
+    /// A `-b` flag the scheduler does not take (IPVS refuses sh-* flags for other schedulers, and so on).
+    case schedulerFlagNotAllowed(flag: String, scheduler: SchedulerKind)
+    /// A `-p` timeout outside 1 second ... 31 days.
+    case invalidPersistence(String)
+    /// A `-M` value that is not a contiguous IPv4 netmask or an IPv6 prefix length (0...128).
+    case invalidNetmask(String)
+    /// `-M` without `-p`: the mask only groups clients for persistence.
+    case netmaskWithoutPersistence
+    /// `-o` on a TCP service: one-packet scheduling is for UDP.
+    case onePacketNeedsUDP
+    /// An `-x`/`-y` value that is not an integer in 0...2^31-1.
+    case invalidThreshold(String)
+    /// A `--set` value that is not an integer in 0...2678400.
+    case invalidTimeout(String)
     /// A `-t`/`-u` value that is not a numeric address with a port.
     case invalidServiceAddress(String, EndpointError)
     /// A `-r` value that is not a numeric address with an optional port.
@@ -328,15 +424,26 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(option) is not allowed with \(command)"
         case .missingOption(let option, let command):
             return "\(command) needs \(option)"
-        case .schedulerRequired:
-            return "-A/--add-service needs -s/--scheduler: IPVS's default scheduler wlc is not supported yet "
-                + "(supported: \(Self.supportedSchedulers))"
         case .unknownScheduler(let name):
             return "unknown scheduler '\(name)' (supported: \(Self.supportedSchedulers))"
-        case .unsupportedScheduler(let name):
-            return "scheduler '\(name)' is not supported yet (supported: \(Self.supportedSchedulers))"
         case .invalidWeight(let text):
             return "invalid weight '\(text)': expected an integer from 0 to 65535"
+        case .unknownSchedulerFlag(let name):
+            return "unknown scheduler flag '\(name)' (sh-fallback, sh-port, mh-fallback, mh-port)"
+        case .schedulerFlagNotAllowed(let flag, let scheduler):
+            return "scheduler flag '\(flag)' does not apply to scheduler \(scheduler.name)"
+        case .invalidPersistence(let text):
+            return "invalid persistence timeout '\(text)': expected seconds from 1 to 2678400"
+        case .invalidNetmask(let text):
+            return "invalid netmask '\(text)': expected a dotted IPv4 netmask or an IPv6 prefix length"
+        case .netmaskWithoutPersistence:
+            return "-M/--netmask needs -p/--persistent"
+        case .onePacketNeedsUDP:
+            return "-o/--ops (one-packet scheduling) applies to UDP services only"
+        case .invalidThreshold(let text):
+            return "invalid threshold '\(text)': expected an integer from 0 to 2147483647"
+        case .invalidTimeout(let text):
+            return "invalid timeout '\(text)': expected seconds from 0 (unchanged) to 2678400"
         case .invalidServiceAddress(let text, let reason):
             return "invalid service address '\(text)': \(reason)"
         case .invalidRealServerAddress(let text, let reason):

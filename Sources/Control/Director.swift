@@ -3,6 +3,7 @@ import Dataplane
 import Foundation
 import Logging
 import Packet
+import Scheduling
 
 /// How to run the director on an interface.
 public struct DirectorOptions: Sendable {
@@ -24,7 +25,11 @@ public struct DirectorOptions: Sendable {
 /// The running director: XDP program, one AF_XDP socket and worker per queue, and the control loop that
 /// keeps the workers' snapshot in step with the neighbour table. `stop()` undoes everything `start()` did.
 public final class Director {
-    public let configuration: DirectorConfig
+    public private(set) var configuration: DirectorConfig
+    /// Connection counts per real server, shared by the workers and kept across reloads.
+    public let counters = DestinationCounterStore()
+    /// Each configured real server's cell in `counters`.
+    private var counterIDs: [RealServerIdentity: UInt32] = [:]
     public let interface: NetworkInterface
     public let plan: QueuePlan
     private let options: DirectorOptions
@@ -68,6 +73,23 @@ public final class Director {
     }
 
     deinit { stop() }
+
+    /// Replaces the running configuration with `next` (weights, thresholds, schedulers, real servers,
+    /// timeouts): the workers adopt it between batches and existing connections keep their real servers
+    /// where those stay. On any error the running configuration stays. The set of virtual services cannot
+    /// change yet (their XDP map entries are written at start).
+    public func reload(_ next: DirectorConfig) throws {
+        try Self.checkMethods(next, sources: sourceAddresses)
+        guard next.services.map(\.key) == configuration.services.map(\.key) else {
+            throw ControlError("adding or removing virtual services needs a restart")
+        }
+        configuration = next
+        // New NAT real servers and local addresses must be steered before their first packets.
+        if let program { try writeMaps(program) }
+        _ = resolver?.refresh(realAddresses)
+        republish()
+        logger.info("configuration reloaded: \(next.services.count) services, \(next.services.reduce(0) { $0 + $1.reals.count }) real servers")
+    }
 
     /// Loads the program, opens the sockets, starts the workers, and attaches last, so no frame is
     /// redirected before a worker is there to take it. On failure everything made so far is undone.
@@ -175,17 +197,48 @@ public final class Director {
 
     private func makeSnapshot() -> ForwardingSnapshot {
         let macs = resolver?.macs ?? [:]
+        let ids = assignCounters()
         let services = configuration.services.map { service in
             SnapshotService(
                 key: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
-                scheduler: service.scheduler,
+                policy: service.policy,
                 destinations: service.reals.map { real in
-                    SnapshotDestination(weight: real.weight, mac: macs[real.endpoint.address], route: Self.route(of: real))
+                    SnapshotDestination(
+                        weight: real.weight, mac: macs[real.endpoint.address],
+                        counterID: ids[RealServerIdentity(service: service.key, endpoint: real.endpoint)],
+                        endpointHash: StableHash.endpoint(real.endpoint.address, port: real.endpoint.port),
+                        route: Self.route(of: real))
                 },
                 localAddresses: service.localAddresses)
         }
-        return ForwardingSnapshot(interfaceMAC: interface.mac, services: services, mtu: interface.mtu,
+        return ForwardingSnapshot(interfaceMAC: interface.mac, services: services, counters: counters,
+                                  timeouts: configuration.connectionTimeouts, mtu: interface.mtu,
                                   sourceAddresses: sourceAddresses)
+    }
+
+    /// Gives every configured real server a counter cell (keeping the ones it had), releases the cells of
+    /// servers that left, and writes the thresholds.
+    private func assignCounters() -> [RealServerIdentity: UInt32] {
+        var next: [RealServerIdentity: UInt32] = [:]
+        for service in configuration.services {
+            for real in service.reals {
+                let identity = RealServerIdentity(service: service.key, endpoint: real.endpoint)
+                guard let id = counterIDs[identity] ?? counters.allocate() else {
+                    logger.warning("no counter cell left for \(real.endpoint): it is scheduled without counts")
+                    continue
+                }
+                next[identity] = id
+                counters.setThresholds(id, upper: real.upperThreshold, lower: real.lowerThreshold)
+            }
+        }
+        for (identity, id) in counterIDs where next[identity] == nil { counters.release(id) }
+        counterIDs = next
+        return next
+    }
+
+    /// Active, inactive and persistent connection counts of a real server, across all workers.
+    public func counts(service: ServiceKey, server: Endpoint) -> DestinationCounts? {
+        counterIDs[RealServerIdentity(service: service, endpoint: server)].map { counters.counts($0) }
     }
 
     static func route(of real: RealServerConfig) -> DestinationRoute {
@@ -259,4 +312,10 @@ public struct DirectorStatistics: Sendable {
         }
         return lines.joined(separator: "\n")
     }
+}
+
+/// A real server of a service: what keeps its counters across configuration changes.
+struct RealServerIdentity: Hashable {
+    var service: ServiceKey
+    var endpoint: Endpoint
 }

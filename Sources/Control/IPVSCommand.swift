@@ -5,16 +5,19 @@ import Scheduling
 /// rules-file line (what `ipvsadm-save -n` prints). Values are resolved as ipvsadm resolves them: a real
 /// server without a port gets the service's; `-a` without `-g`/`-w` gets direct routing and weight 1.
 public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
-    /// `-A -t|-u ADDR:PORT -s SCHED`
-    case addService(ServiceKey, scheduler: SchedulerKind)
-    /// `-E -t|-u ADDR:PORT [-s SCHED]`: nil leaves the scheduler as it is.
-    case editService(ServiceKey, scheduler: SchedulerKind?)
+    /// `-A -t|-u ADDR:PORT [-s SCHED] [-b FLAGS] [-p [TIMEOUT]] [-M NETMASK] [-o]` (wlc without `-s`)
+    case addService(ServiceKey, scheduler: SchedulerKind, options: ServiceOptions = ServiceOptions())
+    /// `-E -t|-u ADDR:PORT [-s SCHED] [-b ...] [-p ...] [-M ...] [-o]`: a nil scheduler leaves it as it is;
+    /// nil options (none of -b/-p/-M/-o given) leave them as they are, otherwise they replace them all.
+    case editService(ServiceKey, scheduler: SchedulerKind?, options: ServiceOptions? = nil)
     /// `-D -t|-u ADDR:PORT`: the service and its real servers.
     case deleteService(ServiceKey)
     /// `-a -t|-u ADDR:PORT -r ADDR[:PORT] [-g] [-w W]`
     case addServer(ServiceKey, RealServerConfig)
-    /// `-e -t|-u ADDR:PORT -r ADDR[:PORT] [-g|-i|-m|--fullnat] [--tun-…] [-w W]`: nil leaves a field as it is.
-    case editServer(ServiceKey, server: Endpoint, weight: Int32?, method: ForwardingMethod?, tunnel: TunnelSettings? = nil)
+    /// `-e -t|-u ADDR:PORT -r ADDR[:PORT] [-g|-i|-m|--fullnat] [--tun-…] [-w W] [-x N] [-y N]`: nil leaves a
+    /// field as it is.
+    case editServer(ServiceKey, server: Endpoint, weight: Int32?, method: ForwardingMethod?, tunnel: TunnelSettings? = nil,
+                    upperThreshold: UInt32? = nil, lowerThreshold: UInt32? = nil)
     /// `-d -t|-u ADDR:PORT -r ADDR[:PORT]`
     case deleteServer(ServiceKey, server: Endpoint)
     /// `-C`: every service and real server.
@@ -23,6 +26,8 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     case addLocalAddress(ServiceKey, IPAddress)
     /// `-Q -t|-u ADDR:PORT -z LADDR`
     case deleteLocalAddress(ServiceKey, IPAddress)
+    /// `--set TCP TCPFIN UDP`: connection timeouts in seconds, 0 leaving one as it is.
+    case setTimeouts(TimeoutSettings)
 
     /// Parses one command from ipvsadm arguments (without the program name). Short options may be bundled
     /// (`-At ADDR`) and take their value attached or as the next argument; long options take it as the next
@@ -40,6 +45,13 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         var tunnelPort: UInt16? = nil
         var tunnelChecksum: Bool? = nil
         var localAddress: String? = nil
+        var flagNames: [String] = []
+        var persistence: UInt32? = nil
+        var netmaskText: String? = nil
+        var onePacket = false
+        var upper: UInt32? = nil
+        var lower: UInt32? = nil
+        var timeouts: TimeoutSettings? = nil
 
         func note(_ option: IPVSOptionKind) throws(ConfigError) {
             guard !given.contains(option) else { throw .duplicateOption(option.display) }
@@ -51,6 +63,43 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             case .command(let kind):
                 if let command { throw .multipleCommands(command.display, kind.display) }
                 command = kind
+                if kind == .setTimeouts {
+                    let values = [value ?? ""] + (try scanner.values(2, for: spec))
+                    let numbers = try values.map { (text: String) throws(ConfigError) -> UInt32 in
+                        guard let number = UInt32(text), TimeoutSettings.range.contains(number) else {
+                            throw .invalidTimeout(text)
+                        }
+                        return number
+                    }
+                    timeouts = TimeoutSettings(tcp: numbers[0], tcpFin: numbers[1], udp: numbers[2])
+                }
+            case .schedulerFlags:
+                try note(.schedulerFlags)
+                flagNames = (value ?? "").split(separator: ",").map(String.init)
+                if flagNames.isEmpty { throw .unknownSchedulerFlag(value ?? "") }
+            case .persistent:
+                try note(.persistent)
+                if let value {
+                    guard let number = UInt32(value), ServiceOptions.persistenceRange.contains(number) else {
+                        throw .invalidPersistence(value)
+                    }
+                    persistence = number
+                } else {
+                    persistence = ServicePolicy.defaultPersistence
+                }
+            case .netmask:
+                try note(.netmask)
+                netmaskText = value ?? ""
+            case .onePacket:
+                try note(.onePacket)
+                onePacket = true
+            case .upperThreshold, .lowerThreshold:
+                let isUpper: Bool
+                if case .upperThreshold = spec.role { isUpper = true } else { isUpper = false }
+                try note(isUpper ? .upperThreshold : .lowerThreshold)
+                guard let text = value, let number = UInt32(text), RealServerConfig.thresholdRange.contains(number)
+                else { throw .invalidThreshold(value ?? "") }
+                if isUpper { upper = number } else { lower = number }
             case .service(let proto):
                 try note(.service)
                 do throws(EndpointError) {
@@ -109,6 +158,10 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             self = .clear
             return
         }
+        if command == .setTimeouts, let timeouts {
+            self = .setTimeouts(timeouts)
+            return
+        }
         // Both are present where the command requires them: the loop above has checked.
         guard let service else {
             throw .missingOption(option: IPVSOptionKind.service.display, command: command.display)
@@ -123,24 +176,37 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
 
         let tunnel = try Self.tunnelSettings(method: method, kind: tunnelKind, port: tunnelPort,
                                              checksum: tunnelChecksum, editing: command == .editServer)
+        let serviceOptionsGiven = given.contains(.schedulerFlags) || given.contains(.persistent)
+            || given.contains(.netmask) || given.contains(.onePacket)
+        var options = ServiceOptions(persistence: persistence, onePacket: onePacket)
+        if let netmaskText { options.netmask = try Self.parseNetmask(netmaskText, of: service) }
+        for name in flagNames {
+            guard let (flag, owner) = SchedulerFlags.parse(name) else { throw .unknownSchedulerFlag(name) }
+            let target = scheduler ?? (command == .addService ? SchedulerKind.default : owner ?? .sh)
+            guard owner == nil || owner == target else {
+                throw .schedulerFlagNotAllowed(flag: name, scheduler: target)
+            }
+            options.schedulerFlags.insert(flag)
+        }
 
         switch command {
         case .addService:
-            guard let scheduler else { throw .schedulerRequired }
-            self = .addService(service, scheduler: scheduler)
+            self = .addService(service, scheduler: scheduler ?? .default, options: options)
         case .editService:
-            self = .editService(service, scheduler: scheduler)
+            self = .editService(service, scheduler: scheduler, options: serviceOptionsGiven ? options : nil)
         case .deleteService:
             self = .deleteService(service)
         case .addServer:
             let real = RealServerConfig(endpoint: try requireServer(), weight: weight ?? 1,
-                                        method: method ?? .directRouting, tunnel: tunnel ?? .ipip)
+                                        method: method ?? .directRouting, tunnel: tunnel ?? .ipip,
+                                        upperThreshold: upper ?? 0, lowerThreshold: lower ?? 0)
             self = .addServer(service, real)
         case .editServer:
-            self = .editServer(service, server: try requireServer(), weight: weight, method: method, tunnel: tunnel)
+            self = .editServer(service, server: try requireServer(), weight: weight, method: method, tunnel: tunnel,
+                               upperThreshold: upper, lowerThreshold: lower)
         case .deleteServer:
             self = .deleteServer(service, server: try requireServer())
-        case .clear:
+        case .clear, .setTimeouts:
             self = .clear
         case .addLocalAddress, .deleteLocalAddress:
             guard let address = IPAddress(localAddress ?? ""), address.family == service.endpoint.address.family
@@ -186,19 +252,23 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     /// The command as `ipvsadm-save -n` writes it; parsing these arguments gives the command back.
     public var arguments: [String] {
         switch self {
-        case .addService(let key, let scheduler):
-            return ["-A"] + key.arguments + ["-s", scheduler.name]
-        case .editService(let key, let scheduler):
+        case .addService(let key, let scheduler, let options):
+            return ["-A"] + key.arguments + ["-s", scheduler.name] + Self.arguments(options, scheduler, key)
+        case .editService(let key, let scheduler, let options):
             return ["-E"] + key.arguments + (scheduler.map { ["-s", $0.name] } ?? [])
+                + (options.map { Self.arguments($0, scheduler ?? .sh, key) } ?? [])
         case .deleteService(let key):
             return ["-D"] + key.arguments
         case .addServer(let key, let real):
             return ["-a"] + key.arguments + ["-r", real.endpoint.description, real.method.option]
                 + (real.method == .tunnel ? real.tunnel.arguments : []) + ["-w", String(real.weight)]
-        case .editServer(let key, let server, let weight, let method, let tunnel):
+                + (real.upperThreshold != 0 ? ["-x", String(real.upperThreshold)] : [])
+                + (real.lowerThreshold != 0 ? ["-y", String(real.lowerThreshold)] : [])
+        case .editServer(let key, let server, let weight, let method, let tunnel, let upper, let lower):
             return ["-e"] + key.arguments + ["-r", server.description]
                 + (method.map { [$0.option] } ?? []) + (tunnel?.arguments ?? [])
                 + (weight.map { ["-w", String($0)] } ?? [])
+                + (upper.map { ["-x", String($0)] } ?? []) + (lower.map { ["-y", String($0)] } ?? [])
         case .deleteServer(let key, let server):
             return ["-d"] + key.arguments + ["-r", server.description]
         case .clear:
@@ -207,7 +277,63 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             return ["-P"] + key.arguments + ["-z", address.description]
         case .deleteLocalAddress(let key, let address):
             return ["-Q"] + key.arguments + ["-z", address.description]
+        case .setTimeouts(let t):
+            return ["--set", String(t.tcp), String(t.tcpFin), String(t.udp)]
         }
+    }
+
+    /// Service options in `ipvsadm-save`'s order: `-b FLAGS`, `-p TIMEOUT`, `-M MASK` (dotted for IPv4, a
+    /// length for IPv6, only when persistent and narrower than the whole address), `-o`.
+    static func arguments(_ options: ServiceOptions, _ scheduler: SchedulerKind, _ key: ServiceKey) -> [String] {
+        var words: [String] = []
+        if !options.schedulerFlags.isEmpty {
+            words += ["-b", options.schedulerFlags.names(for: scheduler).joined(separator: ",")]
+        }
+        if let persistence = options.persistence {
+            words += ["-p", String(persistence)]
+            let ipv4 = key.endpoint.address.family == .ipv4
+            if let prefix = options.netmask, prefix != (ipv4 ? 32 : 128) {
+                if ipv4 {
+                    let mask = UInt32(truncatingIfNeeded: ServicePolicy.mask(prefix: prefix, ipv6: false).1)
+                    words += ["-M", IPAddress.v4(mask).description]
+                } else {
+                    words += ["-M", String(prefix)]
+                }
+            }
+        }
+        if options.onePacket { words.append("-o") }
+        return words
+    }
+
+    /// `-M`: a contiguous dotted netmask for an IPv4 service, a prefix length (0...128) for an IPv6 one.
+    static func parseNetmask(_ text: String, of key: ServiceKey) throws(ConfigError) -> Int {
+        if key.endpoint.address.family == .ipv6 {
+            guard let prefix = Int(text), (0...128).contains(prefix) else { throw .invalidNetmask(text) }
+            return prefix
+        }
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { throw .invalidNetmask(text) }
+        var mask: UInt32 = 0
+        for part in parts {
+            guard let byte = UInt8(part) else { throw .invalidNetmask(text) }
+            mask = mask << 8 | UInt32(byte)
+        }
+        let ones = (~mask).leadingZeroBitCount
+        guard mask == (ones == 0 ? 0 : UInt32.max << UInt32(32 - ones)) else { throw .invalidNetmask(text) }
+        return ones
+    }
+
+    /// The checks on a service's options that need the scheduler and the protocol.
+    static func checkOptions(_ options: ServiceOptions, scheduler: SchedulerKind, of key: ServiceKey) throws(ConfigError) {
+        let stray = options.schedulerFlags.subtracting(scheduler.acceptedFlags)
+        if !stray.isEmpty {
+            throw .schedulerFlagNotAllowed(flag: stray.contains(.fallback) ? "flag-1" : "flag-2", scheduler: scheduler)
+        }
+        if options.netmask != nil && options.persistence == nil { throw .netmaskWithoutPersistence }
+        if let persistence = options.persistence, !ServiceOptions.persistenceRange.contains(persistence) {
+            throw .invalidPersistence(String(persistence))
+        }
+        if options.onePacket && key.proto != .udp { throw .onePacketNeedsUDP }
     }
 
     /// `-a -t 192.0.2.10:80 -r 198.51.100.11:80 -g -w 3`
@@ -219,13 +345,23 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .clear:
             return
-        case .addService(let key, _), .editService(let key, _), .deleteService(let key):
+        case .setTimeouts(let t):
+            for value in [t.tcp, t.tcpFin, t.udp] where !TimeoutSettings.range.contains(value) {
+                throw .invalidTimeout(String(value))
+            }
+        case .addService(let key, let scheduler, let options):
+            try Self.checkService(key)
+            try Self.checkOptions(options, scheduler: scheduler, of: key)
+        case .editService(let key, let scheduler, let options):
+            try Self.checkService(key)
+            if let scheduler, let options { try Self.checkOptions(options, scheduler: scheduler, of: key) }
+        case .deleteService(let key):
             try Self.checkService(key)
         case .addServer(let key, let real):
             try Self.checkService(key)
             try Self.checkReal(real.endpoint, method: real.method, of: key)
             try Self.checkWeight(real.weight)
-        case .editServer(let key, let server, let weight, let method, _):
+        case .editServer(let key, let server, let weight, let method, _, _, _):
             try Self.checkService(key)
             try Self.checkRealAddress(server, of: key, mixedFamilyAllowed: true)
             if let method { try Self.checkReal(server, method: method, of: key) }
@@ -266,8 +402,8 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     }
 
     static func parseScheduler(_ name: String) throws(ConfigError) -> SchedulerKind {
+        if name.isEmpty { throw .missingValue(IPVSOptionKind.scheduler.display) }
         if let kind = SchedulerKind(name: name) { return kind }
-        if IPVSSchedulerNames.all.contains(name) { throw .unsupportedScheduler(name) }
         throw .unknownScheduler(name)
     }
 }
@@ -294,6 +430,7 @@ struct IPVSArgumentScanner {
                 defer { bundle = "" }
                 return (spec, String(bundle))
             }
+            if spec.optionalValue { return (spec, optionalValue()) }
             return (spec, try nextValue(for: spec))
         }
         guard index < arguments.count else { return nil }
@@ -317,10 +454,25 @@ struct IPVSArgumentScanner {
                 return (spec, nil)
             }
             if let attached { return (spec, attached) }
+            if spec.optionalValue { return (spec, optionalValue()) }
             return (spec, try nextValue(for: spec))
         }
         bundle = argument.dropFirst()
         return try next()
+    }
+
+    /// The next argument when it is a number (an optional value such as `-p`'s), else nil.
+    private mutating func optionalValue() -> String? {
+        guard index < arguments.count, let first = arguments[index].first, first.isNumber else { return nil }
+        index += 1
+        return arguments[index - 1]
+    }
+
+    /// `count` more values for an option that takes several (`--set TCP TCPFIN UDP`).
+    mutating func values(_ count: Int, for spec: IPVSOptionSpec) throws(ConfigError) -> [String] {
+        var result: [String] = []
+        for _ in 0..<count { result.append(try nextValue(for: spec)) }
+        return result
     }
 
     /// The next argument as a value, unless there is none or it is an option (`-w -1` is a value).

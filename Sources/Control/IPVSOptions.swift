@@ -3,7 +3,7 @@
 
 /// The commands this version implements.
 enum IPVSCommandKind: Sendable {
-    case addService, editService, deleteService, addServer, editServer, deleteServer, clear
+    case addService, editService, deleteService, addServer, editServer, deleteServer, clear, setTimeouts
     case addLocalAddress, deleteLocalAddress
 
     /// `-A/--add-service`, for messages.
@@ -18,6 +18,7 @@ enum IPVSCommandKind: Sendable {
         case .clear: return "-C/--clear"
         case .addLocalAddress: return "-P/--add-laddr"
         case .deleteLocalAddress: return "-Q/--del-laddr"
+        case .setTimeouts: return "--set"
         }
     }
 }
@@ -26,9 +27,16 @@ enum IPVSCommandKind: Sendable {
 enum IPVSOptionKind: Sendable, CaseIterable {
     case service, scheduler, realServer, forwardingMethod, weight, tunnelType, tunnelPort, tunnelChecksum
     case localAddress
+    case schedulerFlags, persistent, netmask, onePacket, upperThreshold, lowerThreshold
 
     var display: String {
         switch self {
+        case .schedulerFlags: return "-b/--sched-flags"
+        case .persistent: return "-p/--persistent"
+        case .netmask: return "-M/--netmask"
+        case .onePacket: return "-o/--ops"
+        case .upperThreshold: return "-x/--u-threshold"
+        case .lowerThreshold: return "-y/--l-threshold"
         case .service: return "-t/--tcp-service or -u/--udp-service"
         case .scheduler: return "-s/--scheduler"
         case .realServer: return "-r/--real-server"
@@ -43,11 +51,22 @@ enum IPVSOptionKind: Sendable, CaseIterable {
 
     enum Use { case required, optional, refused }
 
-    /// As ipvsadm's table of commands and options has it, except that `-A` needs `-s` (checked apart, to
-    /// say why) until IPVS's default wlc is implemented.
+    /// As ipvsadm's table of commands and options has it.
     func use(with command: IPVSCommandKind) -> Use {
         switch (self, command) {
-        case (_, .clear):
+        case (_, .clear), (_, .setTimeouts):
+            return .refused
+        case (.schedulerFlags, .addService), (.schedulerFlags, .editService),
+             (.persistent, .addService), (.persistent, .editService),
+             (.netmask, .addService), (.netmask, .editService),
+             (.onePacket, .addService), (.onePacket, .editService):
+            return .optional
+        case (.schedulerFlags, _), (.persistent, _), (.netmask, _), (.onePacket, _):
+            return .refused
+        case (.upperThreshold, .addServer), (.upperThreshold, .editServer),
+             (.lowerThreshold, .addServer), (.lowerThreshold, .editServer):
+            return .optional
+        case (.upperThreshold, _), (.lowerThreshold, _):
             return .refused
         case (.service, _):
             return .required
@@ -89,6 +108,12 @@ struct IPVSOptionSpec: Sendable {
         /// `--tun-csum` (true) or `--tun-nocsum` (false).
         case tunnelChecksum(Bool)
         case localAddress
+        case schedulerFlags
+        case persistent
+        case netmask
+        case onePacket
+        case upperThreshold
+        case lowerThreshold
         /// Known to ipvsadm, not implemented here yet; the note says what to do instead.
         case unsupported(note: String?)
     }
@@ -97,6 +122,8 @@ struct IPVSOptionSpec: Sendable {
     let long: String
     let takesValue: Bool
     let role: Role
+    /// The value may be left out (`-p [timeout]`): the next argument is taken only when it is a number.
+    var optionalValue = false
 
     /// `-w/--weight` or `--pe`.
     var display: String { short.map { "-\($0)/--\(long)" } ?? "--\(long)" }
@@ -123,7 +150,7 @@ struct IPVSOptionSpec: Sendable {
         .init(short: "L", long: "list", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "l", long: "list", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "Z", long: "zero", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "set", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "set", takesValue: true, role: .command(.setTimeouts)),
         .init(short: nil, long: "start-daemon", takesValue: true, role: .unsupported(note: nil)),
         .init(short: nil, long: "stop-daemon", takesValue: true, role: .unsupported(note: nil)),
         .init(short: "h", long: "help", takesValue: false, role: .unsupported(note: nil)),
@@ -134,11 +161,11 @@ struct IPVSOptionSpec: Sendable {
         .init(short: "f", long: "fwmark-service", takesValue: true, role: .unsupported(note: nil)),
         .init(short: "6", long: "ipv6", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "s", long: "scheduler", takesValue: true, role: .scheduler),
-        .init(short: "b", long: "sched-flags", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: "p", long: "persistent", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "M", long: "netmask", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "b", long: "sched-flags", takesValue: true, role: .schedulerFlags),
+        .init(short: "p", long: "persistent", takesValue: true, role: .persistent, optionalValue: true),
+        .init(short: "M", long: "netmask", takesValue: true, role: .netmask),
         .init(short: nil, long: "pe", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: "o", long: "ops", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "o", long: "ops", takesValue: false, role: .onePacket),
         // Real servers.
         .init(short: "r", long: "real-server", takesValue: true, role: .realServer),
         .init(short: "g", long: "gatewaying", takesValue: false, role: .method(.directRouting)),
@@ -152,8 +179,8 @@ struct IPVSOptionSpec: Sendable {
         .init(short: nil, long: "tun-remcsum", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "w", long: "weight", takesValue: true, role: .weight),
         .init(short: "z", long: "laddr", takesValue: true, role: .localAddress),
-        .init(short: "x", long: "u-threshold", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: "y", long: "l-threshold", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "x", long: "u-threshold", takesValue: true, role: .upperThreshold),
+        .init(short: "y", long: "l-threshold", takesValue: true, role: .lowerThreshold),
         // Listing and connection synchronisation.
         .init(short: "n", long: "numeric", takesValue: false, role: .unsupported(note: nil)),
         .init(short: "c", long: "connection", takesValue: false, role: .unsupported(note: nil)),
@@ -172,12 +199,5 @@ struct IPVSOptionSpec: Sendable {
         .init(short: nil, long: "mcast-ttl", takesValue: true, role: .unsupported(note: nil)),
         .init(short: nil, long: "syncid", takesValue: true, role: .unsupported(note: nil)),
         .init(short: nil, long: "sync-maxlen", takesValue: true, role: .unsupported(note: nil)),
-    ]
-}
-
-/// The schedulers IPVS has, so that one not implemented here is told apart from a misspelling.
-enum IPVSSchedulerNames {
-    static let all: Set<String> = [
-        "rr", "wrr", "lc", "wlc", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "twos",
     ]
 }

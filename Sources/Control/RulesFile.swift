@@ -21,8 +21,11 @@ public enum RulesFile {
     /// (`-a`) and its FULLNAT local addresses (`-P`), in insertion order, one line each, every line ending in a newline.
     public static func save(_ config: DirectorConfig) -> String {
         var text = ""
+        // ipvsadm-save leaves timeouts out; a rules file that set them keeps them, first.
+        if let timeouts = config.timeouts { text += IPVSCommand.setTimeouts(timeouts).description + "\n" }
         for service in config.services {
-            text += IPVSCommand.addService(service.key, scheduler: service.scheduler).description + "\n"
+            text += IPVSCommand.addService(service.key, scheduler: service.scheduler, options: service.options)
+                .description + "\n"
             for real in service.reals {
                 text += IPVSCommand.addServer(service.key, real).description + "\n"
             }

@@ -26,8 +26,7 @@ struct ConnectionExtra {
 public struct ForwardingEngine: ~Copyable {
     private var snapshot: ForwardingSnapshot
     private var view: SnapshotView
-    private var connections: ConnectionTable
-    private var schedulerStates: UnsafeMutableBufferPointer<SchedulerState>
+    private var tracker: ConnectionTracker
     private var parsed = ParsedFrame()
     private let counters: CounterWriter
     private let replyIndex: ReplyIndex
@@ -46,8 +45,10 @@ public struct ForwardingEngine: ~Copyable {
                 replies: ReplyIndex? = nil, worker: Int = 0) {
         self.snapshot = snapshot
         view = snapshot.view
-        connections = ConnectionTable(capacity: connectionCapacity)
-        schedulerStates = Self.makeStates(for: snapshot.view)
+        tracker = ConnectionTracker(capacity: connectionCapacity, counters: snapshot.counters,
+                                    timeouts: snapshot.timeouts,
+                                    seed: UInt64(UInt(bitPattern: ObjectIdentifier(counters).hashValue)) | 1)
+        tracker.adopt(services: snapshot.view.policies, destinations: snapshot.view.destinations)
         self.counters = counters.writer
         let index = replies ?? (try? ReplyIndex(partitions: 1, entriesPerPartition: connectionCapacity))
             ?? { fatalError("cannot reserve memory for the reply index") }()
@@ -55,21 +56,20 @@ public struct ForwardingEngine: ~Copyable {
         self.replies = index.view(partition: worker)
         ports = LocalPortAllocator(worker: self.replies.own, workers: index.partitions,
                                    addressCount: snapshot.view.localAddresses.count)
-        extras = .allocate(capacity: connections.slotCount)
+        extras = .allocate(capacity: tracker.slotCount)
         extras.initialize(repeating: ConnectionExtra())
     }
 
     deinit {
-        schedulerStates.deallocate()
         extras.deallocate()
     }
 
-    /// Switches to a new configuration. Scheduler positions restart (IPVS does the same when a service's
-    /// destinations change); connections keep their real servers, FULLNAT ports their local addresses.
+    /// Switches to a new configuration: connections follow their real servers to their new indices, those
+    /// whose server is gone expire at their next packet (see `ConnectionTracker.adopt`); FULLNAT ports keep
+    /// their local addresses.
     public mutating func adopt(_ next: ForwardingSnapshot) {
-        let states = Self.makeStates(for: next.view)
-        schedulerStates.deallocate()
-        schedulerStates = states
+        tracker.adopt(services: next.view.policies, destinations: next.view.destinations)
+        if tracker.timeouts != next.timeouts { tracker.timeouts = next.timeouts }
         let old = view.localAddresses, new = next.view.localAddresses
         let mapping = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(new.count, 1))
         for (index, address) in new.enumerated() { mapping[index] = Int32(old.firstIndex(of: address) ?? -1) }
@@ -83,6 +83,11 @@ public struct ForwardingEngine: ~Copyable {
         mapping.deallocate()
         snapshot = next
         view = next.view
+    }
+
+    /// Reclaims expired connections, a bounded number of slots at a time; call between batches.
+    public mutating func sweep(now: UInt32, limit: Int = 64) {
+        tracker.sweep(now: now, limit: limit)
     }
 
     /// Decides and applies the fate of one frame of `length` bytes at `frame`, which has `headroom` bytes
@@ -100,29 +105,28 @@ public struct ForwardingEngine: ~Copyable {
         let destination: Int
         var slot: Int? = nil
         var isNew = false
-        if let found = connections.find(parsed.key, now: now),
-           Int(connections.destination(at: found)) < view.destinations.count {
+        switch tracker.admit(parsed.key, tcpFlags: parsed.tcpFlags, service: service, now: now) {
+        case .existing(let chosen, let found):
+            destination = chosen
             slot = found
-            destination = Int(connections.destination(at: found))
-            connections.update(at: found, tcpFlags: parsed.tcpFlags, now: now)
-        } else {
-            // As IPVS: only a SYN opens a TCP connection; a stray segment is not scheduled.
-            if parsed.key.proto == IPProtocolNumber.tcp && parsed.tcpFlags & 0x17 != 0x02 {  // SYN without ACK/FIN/RST
-                return .drop(.dropTCPWithoutConnection)
-            }
-            guard let chosen = Scheduler.select(view.services[service].scheduler, state: &schedulerStates[service],
-                                                destinations: view.destinations(of: service), flow: parsed.key)
-            else { return .drop(.dropNoDestination) }
-            destination = Int(view.services[service].first) + chosen
-            slot = connections.insert(parsed.key, service: UInt32(service), destination: UInt32(destination),
-                                      tcpFlags: parsed.tcpFlags, now: now)
-            if let slot { extras[slot] = ConnectionExtra() } else { counters.add(.connectionTableFull) }
+        case .new(let chosen, let placed):
+            destination = chosen
+            slot = placed
             isNew = true
+            if let placed { extras[placed] = ConnectionExtra() }
+        case .overflow(let chosen):
+            // Untracked (slot nil): a translated flow republishes its reply entry on every packet.
+            destination = chosen
+            counters.add(.connectionTableFull)
+        case .drop(.noDestination):
+            return .drop(.dropNoDestination)
+        case .drop(.noConnection), .drop(.destinationRemoved):
+            return .drop(.dropTCPWithoutConnection)
         }
         let verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                               slot: slot, isNew: isNew, now: now)
         if isNew {
-            if case .transmit = verdict { counters.add(.newConnections) } else if let slot { connections.remove(at: slot) }
+            if case .transmit = verdict { counters.add(.newConnections) } else if let slot { tracker.remove(at: slot) }
         }
         return verdict
     }
@@ -151,12 +155,12 @@ public struct ForwardingEngine: ~Copyable {
                 guard extra.localAddress >= 0 else { return .drop(.dropLocalPortsExhausted) }
                 let local = view.localAddresses[Int(extra.localAddress)]
                 source = L4Endpoint(address: Self.address(local.family, local.hi, local.lo), port: extra.localPort)
-            } else if isNew {
+            } else if isNew || slot == nil {
                 let reply = Self.replyKey(of: parsed.key, server: route, to: parsed.key.srcHi, parsed.key.srcLo, parsed.key.srcPort)
                 if let verdict = publish(reply, slot: slot, fullNAT: false, frame: frame, now: now) { return verdict }
             }
             if let slot {
-                let expires = connections.expiry(at: slot)
+                let expires = tracker.expiry(at: slot)
                 extras[slot].expires = expires
                 if extras[slot].replyEntry >= 0 { replies.refresh(extras[slot].replyEntry, expires: expires) }
             }
@@ -240,7 +244,7 @@ public struct ForwardingEngine: ~Copyable {
             sourceHi: key.dstHi, sourceLo: key.dstLo, sourcePort: key.dstPort,
             destinationHi: key.srcHi, destinationLo: key.srcLo, destinationPort: key.srcPort,
             clientMAC: Self.sourceMAC(of: frame), fullNAT: fullNAT)
-        let expires = slot.map { connections.expiry(at: $0) } ?? now &+ 60
+        let expires = slot.map { tracker.expiry(at: $0) } ?? now &+ 60
         guard let entry = replies.insert(reply, value, expires: expires, now: now) else {
             return .drop(.dropReplyIndexFull)
         }
@@ -311,10 +315,8 @@ public struct ForwardingEngine: ~Copyable {
 
     private mutating func icmpTowardsServer(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
                                             flow: FlowKey, now: UInt32) -> FrameVerdict {
-        guard let slot = connections.find(flow, now: now),
-              Int(connections.destination(at: slot)) < view.destinations.count
+        guard let (slot, destination) = tracker.find(flow, now: now), destination < view.destinations.count
         else { return .drop(.dropICMPWithoutConnection) }
-        let destination = Int(connections.destination(at: slot))
         let mac = view.macs[destination]
         guard mac != 0 else { return .drop(.dropUnresolvedDestination) }
         let route = view.routes[destination]
@@ -386,14 +388,5 @@ public struct ForwardingEngine: ~Copyable {
         case .malformed: return .dropMalformed
         case .badIPv4Checksum: return .dropBadIPv4Checksum
         }
-    }
-
-    private static func makeStates(for view: SnapshotView) -> UnsafeMutableBufferPointer<SchedulerState> {
-        let states = UnsafeMutableBufferPointer<SchedulerState>.allocate(capacity: max(view.services.count, 1))
-        for index in 0..<view.services.count {
-            states.initializeElement(at: index, to: Scheduler.makeState(view.services[index].scheduler,
-                                                                         destinations: view.destinations(of: index)))
-        }
-        return states
     }
 }

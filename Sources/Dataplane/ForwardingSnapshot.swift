@@ -29,15 +29,21 @@ public struct VIPKey: Hashable, Sendable {
 /// What a snapshot is built from: one service and its real servers, in configuration order.
 public struct SnapshotService: Sendable {
     public var key: VIPKey
-    public var scheduler: SchedulerKind
+    /// Scheduler, flags, persistence, one-packet (`first`/`count` are filled in by the snapshot).
+    public var policy: ServicePolicy
     public var destinations: [SnapshotDestination]
     /// FULLNAT source addresses (`-P`), any family; a real server uses those of its own family.
     public var localAddresses: [IPAddress]
 
-    public init(key: VIPKey, scheduler: SchedulerKind, destinations: [SnapshotDestination],
-                localAddresses: [IPAddress] = []) {
-        self.key = key; self.scheduler = scheduler; self.destinations = destinations
+    public var scheduler: SchedulerKind { policy.scheduler }
+
+    public init(key: VIPKey, policy: ServicePolicy, destinations: [SnapshotDestination], localAddresses: [IPAddress] = []) {
+        self.key = key; self.policy = policy; self.destinations = destinations
         self.localAddresses = localAddresses
+    }
+
+    public init(key: VIPKey, scheduler: SchedulerKind, destinations: [SnapshotDestination]) {
+        self.init(key: key, policy: ServicePolicy(scheduler: scheduler, ipv6: key.family == 6), destinations: destinations)
     }
 }
 
@@ -45,11 +51,17 @@ public struct SnapshotDestination: Sendable {
     public var weight: Int32
     /// nil while the neighbour table has no address for the real server: it gets no new connections.
     public var mac: MACAddress?
+    /// The real server's cell in the snapshot's counter store: its identity across snapshots.
+    public var counterID: UInt32?
+    /// `StableHash.endpoint` of the real server's address and port (Maglev).
+    public var endpointHash: UInt64
     /// How packets reach it, and its address where the method needs one.
     public var route: DestinationRoute
 
-    public init(weight: Int32, mac: MACAddress?, route: DestinationRoute = .directRouting) {
-        self.weight = weight; self.mac = mac; self.route = route
+    public init(weight: Int32, mac: MACAddress?, counterID: UInt32? = nil, endpointHash: UInt64 = 0,
+                route: DestinationRoute = .directRouting) {
+        self.weight = weight; self.mac = mac; self.counterID = counterID; self.endpointHash = endpointHash
+        self.route = route
     }
 }
 
@@ -92,7 +104,12 @@ struct LocalAddressSlot: Equatable {
 /// freed when the last worker lets go of it.
 public final class ForwardingSnapshot: @unchecked Sendable {
     public let interfaceMAC: MACAddress
+    /// Per-destination connection counts shared by all workers; kept by the control side across snapshots.
+    public let counters: DestinationCounterStore?
+    /// `ipvsadm --set`: applied by the workers when they adopt the snapshot.
+    public let timeouts: ConnectionTimeouts
     let view: SnapshotView
+    private let policies: UnsafeMutableBufferPointer<ServicePolicy>
     private let services: UnsafeMutableBufferPointer<ServiceSlot>
     private let destinations: UnsafeMutableBufferPointer<SchedulingDestination>
     private let macs: UnsafeMutableBufferPointer<UInt64>
@@ -104,11 +121,15 @@ public final class ForwardingSnapshot: @unchecked Sendable {
 
     /// `mtu` bounds what tunnelling may send; `sourceAddresses` are the director's own (one per family is
     /// used): the outer source of tunnelled packets and the source of the ICMP errors the director sends.
-    public init(interfaceMAC: MACAddress, services input: [SnapshotService], mtu: Int = 1500,
+    public init(interfaceMAC: MACAddress, services input: [SnapshotService],
+                counters: DestinationCounterStore? = nil, timeouts: ConnectionTimeouts = .init(), mtu: Int = 1500,
                 sourceAddresses: [IPAddress] = []) {
         self.interfaceMAC = interfaceMAC
+        self.counters = counters
+        self.timeouts = timeouts
         let destinationCount = input.reduce(0) { $0 + $1.destinations.count }
         services = .allocate(capacity: max(input.count, 1))
+        policies = .allocate(capacity: max(input.count, 1))
         destinations = .allocate(capacity: max(destinationCount, 1))
         macs = .allocate(capacity: max(destinationCount, 1))
         routes = .allocate(capacity: max(destinationCount, 1))
@@ -119,8 +140,16 @@ public final class ForwardingSnapshot: @unchecked Sendable {
         for (index, service) in input.enumerated() {
             services[index] = ServiceSlot(key: service.key, scheduler: service.scheduler,
                                           first: Int32(next), count: Int32(service.destinations.count))
+            var policy = service.policy
+            policy.first = Int32(next)
+            policy.count = Int32(service.destinations.count)
+            policies[index] = policy
             for destination in service.destinations {
-                destinations[next] = SchedulingDestination(weight: destination.weight, isAvailable: destination.mac != nil)
+                let cell = destination.counterID.flatMap { id in counters.map { $0.cell(id) } }
+                destinations[next] = SchedulingDestination(
+                    weight: destination.weight, isAvailable: destination.mac != nil,
+                    counterID: cell == nil ? SchedulingDestination.noCounters : destination.counterID!,
+                    counters: cell, endpointHash: destination.endpointHash)
                 macs[next] = destination.mac?.value ?? 0
                 routes[next] = destination.route
                 next += 1
@@ -165,6 +194,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
             lookup[slot] = Int32(index)
         }
         view = SnapshotView(services: UnsafeBufferPointer(rebasing: services[0..<input.count]),
+                            policies: UnsafeBufferPointer(rebasing: policies[0..<input.count]),
                             destinations: UnsafeBufferPointer(rebasing: destinations[0..<destinationCount]),
                             macs: UnsafeBufferPointer(rebasing: macs[0..<destinationCount]),
                             routes: UnsafeBufferPointer(rebasing: routes[0..<destinationCount]),
@@ -175,7 +205,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     }
 
     deinit {
-        services.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
+        services.deallocate(); policies.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
         routes.deallocate(); localAddresses.deallocate(); serviceLocalAddresses.deallocate()
     }
 
@@ -197,6 +227,8 @@ struct LocalAddressRange {
 /// The snapshot as the hot path reads it: pointers only, valid while the snapshot is held.
 struct SnapshotView {
     let services: UnsafeBufferPointer<ServiceSlot>
+    /// Parallel to `services`: what the connection tracker needs.
+    let policies: UnsafeBufferPointer<ServicePolicy>
     let destinations: UnsafeBufferPointer<SchedulingDestination>
     let macs: UnsafeBufferPointer<UInt64>
     let routes: UnsafeBufferPointer<DestinationRoute>

@@ -81,7 +81,9 @@ public final class Worker: @unchecked Sendable {
                 (snapshot, generation) = exchange.load()
                 engine.adopt(snapshot)
             }
-            let received = loop.runBatch(engine: &engine, now: Self.coarseSeconds())
+            let now = Self.coarseSeconds()
+            let received = loop.runBatch(engine: &engine, now: now)
+            engine.sweep(now: now)
             if received == 0 {
                 loop.idle(waitMode: waitMode)
                 runningCPU.store(Int(cxdp_current_cpu()), ordering: .relaxed)

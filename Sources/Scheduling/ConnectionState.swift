@@ -34,16 +34,11 @@ public enum ConnectionState: UInt8, CaseIterable, Sendable {
         }
     }
 
-    /// Whether IPVS counts a connection in this state as active (ActiveConn) rather than inactive (InActConn),
-    /// as the least-connection schedulers weigh them: SYN_SENT, SYN_RECV, SYNACK and ESTABLISHED.
-    /// Non-TCP connections are always inactive.
+    /// Whether IPVS counts a connection in this state as active (ActiveConn) rather than inactive
+    /// (InActConn): ESTABLISHED only (IPVS's TCP state transition moves the count on entering and leaving
+    /// it). Non-TCP connections are always inactive.
     @inlinable
-    public var isActive: Bool {
-        switch self {
-        case .established, .synSent, .synReceived, .synAck: return true
-        default: return false
-        }
-    }
+    public var isActive: Bool { self == .established }
 }
 
 /// Which way a packet of a connection travels, for the TCP state machine.

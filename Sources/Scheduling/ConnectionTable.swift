@@ -1,4 +1,5 @@
 import Packet
+import Synchronization
 
 /// One worker's connection table: flow → (service, real server, state, expiry), fixed capacity.
 ///
@@ -9,17 +10,20 @@ import Packet
 /// Layout: open addressing with linear probing over a power-of-two number of slots, at least twice
 /// `capacity`, so the table is never more than half full. A parallel array of 16-bit tags (from the flow hash;
 /// 0 = empty) lets a probe skip non-matching slots without touching the 64-byte entries. An entry always sits
-/// within `probeLimit` slots of its home slot, so `find` and `insert` look at no more than that many slots;
-/// deletion shifts later entries of the run back (no tombstones), so runs stay short.
+/// within `probeLimit` slots of its home slot, so `find` and `insert` look at no more than that many slots.
+/// Deletion leaves a tombstone (turned back into an empty slot when it ends a run), so entries never move.
 ///
 /// Time: `now` is a monotonic seconds counter supplied by the caller (never read from a clock here).
 /// An entry with expiry `e` is live while `now < e` (compared with wrap-around arithmetic) and expired from
 /// `now == e` on. Expired entries are not removed at once: `find` ignores them, `insert` reuses their slots,
 /// and `sweep`, which the worker calls between batches, reclaims them a bounded number of slots at a time.
 ///
-/// Slot indices: a slot from `find` or `insert` names the entry until the next `remove`, `sweep`,
-/// `removeAll`, or `insert` into a full table (which sweeps a little to make room): those may move entries.
-/// `find`, `update`, the accessors and an `insert` below capacity never move anything.
+/// Slot indices: an entry stays in its slot from `insert` until it is removed or its slot is reused, so a
+/// caller may keep side data per slot; `insert` returning a slot means that slot now holds a new entry.
+///
+/// Counters: an entry inserted with a counter cell (`DestinationCounterCell`, from the store given to
+/// `init`) is counted there from insertion until it is removed or its expired slot is reclaimed or reused,
+/// as inactive, active while ESTABLISHED, or persistent for templates, as IPVS counts its connections.
 public struct ConnectionTable: ~Copyable {
     @usableFromInline
     struct Entry {
@@ -30,17 +34,20 @@ public struct ConnectionTable: ~Copyable {
         @usableFromInline var expires: UInt32
         /// `key.flowHash`, kept so deletion can find an entry's home slot without rehashing.
         @usableFromInline var hash: UInt32
+        /// The destination's counter cell, `SchedulingDestination.noCounters` for none.
+        @usableFromInline var counter: UInt32
         @usableFromInline var state: ConnectionState
         @usableFromInline var flags: UInt8
 
         @usableFromInline
         init(key: FlowKey, service: UInt32, destination: UInt32, expires: UInt32, hash: UInt32,
-             state: ConnectionState, flags: UInt8) {
+             counter: UInt32, state: ConnectionState, flags: UInt8) {
             self.key = key
             self.service = service
             self.destination = destination
             self.expires = expires
             self.hash = hash
+            self.counter = counter
             self.state = state
             self.flags = flags
         }
@@ -49,6 +56,14 @@ public struct ConnectionTable: ~Copyable {
     /// `Entry.flags`: replies bypass the director, so TCP uses IPVS's input-only table (IPVS
     /// `IP_VS_CONN_F_NOOUTPUT`). Cleared for good by the first reply seen.
     @usableFromInline static var inputOnlyFlag: UInt8 { 0x01 }
+    /// `Entry.flags`: counted in `counter`'s cell.
+    @usableFromInline static var countedFlag: UInt8 { 0x02 }
+    /// `Entry.flags`: counted as active (ESTABLISHED) rather than inactive.
+    @usableFromInline static var activeFlag: UInt8 { 0x04 }
+    /// `Entry.flags`: a persistence template (counted as persistent; no state machine).
+    @usableFromInline static var templateFlag: UInt8 { 0x08 }
+    /// The tag of a deleted slot that still lies inside a run.
+    @usableFromInline static var tombstone: UInt16 { 1 }
 
     /// The most slots `find` and `insert` examine from a flow's home slot.
     public static var probeLimit: Int { 32 }
@@ -61,6 +76,11 @@ public struct ConnectionTable: ~Copyable {
     /// Timeout in seconds by `ConnectionState.rawValue`.
     @usableFromInline let timeoutByState: UnsafeMutablePointer<UInt32>
     @usableFromInline let mask: Int
+    /// The first cell of the counter store, or nil when nothing is counted.
+    @usableFromInline let counterCells: UnsafeMutablePointer<DestinationCounterCell>?
+    @usableFromInline let counterCapacity: Int
+    /// Keeps the cells alive.
+    private let counterStore: DestinationCounterStore?
 
     /// The most entries (live, or expired and not yet reclaimed) the table holds.
     public let capacity: Int
@@ -79,7 +99,7 @@ public struct ConnectionTable: ~Copyable {
 
     /// A table for `capacity` connections (1 ... 2^28). Allocates 66 bytes per slot, 2 to 4 slots per unit of
     /// capacity (the slot count is a power of two), at least 64 slots.
-    public init(capacity: Int, timeouts: ConnectionTimeouts = .init()) {
+    public init(capacity: Int, timeouts: ConnectionTimeouts = .init(), counters: DestinationCounterStore? = nil) {
         precondition(capacity > 0 && capacity <= 1 << 28, "connection table capacity out of range")
         var slotCount = 64
         while slotCount < 2 * capacity { slotCount <<= 1 }
@@ -88,8 +108,12 @@ public struct ConnectionTable: ~Copyable {
         self.count = 0
         self.sweepCursor = 0
         self.timeouts = timeouts
+        self.counterStore = counters
+        self.counterCells = counters?.cells
+        self.counterCapacity = counters?.capacity ?? 0
         let entries = UnsafeMutablePointer<Entry>.allocate(capacity: slotCount)
-        let blank = Entry(key: FlowKey(), service: 0, destination: 0, expires: 0, hash: 0, state: .initial, flags: 0)
+        let blank = Entry(key: FlowKey(), service: 0, destination: 0, expires: 0, hash: 0,
+                          counter: SchedulingDestination.noCounters, state: .initial, flags: 0)
         entries.initialize(repeating: blank, count: slotCount)
         let tags = UnsafeMutablePointer<UInt16>.allocate(capacity: slotCount)
         tags.initialize(repeating: 0, count: slotCount)
@@ -144,18 +168,31 @@ public struct ConnectionTable: ~Copyable {
     ///
     /// `seesReplies`: the real server answers through the director (NAT, FULLNAT), so TCP follows IPVS's
     /// input/output tables; false (DR, TUN) uses the input-only table until a reply shows up.
+    ///
+    /// `counter`: the destination's cell in the counter store (counted from now on). `template`: a persistence
+    /// template, which has no state machine and lives `templateTimeout` seconds.
     public mutating func insert(
         _ key: FlowKey, service: UInt32, destination: UInt32, tcpFlags: UInt8, now: UInt32,
-        seesReplies: Bool = false
+        seesReplies: Bool = false, counter: UInt32 = SchedulingDestination.noCounters,
+        template: Bool = false, templateTimeout: UInt32 = 0
     ) -> Int? {
         let hash = key.flowHash
         guard let slot = freeSlot(hash: hash, now: now, mayReclaim: true) else { return nil }
-        let isTCP = key.proto == IPProtocolNumber.tcp
+        let isTCP = key.proto == IPProtocolNumber.tcp && !template
+        var flags: UInt8 = seesReplies ? 0 : Self.inputOnlyFlag
+        if template { flags |= Self.templateFlag }
+        var counted = counter
+        if let cells = counterCells, Int(counter) < counterCapacity {
+            cells[Int(counter)].bind(template: template)
+            flags |= Self.countedFlag
+        } else {
+            counted = SchedulingDestination.noCounters
+        }
         entries[slot] = Entry(
-            key: key, service: service, destination: destination, expires: now, hash: hash,
-            state: isTCP ? .initial : .udp, flags: seesReplies ? 0 : Self.inputOnlyFlag)
+            key: key, service: service, destination: destination, expires: now &+ templateTimeout, hash: hash,
+            counter: counted, state: isTCP ? .initial : .udp, flags: flags)
         tags[slot] = Self.tag(hash)
-        update(at: slot, tcpFlags: tcpFlags, direction: .input, now: now)
+        if !template { update(at: slot, tcpFlags: tcpFlags, direction: .input, now: now) }
         return slot
     }
 
@@ -164,7 +201,7 @@ public struct ConnectionTable: ~Copyable {
     private mutating func freeSlot(hash: UInt32, now: UInt32, mayReclaim: Bool) -> Int? {
         var slot = Int(truncatingIfNeeded: hash) & mask
         for _ in 0..<Self.probeLimit {
-            if tags[slot] == 0 {
+            if tags[slot] <= Self.tombstone {
                 if count < capacity {
                     count += 1
                     return slot
@@ -176,6 +213,7 @@ public struct ConnectionTable: ~Copyable {
                 return nil
             }
             if !Self.isLive(entries[slot].expires, now) {
+                release(slot)
                 return slot  // reused in place: `count` already includes it
             }
             slot = (slot &+ 1) & mask
@@ -215,18 +253,71 @@ public struct ConnectionTable: ~Copyable {
             }
             state = TCPStateMachine.next(state, flags: tcpFlags, table: table)
             entry.pointee.state = state
+            let flags = entry.pointee.flags
+            if flags & Self.countedFlag != 0, let cells = counterCells {
+                let active = state.isActive
+                if active != (flags & Self.activeFlag != 0) {
+                    cells[Int(entry.pointee.counter)].transition(toActive: active)
+                    entry.pointee.flags = active ? flags | Self.activeFlag : flags & ~Self.activeFlag
+                }
+            }
         }
         entry.pointee.expires = now &+ timeoutByState[Int(state.rawValue)]
     }
 
     /// Deletes the entry in `slot` (which must hold one). May move other entries (see the type's notes).
     public mutating func remove(at slot: Int) {
-        precondition(slot >= 0 && slot <= mask && tags[slot] != 0, "no connection in this slot")
+        precondition(slot >= 0 && slot <= mask && tags[slot] > Self.tombstone, "no connection in this slot")
         vacate(slot)
+    }
+
+    /// Moves the entry in `slot` (which must hold one) to another destination and service, keeping its
+    /// counter cell: for configuration changes that renumber destinations.
+    public mutating func setDestination(at slot: Int, destination: UInt32, service: UInt32) {
+        precondition(isOccupied(slot), "no connection in this slot")
+        entries[slot].destination = destination
+        entries[slot].service = service
+    }
+
+    /// Stops counting the entry in `slot` (its real server left the configuration) and gives it
+    /// `destination` (a value meaning "none" to the caller).
+    public mutating func detach(at slot: Int, destination: UInt32) {
+        precondition(isOccupied(slot), "no connection in this slot")
+        release(slot)
+        entries[slot].destination = destination
+    }
+
+    /// Sets the expiry of the entry in `slot` (which must hold one), e.g. to keep a template alive.
+    public mutating func setExpiry(at slot: Int, _ expires: UInt32) {
+        precondition(isOccupied(slot), "no connection in this slot")
+        entries[slot].expires = expires
+    }
+
+    /// The counter cell of the entry in `slot` (which must hold one), `noCounters` when it is not counted.
+    public func counter(at slot: Int) -> UInt32 {
+        precondition(isOccupied(slot), "no connection in this slot")
+        return entries[slot].flags & Self.countedFlag != 0 ? entries[slot].counter : SchedulingDestination.noCounters
+    }
+
+    /// Whether the entry in `slot` still follows the input-only table (no reply seen; DR, TUN).
+    public func isInputOnly(at slot: Int) -> Bool {
+        precondition(isOccupied(slot), "no connection in this slot")
+        return entries[slot].flags & Self.inputOnlyFlag != 0
+    }
+
+    /// Uncounts the entry in `slot`, if it is counted.
+    @usableFromInline
+    mutating func release(_ slot: Int) {
+        let flags = entries[slot].flags
+        guard flags & Self.countedFlag != 0, let cells = counterCells else { return }
+        cells[Int(entries[slot].counter)].unbind(
+            template: flags & Self.templateFlag != 0, active: flags & Self.activeFlag != 0)
+        entries[slot].flags = flags & ~(Self.countedFlag | Self.activeFlag)
     }
 
     /// Deletes every entry.
     public mutating func removeAll() {
+        for slot in 0...mask where tags[slot] > Self.tombstone { release(slot) }
         tags.update(repeating: 0, count: slotCount)
         count = 0
         sweepCursor = 0
@@ -234,43 +325,37 @@ public struct ConnectionTable: ~Copyable {
 
     /// Examines up to `limit` slots from where the last sweep stopped and reclaims the expired entries among
     /// them; returns how many it reclaimed. Call it between batches with a small limit, so a full round over
-    /// the table takes a few seconds at most and `count` follows the live connections. May move entries.
+    /// the table takes a few seconds at most and `count` follows the live connections.
     @discardableResult
     public mutating func sweep(now: UInt32, limit: Int) -> Int {
         var slot = sweepCursor
         var reclaimed = 0
         for _ in 0..<max(0, limit) {
-            if tags[slot] != 0 && !Self.isLive(entries[slot].expires, now) {
-                // Deletion may move a later entry into this slot: look at it again.
+            if tags[slot] > Self.tombstone && !Self.isLive(entries[slot].expires, now) {
                 vacate(slot)
                 reclaimed += 1
-            } else {
-                slot = (slot &+ 1) & mask
             }
+            slot = (slot &+ 1) & mask
         }
         sweepCursor = slot
         return reclaimed
     }
 
-    /// Backward-shift deletion: walks the run after the hole and moves back each entry whose home lies at or
-    /// before the hole, so no entry is ever separated from its home by an empty slot.
+    /// Uncounts the entry and leaves a tombstone, so later entries of the run stay reachable and never move.
+    /// A tombstone followed by an empty slot ends its run: it and the tombstones before it become empty.
     private mutating func vacate(_ slot: Int) {
-        var hole = slot
-        var probe = slot
-        while true {
-            probe = (probe &+ 1) & mask
-            let distanceFromHole = (probe &- hole) & mask
-            // Entries sit less than `probeLimit` from home, so none further away can belong before the hole.
-            if tags[probe] == 0 || distanceFromHole >= Self.probeLimit { break }
-            let home = Int(truncatingIfNeeded: entries[probe].hash) & mask
-            if (probe &- home) & mask >= distanceFromHole {
-                entries[hole] = entries[probe]
-                tags[hole] = tags[probe]
-                hole = probe
+        release(slot)
+        tags[slot] = Self.tombstone
+        count -= 1
+        if tags[(slot &+ 1) & mask] == 0 {
+            var hole = slot
+            var left = mask
+            while tags[hole] == Self.tombstone && left > 0 {
+                tags[hole] = 0
+                hole = (hole &- 1) & mask
+                left -= 1
             }
         }
-        tags[hole] = 0
-        count -= 1
     }
 
     // MARK: - Reading entries (listings, tests)
@@ -278,7 +363,7 @@ public struct ConnectionTable: ~Copyable {
     /// Whether `slot` holds an entry, live or expired.
     public func isOccupied(_ slot: Int) -> Bool {
         precondition(slot >= 0 && slot <= mask, "connection slot out of range")
-        return tags[slot] != 0
+        return tags[slot] > Self.tombstone
     }
 
     /// Whether `slot` holds an entry that is live at `now`.
@@ -304,7 +389,7 @@ public struct ConnectionTable: ~Copyable {
     /// The state of the entry in `slot` (which must hold one).
     @inlinable
     public func state(at slot: Int) -> ConnectionState {
-        precondition(slot >= 0 && slot <= mask && tags[slot] != 0, "no connection in this slot")
+        precondition(slot >= 0 && slot <= mask && tags[slot] > Self.tombstone, "no connection in this slot")
         return entries[slot].state
     }
 
@@ -317,7 +402,7 @@ public struct ConnectionTable: ~Copyable {
     /// Every entry live at `now`, in slot order. Allocates: for listings, not for the packet path.
     public func liveEntries(now: UInt32) -> [ConnectionEntry] {
         var result: [ConnectionEntry] = []
-        for slot in 0...mask where tags[slot] != 0 && Self.isLive(entries[slot].expires, now) {
+        for slot in 0...mask where tags[slot] > Self.tombstone && Self.isLive(entries[slot].expires, now) {
             if let entry = entry(at: slot) { result.append(entry) }
         }
         return result
@@ -325,11 +410,12 @@ public struct ConnectionTable: ~Copyable {
 
     // MARK: - Helpers
 
-    /// The 16-bit tag of a flow hash: its high half (the home slot comes from the low bits), never 0.
+    /// The 16-bit tag of a flow hash: its high half (the home slot comes from the low bits), never 0 (empty)
+    /// or 1 (tombstone).
     @inlinable @inline(__always)
     static func tag(_ hash: UInt32) -> UInt16 {
         let tag = UInt16(truncatingIfNeeded: hash >> 16)
-        return tag == 0 ? 1 : tag
+        return tag <= 1 ? 2 : tag
     }
 
     /// True while `now` is before `expires`, with wrap-around arithmetic.

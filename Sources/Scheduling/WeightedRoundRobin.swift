@@ -100,7 +100,7 @@ public enum WeightedRoundRobin: SchedulingAlgorithm {
             var index = position + 1
             while index < count {
                 let destination = destinations[index]
-                if destination.isAvailable && destination.weight >= cw {
+                if destination.isUsable && destination.weight >= cw {
                     state.cursor = Int32(truncatingIfNeeded: index)
                     state.currentWeight = cw
                     return index
@@ -114,7 +114,7 @@ public enum WeightedRoundRobin: SchedulingAlgorithm {
             }
             if position == -1 && heaviestAvailable < 0 {
                 heaviestAvailable = 0
-                for destination in destinations where destination.isAvailable {
+                for destination in destinations where destination.isUsable {
                     heaviestAvailable = max(heaviestAvailable, destination.weight)
                 }
             }

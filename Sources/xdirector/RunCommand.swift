@@ -80,10 +80,12 @@ struct RunCommand: ParsableCommand {
         // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
         signal(SIGINT, SIG_DFL)
         signal(SIGTERM, SIG_DFL)
+        signal(SIGHUP, SIG_DFL)
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let director: Director
@@ -98,10 +100,32 @@ struct RunCommand: ParsableCommand {
 
         director.run(until: {
             var none = timespec(tv_sec: 0, tv_nsec: 0)
-            return sigtimedwait(&signals, nil, &none) > 0
+            let received = sigtimedwait(&signals, nil, &none)
+            if received == SIGHUP {
+                reload(director)
+                return false
+            }
+            return received > 0
         })
         director.stop()
         print(director.statistics().render())
+        fflush(nil)
+    }
+}
+
+extension RunCommand {
+    /// SIGHUP: reads the rules file again and applies it whole, or keeps the running rules on any error.
+    func reload(_ director: Director) {
+        guard let path = rules else { return }
+        do {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ControlError("cannot read rules file \(path)")
+            }
+            try director.reload(try RulesFile.load(text, source: path))
+            print("xdirector: reloaded \(path)")
+        } catch {
+            print("xdirector: reload of \(path) refused, keeping the running rules: \(error)")
+        }
         fflush(nil)
     }
 }

@@ -202,21 +202,9 @@ final class IPVSCommandTests: XCTestCase {
         let cases: [(String, String)] = [
             ("-A -f 1 -s rr", "-f/--fwmark-service"),
             ("-A --fwmark-service 1", "-f/--fwmark-service"),
-            ("-A -t 192.0.2.10:80 -s rr -p", "-p/--persistent"),
-            ("-A -t 192.0.2.10:80 -s rr --persistent 300", "-p/--persistent"),
-            ("-A -t 192.0.2.10:80 -s rr -M 255.255.255.0", "-M/--netmask"),
-            ("-A -t 192.0.2.10:80 -s rr --netmask 255.255.255.0", "-M/--netmask"),
-            ("-A -t 192.0.2.10:80 -s rr -b flag-1", "-b/--sched-flags"),
-            ("-A -t 192.0.2.10:80 -s rr --sched-flags flag-1", "-b/--sched-flags"),
-            ("-A -u 192.0.2.10:53 -s rr -o", "-o/--ops"),
-            ("-A -u 192.0.2.10:53 -s rr --ops", "-o/--ops"),
             ("-A -t 192.0.2.10:80 -s rr --pe sip", "--pe"),
             ("-A -f 1 -6 -s rr", "-f/--fwmark-service"),
             ("-A -6", "-6/--ipv6"),
-            ("-a -t 192.0.2.10:80 -r 198.51.100.11 -x 100", "-x/--u-threshold"),
-            ("-a -t 192.0.2.10:80 -r 198.51.100.11 --u-threshold 100", "-x/--u-threshold"),
-            ("-a -t 192.0.2.10:80 -r 198.51.100.11 -y 10", "-y/--l-threshold"),
-            ("-a -t 192.0.2.10:80 -r 198.51.100.11 --l-threshold 10", "-y/--l-threshold"),
             ("-a -t 192.0.2.10:80 -r 198.51.100.11 --tun-remcsum", "--tun-remcsum"),
             ("-L", "-L/--list"),
             ("-l", "-l/--list"),
@@ -228,7 +216,6 @@ final class IPVSCommandTests: XCTestCase {
             ("--save", "-S/--save"),
             ("-R", "-R/--restore"),
             ("--restore", "-R/--restore"),
-            ("--set 900 120 300", "--set"),
             ("--start-daemon master", "--start-daemon"),
             ("--stop-daemon backup", "--stop-daemon"),
             ("-h", "-h/--help"),
@@ -336,16 +323,79 @@ final class IPVSCommandTests: XCTestCase {
     }
 
     func testSchedulerErrors() {
-        assertFails("-A -t 192.0.2.10:80", .schedulerRequired,
-                    "-A/--add-service needs -s/--scheduler: IPVS's default scheduler wlc is not supported yet "
-                        + "(supported: rr, wrr)")
-        assertFails("-A -t 192.0.2.10:80 -s foo", .unknownScheduler("foo"), "unknown scheduler 'foo' (supported: rr, wrr)")
-        assertFails("-A -t 192.0.2.10:80 -s RR", .unknownScheduler("RR"), "unknown scheduler 'RR' (supported: rr, wrr)")
-        assertFails(["-A", "-t", "192.0.2.10:80", "-s", ""], .unknownScheduler(""), "unknown scheduler '' (supported: rr, wrr)")
-        for name in ["wlc", "lc", "sh", "dh", "mh", "sed", "nq", "lblc", "lblcr", "fo", "ovf", "twos"] {
-            assertFails("-E -t 192.0.2.10:80 -s \(name)", .unsupportedScheduler(name),
-                        "scheduler '\(name)' is not supported yet (supported: rr, wrr)")
+        let all = "rr, wrr, lc, wlc, sed, nq, lblc, lblcr, dh, sh, mh, fo, ovf, twos"
+        assertFails("-A -t 192.0.2.10:80 -s foo", .unknownScheduler("foo"), "unknown scheduler 'foo' (supported: \(all))")
+        assertFails("-A -t 192.0.2.10:80 -s RR", .unknownScheduler("RR"), "unknown scheduler 'RR' (supported: \(all))")
+        assertFails(["-A", "-t", "192.0.2.10:80", "-s", ""], .missingValue("-s/--scheduler"), "-s/--scheduler needs a value")
+    }
+
+    func testEverySchedulerAndWLCByDefault() {
+        assertParses("-A -t 192.0.2.10:80", .addService(tcp("192.0.2.10:80"), scheduler: .wlc))
+        for kind in SchedulerKind.allCases {
+            assertParses("-A -t 192.0.2.10:80 -s \(kind.name)", .addService(tcp("192.0.2.10:80"), scheduler: kind))
+            assertParses("-E -t 192.0.2.10:80 -s \(kind.name)", .editService(tcp("192.0.2.10:80"), scheduler: kind))
         }
+    }
+
+    func testServiceOptions() {
+        let web = tcp("192.0.2.10:80")
+        assertParses("-A -t 192.0.2.10:80 -s sh -b sh-fallback,sh-port",
+                     .addService(web, scheduler: .sh, options: ServiceOptions(schedulerFlags: [.fallback, .port])))
+        assertParses("-A -t 192.0.2.10:80 -s mh --sched-flags mh-port",
+                     .addService(web, scheduler: .mh, options: ServiceOptions(schedulerFlags: [.port])))
+        assertParses("-A -t 192.0.2.10:80 -s rr -p",
+                     .addService(web, scheduler: .rr, options: ServiceOptions(persistence: 300)))
+        assertParses("-A -t 192.0.2.10:80 -s rr -p 60 -M 255.255.255.0",
+                     .addService(web, scheduler: .rr, options: ServiceOptions(persistence: 60, netmask: 24)))
+        assertParses("-A -t 192.0.2.10:80 -s rr --persistent=60",
+                     .addService(web, scheduler: .rr, options: ServiceOptions(persistence: 60)))
+        assertParses("-A -t [2001:db8::10]:80 -p 10 -M 64",
+                     .addService(tcp("[2001:db8::10]:80"), scheduler: .wlc, options: ServiceOptions(persistence: 10, netmask: 64)))
+        assertParses("-A -u 192.0.2.10:53 -s rr -o",
+                     .addService(udp("192.0.2.10:53"), scheduler: .rr, options: ServiceOptions(onePacket: true)))
+        assertParses("-E -t 192.0.2.10:80 -p 30",
+                     .editService(web, scheduler: nil, options: ServiceOptions(persistence: 30)))
+        assertParses("-a -t 192.0.2.10:80 -r 198.51.100.11 -x 100 -y 10",
+                     .addServer(web, RealServerConfig(endpoint: endpoint("198.51.100.11:80"), upperThreshold: 100,
+                                                      lowerThreshold: 10)))
+        assertParses("-e -t 192.0.2.10:80 -r 198.51.100.11 --u-threshold 5",
+                     .editServer(web, server: endpoint("198.51.100.11:80"), weight: nil, method: nil, upperThreshold: 5))
+        assertParses("--set 900 0 60", .setTimeouts(TimeoutSettings(tcp: 900, tcpFin: 0, udp: 60)))
+
+        assertFails("-A -t 192.0.2.10:80 -s rr -b sh-port", .schedulerFlagNotAllowed(flag: "sh-port", scheduler: .rr),
+                    "scheduler flag 'sh-port' does not apply to scheduler rr")
+        assertFails("-A -t 192.0.2.10:80 -s sh -b mh-port", .schedulerFlagNotAllowed(flag: "mh-port", scheduler: .sh),
+                    "scheduler flag 'mh-port' does not apply to scheduler sh")
+        assertFails("-A -t 192.0.2.10:80 -s sh -b sh-bogus", .unknownSchedulerFlag("sh-bogus"),
+                    "unknown scheduler flag 'sh-bogus' (sh-fallback, sh-port, mh-fallback, mh-port)")
+        assertFails("-A -t 192.0.2.10:80 -p 0", .invalidPersistence("0"),
+                    "invalid persistence timeout '0': expected seconds from 1 to 2678400")
+        assertFails("-A -t 192.0.2.10:80 -M 255.255.255.0", .netmaskWithoutPersistence, "-M/--netmask needs -p/--persistent")
+        assertFails("-A -t 192.0.2.10:80 -p -M 255.0.255.0", .invalidNetmask("255.0.255.0"),
+                    "invalid netmask '255.0.255.0': expected a dotted IPv4 netmask or an IPv6 prefix length")
+        assertFails("-A -t 192.0.2.10:80 -o", .onePacketNeedsUDP, "-o/--ops (one-packet scheduling) applies to UDP services only")
+        assertFails("-a -t 192.0.2.10:80 -r 198.51.100.11 -x -1", .invalidThreshold("-1"),
+                    "invalid threshold '-1': expected an integer from 0 to 2147483647")
+        assertFails("-A -t 192.0.2.10:80 -x 1", .optionNotAllowed(option: "-x/--u-threshold", command: "-A/--add-service"),
+                    "-x/--u-threshold is not allowed with -A/--add-service")
+        assertFails("--set 900 120", .missingValue("--set"), "--set needs a value")
+        assertFails("--set 900 x 300", .invalidTimeout("x"), "invalid timeout 'x': expected seconds from 0 (unchanged) to 2678400")
+    }
+
+    func testServiceOptionsSaveInIPVSADMOrder() {
+        let web = tcp("192.0.2.10:80")
+        XCTAssertEqual(IPVSCommand.addService(web, scheduler: .sh, options: ServiceOptions(
+            schedulerFlags: [.port, .fallback], persistence: 300, netmask: 24)).description,
+                       "-A -t 192.0.2.10:80 -s sh -b sh-fallback,sh-port -p 300 -M 255.255.255.0")
+        XCTAssertEqual(IPVSCommand.addService(udp("192.0.2.10:53"), scheduler: .wlc,
+                                              options: ServiceOptions(persistence: 300, netmask: 32, onePacket: true)).description,
+                       "-A -u 192.0.2.10:53 -s wlc -p 300 -o")
+        XCTAssertEqual(IPVSCommand.addService(tcp("[2001:db8::10]:80"), scheduler: .rr,
+                                              options: ServiceOptions(persistence: 5, netmask: 64)).description,
+                       "-A -t [2001:db8::10]:80 -s rr -p 5 -M 64")
+        XCTAssertEqual(IPVSCommand.addServer(web, RealServerConfig(endpoint: endpoint("198.51.100.11:80"), weight: 2,
+                                                                   upperThreshold: 50, lowerThreshold: 20)).description,
+                       "-a -t 192.0.2.10:80 -r 198.51.100.11:80 -g -w 2 -x 50 -y 20")
     }
 
     func testWeightErrors() {
@@ -425,7 +475,7 @@ final class IPVSCommandTests: XCTestCase {
         assertFails("-A -t host:80 -q", .invalidServiceAddress("host:80", .hostName("host")),
                     "invalid service address 'host:80': 'host' is not a numeric address (host names are not supported yet)")
         assertFails("-A -q -t host:80", .unknownOption("-q"), "unknown option -q")
-        assertFails("-w 3 -A -t 192.0.2.10:80 -p", .unsupportedOption("-p/--persistent", note: nil),
-                    "-p/--persistent is not supported yet")
+        assertFails("-w 3 -A -t 192.0.2.10:80 --pe sip", .unsupportedOption("--pe", note: nil),
+                    "--pe is not supported yet")
     }
 }

@@ -101,9 +101,10 @@ final class RulesFileTests: XCTestCase {
         XCTAssertEqual(RulesFile.save(try RulesFile.load(crlf)),
                        "-A -t 192.0.2.10:80 -s rr\n-a -t 192.0.2.10:80 -r 198.51.100.11:80 -g -w 1\n")
         // Line numbers count CRLF and CR line ends once each.
-        assertLoadFails("# a\r\n\r\n-A -t 192.0.2.10:80\r\n", line: 3, "-A -t 192.0.2.10:80", .schedulerRequired,
-                        "rules:3: -A -t 192.0.2.10:80: -A/--add-service needs -s/--scheduler: IPVS's default scheduler "
-                            + "wlc is not supported yet (supported: rr, wrr)")
+        assertLoadFails("# a\r\n\r\n-A -t 192.0.2.10:80 -s xx\r\n", line: 3, "-A -t 192.0.2.10:80 -s xx",
+                        .unknownScheduler("xx"),
+                        "rules:3: -A -t 192.0.2.10:80 -s xx: unknown scheduler 'xx' (supported: rr, wrr, lc, wlc, sed, nq, "
+                            + "lblc, lblcr, dh, sh, mh, fo, ovf, twos)")
         assertLoadFails("# a\r# b\r-K\r", line: 3, "-K", .unknownOption("-K"), "rules:3: -K: unknown option -K")
     }
 
@@ -148,15 +149,13 @@ final class RulesFileTests: XCTestCase {
                                       method: .directRouting),
                         "rules:2: -a -t 192.0.2.10:80 -r 198.51.100.11:8080: real server port 8080 differs from the "
                             + "service port 80: direct routing (-g) cannot change the port; omit the port or use 80")
-        assertLoadFails("-A -t 192.0.2.10:80 -s rr -p 300", line: 1, "-A -t 192.0.2.10:80 -s rr -p 300",
-                        .unsupportedOption("-p/--persistent", note: nil),
-                        "rules:1: -A -t 192.0.2.10:80 -s rr -p 300: -p/--persistent is not supported yet")
+        assertLoadFails("-A -t 192.0.2.10:80 -s rr -p 300 -x 1", line: 1, "-A -t 192.0.2.10:80 -s rr -p 300 -x 1",
+                        .optionNotAllowed(option: "-x/--u-threshold", command: "-A/--add-service"),
+                        "rules:1: -A -t 192.0.2.10:80 -s rr -p 300 -x 1: -x/--u-threshold is not allowed with -A/--add-service")
         assertLoadFails("# header\n-A -t 1.2.3.4:99999 -s rr", line: 2, "-A -t 1.2.3.4:99999 -s rr",
                         .invalidServiceAddress("1.2.3.4:99999", .portOutOfRange("99999")),
                         "rules:2: -A -t 1.2.3.4:99999 -s rr: invalid service address '1.2.3.4:99999': port 99999 is "
                             + "out of range (1-65535)")
-        assertLoadFails("-A -t 192.0.2.10:80 -s lc", line: 1, "-A -t 192.0.2.10:80 -s lc", .unsupportedScheduler("lc"),
-                        "rules:1: -A -t 192.0.2.10:80 -s lc: scheduler 'lc' is not supported yet (supported: rr, wrr)")
         assertLoadFails("ipvsadm -C", line: 1, "ipvsadm -C", .unexpectedArgument("ipvsadm"),
                         "rules:1: ipvsadm -C: unexpected argument 'ipvsadm'")
         assertLoadFails("-A -t 192.0.2.10:80 -s rr\n-a -t 192.0.2.10:80 -r 198.51.100.11 -g --tun-type gre", line: 2,
@@ -179,5 +178,38 @@ final class RulesFileTests: XCTestCase {
             XCTAssertEqual(error.source, "/etc/xdirector/rules")
             XCTAssertEqual(error.description, "/etc/xdirector/rules:2: -X: -X/--exact is not supported yet")
         }
+    }
+
+    func testSchedulingOptionsRoundTripByteForByte() throws {
+        let text = """
+            --set 600 60 120
+            -A -t 192.0.2.10:80 -s sh -b sh-fallback,sh-port -p 300 -M 255.255.255.0
+            -a -t 192.0.2.10:80 -r 198.51.100.11:80 -g -w 1 -x 100 -y 50
+            -a -t 192.0.2.10:80 -r 198.51.100.12:80 -g -w 0
+            -A -u 192.0.2.10:53 -s wlc -o
+            -a -u 192.0.2.10:53 -r 198.51.100.11:53 -g -w 2
+            -A -t [2001:db8::10]:443 -s mh -b mh-port -p 60 -M 64
+            -A -t 192.0.2.20:80 -s twos
+
+            """
+        let config = try RulesFile.load(text)
+        XCTAssertEqual(RulesFile.save(config), text)
+        XCTAssertEqual(config.connectionTimeouts.tcpEstablished, 600)
+        XCTAssertEqual(config.services[0].policy.persistenceTimeout, 300)
+        XCTAssertEqual(config.services[0].policy.netmaskLo, 0xFFFF_FF00)
+        XCTAssertEqual(config.services[0].reals[0].upperThreshold, 100)
+    }
+
+    func testEditServiceReplacesOptionsAndKeepsThemOtherwise() throws {
+        let config = try RulesFile.load("""
+            -A -t 192.0.2.10:80 -s rr -p 300
+            -E -t 192.0.2.10:80 -s wlc
+            -A -t 192.0.2.11:80 -s rr -p 300
+            -E -t 192.0.2.11:80 -s sh -b flag-1
+            """)
+        XCTAssertEqual(config.services[0].options.persistence, 300)
+        XCTAssertEqual(config.services[0].scheduler, .wlc)
+        XCTAssertEqual(config.services[1].options, ServiceOptions(schedulerFlags: [.fallback]))
+        XCTAssertThrowsError(try RulesFile.load("-A -t 192.0.2.10:80 -s sh -b sh-port\n-E -t 192.0.2.10:80 -s rr"))
     }
 }

@@ -43,7 +43,10 @@ final class SchedulerDispatchTests: XCTestCase {
     func testStatesAndDestinationsAreTrivial() {
         XCTAssertTrue(_isPOD(SchedulerState.self))
         XCTAssertTrue(_isPOD(SchedulingDestination.self))
-        XCTAssertEqual(MemoryLayout<SchedulingDestination>.stride, 8)
-        XCTAssertEqual(MemoryLayout<SchedulerState>.stride, 16)
+        XCTAssertTrue(_isPOD(ServicePolicy.self))
+        XCTAssertTrue(_isPOD(Admission.self))
+        // Small enough that a service's destinations share few cache lines.
+        XCTAssertLessThanOrEqual(MemoryLayout<SchedulingDestination>.stride, 32)
+        XCTAssertLessThanOrEqual(MemoryLayout<SchedulerState>.stride, 56)
     }
 }

@@ -1,0 +1,298 @@
+import Packet
+
+/// A worker's whole connection lifecycle behind one call per packet: finds the packet's connection or
+/// places a new one (scheduler, persistence template, thresholds), runs the TCP state machine, expires
+/// connections whose real server is gone, reschedules a SYN that reuses a port in TIME_WAIT or FIN_WAIT,
+/// and when the table is full forwards new flows by hashing instead of refusing them.
+///
+/// One per worker; like `ConnectionTable`, only its worker calls it and no method allocates or locks except
+/// `adopt` and the listings. Memory is allocated in `init` for the configured capacities. The policy and
+/// destination buffers given to `adopt` must stay valid until the next `adopt` (the snapshot owns them).
+///
+/// Counts are kept in the shared `DestinationCounterStore`, so the least-connection schedulers of every
+/// worker see every worker's connections. Counts follow the table: an expired connection is uncounted when
+/// `sweep` (call it between batches) or a new connection reclaims its slot.
+public struct ConnectionTracker: ~Copyable {
+    /// Destination value of a connection whose real server left the configuration.
+    public static let noDestination = UInt32.max
+
+    private var connections: ConnectionTable
+    private var templates: ConnectionTable
+    private var services: UnsafeBufferPointer<ServicePolicy>
+    private var destinations: UnsafeBufferPointer<SchedulingDestination>
+    private var states: UnsafeMutableBufferPointer<SchedulerState>
+    private let seed: UInt64
+    /// New flows may be untracked because the table was full until this time: unknown TCP segments are then
+    /// forwarded by hashing rather than dropped.
+    private var overflowUntil: UInt32 = 0
+    private var overflowing = false
+
+    /// IPVS `expire_quiescent_template` (on here by default): a template whose server has weight 0 is
+    /// dropped at its next use, so the client is scheduled afresh.
+    public var expireQuiescentTemplates = true
+
+    /// `seed` starts the random sequence of `twos` (give each worker its own).
+    public init(capacity: Int, templateCapacity: Int? = nil, counters: DestinationCounterStore?,
+                timeouts: ConnectionTimeouts = .init(), seed: UInt64 = 0x2545_F491_4F6C_DD1D) {
+        connections = ConnectionTable(capacity: capacity, timeouts: timeouts, counters: counters)
+        templates = ConnectionTable(capacity: templateCapacity ?? max(capacity / 4, 64), counters: counters)
+        services = UnsafeBufferPointer(start: nil, count: 0)
+        destinations = UnsafeBufferPointer(start: nil, count: 0)
+        states = .allocate(capacity: 0)
+        self.seed = seed
+    }
+
+    deinit {
+        for index in states.indices { Scheduler.release(&states[index]) }
+        states.deallocate()
+    }
+
+    /// Per-state timeouts for connections, from their next packet on (`ipvsadm --set`).
+    public var timeouts: ConnectionTimeouts {
+        get { connections.timeouts }
+        set { connections.timeouts = newValue }
+    }
+
+    /// Connections held (live, or expired and not yet reclaimed).
+    public var connectionCount: Int { connections.count }
+
+    /// The configured capacity.
+    public var capacity: Int { connections.capacity }
+
+    /// Slots of the connection table: slot numbers are below this (for per-slot side data).
+    public var slotCount: Int { connections.slotCount }
+
+    /// When the connection in `slot` expires (seconds, the clock `admit` is given).
+    @inline(__always)
+    public func expiry(at slot: Int) -> UInt32 { connections.expiry(at: slot) }
+
+    /// The live connection of `key` and its destination, without changing it (ICMP errors look up the
+    /// connection they are about).
+    @inline(__always)
+    public func find(_ key: FlowKey, now: UInt32) -> (slot: Int, destination: Int)? {
+        guard let slot = connections.find(key, now: now) else { return nil }
+        let destination = connections.destination(at: slot)
+        guard destination != Self.noDestination else { return nil }
+        return (slot, Int(destination))
+    }
+
+    /// Forgets a connection just admitted whose first packet could not be forwarded after all.
+    public mutating func remove(at slot: Int) {
+        guard slot >= 0 && slot < connections.slotCount && connections.isOccupied(slot) else { return }
+        connections.remove(at: slot)
+    }
+
+    // MARK: - Configuration
+
+    /// Switches to a new configuration. A service keeps its scheduler position when it keeps its index,
+    /// scheduler and number of servers (as IPVS does on `-a`/`-e`/`-d`); otherwise it starts afresh. Every
+    /// connection and template follows its real server (by counter cell) to the server's new index; those
+    /// whose server is gone are uncounted and marked to expire at their next packet. Walks both tables once.
+    public mutating func adopt(services newServices: UnsafeBufferPointer<ServicePolicy>,
+                               destinations newDestinations: UnsafeBufferPointer<SchedulingDestination>) {
+        let newStates = UnsafeMutableBufferPointer<SchedulerState>.allocate(capacity: newServices.count)
+        for (index, policy) in newServices.enumerated() {
+            let list = Self.range(policy, in: newDestinations)
+            if index < services.count, services[index].scheduler == policy.scheduler,
+               services[index].count == policy.count, services[index].flags == policy.flags {
+                var state = states[index]
+                Scheduler.destinationsChanged(policy.scheduler, state: &state, destinations: list)
+                newStates.initializeElement(at: index, to: state)
+                states[index].storage = nil  // moved
+            } else {
+                let seed = self.seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15
+                newStates.initializeElement(at: index, to: Scheduler.makeState(
+                    policy.scheduler, destinations: list, flags: policy.flags, seed: seed))
+            }
+        }
+        for index in states.indices { Scheduler.release(&states[index]) }
+        states.deallocate()
+        states = newStates
+
+        var place: [UInt32: (destination: UInt32, service: UInt32)] = [:]
+        for (service, policy) in newServices.enumerated() {
+            for index in Int(policy.first)..<Int(policy.first + policy.count)
+            where index < newDestinations.count && newDestinations[index].counterID != SchedulingDestination.noCounters {
+                place[newDestinations[index].counterID] = (UInt32(index), UInt32(service))
+            }
+        }
+        Self.remap(&connections, place, destinationCount: newDestinations.count)
+        Self.remap(&templates, place, destinationCount: newDestinations.count)
+        services = newServices
+        destinations = newDestinations
+    }
+
+    private static func remap(_ table: inout ConnectionTable, _ place: [UInt32: (destination: UInt32, service: UInt32)],
+                              destinationCount: Int) {
+        for slot in 0..<table.slotCount where table.isOccupied(slot) {
+            let counter = table.counter(at: slot)
+            if counter != SchedulingDestination.noCounters {
+                if let target = place[counter] {
+                    table.setDestination(at: slot, destination: target.destination, service: target.service)
+                } else {
+                    table.detach(at: slot, destination: noDestination)
+                }
+            } else if Int(table.destination(at: slot)) >= destinationCount {
+                table.detach(at: slot, destination: noDestination)
+            }
+        }
+    }
+
+    @inline(__always)
+    private static func range(_ policy: ServicePolicy, in all: UnsafeBufferPointer<SchedulingDestination>)
+        -> UnsafeBufferPointer<SchedulingDestination> {
+        let first = min(max(Int(policy.first), 0), all.count)
+        let end = min(first + max(Int(policy.count), 0), all.count)
+        return UnsafeBufferPointer(rebasing: all[first..<end])
+    }
+
+    // MARK: - Per packet
+
+    /// Decides where a packet of `service` (an index into the adopted policies) goes, creating or updating
+    /// its connection. `tcpFlags` is the TCP header's flag byte (ignored for other protocols); `now` is in
+    /// seconds.
+    public mutating func admit(_ key: FlowKey, tcpFlags: UInt8, service: Int, now: UInt32) -> Admission {
+        guard service >= 0 && service < services.count else { return .drop(.noDestination) }
+        let policy = services[service]
+        let isTCP = key.proto == IPProtocolNumber.tcp
+        // As IPVS: only a SYN (without ACK, FIN or RST) opens a TCP connection.
+        let opens = !isTCP || tcpFlags & 0x17 == 0x02
+
+        if let slot = connections.find(key, now: now) {
+            let destination = connections.destination(at: slot)
+            if destination == Self.noDestination || Int(destination) >= destinations.count {
+                // expire_nodest_conn: the server is gone; a SYN (or datagram) is scheduled afresh below.
+                connections.remove(at: slot)
+                if !opens { return .drop(.destinationRemoved) }
+            } else if isTCP && opens && Self.mayReuse(connections.state(at: slot)) {
+                // A new connection on a port in TIME_WAIT or FIN_WAIT: expire the old one and schedule.
+                connections.remove(at: slot)
+            } else {
+                connections.update(at: slot, tcpFlags: tcpFlags, now: now)
+                if policy.persistenceTimeout != 0 { touchTemplate(key, policy, now: now) }
+                return .existing(destination: Int(destination), slot: slot)
+            }
+        }
+
+        guard opens else {
+            if overflowing && Int32(bitPattern: overflowUntil &- now) > 0,
+               let destination = hashedChoice(key, policy) {
+                return .overflow(destination: destination)
+            }
+            overflowing = false
+            return .drop(.noConnection)
+        }
+        let chosen: Int
+        if policy.persistenceTimeout != 0 {
+            guard let destination = persistentChoice(key, policy, service: service, now: now) else {
+                return .drop(.noDestination)
+            }
+            chosen = destination
+        } else {
+            guard let local = Scheduler.select(
+                policy.scheduler, state: &states[service], destinations: Self.range(policy, in: destinations),
+                flow: key, now: now)
+            else { return .drop(.noDestination) }
+            chosen = Int(policy.first) + local
+        }
+        if policy.onePacket && key.proto == IPProtocolNumber.udp { return .new(destination: chosen, slot: nil) }
+        if let slot = connections.insert(
+            key, service: UInt32(service), destination: UInt32(chosen), tcpFlags: tcpFlags, now: now,
+            seesReplies: policy.seesReplies, counter: destinations[chosen].counterID) {
+            return .new(destination: chosen, slot: slot)
+        }
+        // Full: forward without state, by a choice every later packet of the flow repeats.
+        overflowing = true
+        overflowUntil = now &+ max(connections.timeouts.tcpEstablished, connections.timeouts.udp)
+        return .overflow(destination: hashedChoice(key, policy) ?? chosen)
+    }
+
+    /// Applies a reply (real server to client through the director: NAT, FULLNAT) to the connection in `slot`.
+    public mutating func observeReply(slot: Int, tcpFlags: UInt8, now: UInt32) {
+        guard slot >= 0 && slot < connections.slotCount && connections.isOccupied(slot) else { return }
+        connections.update(at: slot, tcpFlags: tcpFlags, direction: .output, now: now)
+    }
+
+    /// Reclaims expired connections and templates (uncounting them), examining up to `limit` slots of each
+    /// table. Call between batches.
+    public mutating func sweep(now: UInt32, limit: Int) {
+        connections.sweep(now: now, limit: limit)
+        templates.sweep(now: now, limit: limit)
+    }
+
+    /// TIME_WAIT (IPVS `conn_reuse_mode` 1) and FIN_WAIT (mode 2, a director that sees only the client).
+    @inline(__always)
+    private static func mayReuse(_ state: ConnectionState) -> Bool {
+        state == .timeWait || state == .finWait
+    }
+
+    /// The template key: the client's address under the netmask, port 0, and the service's address and port.
+    @inline(__always)
+    private static func templateKey(_ key: FlowKey, _ policy: ServicePolicy) -> FlowKey {
+        var template = key
+        template.srcHi &= policy.netmaskHi
+        template.srcLo &= policy.netmaskLo
+        template.srcPort = 0
+        return template
+    }
+
+    /// The template's server when it is still valid (present, not quiesced), else a new choice and template.
+    private mutating func persistentChoice(_ key: FlowKey, _ policy: ServicePolicy, service: Int, now: UInt32) -> Int? {
+        let templateKey = Self.templateKey(key, policy)
+        if let slot = templates.find(templateKey, now: now) {
+            let destination = Int(templates.destination(at: slot))
+            if destination < destinations.count && templates.destination(at: slot) != Self.noDestination
+                && (!expireQuiescentTemplates || destinations[destination].weight > 0) {
+                extend(slot, now &+ policy.persistenceTimeout)
+                return destination
+            }
+            templates.remove(at: slot)
+        }
+        guard let local = Scheduler.select(
+            policy.scheduler, state: &states[service], destinations: Self.range(policy, in: destinations),
+            flow: key, now: now)
+        else { return nil }
+        let chosen = Int(policy.first) + local
+        _ = templates.insert(templateKey, service: UInt32(service), destination: UInt32(chosen), tcpFlags: 0,
+                             now: now, counter: destinations[chosen].counterID, template: true,
+                             templateTimeout: policy.persistenceTimeout)
+        return chosen
+    }
+
+    /// A packet of a persistent connection keeps its template alive for the timeout after it.
+    @inline(__always)
+    private mutating func touchTemplate(_ key: FlowKey, _ policy: ServicePolicy, now: UInt32) {
+        if let slot = templates.find(Self.templateKey(key, policy), now: now) {
+            extend(slot, now &+ policy.persistenceTimeout)
+        }
+    }
+
+    @inline(__always)
+    private mutating func extend(_ slot: Int, _ expires: UInt32) {
+        if Int32(bitPattern: expires &- templates.expiry(at: slot)) > 0 { templates.setExpiry(at: slot, expires) }
+    }
+
+    /// A server for an untracked flow, by its hash, weighted; the same for every packet of the flow while the
+    /// server set stays the same.
+    private func hashedChoice(_ key: FlowKey, _ policy: ServicePolicy) -> Int? {
+        let list = Self.range(policy, in: destinations)
+        var total: UInt64 = 0
+        for destination in list where destination.acceptsNewConnections { total += UInt64(destination.weight) }
+        guard total > 0 else { return nil }
+        var point = StableHash.mix(UInt64(key.flowHash), key: 0x0F10) % total
+        for index in list.indices where list[index].acceptsNewConnections {
+            let weight = UInt64(list[index].weight)
+            if point < weight { return Int(policy.first) + index }
+            point -= weight
+        }
+        return nil
+    }
+
+    // MARK: - Listings and tests
+
+    /// Live connections, for listings (allocates).
+    public func liveConnections(now: UInt32) -> [ConnectionEntry] { connections.liveEntries(now: now) }
+
+    /// Live persistence templates, for listings (allocates).
+    public func liveTemplates(now: UInt32) -> [ConnectionEntry] { templates.liveEntries(now: now) }
+}

@@ -1,0 +1,103 @@
+import Packet
+import Scheduling
+import XCTest
+
+final class HashingSchedulerTests: XCTestCase {
+    func flow(_ client: UInt32, port: UInt16 = 40000) -> FlowKey {
+        FlowKey(source: .v4(client), sourcePort: port, destination: .v4(0xC000_020A), destinationPort: 80,
+                proto: IPProtocolNumber.tcp)
+    }
+
+    func testSourceHashingBucketsAndHash() {
+        let d = CountedDestinations([2, 1])
+        // IPVS: buckets 0,1 -> first server, 2 -> second, and so on; hash_32(addr, 8) picks the bucket.
+        for client: UInt32 in [1, 0x0A00_0001, 0xC0A8_0101, 0xFFFF_FFFF] {
+            let bucket = Int((client &* 0x61C8_8647) >> 24)
+            XCTAssertEqual(d.pick(.sh, flow: flow(client)), bucket % 3 < 2 ? 0 : 1, "client \(client)")
+        }
+        // Same client, any port: same server; with sh-port the port takes part.
+        XCTAssertEqual(d.pick(.sh, flow: flow(7, port: 1)), d.pick(.sh, flow: flow(7, port: 2)))
+        let bucket = Int(((UInt32(3) &+ 7) &* 0x61C8_8647) >> 24)
+        XCTAssertEqual(d.pick(.sh, flow: flow(7, port: 3), flags: .port), bucket % 3 < 2 ? 0 : 1)
+    }
+
+    func testSourceHashingFallback() {
+        let d = CountedDestinations([1, 1])
+        let client = (0..<1000).map { UInt32($0) }.first { d.pick(.sh, flow: flow($0)) == 0 }!
+        d.list[0].weight = 0
+        // Weight changes rebuild nothing here: the bucket still names server 0, which is unusable.
+        let state0 = CountedDestinations([1, 1])
+        state0.list[0].isAvailable = false
+        XCTAssertNil(state0.pick(.sh, flow: flow(client)))
+        XCTAssertEqual(state0.pick(.sh, flow: flow(client), flags: .fallback), 1)
+    }
+
+    func testDestinationHashing() {
+        let d = CountedDestinations([1, 1, 1])
+        let key = flow(1)
+        let bucket = Int((UInt32(0xC000_020A) &* 2_654_435_761) & 0xFF)
+        XCTAssertEqual(d.pick(.dh, flow: key), bucket % 3)
+    }
+
+    func testMaglevTableIsIdenticalAcrossInstancesAndBalanced() {
+        let a = CountedDestinations([1, 1, 1, 1, 1])
+        let b = CountedDestinations([1, 1, 1, 1, 1])
+        let tableA = a.list.withUnsafeBufferPointer { MaglevHashing.lookupTable($0) }
+        let tableB = b.list.withUnsafeBufferPointer { MaglevHashing.lookupTable($0) }
+        XCTAssertEqual(MaglevHashing.tableSize, 4093)
+        XCTAssertEqual(tableA, tableB)
+        var share = [Int](repeating: 0, count: 5)
+        for entry in tableA { share[Int(entry)] += 1 }
+        for count in share { XCTAssertEqual(Double(count), 4093.0 / 5, accuracy: 4093.0 / 5 * 0.1) }
+        // Weights: 2:1 gives about twice the entries.
+        let weighted = CountedDestinations([2, 1])
+        let tableW = weighted.list.withUnsafeBufferPointer { MaglevHashing.lookupTable($0) }
+        let first = tableW.filter { $0 == 0 }.count
+        XCTAssertEqual(Double(first) / Double(MaglevHashing.tableSize), 2.0 / 3, accuracy: 0.05)
+    }
+
+    func testMaglevRemovingOneOfNMovesAboutOneNth() {
+        let n = 10
+        let all = CountedDestinations([Int32](repeating: 1, count: n))
+        var fewer = all.list
+        fewer.remove(at: 3)
+        let before = all.list.withUnsafeBufferPointer { MaglevHashing.lookupTable($0) }
+        let after = fewer.withUnsafeBufferPointer { MaglevHashing.lookupTable($0) }
+        var moved = 0
+        for index in 0..<MaglevHashing.tableSize {
+            let old = all.list[Int(before[index])].counterID
+            let new = fewer[Int(after[index])].counterID
+            if old != new { moved += 1 }
+        }
+        // Entries of the removed server must move (1/N); Maglev moves only a little more.
+        XCTAssertLessThan(Double(moved) / Double(MaglevHashing.tableSize), 1.0 / Double(n) * 1.6)
+        XCTAssertGreaterThanOrEqual(Double(moved) / Double(MaglevHashing.tableSize), 1.0 / Double(n) * 0.8)
+    }
+
+    func testMaglevFallback() {
+        let d = CountedDestinations([1, 1])
+        let key = flow(99)
+        let home = d.pick(.mh, flow: key)!
+        d.list[home].isAvailable = false
+        XCTAssertNil(d.pick(.mh, flow: key))
+        XCTAssertEqual(d.pick(.mh, flow: key, flags: .fallback), 1 - home)
+    }
+
+    func testLocalityBasedKeepsServerPerDestination() {
+        let d = CountedDestinations([1, 1])
+        d.list.withUnsafeBufferPointer { buffer in
+            for kind in [SchedulerKind.lblc, .lblcr] {
+                var state = Scheduler.makeState(kind, destinations: buffer)
+                defer { Scheduler.release(&state) }
+                let first = Scheduler.select(kind, state: &state, destinations: buffer, flow: flow(1), now: 10)
+                XCTAssertEqual(first, 0)
+                d.set(0, active: 0, inactive: 50)  // wlc would now pick 1, the table keeps 0
+                XCTAssertEqual(Scheduler.select(kind, state: &state, destinations: buffer, flow: flow(2), now: 11), 0, "\(kind)")
+                // Overloaded in lblc's sense: more active than weight while another is under half.
+                d.set(0, active: 5)
+                XCTAssertEqual(Scheduler.select(kind, state: &state, destinations: buffer, flow: flow(3), now: 12), 1, "\(kind)")
+                d.set(0, active: 0, inactive: 0)
+            }
+        }
+    }
+}
