@@ -23,7 +23,21 @@ struct Binaries {
     var allocationCounter: String?
 }
 
+/// The entry point: the helper processes (`_generate`, `_sink`, `_reflect`) are dispatched by hand, because
+/// the bench's own positional scenario list would otherwise swallow their names.
 @main
+enum BenchMain {
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        switch arguments.first {
+        case "_generate": GenerateCommand.main(Array(arguments.dropFirst()))
+        case "_sink": SinkCommand.main(Array(arguments.dropFirst()))
+        case "_reflect": ReflectCommand.main(Array(arguments.dropFirst()))
+        default: XDirectorBench.main(arguments)
+        }
+    }
+}
+
 struct XDirectorBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xdirector-bench",
@@ -35,8 +49,7 @@ struct XDirectorBench: ParsableCommand {
             By default the bench builds two network namespaces joined by a veth pair: the generator and the sink on one
             end, the forwarder under test on the other. Results: a table on stdout, and report.json, report.md and
             throughput.png in --output. Needs root. Build first: swift build -c release (all products).
-            """,
-        subcommands: [GenerateCommand.self, SinkCommand.self, ReflectCommand.self]
+            """
     )
 
     @Argument(help: "Scenarios to run: \(Scenarios.all.joined(separator: ", ")), or all.")

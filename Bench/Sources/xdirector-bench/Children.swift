@@ -45,7 +45,7 @@ final class Child: @unchecked Sendable {
     /// The last non-empty line the process wrote on standard error, for "skipped: ..." notes.
     var lastError: String {
         let lines = errors.text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        return lines.last ?? "exited with status \(process.isRunning ? 0 : process.terminationStatus)"
+        return lines.first { $0.hasPrefix("Error:") } ?? lines.last ?? "exited with status \(process.isRunning ? 0 : process.terminationStatus)"
     }
 }
 

@@ -131,7 +131,7 @@ struct Report {
         let script = """
             set terminal pngcairo size 1200,500 noenhanced
             set output '\(directory)/throughput.png'
-            set multiplot layout 1,2 title 'XDirector benchmark (\(info.cpus) CPUs, \(info.generator))'
+            set multiplot layout 1,\((sizes.isEmpty || queueCounts.isEmpty) ? 1 : 2) title 'XDirector benchmark (\(info.cpus) CPUs, \(info.generator))'
             set style data histograms
             set style histogram clustered gap 1
             set style fill solid 0.8 border -1
@@ -139,9 +139,9 @@ struct Report {
             set yrange [0:*]
             set key top right
             set title 'DR forwarding by frame size (bytes)'
-            plot '\(directory)/dr.dat' using 2:xtic(1) title columnheader(2), '' using 3 title columnheader(3), '' using 4 title columnheader(4)
+            \(sizes.isEmpty ? "" : "plot '\(directory)/dr.dat' using 2:xtic(1) title columnheader(2), '' using 3 title columnheader(3), '' using 4 title columnheader(4)")
             set title 'Queue scaling (smallest frames)'
-            plot '\(directory)/queues.dat' using 2:xtic(1) title columnheader(2), '' using 3 title columnheader(3)
+            \(queueCounts.isEmpty ? "" : "plot '\(directory)/queues.dat' using 2:xtic(1) title columnheader(2), '' using 3 title columnheader(3)")
             unset multiplot
             """
         let path = "\(directory)/throughput.gp"
