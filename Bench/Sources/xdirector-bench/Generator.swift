@@ -183,11 +183,12 @@ struct AFXDPGenerator {
             }
         }
         // Let the last frames go out, so the count of what was offered is complete.
-        for _ in 0..<50 {
+        for _ in 0..<250 {
             var pending = false
             for socket in sockets {
                 completed &+= UInt64(socket.reclaim())
-                if socket.freeCount < Int(TransmitQueue.frameCount) { pending = true; socket.kick() }
+                // Unconditionally: the kernel completes the last batch only on a later transmit call.
+                if socket.freeCount < Int(TransmitQueue.frameCount) { pending = true; _ = sendto(socket.fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) }
             }
             if !pending { break }
             usleep(2000)
