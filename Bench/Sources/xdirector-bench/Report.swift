@@ -137,7 +137,7 @@ struct Report {
             set style fill solid 0.8 border -1
             set ylabel 'Mpps received by the sink'
             set yrange [0:*]
-            set key top right
+            set key below
             set title 'DR forwarding by frame size (bytes)'
             \(sizes.isEmpty ? "" : "plot '\(directory)/dr.dat' using 2:xtic(1) title columnheader(2), '' using 3 title columnheader(3), '' using 4 title columnheader(4)")
             set title 'Queue scaling (smallest frames)'
