@@ -46,8 +46,8 @@ struct XDirectorBench: ParsableCommand {
             Scenarios (default: all):
             \(Scenarios.help)
 
-            By default the bench builds two network namespaces joined by a veth pair: the generator and the sink on one
-            end, the forwarder under test on the other. Results: a table on stdout, and report.json, report.md and
+            By default the bench builds two network namespaces joined by a veth pair: the generator and the sink on one \
+            end, the forwarder under test on the other. Results: a table on stdout, and report.json, report.md and \
             throughput.png in --output. Needs root. Build first: swift build -c release (all products).
             """
     )
