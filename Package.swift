@@ -5,6 +5,9 @@ let package = Package(
     name: "XDirector",
     products: [
         .executable(name: "xdirector", targets: ["xdirector"]),
+        .executable(name: "xdirector-bench", targets: ["xdirector-bench"]),
+        .executable(name: "xdirector-bench-ref", targets: ["xdirector-bench-ref"]),
+        .library(name: "XDirectorAllocCount", type: .dynamic, targets: ["XDirectorAllocCount"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -46,6 +49,21 @@ let package = Package(
         ),
         // Packet builders and topology helpers shared by the tests (and later the benchmarks).
         .target(name: "XDirectorTestSupport", dependencies: ["Packet"]),
+        // The benchmark harness (Bench/): generator, sink, reflector and scenarios; embeds Bench/bpf/*.bpf.c.
+        .executableTarget(
+            name: "xdirector-bench",
+            dependencies: ["CXDP", "Topology", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Bench/Sources/xdirector-bench",
+            plugins: ["BPFObjectPlugin"]
+        ),
+        // The benchmark's C AF_XDP MAC-swap reference forwarder.
+        .executableTarget(
+            name: "xdirector-bench-ref",
+            path: "Bench/reference",
+            linkerSettings: [.linkedLibrary("xdp"), .linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+        ),
+        // LD_PRELOAD allocation counter for the benchmarked workers.
+        .target(name: "XDirectorAllocCount", path: "Bench/alloccount", linkerSettings: [.linkedLibrary("dl")]),
         .testTarget(name: "PacketTests", dependencies: ["Packet", "XDirectorTestSupport"]),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling", "Packet"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Packet"]),

@@ -2,7 +2,8 @@
 # Installs what building, testing and the demo need, and mounts bpffs. Idempotent, non-interactive.
 set -euo pipefail
 
-packages=(libxdp-dev libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute2 ethtool curl bpftool procps iputils-ping)
+packages=(libxdp-dev libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute2 ethtool curl bpftool procps iputils-ping
+          gnuplot-nox util-linux)  # the last two: the benchmark's plot and taskset
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

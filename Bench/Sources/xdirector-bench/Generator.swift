@@ -1,0 +1,198 @@
+import CXDP
+import Glibc
+
+/// What the AF_XDP generator sends.
+struct TrafficSpec {
+    var proto: FrameTemplate.Proto = .tcp
+    var wireSize = 64
+    /// Distinct flows cycled through; 0 makes every packet a new flow (a SYN flood for TCP).
+    var flows = 1024
+    /// Packets per second over all queues; 0 sends as fast as possible.
+    var rate = 0
+    var seconds = 3.0
+    /// Start stamping probes after this many seconds, one every `probeEvery` packets (0: no probes).
+    var probeAfter = 0.0
+    var probeEvery = 0
+    var sourceMAC: [UInt8] = []
+    var destinationMAC: [UInt8] = []
+    var destination: UInt32 = 0
+    var destinationPort: UInt16 = 80
+}
+
+/// One TX-only AF_XDP socket with its own UMEM, on one queue of the generator's interface.
+final class TransmitQueue {
+    static let frameCount: UInt32 = 4096
+    static let frameSize: UInt32 = 2048
+    static let ringSize: UInt32 = 2048
+
+    let area: UnsafeMutableRawPointer
+    let fill = UnsafeMutablePointer<xsk_ring_prod>.allocate(capacity: 1)
+    let completion = UnsafeMutablePointer<xsk_ring_cons>.allocate(capacity: 1)
+    let tx = UnsafeMutablePointer<xsk_ring_prod>.allocate(capacity: 1)
+    let fd: Int32
+    /// Frames not with the kernel, as UMEM offsets (a stack).
+    let free: UnsafeMutablePointer<UInt64>
+    var freeCount: Int
+    private let umem: OpaquePointer
+    private let socket: OpaquePointer
+    private var areaLength: Int { Int(Self.frameCount * Self.frameSize) }
+
+    init(interface: String, queue: UInt32, template: FrameTemplate) throws {
+        let length = Int(Self.frameCount * Self.frameSize)
+        let mapped = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
+        guard let mapped, mapped != MAP_FAILED else { throw BenchError("cannot map the generator's UMEM") }
+        area = mapped
+        fill.initialize(to: xsk_ring_prod()); completion.initialize(to: xsk_ring_cons()); tx.initialize(to: xsk_ring_prod())
+        var umemConfig = xsk_umem_config(fill_size: Self.ringSize, comp_size: Self.ringSize, frame_size: Self.frameSize,
+                                         frame_headroom: 0, flags: 0)
+        var createdUmem: OpaquePointer?
+        guard xsk_umem__create(&createdUmem, mapped, UInt64(length), fill, completion, &umemConfig) == 0, let createdUmem else {
+            throw BenchError("cannot register the generator's UMEM on queue \(queue)")
+        }
+        umem = createdUmem
+        var config = xsk_socket_config()
+        config.rx_size = 0
+        config.tx_size = Self.ringSize
+        config.libxdp_flags = UInt32(XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD)
+        var createdSocket: OpaquePointer?
+        var result: Int32 = -1
+        let txRing = tx
+        for bind in [UInt16(XDP_ZEROCOPY), UInt16(XDP_COPY)] {
+            config.bind_flags = UInt16(XDP_USE_NEED_WAKEUP) | bind
+            result = interface.withCString { xsk_socket__create(&createdSocket, $0, queue, createdUmem, nil, txRing, &config) }
+            if result == 0 { break }
+        }
+        guard result == 0, let createdSocket else {
+            xsk_umem__delete(createdUmem)
+            throw BenchError("cannot create the generator's AF_XDP socket on \(interface) queue \(queue): \(String(cString: strerror(-result)))")
+        }
+        socket = createdSocket
+        fd = xsk_socket__fd(createdSocket)
+        free = .allocate(capacity: Int(Self.frameCount))
+        freeCount = Int(Self.frameCount)
+        template.bytes.withUnsafeBytes { source in
+            for frame in 0..<Int(Self.frameCount) {
+                let offset = UInt64(frame) * UInt64(Self.frameSize)
+                free[frame] = offset
+                (mapped + Int(offset)).copyMemory(from: source.baseAddress!, byteCount: source.count)
+            }
+        }
+    }
+
+    deinit {
+        xsk_socket__delete(socket)
+        xsk_umem__delete(umem)
+        munmap(area, areaLength)
+        free.deallocate()
+        fill.deallocate(); completion.deallocate(); tx.deallocate()
+    }
+
+    /// Takes back the frames the kernel has sent; returns how many.
+    @inline(__always)
+    func reclaim() -> Int {
+        var index: UInt32 = 0
+        let done = xsk_ring_cons__peek(completion, Self.ringSize, &index)
+        for i in 0..<done {
+            free[freeCount] = xsk_ring_cons__comp_addr(completion, index &+ i)!.pointee
+            freeCount += 1
+        }
+        if done > 0 { xsk_ring_cons__release(completion, done) }
+        return Int(done)
+    }
+
+    @inline(__always)
+    func kick() {
+        if xsk_ring_prod__needs_wakeup(tx) != 0 { _ = sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) }
+    }
+}
+
+/// The AF_XDP transmit-only generator: one thread drives a socket per queue, flow f always on queue
+/// f mod Q (so every flow reaches one worker, as RSS would arrange), at a fixed rate or as fast as it can.
+struct AFXDPGenerator {
+    static let batch = 64
+
+    let interface: String
+    let queues: Int
+    let spec: TrafficSpec
+    let statsPath: String
+
+    func run() throws {
+        let template = FrameTemplate(proto: spec.proto, wireSize: spec.wireSize, sourceMAC: spec.sourceMAC,
+                                     destinationMAC: spec.destinationMAC, destination: spec.destination,
+                                     destinationPort: spec.destinationPort)
+        let sockets = try (0..<queues).map { try TransmitQueue(interface: interface, queue: UInt32($0), template: template) }
+        var signals = StopSignals()
+        let start = monotonicNanoseconds()
+        let end = start &+ UInt64(spec.seconds * 1e9)
+        let probeStart = start &+ UInt64(spec.probeAfter * 1e9)
+        let flowsPerQueue = spec.flows > 0 ? max(spec.flows / queues, 1) : 0
+        var counters = [UInt64](repeating: 0, count: queues)  // packets handed to each socket
+        var completed: UInt64 = 0
+        var sentTotal: UInt64 = 0
+        var tokens = 0.0
+        var last = start
+        var nextReport = start
+        while true {
+            let now = monotonicNanoseconds()
+            if now >= end { break }
+            if spec.rate > 0 {
+                tokens = min(tokens + Double(now &- last) * 1e-9 * Double(spec.rate), Double(Self.batch * queues * 4))
+                last = now
+            }
+            if now >= nextReport {
+                StatsFile.write(statsPath, [completed, sentTotal])
+                nextReport = now &+ 20_000_000
+                if signals.wait(milliseconds: 0) { break }
+            }
+            for (q, socket) in sockets.enumerated() {
+                completed &+= UInt64(socket.reclaim())
+                var want = min(Self.batch, socket.freeCount)
+                if spec.rate > 0 { want = min(want, Int(tokens)) }
+                guard want > 0 else { socket.kick(); continue }
+                var index: UInt32 = 0
+                let reserved = Int(xsk_ring_prod__reserve(socket.tx, UInt32(want), &index))
+                for i in 0..<reserved {
+                    socket.freeCount -= 1
+                    let address = socket.free[socket.freeCount]
+                    let k = counters[q]
+                    counters[q] = k &+ 1
+                    let flow: UInt64, syn: Bool
+                    if flowsPerQueue > 0 {
+                        flow = (k % UInt64(flowsPerQueue)) &* UInt64(queues) &+ UInt64(q)
+                        syn = k < UInt64(flowsPerQueue)
+                    } else {
+                        flow = k &* UInt64(queues) &+ UInt64(q)
+                        syn = true
+                    }
+                    let probe = spec.probeEvery > 0 && now >= probeStart && k % UInt64(spec.probeEvery) == 0
+                    template.stamp(socket.area + Int(address),
+                                   source: 0x0A00_0000 | UInt32(truncatingIfNeeded: (flow >> 14) & 0xFF_FFFF),
+                                   sourcePort: UInt16(1024 + (flow & 0x3FFF)), syn: syn,
+                                   probe: probe ? monotonicNanoseconds() : 0)
+                    let descriptor = xsk_ring_prod__tx_desc(socket.tx, index &+ UInt32(i))!
+                    descriptor.pointee.addr = address
+                    descriptor.pointee.len = UInt32(template.length)
+                    descriptor.pointee.options = 0
+                }
+                if reserved > 0 {
+                    xsk_ring_prod__submit(socket.tx, UInt32(reserved))
+                    sentTotal &+= UInt64(reserved)
+                    tokens -= Double(reserved)
+                }
+                socket.kick()
+            }
+        }
+        // Let the last frames go out, so the count of what was offered is complete.
+        for _ in 0..<250 {
+            var pending = false
+            for socket in sockets {
+                completed &+= UInt64(socket.reclaim())
+                // Unconditionally: the kernel completes the last batch only on a later transmit call.
+                if socket.freeCount < Int(TransmitQueue.frameCount) { pending = true; _ = sendto(socket.fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) }
+            }
+            if !pending { break }
+            usleep(2000)
+        }
+        StatsFile.write(statsPath, [completed, sentTotal])
+    }
+}
