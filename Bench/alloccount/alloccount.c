@@ -1,3 +1,4 @@
+#include <signal.h>
 /* alloccount.c: an LD_PRELOAD library that counts heap allocations (malloc, calloc, realloc,
  * posix_memalign, aligned_alloc, memalign) made by the threads of a process under test whose names start
  * with XDB_ALLOC_PREFIX (default "xd-q", the director's workers), and every XDB_ALLOC_INTERVAL_MS (default
@@ -64,6 +65,11 @@ int pthread_setname_np(pthread_t thread, const char *name)
 
 static void *report(void *argument)
 {
+    /* This thread exists before the director blocks its signals: keep SIGHUP/SIGINT/SIGTERM away from it,
+     * or their default action would end the process instead of reaching the director's handler. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     const char *path = argument;
     char temporary[4096], line[96];
     snprintf(temporary, sizeof(temporary), "%s.tmp", path);

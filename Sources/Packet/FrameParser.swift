@@ -93,10 +93,10 @@ public enum FrameParser {
     public static func parse(_ frame: UnsafeRawPointer, length: Int, into parsed: inout ParsedFrame) -> ParseStatus {
         guard length >= HeaderLength.ethernet else { return .truncated }
         var l3 = HeaderLength.ethernet
-        var etherType = load16(frame, FieldOffset.Ethernet.etherType)
+        var etherType = Wire.load16(frame, FieldOffset.Ethernet.etherType)
         if etherType == EtherType.vlan {
             guard length >= HeaderLength.ethernet &+ HeaderLength.vlanTag else { return .truncated }
-            etherType = load16(frame, FieldOffset.Ethernet.etherType &+ HeaderLength.vlanTag)
+            etherType = Wire.load16(frame, FieldOffset.Ethernet.etherType &+ HeaderLength.vlanTag)
             l3 = HeaderLength.ethernet &+ HeaderLength.vlanTag
         }
         if etherType == EtherType.ipv4 {
@@ -118,12 +118,12 @@ public enum FrameParser {
         let headerLength = Int(versionIHL & 0x0F) &* 4
         guard headerLength >= HeaderLength.ipv4 else { return .malformed }
         guard length &- l3 >= headerLength else { return .truncated }
-        let totalLength = Int(load16(ip, FieldOffset.IPv4.totalLength))
+        let totalLength = Int(Wire.load16(ip, FieldOffset.IPv4.totalLength))
         guard totalLength >= headerLength else { return .malformed }
         guard length &- l3 >= totalLength else { return .truncated }
         guard InternetChecksum.checksum(ip, count: headerLength) == 0 else { return .badIPv4Checksum }
         // MF (0x2000) or a non-zero offset (low 13 bits); DF (0x4000) is fine.
-        guard load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else { return .fragment }
+        guard Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else { return .fragment }
         let proto = ip.load(fromByteOffset: FieldOffset.IPv4.proto, as: UInt8.self)
 
         let l4 = l3 &+ headerLength
@@ -134,9 +134,9 @@ public enum FrameParser {
         guard status == .ok else { return status }
         parsed.key.family = IPAddress.Family.ipv4.rawValue
         parsed.key.srcHi = 0
-        parsed.key.srcLo = UInt64(load32(ip, FieldOffset.IPv4.source))
+        parsed.key.srcLo = UInt64(Wire.load32(ip, FieldOffset.IPv4.source))
         parsed.key.dstHi = 0
-        parsed.key.dstLo = UInt64(load32(ip, FieldOffset.IPv4.destination))
+        parsed.key.dstLo = UInt64(Wire.load32(ip, FieldOffset.IPv4.destination))
         parsed.l3Offset = l3
         parsed.l4Offset = l4
         parsed.ipPacketLength = totalLength
@@ -149,7 +149,7 @@ public enum FrameParser {
         guard length &- l3 >= HeaderLength.ipv6 else { return .truncated }
         let ip = frame + l3
         guard ip.load(fromByteOffset: 0, as: UInt8.self) >> 4 == 6 else { return .malformed }
-        let payloadLength = Int(load16(ip, FieldOffset.IPv6.payloadLength))
+        let payloadLength = Int(Wire.load16(ip, FieldOffset.IPv6.payloadLength))
         guard length &- l3 &- HeaderLength.ipv6 >= payloadLength else { return .truncated }
         let nextHeader = ip.load(fromByteOffset: FieldOffset.IPv6.nextHeader, as: UInt8.self)
         // Extension headers are not walked (see the type's comment).
@@ -161,10 +161,10 @@ public enum FrameParser {
             : parseL4(frame, l4: l4, segmentLength: payloadLength, proto: nextHeader, into: &parsed)
         guard status == .ok else { return status }
         parsed.key.family = IPAddress.Family.ipv6.rawValue
-        parsed.key.srcHi = load64(ip, FieldOffset.IPv6.source)
-        parsed.key.srcLo = load64(ip, FieldOffset.IPv6.source &+ 8)
-        parsed.key.dstHi = load64(ip, FieldOffset.IPv6.destination)
-        parsed.key.dstLo = load64(ip, FieldOffset.IPv6.destination &+ 8)
+        parsed.key.srcHi = Wire.load64(ip, FieldOffset.IPv6.source)
+        parsed.key.srcLo = Wire.load64(ip, FieldOffset.IPv6.source &+ 8)
+        parsed.key.dstHi = Wire.load64(ip, FieldOffset.IPv6.destination)
+        parsed.key.dstLo = Wire.load64(ip, FieldOffset.IPv6.destination &+ 8)
         parsed.l3Offset = l3
         parsed.l4Offset = l4
         parsed.ipPacketLength = HeaderLength.ipv6 &+ payloadLength
@@ -185,32 +185,17 @@ public enum FrameParser {
             parsed.tcpFlags = header.load(fromByteOffset: FieldOffset.TCP.flags, as: UInt8.self)
         } else if proto == IPProtocolNumber.udp {
             guard segmentLength >= HeaderLength.udp else { return .malformed }
-            let udpLength = Int(load16(header, FieldOffset.UDP.length))
+            let udpLength = Int(Wire.load16(header, FieldOffset.UDP.length))
             guard udpLength >= HeaderLength.udp, udpLength <= segmentLength else { return .malformed }
             parsed.tcpFlags = 0
         } else {
             return .unsupportedProtocol
         }
         // TCP and UDP both start with the source and destination ports.
-        parsed.key.srcPort = load16(header, 0)
-        parsed.key.dstPort = load16(header, 2)
+        parsed.key.srcPort = Wire.load16(header, 0)
+        parsed.key.dstPort = Wire.load16(header, 2)
         parsed.key.proto = proto
         parsed.isICMPError = false
         return .ok
-    }
-
-    @inline(__always)
-    static func load16(_ base: UnsafeRawPointer, _ offset: Int) -> UInt16 {
-        UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-    }
-
-    @inline(__always)
-    static func load32(_ base: UnsafeRawPointer, _ offset: Int) -> UInt32 {
-        UInt32(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-    }
-
-    @inline(__always)
-    static func load64(_ base: UnsafeRawPointer, _ offset: Int) -> UInt64 {
-        UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
 }

@@ -33,7 +33,7 @@ extension FrameParser {
             guard innerL4 >= HeaderLength.ipv4 else { return .malformed }
             guard available >= innerL4 else { return .truncated }
             // Only a first fragment carries the ports.
-            guard load16(inner, FieldOffset.IPv4.flagsFragment) & 0x1FFF == 0 else { return .unsupportedProtocol }
+            guard Wire.load16(inner, FieldOffset.IPv4.flagsFragment) & 0x1FFF == 0 else { return .unsupportedProtocol }
             innerProto = inner.load(fromByteOffset: FieldOffset.IPv4.proto, as: UInt8.self)
         }
         guard innerProto == IPProtocolNumber.tcp || innerProto == IPProtocolNumber.udp else {
@@ -43,20 +43,20 @@ extension FrameParser {
         guard available &- innerL4 >= 8 else { return .truncated }
 
         parsed.innerKey.proto = innerProto
-        parsed.innerKey.srcPort = load16(inner, innerL4)
-        parsed.innerKey.dstPort = load16(inner, innerL4 &+ 2)
+        parsed.innerKey.srcPort = Wire.load16(inner, innerL4)
+        parsed.innerKey.dstPort = Wire.load16(inner, innerL4 &+ 2)
         if isIPv6 {
             parsed.innerKey.family = IPAddress.Family.ipv6.rawValue
-            parsed.innerKey.srcHi = load64(inner, FieldOffset.IPv6.source)
-            parsed.innerKey.srcLo = load64(inner, FieldOffset.IPv6.source &+ 8)
-            parsed.innerKey.dstHi = load64(inner, FieldOffset.IPv6.destination)
-            parsed.innerKey.dstLo = load64(inner, FieldOffset.IPv6.destination &+ 8)
+            parsed.innerKey.srcHi = Wire.load64(inner, FieldOffset.IPv6.source)
+            parsed.innerKey.srcLo = Wire.load64(inner, FieldOffset.IPv6.source &+ 8)
+            parsed.innerKey.dstHi = Wire.load64(inner, FieldOffset.IPv6.destination)
+            parsed.innerKey.dstLo = Wire.load64(inner, FieldOffset.IPv6.destination &+ 8)
         } else {
             parsed.innerKey.family = IPAddress.Family.ipv4.rawValue
             parsed.innerKey.srcHi = 0
-            parsed.innerKey.srcLo = UInt64(load32(inner, FieldOffset.IPv4.source))
+            parsed.innerKey.srcLo = UInt64(Wire.load32(inner, FieldOffset.IPv4.source))
             parsed.innerKey.dstHi = 0
-            parsed.innerKey.dstLo = UInt64(load32(inner, FieldOffset.IPv4.destination))
+            parsed.innerKey.dstLo = UInt64(Wire.load32(inner, FieldOffset.IPv4.destination))
         }
         parsed.isICMPError = true
         parsed.icmpType = type

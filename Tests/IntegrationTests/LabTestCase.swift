@@ -8,6 +8,8 @@ class LabTestCase: XCTestCase {
     var lab: Topology?
     var director: Process?
     var directorOutput: CollectedOutput?
+    /// The rules file the running director was started with (SIGHUP reloads it).
+    var rulesPath: String?
 
     override func setUpWithError() throws {
         guard getuid() == 0 else { throw XCTSkip("integration tests need root: network namespaces and XDP") }
@@ -44,11 +46,17 @@ class LabTestCase: XCTestCase {
     func startDirector(rules: String, arguments: [String] = []) throws {
         let lab = try XCTUnwrap(lab)
         let path = try writeRules(rules + "\n")
+        rulesPath = path
         let output = CollectedOutput()
         director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path]
                                  + arguments, output: output.pipe)
         directorOutput = output
         guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
+    }
+
+    /// Replaces the running director's rules file (send SIGHUP to apply it).
+    func rewriteRules(_ rules: String) throws {
+        try (rules + "\n").write(toFile: try XCTUnwrap(rulesPath), atomically: true, encoding: .utf8)
     }
 
     func stopDirector() throws -> DirectorReport {

@@ -4,29 +4,7 @@ import XCTest
 
 /// Scheduling behaviour end to end: real TCP through a director in a namespace lab. Needs root; each test
 /// builds its own lab and removes it in tearDown, also when the test fails.
-final class SchedulingIntegrationTests: XCTestCase {
-    private var lab: Topology?
-    private var director: Process?
-    private var directorOutput: CollectedOutput?
-    private var rulesPath: String?
-
-    override func setUpWithError() throws {
-        guard getuid() == 0 else { throw XCTSkip("integration tests need root: network namespaces and XDP") }
-        let lab = try Topology(realCount: 2, directorQueues: 2)
-        self.lab = lab
-        for index in 0..<lab.realCount {
-            _ = try lab.spawn(lab.real(index), [DirectRoutingTests.xdirector, "backend-http", "--name", "rs\(index + 1)",
-                                                "--port", "80"])
-        }
-    }
-
-    override func tearDown() {
-        if let director, director.isRunning { director.terminate(); Topology.wait(director, seconds: 10) }
-        lab?.teardown()
-        lab = nil
-        if let rulesPath { try? FileManager.default.removeItem(atPath: rulesPath) }
-    }
-
+final class SchedulingIntegrationTests: LabTestCase {
     private var twoReals: String {
         """
         -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(0)):80 -g -w 1
@@ -99,40 +77,8 @@ final class SchedulingIntegrationTests: XCTestCase {
         XCTAssertEqual(stats.detail("drop_tcp_without_connection"), 0, stats.text)
     }
 
-    // MARK: Helpers
-
-    private func startDirector(rules: String) throws {
-        let lab = try XCTUnwrap(lab)
-        let path = NSTemporaryDirectory() + "\(lab.prefix)-\(UUID().uuidString).rules"
-        rulesPath = path
-        try (rules + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-        let output = CollectedOutput()
-        director = try lab.spawn(lab.director, [DirectRoutingTests.xdirector, "run", "--interface", lab.directorInterface,
-                                                "--rules", path], output: output.pipe)
-        directorOutput = output
-        guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
-    }
-
-    private func rewriteRules(_ rules: String) throws {
-        try (rules + "\n").write(toFile: try XCTUnwrap(rulesPath), atomically: true, encoding: .utf8)
-    }
-
-    private func stopDirector() throws -> DirectorReport {
-        let director = try XCTUnwrap(director)
-        director.terminate()
-        Topology.wait(director, seconds: 15)
-        XCTAssertFalse(director.isRunning, "the director stops on SIGTERM")
-        return DirectorReport(text: directorOutput?.text ?? "")
-    }
-
     /// `count` requests to the IPv4 VIP, one TCP connection each, tallied by answering real server.
     private func answers(_ lab: Topology, count: Int) throws -> [String: Int] {
-        var tally: [String: Int] = [:]
-        for _ in 0..<count {
-            let body = try lab.exec(lab.client, ["curl", "-s", "-m", "5", "http://\(Topology.vip4)/"], check: false)
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-            tally[body.isEmpty ? "(none)" : body, default: 0] += 1
-        }
-        return tally
+        try answers(lab, url: "http://\(Topology.vip4)/", count: count)
     }
 }
