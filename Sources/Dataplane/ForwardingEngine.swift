@@ -29,6 +29,8 @@ public struct ForwardingEngine: ~Copyable {
     private var tracker: ConnectionTracker
     private var parsed = ParsedFrame()
     private let counters: CounterWriter
+    /// Keeps the block `counters` writes into alive as long as the engine (the writer holds a raw pointer).
+    private let counterBlock: WorkerCounterBlock
     private let replyIndex: ReplyIndex
     private let replies: ReplyIndexView
     private var ports: LocalPortAllocator
@@ -50,6 +52,7 @@ public struct ForwardingEngine: ~Copyable {
                                     seed: UInt64(UInt(bitPattern: ObjectIdentifier(counters).hashValue)) | 1)
         tracker.adopt(services: snapshot.view.policies, destinations: snapshot.view.destinations)
         self.counters = counters.writer
+        counterBlock = counters
         let index = replies ?? (try? ReplyIndex(partitions: 1, entriesPerPartition: connectionCapacity))
             ?? { fatalError("cannot reserve memory for the reply index") }()
         replyIndex = index
