@@ -88,8 +88,8 @@ public struct ForwardingEngine: ~Copyable {
         view = next.view
     }
 
-    /// Reclaims expired connections, a bounded number of slots at a time; call between batches.
-    public mutating func sweep(now: UInt32, limit: Int = 64) {
+    /// Reclaims expired connections, examining at most `limit` slots; call between batches.
+    public mutating func sweep(now: UInt32, limit: Int) {
         tracker.sweep(now: now, limit: limit)
     }
 
@@ -156,10 +156,9 @@ public struct ForwardingEngine: ~Copyable {
                 }
                 let extra = extras[slot]
                 guard extra.localAddress >= 0 else { return .drop(.dropLocalPortsExhausted) }
-                let local = view.localAddresses[Int(extra.localAddress)]
-                source = L4Endpoint(address: Self.address(local.family, local.hi, local.lo), port: extra.localPort)
+                source = L4Endpoint(address: view.localAddresses[Int(extra.localAddress)], port: extra.localPort)
             } else if isNew || slot == nil {
-                let reply = Self.replyKey(of: parsed.key, server: route, to: parsed.key.srcHi, parsed.key.srcLo, parsed.key.srcPort)
+                let reply = Self.replyKey(of: parsed.key, server: route, to: parsed.key.source, port: parsed.key.srcPort)
                 if let verdict = publish(reply, slot: slot, fullNAT: false, frame: frame, now: now) { return verdict }
             }
             if let slot {
@@ -187,7 +186,7 @@ public struct ForwardingEngine: ~Copyable {
     @inline(__always)
     private mutating func tunnel(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, route: DestinationRoute,
                                  mac: UInt64, replyOnTooBig: Bool) -> FrameVerdict {
-        guard let outerSource = view.source(family: route.family) else { return .drop(.dropNoSourceAddress) }
+        guard let outerSource = view.source(family: route.address.family) else { return .drop(.dropNoSourceAddress) }
         switch Tunnel.encapsulate(frame, length: length, headroom: headroom, parsed: parsed, outerSource: outerSource,
                                   outerDestination: route.address, parameters: route.tunnel,
                                   sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac), mtu: view.mtu) {
@@ -196,7 +195,7 @@ public struct ForwardingEngine: ~Copyable {
             outputLength = newLength
             return .transmit
         case .tooBig(let mtu):
-            guard replyOnTooBig, let source = view.source(family: parsed.key.family) else {
+            guard replyOnTooBig, let source = view.source(family: parsed.key.source.family) else {
                 return .drop(.dropFragmentationNeeded)
             }
             let errorLength = ICMPErrorBuilder.packetTooBig(frame, length: length, parsed: parsed, mtu: mtu,
@@ -218,18 +217,19 @@ public struct ForwardingEngine: ~Copyable {
     @inline(__always)
     private mutating func openFullNAT(slot: Int, service: Int, route: DestinationRoute, frame: UnsafeMutableRawPointer,
                                       now: UInt32) -> FrameVerdict? {
-        let range = view.localAddresses(of: service, family: route.family)
-        let held: (Int32, Int, UInt16) -> Bool = { [extras] owner, address, port in
-            let extra = extras[Int(owner)]
-            return extra.localAddress == Int32(address) && extra.localPort == port
-                && ReplyIndexView.isLive(extra.expires, now)
-        }
-        guard let (address, port) = ports.allocate(addresses: range.first, count: range.count, for: Int32(slot), isHeld: held)
+        // A port is held while the connection that took it lives: its slot still records the port and its
+        // expiry (mirrored in `extras`) is ahead. The closure is passed straight in, so it allocates nothing.
+        guard let (address, port) = ports.allocate(
+            addresses: view.localAddresses(of: service, family: route.address.family), for: Int32(slot),
+            isHeld: { [extras] owner, address, port in
+                let extra = extras[Int(owner)]
+                return extra.localAddress == Int32(address) && extra.localPort == port
+                    && ReplyIndexView.isLive(extra.expires, now)
+            })
         else { return .drop(.dropLocalPortsExhausted) }
         extras[slot].localAddress = Int32(address)
         extras[slot].localPort = port
-        let local = view.localAddresses[address]
-        let reply = Self.replyKey(of: parsed.key, server: route, to: local.hi, local.lo, port)
+        let reply = Self.replyKey(of: parsed.key, server: route, to: view.localAddresses[address], port: port)
         if let verdict = publish(reply, slot: slot, fullNAT: true, frame: frame, now: now) {
             ports.release(address: address, port: port)
             extras[slot].localAddress = -1
@@ -243,10 +243,9 @@ public struct ForwardingEngine: ~Copyable {
     private mutating func publish(_ reply: FlowKey, slot: Int?, fullNAT: Bool, frame: UnsafeMutableRawPointer,
                                   now: UInt32) -> FrameVerdict? {
         let key = parsed.key
-        let value = ReplyTranslation(
-            sourceHi: key.dstHi, sourceLo: key.dstLo, sourcePort: key.dstPort,
-            destinationHi: key.srcHi, destinationLo: key.srcLo, destinationPort: key.srcPort,
-            clientMAC: Self.sourceMAC(of: frame), fullNAT: fullNAT)
+        let value = ReplyTranslation(source: L4Endpoint(address: key.destination, port: key.dstPort),
+                                     client: L4Endpoint(address: key.source, port: key.srcPort),
+                                     clientMAC: Self.sourceMAC(of: frame), fullNAT: fullNAT)
         let expires = slot.map { tracker.expiry(at: $0) } ?? now &+ 60
         guard let entry = replies.insert(reply, value, expires: expires, now: now) else {
             return .drop(.dropReplyIndexFull)
@@ -257,12 +256,8 @@ public struct ForwardingEngine: ~Copyable {
 
     /// The tuple a real server answers with: from RIP:RPORT to the client (NAT) or the local address (FULLNAT).
     @inline(__always)
-    static func replyKey(of key: FlowKey, server: DestinationRoute, to hi: UInt64, _ lo: UInt64, _ port: UInt16) -> FlowKey {
-        var reply = FlowKey()
-        reply.srcHi = server.addressHi; reply.srcLo = server.addressLo; reply.srcPort = server.port
-        reply.dstHi = hi; reply.dstLo = lo; reply.dstPort = port
-        reply.proto = key.proto; reply.family = key.family
-        return reply
+    static func replyKey(of key: FlowKey, server: DestinationRoute, to address: IPAddress, port: UInt16) -> FlowKey {
+        FlowKey(source: server.address, sourcePort: server.port, destination: address, destinationPort: port, proto: key.proto)
     }
 
     // MARK: Real server to client
@@ -272,17 +267,10 @@ public struct ForwardingEngine: ~Copyable {
     private mutating func reply(_ frame: UnsafeMutableRawPointer, now: UInt32) -> FrameVerdict {
         var owner = 0
         guard let translation = replies.lookup(parsed.key, now: now, partition: &owner) else {
-            return .drop(parsed.key.proto == IPProtocolNumber.tcp || parsed.key.proto == IPProtocolNumber.udp
-                         ? .dropNoReplyState : .dropNoService)
+            return .drop(.dropNoReplyState)
         }
-        let family = parsed.key.family
-        let source = L4Endpoint(address: Self.address(family, translation.sourceHi, translation.sourceLo),
-                                port: translation.sourcePort)
-        let destination = translation.fullNAT
-            ? L4Endpoint(address: Self.address(family, translation.destinationHi, translation.destinationLo),
-                         port: translation.destinationPort)
-            : nil
-        let result = AddressTranslation.rewrite(frame, parsed: parsed, source: source, destination: destination,
+        let result = AddressTranslation.rewrite(frame, parsed: parsed, source: translation.source,
+                                                destination: translation.fullNAT ? translation.client : nil,
                                                 sourceMAC: view.interfaceMAC,
                                                 destinationMAC: MACAddress(value: translation.clientMAC))
         guard result == .transmit else { return .drop(.dropHopLimitExceeded) }
@@ -337,8 +325,7 @@ public struct ForwardingEngine: ~Copyable {
         case .fullNAT:
             let extra = extras[slot]
             guard extra.localAddress >= 0 else { return .drop(.dropICMPWithoutConnection) }
-            let slotAddress = view.localAddresses[Int(extra.localAddress)]
-            let local = Self.address(slotAddress.family, slotAddress.hi, slotAddress.lo)
+            let local = view.localAddresses[Int(extra.localAddress)]
             result = ICMPTranslation.rewrite(frame, length: length, parsed: parsed, outerSource: local,
                                              outerDestination: route.address, innerSource: server,
                                              innerDestination: L4Endpoint(address: local, port: extra.localPort),
@@ -353,11 +340,7 @@ public struct ForwardingEngine: ~Copyable {
         guard let translation = replies.lookup(reply, now: now, partition: &owner) else {
             return .drop(.dropICMPWithoutConnection)
         }
-        let family = reply.family
-        let service = L4Endpoint(address: Self.address(family, translation.sourceHi, translation.sourceLo),
-                                 port: translation.sourcePort)
-        let client = L4Endpoint(address: Self.address(family, translation.destinationHi, translation.destinationLo),
-                                port: translation.destinationPort)
+        let service = translation.source, client = translation.client
         let result = ICMPTranslation.rewrite(
             frame, length: length, parsed: parsed, outerSource: service.address,
             outerDestination: translation.fullNAT ? client.address : nil,
@@ -374,11 +357,6 @@ public struct ForwardingEngine: ~Copyable {
         var value: UInt64 = 0
         for i in 6..<12 { value = value << 8 | UInt64(frame.load(fromByteOffset: i, as: UInt8.self)) }
         return value
-    }
-
-    @inline(__always)
-    static func address(_ family: UInt8, _ hi: UInt64, _ lo: UInt64) -> IPAddress {
-        family == 4 ? .v4(UInt32(truncatingIfNeeded: lo)) : .v6(hi: hi, lo: lo)
     }
 
     @inline(__always)

@@ -70,33 +70,19 @@ public enum ForwardingKind: UInt8, Sendable {
     case directRouting, tunnel, masquerading, fullNAT
 }
 
-/// How a destination is reached: method, real server address and port, tunnel parameters. Trivial, so it
-/// lives in the snapshot's flat buffers.
+/// How a destination is reached: method, real server address and port, tunnel parameters. Trivial (an
+/// `IPAddress` is a plain enum), so it lives in the snapshot's flat buffers.
 public struct DestinationRoute: Sendable, Equatable {
     public var kind: ForwardingKind
-    public var addressHi: UInt64
-    public var addressLo: UInt64
-    public var family: UInt8
+    public var address: IPAddress
     public var port: UInt16
     public var tunnel: TunnelParameters
 
     public init(kind: ForwardingKind, address: IPAddress, port: UInt16, tunnel: TunnelParameters = TunnelParameters(type: .ipip)) {
-        let key = FlowKey(source: address, sourcePort: port, destination: address, destinationPort: port, proto: 0)
-        self.kind = kind; addressHi = key.srcHi; addressLo = key.srcLo; family = key.family; self.port = port
-        self.tunnel = tunnel
+        self.kind = kind; self.address = address; self.port = port; self.tunnel = tunnel
     }
 
     public static let directRouting = DestinationRoute(kind: .directRouting, address: .v4(0), port: 0)
-
-    @inline(__always)
-    var address: IPAddress { family == 4 ? .v4(UInt32(truncatingIfNeeded: addressLo)) : .v6(hi: addressHi, lo: addressLo) }
-}
-
-/// One FULLNAT local address in the snapshot's flat buffer.
-struct LocalAddressSlot: Equatable {
-    var hi: UInt64
-    var lo: UInt64
-    var family: UInt8
 }
 
 /// An immutable configuration for the workers, in flat buffers so the per-packet path reads it through
@@ -110,12 +96,14 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     public let timeouts: ConnectionTimeouts
     let view: SnapshotView
     private let policies: UnsafeMutableBufferPointer<ServicePolicy>
-    private let services: UnsafeMutableBufferPointer<ServiceSlot>
+    private let services: UnsafeMutableBufferPointer<VIPKey>
     private let destinations: UnsafeMutableBufferPointer<SchedulingDestination>
     private let macs: UnsafeMutableBufferPointer<UInt64>
     private let routes: UnsafeMutableBufferPointer<DestinationRoute>
-    private let localAddresses: UnsafeMutableBufferPointer<LocalAddressSlot>
-    /// Per service: its local addresses of each family, as (first, count) into `localAddresses`, IPv4 then IPv6.
+    /// Every FULLNAT local address once: a FULLNAT port belongs to (address, port), whichever services share it.
+    private let localAddresses: UnsafeMutableBufferPointer<IPAddress>
+    /// Indices into `localAddresses`, grouped per service and family (see `LocalAddressRange`).
+    private let localAddressIndices: UnsafeMutableBufferPointer<Int32>
     private let serviceLocalAddresses: UnsafeMutableBufferPointer<LocalAddressRange>
     private let lookup: UnsafeMutableBufferPointer<Int32>
 
@@ -134,12 +122,11 @@ public final class ForwardingSnapshot: @unchecked Sendable {
         macs = .allocate(capacity: max(destinationCount, 1))
         routes = .allocate(capacity: max(destinationCount, 1))
         serviceLocalAddresses = .allocate(capacity: max(input.count, 1))
-        // Local addresses, each once, in order of appearance; services refer to them by index.
-        var unique: [LocalAddressSlot] = []
+        var unique: [IPAddress] = []
+        var indices: [Int32] = []
         var next = 0
         for (index, service) in input.enumerated() {
-            services[index] = ServiceSlot(key: service.key, scheduler: service.scheduler,
-                                          first: Int32(next), count: Int32(service.destinations.count))
+            services[index] = service.key
             var policy = service.policy
             policy.first = Int32(next)
             policy.count = Int32(service.destinations.count)
@@ -156,33 +143,26 @@ public final class ForwardingSnapshot: @unchecked Sendable {
             }
             var range = LocalAddressRange()
             for family in [IPAddress.Family.ipv4, .ipv6] {
-                let own = service.localAddresses.filter { $0.family == family }.map { address in
-                    let route = DestinationRoute(kind: .fullNAT, address: address, port: 0)
-                    return LocalAddressSlot(hi: route.addressHi, lo: route.addressLo, family: route.family)
+                let first = Int32(indices.count)
+                for address in service.localAddresses where address.family == family {
+                    if let known = unique.firstIndex(of: address) {
+                        indices.append(Int32(known))
+                    } else {
+                        indices.append(Int32(unique.count))
+                        unique.append(address)
+                    }
                 }
-                // Contiguous per service and family: append this service's list unless it is already there.
-                var first = unique.count
-                if let found = (0..<max(unique.count - own.count + 1, 0)).first(where: { Array(unique[$0..<$0 + own.count]) == own }),
-                   !own.isEmpty {
-                    first = found
-                } else {
-                    unique += own
-                }
-                if family == .ipv4 { range.first4 = Int32(first); range.count4 = Int32(own.count) }
-                else { range.first6 = Int32(first); range.count6 = Int32(own.count) }
+                let count = Int32(indices.count) - first
+                if family == .ipv4 { (range.first4, range.count4) = (first, count) } else { (range.first6, range.count6) = (first, count) }
             }
             serviceLocalAddresses[index] = range
         }
         localAddresses = .allocate(capacity: max(unique.count, 1))
-        for (index, slot) in unique.enumerated() { localAddresses[index] = slot }
-        var none = DestinationRoute.directRouting
-        none.family = 0
-        var sources = (v4: none, v6: none)
-        for address in sourceAddresses {
-            let route = DestinationRoute(kind: .directRouting, address: address, port: 0)
-            if address.family == .ipv4, sources.v4.family == 0 { sources.v4 = route }
-            if address.family == .ipv6, sources.v6.family == 0 { sources.v6 = route }
-        }
+        _ = localAddresses.initialize(from: unique)
+        localAddressIndices = .allocate(capacity: max(indices.count, 1))
+        _ = localAddressIndices.initialize(from: indices)
+        let source4 = sourceAddresses.first { $0.family == .ipv4 }
+        let source6 = sourceAddresses.first { $0.family == .ipv6 }
         // Open addressing, at most half full, so a probe ends quickly on a miss.
         var capacity = 8
         while capacity < input.count * 2 { capacity <<= 1 }
@@ -199,61 +179,56 @@ public final class ForwardingSnapshot: @unchecked Sendable {
                             macs: UnsafeBufferPointer(rebasing: macs[0..<destinationCount]),
                             routes: UnsafeBufferPointer(rebasing: routes[0..<destinationCount]),
                             localAddresses: UnsafeBufferPointer(rebasing: localAddresses[0..<unique.count]),
+                            localAddressIndices: UnsafeBufferPointer(rebasing: localAddressIndices[0..<indices.count]),
                             serviceLocalAddresses: UnsafeBufferPointer(rebasing: serviceLocalAddresses[0..<input.count]),
                             lookup: UnsafeBufferPointer(lookup), interfaceMAC: interfaceMAC, mtu: mtu,
-                            source4: sources.v4, source6: sources.v6)
+                            source4: source4, source6: source6)
     }
 
     deinit {
         services.deallocate(); policies.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
-        routes.deallocate(); localAddresses.deallocate(); serviceLocalAddresses.deallocate()
+        routes.deallocate(); localAddresses.deallocate(); localAddressIndices.deallocate()
+        serviceLocalAddresses.deallocate()
     }
 
     public var serviceCount: Int { view.services.count }
 }
 
-struct ServiceSlot {
-    var key: VIPKey
-    var scheduler: SchedulerKind
-    /// The service's real servers are destinations[first ..< first + count].
-    var first: Int32
-    var count: Int32
-}
-
+/// Where a service's local addresses of each family stand in the snapshot's `localAddressIndices`.
 struct LocalAddressRange {
     var first4: Int32 = 0, count4: Int32 = 0, first6: Int32 = 0, count6: Int32 = 0
 }
 
 /// The snapshot as the hot path reads it: pointers only, valid while the snapshot is held.
 struct SnapshotView {
-    let services: UnsafeBufferPointer<ServiceSlot>
-    /// Parallel to `services`: what the connection tracker needs.
+    let services: UnsafeBufferPointer<VIPKey>
+    /// Parallel to `services`: scheduler and options, and the service's destinations[first ..< first + count].
     let policies: UnsafeBufferPointer<ServicePolicy>
     let destinations: UnsafeBufferPointer<SchedulingDestination>
     let macs: UnsafeBufferPointer<UInt64>
     let routes: UnsafeBufferPointer<DestinationRoute>
-    let localAddresses: UnsafeBufferPointer<LocalAddressSlot>
+    let localAddresses: UnsafeBufferPointer<IPAddress>
+    let localAddressIndices: UnsafeBufferPointer<Int32>
     let serviceLocalAddresses: UnsafeBufferPointer<LocalAddressRange>
     let lookup: UnsafeBufferPointer<Int32>
     let interfaceMAC: MACAddress
     let mtu: Int
-    /// The director's own addresses (family 0 when it has none of that family).
-    let source4: DestinationRoute
-    let source6: DestinationRoute
+    /// The director's own addresses, when it has one of that family.
+    let source4: IPAddress?
+    let source6: IPAddress?
 
-    /// The local addresses service `service` uses towards real servers of `family`, as (first, count).
+    /// The local addresses (indices into `localAddresses`) service `service` uses towards real servers of
+    /// `family`.
     @inline(__always)
-    func localAddresses(of service: Int, family: UInt8) -> (first: Int, count: Int) {
+    func localAddresses(of service: Int, family: IPAddress.Family) -> UnsafeBufferPointer<Int32> {
         let range = serviceLocalAddresses[service]
-        return family == 4 ? (Int(range.first4), Int(range.count4)) : (Int(range.first6), Int(range.count6))
+        let (first, count) = family == .ipv4 ? (range.first4, range.count4) : (range.first6, range.count6)
+        return UnsafeBufferPointer(rebasing: localAddressIndices[Int(first)..<Int(first + count)])
     }
 
     /// The director's address of `family`, if it has one.
     @inline(__always)
-    func source(family: UInt8) -> IPAddress? {
-        let route = family == 4 ? source4 : source6
-        return route.family == family ? route.address : nil
-    }
+    func source(family: IPAddress.Family) -> IPAddress? { family == .ipv4 ? source4 : source6 }
 
     @inline(__always)
     static func hash(_ key: VIPKey) -> UInt32 {
@@ -274,15 +249,9 @@ struct SnapshotView {
         while true {
             let index = Int(lookup[slot])
             if index < 0 { return nil }
-            if services[index].key.matchesDestination(of: key) { return index }
+            if services[index].matchesDestination(of: key) { return index }
             slot = (slot + 1) & mask
         }
-    }
-
-    @inline(__always)
-    func destinations(of service: Int) -> UnsafeBufferPointer<SchedulingDestination> {
-        let slot = services[service]
-        return UnsafeBufferPointer(rebasing: destinations[Int(slot.first)..<Int(slot.first + slot.count)])
     }
 }
 

@@ -44,19 +44,18 @@ public struct LocalPortAllocator: ~Copyable {
         }
     }
 
-    /// A free port on one of the addresses `first ..< first + count` (tried in turn, starting after the one
-    /// used last), recorded as held by `slot`. `isHeld(slot, address, port)` says whether a recorded owner
-    /// still holds the port.
+    /// A free port on one of `addresses` (indices of local addresses, tried in turn), recorded as held by
+    /// `slot`. `isHeld(slot, address, port)` says whether a recorded owner still holds the port.
     @inline(__always)
-    public mutating func allocate(addresses first: Int, count: Int, for slot: Int32,
+    public mutating func allocate(addresses: UnsafeBufferPointer<Int32>, for slot: Int32,
                                   isHeld: (Int32, Int, UInt16) -> Bool) -> (address: Int, port: UInt16)? {
-        guard count > 0, portCount > 0 else { return nil }
-        let perAddress = max(Self.probeLimit / count, 1)
-        for a in 0..<count {
-            let address = first + a
+        guard !addresses.isEmpty, portCount > 0 else { return nil }
+        let perAddress = min(max(Self.probeLimit / addresses.count, 1), portCount)
+        for index in addresses {
+            let address = Int(index)
             guard address < addressCount else { continue }
             var cursor = Int(cursors[address])
-            for _ in 0..<min(perAddress, portCount) {
+            for _ in 0..<perAddress {
                 cursor = cursor + 1 == portCount ? 0 : cursor + 1
                 let owner = owners[address * portCount + cursor]
                 let port = UInt16(firstPort + cursor)

@@ -5,23 +5,15 @@ import Synchronization
 /// What a NAT or FULLNAT reply needs to be translated back, found by the reply's own tuple.
 public struct ReplyTranslation: Equatable, Sendable {
     /// The reply's new source: the service's VIP and port.
-    public var sourceHi: UInt64
-    public var sourceLo: UInt64
-    public var sourcePort: UInt16
-    /// The reply's new destination: the client. For NAT it is already the reply's destination.
-    public var destinationHi: UInt64
-    public var destinationLo: UInt64
-    public var destinationPort: UInt16
+    public var source: L4Endpoint
+    /// The client. For NAT it is already the reply's destination; FULLNAT changes the destination to it.
+    public var client: L4Endpoint
     /// The next hop towards the client: the source MAC of the connection's first packet.
     public var clientMAC: UInt64
-    /// FULLNAT: the destination changes too (local address → client).
     public var fullNAT: Bool
 
-    public init(sourceHi: UInt64, sourceLo: UInt64, sourcePort: UInt16, destinationHi: UInt64, destinationLo: UInt64,
-                destinationPort: UInt16, clientMAC: UInt64, fullNAT: Bool) {
-        self.sourceHi = sourceHi; self.sourceLo = sourceLo; self.sourcePort = sourcePort
-        self.destinationHi = destinationHi; self.destinationLo = destinationLo; self.destinationPort = destinationPort
-        self.clientMAC = clientMAC; self.fullNAT = fullNAT
+    public init(source: L4Endpoint, client: L4Endpoint, clientMAC: UInt64, fullNAT: Bool) {
+        self.source = source; self.client = client; self.clientMAC = clientMAC; self.fullNAT = fullNAT
     }
 }
 
@@ -105,12 +97,14 @@ public struct ReplyIndexView {
             e[Self.keySrc + 1].store(key.srcLo, ordering: .relaxed)
             e[Self.keyDst].store(key.dstHi, ordering: .relaxed)
             e[Self.keyDst + 1].store(key.dstLo, ordering: .relaxed)
-            e[Self.ports].store(UInt64(key.srcPort) | UInt64(key.dstPort) << 16 | UInt64(value.sourcePort) << 32
-                                | UInt64(value.destinationPort) << 48, ordering: .relaxed)
-            e[Self.newSrc].store(value.sourceHi, ordering: .relaxed)
-            e[Self.newSrc + 1].store(value.sourceLo, ordering: .relaxed)
-            e[Self.newDst].store(value.destinationHi, ordering: .relaxed)
-            e[Self.newDst + 1].store(value.destinationLo, ordering: .relaxed)
+            e[Self.ports].store(UInt64(key.srcPort) | UInt64(key.dstPort) << 16 | UInt64(value.source.port) << 32
+                                | UInt64(value.client.port) << 48, ordering: .relaxed)
+            let (sourceHi, sourceLo) = Self.words(value.source.address)
+            let (clientHi, clientLo) = Self.words(value.client.address)
+            e[Self.newSrc].store(sourceHi, ordering: .relaxed)
+            e[Self.newSrc + 1].store(sourceLo, ordering: .relaxed)
+            e[Self.newDst].store(clientHi, ordering: .relaxed)
+            e[Self.newDst + 1].store(clientLo, ordering: .relaxed)
             e[Self.mac].store(value.clientMAC, ordering: .relaxed)
             e[Self.meta].store(Self.meta(expires: expires, key: key, fullNAT: value.fullNAT), ordering: .relaxed)
             e[Self.seq].store(sequence &+ 2, ordering: .releasing)  // even: published
@@ -165,11 +159,12 @@ public struct ReplyIndexView {
                 if hit {
                     let ports = e[Self.ports].load(ordering: .relaxed)
                     result = ReplyTranslation(
-                        sourceHi: e[Self.newSrc].load(ordering: .relaxed), sourceLo: e[Self.newSrc + 1].load(ordering: .relaxed),
-                        sourcePort: UInt16(truncatingIfNeeded: ports >> 32),
-                        destinationHi: e[Self.newDst].load(ordering: .relaxed),
-                        destinationLo: e[Self.newDst + 1].load(ordering: .relaxed),
-                        destinationPort: UInt16(truncatingIfNeeded: ports >> 48),
+                        source: L4Endpoint(address: Self.address(key.family, e[Self.newSrc].load(ordering: .relaxed),
+                                                                 e[Self.newSrc + 1].load(ordering: .relaxed)),
+                                           port: UInt16(truncatingIfNeeded: ports >> 32)),
+                        client: L4Endpoint(address: Self.address(key.family, e[Self.newDst].load(ordering: .relaxed),
+                                                                 e[Self.newDst + 1].load(ordering: .relaxed)),
+                                           port: UInt16(truncatingIfNeeded: ports >> 48)),
                         clientMAC: e[Self.mac].load(ordering: .relaxed), fullNAT: meta & (1 << 48) != 0)
                 }
                 atomicMemoryFence(ordering: .acquiring)
@@ -193,6 +188,20 @@ public struct ReplyIndexView {
             && e[Self.keyDst].load(ordering: .relaxed) == key.dstHi
             && UInt8(truncatingIfNeeded: meta >> 32) == key.proto
             && UInt8(truncatingIfNeeded: meta >> 40) == key.family
+    }
+
+    /// An address as the two words an entry stores (IPv4 in the low word), as `FlowKey` holds them.
+    @inline(__always)
+    static func words(_ address: IPAddress) -> (UInt64, UInt64) {
+        switch address {
+        case .v4(let value): return (0, UInt64(value))
+        case .v6(let hi, let lo): return (hi, lo)
+        }
+    }
+
+    @inline(__always)
+    static func address(_ family: UInt8, _ hi: UInt64, _ lo: UInt64) -> IPAddress {
+        family == IPAddress.Family.ipv4.rawValue ? .v4(UInt32(truncatingIfNeeded: lo)) : .v6(hi: hi, lo: lo)
     }
 
     /// Wrap-safe: live while `expires` is ahead of `now`.
