@@ -15,6 +15,8 @@ public enum WaitMode: String, Sendable, CaseIterable {
 /// canonical AF_XDP batch loop (completions back to fill, peek RX, reserve TX, process, submit, release).
 public final class Worker: @unchecked Sendable {
     public static let batchSize: UInt32 = 64
+    /// Connection-table slots examined after a batch with frames, and after an empty poll.
+    static let busySweep = 8, idleSweep = 1024
 
     public let queue: XSKQueue
     public let core: Int
@@ -83,7 +85,9 @@ public final class Worker: @unchecked Sendable {
             }
             let now = Self.coarseSeconds()
             let received = loop.runBatch(engine: &engine, now: now)
-            engine.sweep(now: now)
+            // Expired connections are reclaimed a little per busy batch (a full pass takes seconds even at
+            // line rate) and more while idle, so the work follows the traffic instead of taxing every batch.
+            engine.sweep(now: now, limit: received == 0 ? Self.idleSweep : Self.busySweep)
             if received == 0 {
                 loop.idle(waitMode: waitMode)
                 runningCPU.store(Int(cxdp_current_cpu()), ordering: .relaxed)
