@@ -83,11 +83,14 @@ public final class Director {
         guard next.services.map(\.key) == configuration.services.map(\.key) else {
             throw ControlError("adding or removing virtual services needs a restart")
         }
+        // New NAT real servers and local addresses are steered before the workers may send them packets;
+        // those that left stop being steered once the workers no longer use them.
+        if let program { try writeMaps(program, for: next) }
+        let previous = configuration
         configuration = next
-        // New NAT real servers and local addresses must be steered before their first packets.
-        if let program { try writeMaps(program) }
         _ = resolver?.refresh(realAddresses)
         republish()
+        if let program { removeStaleMapEntries(program, previous: previous) }
         logger.info("configuration reloaded: \(next.services.count) services, \(next.services.reduce(0) { $0 + $1.reals.count }) real servers")
     }
 
@@ -101,7 +104,7 @@ public final class Director {
             _ = resolver?.refresh(realAddresses)
             let exchange = SnapshotExchange(makeSnapshot())
             self.exchange = exchange
-            try writeMaps(program)
+            try writeMaps(program, for: configuration)
             let replies = try ReplyIndex(partitions: plan.assignments.count, entriesPerPartition: options.connectionsPerWorker)
             var socketConfig = XSKConfiguration()
             socketConfig.allowZeroCopy = options.allowZeroCopy
@@ -124,24 +127,36 @@ public final class Director {
         }
     }
 
-    /// Fills the XDP program's maps: the virtual services, the NAT real servers whose replies come back
-    /// through us, and the FULLNAT local addresses.
-    private func writeMaps(_ program: XDPProgram) throws {
-        for (index, service) in configuration.services.enumerated() {
+    /// Fills the XDP program's maps for `config`: the virtual services, the NAT real servers whose replies
+    /// come back through us, and the FULLNAT local addresses.
+    private func writeMaps(_ program: XDPProgram, for config: DirectorConfig) throws {
+        for (index, service) in config.services.enumerated() {
             try program.setService(Self.mapKey(service.endpoint, service.proto),
                                    xd_service_value(index: UInt32(index), flags: UInt32(XD_SVC_F_NONE)))
-            for real in service.reals where real.method == .masquerading {
-                try program.setNATReal(Self.mapKey(real.endpoint, service.proto))
-            }
-            for address in service.localAddresses {
-                var key = xd_local_addr_key()
-                withUnsafeMutableBytes(of: &key.addr) { raw in
-                    for (i, byte) in address.bytes.enumerated() { raw[i] = byte }
-                }
-                key.family = address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
-                try program.setLocalAddress(key)
-            }
         }
+        for real in Self.natReals(of: config) { try program.setNATReal(Self.mapKey(real.endpoint, real.proto)) }
+        for address in Self.localAddresses(of: config) { try program.setLocalAddress(Self.mapKey(address)) }
+    }
+
+    /// Removes the NAT real servers and local addresses `previous` had and the running configuration has not.
+    private func removeStaleMapEntries(_ program: XDPProgram, previous: DirectorConfig) {
+        for real in Self.natReals(of: previous).subtracting(Self.natReals(of: configuration)) {
+            program.removeNATReal(Self.mapKey(real.endpoint, real.proto))
+        }
+        for address in Self.localAddresses(of: previous).subtracting(Self.localAddresses(of: configuration)) {
+            program.removeLocalAddress(Self.mapKey(address))
+        }
+    }
+
+    /// The NAT real servers as the XDP program matches their replies: RIP:RPORT and protocol.
+    private static func natReals(of config: DirectorConfig) -> Set<ServiceKey> {
+        Set(config.services.flatMap { service in
+            service.reals.filter { $0.method == .masquerading }.map { ServiceKey(proto: service.proto, endpoint: $0.endpoint) }
+        })
+    }
+
+    private static func localAddresses(of config: DirectorConfig) -> Set<IPAddress> {
+        Set(config.services.flatMap(\.localAddresses))
     }
 
     /// Gives the kernel a moment to resolve the real servers before traffic is taken, so the first
@@ -258,6 +273,15 @@ public final class Director {
         return DestinationRoute(kind: kind, address: real.endpoint.address, port: real.endpoint.port,
                                 tunnel: TunnelParameters(type: tunnelType, port: real.tunnel.port,
                                                          checksum: real.tunnel.checksum))
+    }
+
+    static func mapKey(_ address: IPAddress) -> xd_local_addr_key {
+        var key = xd_local_addr_key()
+        withUnsafeMutableBytes(of: &key.addr) { raw in
+            for (i, byte) in address.bytes.enumerated() { raw[i] = byte }
+        }
+        key.family = address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
+        return key
     }
 
     static func mapKey(_ endpoint: Endpoint, _ proto: L4Protocol) -> xd_service_key {

@@ -129,6 +129,18 @@ public final class XDPProgram {
         guard result == 0 else { throw DataplaneError("cannot add the NAT real server to the XDP map", errno: result) }
     }
 
+    /// Stops steering a NAT real server's packets (it left the configuration).
+    public func removeNATReal(_ key: xd_service_key) {
+        var key = key
+        _ = bpf_map_delete_elem(natRealsFD, &key)
+    }
+
+    /// Stops steering packets to a local address (no service uses it any more).
+    public func removeLocalAddress(_ key: xd_local_addr_key) {
+        var key = key
+        _ = bpf_map_delete_elem(localAddressesFD, &key)
+    }
+
     /// Steers packets to a FULLNAT local address (the real servers' replies) to the workers.
     public func setLocalAddress(_ key: xd_local_addr_key) throws(DataplaneError) {
         var key = key, value: UInt32 = 0

@@ -55,12 +55,7 @@ struct RunCommand: ParsableCommand {
         let logger = makeLogger()
         let configuration: DirectorConfig
         do {
-            configuration = try rules.map { path in
-                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                    throw ControlError("cannot read rules file \(path)")
-                }
-                return try RulesFile.load(text)
-            } ?? DirectorConfig()
+            configuration = try rules.map(Self.loadRules) ?? DirectorConfig()
         } catch {
             throw failure("\(rules ?? "rules"): \(error)")
         }
@@ -114,14 +109,18 @@ struct RunCommand: ParsableCommand {
 }
 
 extension RunCommand {
+    static func loadRules(_ path: String) throws -> DirectorConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ControlError("cannot read rules file \(path)")
+        }
+        return try RulesFile.load(text)
+    }
+
     /// SIGHUP: reads the rules file again and applies it whole, or keeps the running rules on any error.
     func reload(_ director: Director) {
         guard let path = rules else { return }
         do {
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw ControlError("cannot read rules file \(path)")
-            }
-            try director.reload(try RulesFile.load(text, source: path))
+            try director.reload(try Self.loadRules(path))
             print("xdirector: reloaded \(path)")
         } catch {
             print("xdirector: reload of \(path) refused, keeping the running rules: \(error)")
