@@ -27,18 +27,6 @@ static __always_inline void *cursor_take(struct cursor *c, __u32 size)
     return start;
 }
 
-/* Advances by a variable amount of at most 40 bytes (IPv4 options); returns 0 when out of bounds. */
-static __always_inline int cursor_skip(struct cursor *c, __u32 size)
-{
-    if (size > 40)
-        return 0;
-    void *next = c->pos + size;
-    if (next > c->end)
-        return 0;
-    c->pos = next;
-    return 1;
-}
-
 struct vlan_tag {
     __be16 tci;
     __be16 encapsulated_proto;

@@ -1,7 +1,9 @@
 /* lab_decap.bpf.c: the labs' real servers run this XDP program instead of the kernel's IPIP/GUE/GRE
  * tunnel devices (which this kernel may lack): it strips an outer IPv4 or IPv6 header (with the UDP + GUE
  * header for UDP port LAB_GUE_PORT, or the GRE header) and hands the inner packet to the kernel, whose VIP
- * on lo then accepts it, as a tunnel device would deliver it. Everything else passes untouched. */
+ * on lo then accepts it, as a tunnel device would deliver it. A packet that reaches the lab's VIPs without
+ * a tunnel is dropped, so a real server set up for tunnelling cannot be served by direct routing by mistake.
+ * Everything else passes untouched. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -13,6 +15,9 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define LAB_GUE_PORT 6080
+/* The labs' VIPs (Topology.vip4 / vip6): 203.0.113.10 and 2001:db8:10::10. */
+#define LAB_VIP4 0xCB00710A
+static const __u8 lab_vip6[16] = { 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10 };
 #define GRE_CSUM 0x8000
 #define GRE_KEY 0x2000
 #define GRE_SEQ 0x1000
@@ -52,12 +57,16 @@ int lab_decap(struct xdp_md *ctx)
         struct iphdr *ip = (void *)(eth + 1);
         if ((void *)(ip + 1) > end || ip->ihl != 5)
             return XDP_PASS;
+        if (ip->daddr == bpf_htonl(LAB_VIP4))
+            return XDP_DROP;
         outer = sizeof(*ip);
         overhead = tunnel_overhead(ip->protocol, ip + 1, end);
     } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = (void *)(eth + 1);
         if ((void *)(ip6 + 1) > end)
             return XDP_PASS;
+        if (__builtin_memcmp(&ip6->daddr, lab_vip6, 16) == 0)
+            return XDP_DROP;
         outer = sizeof(*ip6);
         overhead = tunnel_overhead(ip6->nexthdr, ip6 + 1, end);
     } else {
