@@ -224,7 +224,7 @@ public struct ForwardingEngine: ~Copyable {
             isHeld: { [extras] owner, address, port in
                 let extra = extras[Int(owner)]
                 return extra.localAddress == Int32(address) && extra.localPort == port
-                    && ReplyIndexView.isLive(extra.expires, now)
+                    && SharedFlowTableView.isLive(extra.expires, now)
             })
         else { return .drop(.dropLocalPortsExhausted) }
         extras[slot].localAddress = Int32(address)
