@@ -79,10 +79,12 @@ final class LeastConnectionFamilyTests: XCTestCase {
     }
 
     func testOverflowMovesOnWhenActiveExceedsWeight() {
-        let d = CountedDestinations([3, 2])
+        let d = CountedDestinations([3, 2, 3])
         d.set(0, active: 3)
-        XCTAssertEqual(d.pick(.ovf), 0)  // 3 active, weight 3: not exceeded
+        XCTAssertEqual(d.pick(.ovf), 0)  // 3 active, weight 3: not exceeded; ties with 2, the first wins
         d.set(0, active: 4)
+        XCTAssertEqual(d.pick(.ovf), 2)  // the heaviest of the rest, not the next in order
+        d.set(2, active: 4)
         XCTAssertEqual(d.pick(.ovf), 1)
         d.set(1, active: 3)
         XCTAssertNil(d.pick(.ovf))
