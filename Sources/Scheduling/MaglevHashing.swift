@@ -25,23 +25,14 @@ public enum MaglevHashing: SchedulingAlgorithm {
 
     public static func makeState(destinations: UnsafeBufferPointer<SchedulingDestination>) -> SchedulerState {
         var state = SchedulerState()
-        let table = UnsafeMutablePointer<Int32>.allocate(capacity: tableSize)
-        state.storage = UnsafeMutableRawPointer(table)
-        state.storageCount = Int32(tableSize)
-        populate(table, destinations)
+        destinationsChanged(state: &state, destinations: destinations)
         return state
     }
 
     public static func destinationsChanged(
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>
     ) {
-        guard let table = state.buckets else {
-            let flags = state.flags
-            state = makeState(destinations: destinations)
-            state.flags = flags
-            return
-        }
-        populate(table, destinations)
+        HashBuckets.refill(&state, count: tableSize) { populate($0, destinations) }
     }
 
     /// The lookup table for `destinations` (entries are destination indices, -1 when no server has weight).
