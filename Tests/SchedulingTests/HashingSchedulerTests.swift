@@ -81,6 +81,31 @@ final class HashingSchedulerTests: XCTestCase {
         XCTAssertEqual(d.pick(.mh, flow: key, flags: .fallback), 1 - home)
     }
 
+    func testLocalityReplicationGrowsAndExpiresItsSet() {
+        let d = CountedDestinations([1, 1, 1])
+        var state = d.list.withUnsafeBufferPointer { Scheduler.makeState(.lblcr, destinations: $0) }
+        defer { Scheduler.release(&state) }
+        func pick(at now: UInt32) -> Int? {
+            d.list.withUnsafeBufferPointer {
+                Scheduler.select(.lblcr, state: &state, destinations: $0, flow: flow(1), now: now)
+            }
+        }
+        XCTAssertEqual(pick(at: 10), 0)
+        d.set(0, active: 2)  // overloaded in lblc's sense: server 1 joins the set
+        XCTAssertEqual(pick(at: 20), 1)
+        d.set(0, active: 0, inactive: 10)
+        d.set(1, active: 1)
+        // The set's least loaded member: 0, although wlc over every server would take the idle 2.
+        XCTAssertEqual(pick(at: 30), 0)
+        // The set expires: its most loaded member with weight (0; the quiesced 1 does not count) leaves, yet
+        // it serves this once, as the least loaded member picked before.
+        d.list[1].weight = 0
+        let expired = 20 + LocalityTable.setExpiration + 1
+        XCTAssertEqual(pick(at: expired), 0)
+        // Left with the quiesced 1 only, the set takes a new server by wlc.
+        XCTAssertEqual(pick(at: expired + 1), 2)
+    }
+
     func testLocalityBasedKeepsServerPerDestination() {
         let d = CountedDestinations([1, 1])
         d.list.withUnsafeBufferPointer { buffer in
