@@ -111,7 +111,10 @@ public struct ConnectionTable: ~Copyable {
         self.counterStore = counters
         self.counterCells = counters?.cells
         self.counterCapacity = counters?.capacity ?? 0
-        let entries = UnsafeMutablePointer<Entry>.allocate(capacity: slotCount)
+        // Cache-line aligned, so a 64-byte entry is one line to `find` rather than two.
+        let entries = UnsafeMutableRawPointer.allocate(
+            byteCount: MemoryLayout<Entry>.stride * slotCount, alignment: 64
+        ).bindMemory(to: Entry.self, capacity: slotCount)
         let blank = Entry(key: FlowKey(), service: 0, destination: 0, expires: 0, hash: 0,
                           counter: SchedulingDestination.noCounters, state: .initial, flags: 0)
         entries.initialize(repeating: blank, count: slotCount)
@@ -328,6 +331,8 @@ public struct ConnectionTable: ~Copyable {
     /// the table takes a few seconds at most and `count` follows the live connections.
     @discardableResult
     public mutating func sweep(now: UInt32, limit: Int) -> Int {
+        // An empty table has nothing to reclaim: an idle worker's sweeps cost nothing.
+        if count == 0 { return 0 }
         var slot = sweepCursor
         var reclaimed = 0
         for _ in 0..<max(0, limit) {
