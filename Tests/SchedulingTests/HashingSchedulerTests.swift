@@ -32,9 +32,13 @@ final class HashingSchedulerTests: XCTestCase {
 
     func testDestinationHashing() {
         let d = CountedDestinations([1, 1, 1])
-        let key = flow(1)
-        let bucket = Int((UInt32(0xC000_020A) &* 2_654_435_761) & 0xFF)
-        XCTAssertEqual(d.pick(.dh, flow: key), bucket % 3)
+        // The destination address alone picks the bucket, `address * 2654435761` mod 256, buckets in turn.
+        for (client, address): (UInt32, UInt32) in [(1, 0xC000_020A), (1, 0xC000_020B), (7, 0xFFFF_FFFF), (9, 2)] {
+            let key = FlowKey(source: .v4(client), sourcePort: 40000, destination: .v4(address), destinationPort: 80,
+                              proto: IPProtocolNumber.tcp)
+            let bucket = Int((address &* 2_654_435_761) & 0xFF)
+            XCTAssertEqual(d.pick(.dh, flow: key), bucket % 3, "address \(address)")
+        }
     }
 
     func testMaglevTableIsIdenticalAcrossInstancesAndBalanced() {

@@ -67,6 +67,15 @@ final class LeastConnectionFamilyTests: XCTestCase {
         idle.set(1, active: 1)
         XCTAssertEqual(idle.pick(.nq), 0)
         XCTAssertEqual(idle.pick(.sed), 1)  // (0+1)/1 > (1+1)/5
+        // nq takes the first idle server wherever it stands, and shortest expected delay once none is idle.
+        let busy = CountedDestinations([5, 1, 1])
+        busy.set(0, active: 1)
+        XCTAssertEqual(busy.pick(.nq), 1)
+        XCTAssertEqual(busy.pick(.sed), 0)  // (1+1)/5 < (0+1)/1
+        busy.set(1, active: 1)
+        XCTAssertEqual(busy.pick(.nq), 2)
+        busy.set(2, active: 1)
+        XCTAssertEqual(busy.pick(.nq), 0)
     }
 
     func testFailoverTakesHighestWeightThenFailsOver() {
