@@ -169,7 +169,10 @@ public struct ConnectionTracker: ~Copyable {
                 connections.remove(at: slot)
             } else {
                 connections.update(at: slot, tcpFlags: tcpFlags, now: now)
-                if policy.persistenceTimeout != 0 { touchTemplate(key, policy, now: now) }
+                // The template needs the timeout from this second on: once per second per connection is enough.
+                if policy.persistenceTimeout != 0 && connections.noteClientPacket(at: slot, now: now) {
+                    touchTemplate(key, policy, now: now)
+                }
                 return .existing(destination: Int(destination), slot: slot)
             }
         }

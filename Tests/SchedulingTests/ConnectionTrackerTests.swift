@@ -141,6 +141,19 @@ final class ConnectionTrackerTests: XCTestCase {
         XCTAssertEqual(f.tracker.liveTemplates(now: 2 + 299 + 300).count, 0)
     }
 
+    func testPacketsOfAPersistentConnectionKeepItsTemplate() {
+        let f = Fixture([1, 1, 1], policy: ServicePolicy(scheduler: .rr, persistenceTimeout: 300))
+        XCTAssertEqual(destination(f.admit(client(1, port: 1), syn, at: 0)), 0)
+        guard case .existing(_, let slot) = f.admit(client(1, port: 1), ack, at: 0) else { return XCTFail("not tracked") }
+        // A reply in the same second as a client packet must not stand in for it.
+        f.tracker.observeReply(slot: slot, tcpFlags: ack, now: 250)
+        XCTAssertEqual(destination(f.admit(client(1, port: 1), ack, at: 250)), 0)
+        XCTAssertEqual(destination(f.admit(client(1, port: 1), ack, at: 250)), 0)
+        // The template now lives until 250 + 300: a new connection of the client at 500 still goes to 0.
+        XCTAssertEqual(destination(f.admit(client(1, port: 2), syn, at: 500)), 0)
+        XCTAssertEqual(f.tracker.liveTemplates(now: 500).first?.expires, 800)
+    }
+
     func testQuiescentTemplateExpires() {
         let f = Fixture([1, 1], policy: ServicePolicy(scheduler: .rr, persistenceTimeout: 300))
         XCTAssertEqual(destination(f.admit(client(1, port: 1), syn, at: 0)), 0)
