@@ -127,6 +127,17 @@ final class ConnectionTrackerTests: XCTestCase {
         XCTAssertEqual(f.counts(0), DestinationCounts(active: 1, inactive: 1))
     }
 
+    func testReorderedServersKeepTheirConnections() {
+        let f = Fixture([1, 1], policy: ServicePolicy(scheduler: .rr))
+        XCTAssertEqual(destination(f.admit(client(1), syn, at: 0)), 0)
+        XCTAssertEqual(destination(f.admit(client(2), syn, at: 0)), 1)
+        // Same servers, other order: each connection follows its server to the new index.
+        f.servers.list.swapAt(0, 1)
+        f.publish()
+        XCTAssertEqual(destination(f.admit(client(1), ack, at: 1)), 1)
+        XCTAssertEqual(destination(f.admit(client(2), ack, at: 1)), 0)
+    }
+
     func testPersistenceKeepsClientAndNetmaskGroupsClients() {
         let policy = ServicePolicy(scheduler: .rr, persistenceTimeout: 300, netmaskPrefix: 24)
         let f = Fixture([1, 1, 1], policy: policy)
