@@ -182,8 +182,9 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         if let netmaskText { options.netmask = try Self.parseNetmask(netmaskText, of: service) }
         for name in flagNames {
             guard let (flag, owner) = SchedulerFlags.parse(name) else { throw .unknownSchedulerFlag(name) }
-            let target = scheduler ?? (command == .addService ? SchedulerKind.default : owner ?? .sh)
-            guard owner == nil || owner == target else {
+            // -E without -s: the service's scheduler is checked when the command is applied.
+            if let owner, let target = scheduler ?? (command == .addService ? SchedulerKind.default : nil),
+               owner != target {
                 throw .schedulerFlagNotAllowed(flag: name, scheduler: target)
             }
             options.schedulerFlags.insert(flag)
@@ -256,7 +257,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             return ["-A"] + key.arguments + ["-s", scheduler.name] + Self.arguments(options, scheduler, key)
         case .editService(let key, let scheduler, let options):
             return ["-E"] + key.arguments + (scheduler.map { ["-s", $0.name] } ?? [])
-                + (options.map { Self.arguments($0, scheduler ?? .sh, key) } ?? [])
+                + (options.map { Self.arguments($0, scheduler, key) } ?? [])
         case .deleteService(let key):
             return ["-D"] + key.arguments
         case .addServer(let key, let real):
@@ -284,7 +285,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
 
     /// Service options in `ipvsadm-save`'s order: `-b FLAGS`, `-p TIMEOUT`, `-M MASK` (dotted for IPv4, a
     /// length for IPv6, only when persistent and narrower than the whole address), `-o`.
-    static func arguments(_ options: ServiceOptions, _ scheduler: SchedulerKind, _ key: ServiceKey) -> [String] {
+    static func arguments(_ options: ServiceOptions, _ scheduler: SchedulerKind?, _ key: ServiceKey) -> [String] {
         var words: [String] = []
         if !options.schedulerFlags.isEmpty {
             words += ["-b", options.schedulerFlags.names(for: scheduler).joined(separator: ",")]
@@ -327,7 +328,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     static func checkOptions(_ options: ServiceOptions, scheduler: SchedulerKind, of key: ServiceKey) throws(ConfigError) {
         let stray = options.schedulerFlags.subtracting(scheduler.acceptedFlags)
         if !stray.isEmpty {
-            throw .schedulerFlagNotAllowed(flag: stray.contains(.fallback) ? "flag-1" : "flag-2", scheduler: scheduler)
+            throw .schedulerFlagNotAllowed(flag: stray.names(for: nil)[0], scheduler: scheduler)
         }
         if options.netmask != nil && options.persistence == nil { throw .netmaskWithoutPersistence }
         if let persistence = options.persistence, !ServiceOptions.persistenceRange.contains(persistence) {

@@ -56,12 +56,13 @@ enum IPVSOptionKind: Sendable, CaseIterable {
         switch (self, command) {
         case (_, .clear), (_, .setTimeouts):
             return .refused
-        case (.schedulerFlags, .addService), (.schedulerFlags, .editService),
+        case (.scheduler, .addService), (.scheduler, .editService),
+             (.schedulerFlags, .addService), (.schedulerFlags, .editService),
              (.persistent, .addService), (.persistent, .editService),
              (.netmask, .addService), (.netmask, .editService),
              (.onePacket, .addService), (.onePacket, .editService):
             return .optional
-        case (.schedulerFlags, _), (.persistent, _), (.netmask, _), (.onePacket, _):
+        case (.scheduler, _), (.schedulerFlags, _), (.persistent, _), (.netmask, _), (.onePacket, _):
             return .refused
         case (.upperThreshold, .addServer), (.upperThreshold, .editServer),
              (.lowerThreshold, .addServer), (.lowerThreshold, .editServer):
@@ -70,10 +71,6 @@ enum IPVSOptionKind: Sendable, CaseIterable {
             return .refused
         case (.service, _):
             return .required
-        case (.scheduler, .addService), (.scheduler, .editService):
-            return .optional
-        case (.scheduler, _):
-            return .refused
         case (.realServer, .addServer), (.realServer, .editServer), (.realServer, .deleteServer):
             return .required
         case (.realServer, _):

@@ -99,29 +99,37 @@ public enum TCPStateMachine {
     /// Rows per table: SYN, FIN, ACK, RST; columns: the current state in `ConnectionState` order
     /// NONE, ES, SYN_SENT, SYN_RECV, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, SYNACK.
     /// Values are IPVS's default (not "secure_tcp") tables. NONE never appears as a next state.
+    /// A literal of constants, so the array is laid out at compile time: no lazy initialisation per lookup.
     @usableFromInline
-    static let transitions: [ConnectionState] = {
-        let es = ConnectionState.established, ss = ConnectionState.synSent
-        let sr = ConnectionState.synReceived, fw = ConnectionState.finWait, tw = ConnectionState.timeWait
-        let cl = ConnectionState.close, cw = ConnectionState.closeWait, la = ConnectionState.lastAck
-        let li = ConnectionState.listen, sa = ConnectionState.synAck
-        let table: [[ConnectionState]] = [
-            // input       NONE ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
-            /* SYN */     [sr,  es, es, sr, sr, sr, sr, sr, sr, sr, sr],
-            /* FIN */     [cl,  cw, ss, tw, tw, tw, cl, cw, la, li, tw],
-            /* ACK */     [es,  es, ss, es, fw, tw, cl, cw, cl, li, es],
-            /* RST */     [cl,  cl, cl, sr, cl, cl, cl, cl, la, li, sr],
-            // output      NONE ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
-            /* SYN */     [ss,  es, ss, sr, ss, ss, ss, ss, ss, li, sr],
-            /* FIN */     [tw,  fw, ss, tw, fw, tw, cl, tw, la, li, tw],
-            /* ACK */     [es,  es, ss, es, fw, tw, cl, cw, la, es, es],
-            /* RST */     [cl,  cl, ss, cl, cl, tw, cl, cl, cl, cl, cl],
-            // inputOnly   NONE ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
-            /* SYN */     [sr,  es, es, sr, sr, sr, sr, sr, sr, sr, sr],
-            /* FIN */     [cl,  fw, ss, tw, fw, tw, cl, cw, la, li, tw],
-            /* ACK */     [es,  es, ss, es, fw, tw, cl, cw, cl, li, es],
-            /* RST */     [cl,  cl, cl, sr, cl, cl, cl, cl, la, li, cl],
-        ]
-        return table.flatMap { $0 }
-    }()
+    static let transitions: [ConnectionState] = [
+        // input        NONE ES    SS    SR    FW    TW    CL    CW    LA    LI    SA
+        /* SYN */      .sSR, .sES, .sES, .sSR, .sSR, .sSR, .sSR, .sSR, .sSR, .sSR, .sSR,
+        /* FIN */      .sCL, .sCW, .sSS, .sTW, .sTW, .sTW, .sCL, .sCW, .sLA, .sLI, .sTW,
+        /* ACK */      .sES, .sES, .sSS, .sES, .sFW, .sTW, .sCL, .sCW, .sCL, .sLI, .sES,
+        /* RST */      .sCL, .sCL, .sCL, .sSR, .sCL, .sCL, .sCL, .sCL, .sLA, .sLI, .sSR,
+        // output       NONE ES    SS    SR    FW    TW    CL    CW    LA    LI    SA
+        /* SYN */      .sSS, .sES, .sSS, .sSR, .sSS, .sSS, .sSS, .sSS, .sSS, .sLI, .sSR,
+        /* FIN */      .sTW, .sFW, .sSS, .sTW, .sFW, .sTW, .sCL, .sTW, .sLA, .sLI, .sTW,
+        /* ACK */      .sES, .sES, .sSS, .sES, .sFW, .sTW, .sCL, .sCW, .sLA, .sES, .sES,
+        /* RST */      .sCL, .sCL, .sSS, .sCL, .sCL, .sTW, .sCL, .sCL, .sCL, .sCL, .sCL,
+        // inputOnly    NONE ES    SS    SR    FW    TW    CL    CW    LA    LI    SA
+        /* SYN */      .sSR, .sES, .sES, .sSR, .sSR, .sSR, .sSR, .sSR, .sSR, .sSR, .sSR,
+        /* FIN */      .sCL, .sFW, .sSS, .sTW, .sFW, .sTW, .sCL, .sCW, .sLA, .sLI, .sTW,
+        /* ACK */      .sES, .sES, .sSS, .sES, .sFW, .sTW, .sCL, .sCW, .sCL, .sLI, .sES,
+        /* RST */      .sCL, .sCL, .sCL, .sSR, .sCL, .sCL, .sCL, .sCL, .sLA, .sLI, .sCL,
+    ]
+}
+
+/// IPVS's short state names, for the transition table.
+private extension ConnectionState {
+    static var sES: ConnectionState { .established }
+    static var sSS: ConnectionState { .synSent }
+    static var sSR: ConnectionState { .synReceived }
+    static var sFW: ConnectionState { .finWait }
+    static var sTW: ConnectionState { .timeWait }
+    static var sCL: ConnectionState { .close }
+    static var sCW: ConnectionState { .closeWait }
+    static var sLA: ConnectionState { .lastAck }
+    static var sLI: ConnectionState { .listen }
+    static var sSA: ConnectionState { .synAck }
 }

@@ -87,7 +87,8 @@ public struct ConnectionTracker: ~Copyable {
     /// Switches to a new configuration. A service keeps its scheduler position when it keeps its index,
     /// scheduler and number of servers (as IPVS does on `-a`/`-e`/`-d`); otherwise it starts afresh. Every
     /// connection and template follows its real server (by counter cell) to the server's new index; those
-    /// whose server is gone are uncounted and marked to expire at their next packet. Walks both tables once.
+    /// whose server is gone are uncounted and marked to expire at their next packet. That walks both tables
+    /// once, so it is skipped when every server keeps its index (weights, availability, thresholds changed).
     public mutating func adopt(services newServices: UnsafeBufferPointer<ServicePolicy>,
                                destinations newDestinations: UnsafeBufferPointer<SchedulingDestination>) {
         let newStates = UnsafeMutableBufferPointer<SchedulerState>.allocate(capacity: newServices.count)
@@ -108,6 +109,11 @@ public struct ConnectionTracker: ~Copyable {
         for index in states.indices { Scheduler.release(&states[index]) }
         states.deallocate()
         states = newStates
+        defer {
+            services = newServices
+            destinations = newDestinations
+        }
+        if Self.sameServers(services, destinations, newServices, newDestinations) { return }
 
         var place: [UInt32: (destination: UInt32, service: UInt32)] = [:]
         for (service, policy) in newServices.enumerated() {
@@ -118,8 +124,23 @@ public struct ConnectionTracker: ~Copyable {
         }
         Self.remap(&connections, place, destinationCount: newDestinations.count)
         Self.remap(&templates, place, destinationCount: newDestinations.count)
-        services = newServices
-        destinations = newDestinations
+    }
+
+    /// Whether every service keeps its range and every server its counter cell at the same index: then
+    /// every entry's service and destination indices stay right.
+    private static func sameServers(
+        _ oldServices: UnsafeBufferPointer<ServicePolicy>, _ oldDestinations: UnsafeBufferPointer<SchedulingDestination>,
+        _ newServices: UnsafeBufferPointer<ServicePolicy>, _ newDestinations: UnsafeBufferPointer<SchedulingDestination>
+    ) -> Bool {
+        guard oldServices.count == newServices.count, oldDestinations.count == newDestinations.count else { return false }
+        for index in oldServices.indices
+        where oldServices[index].first != newServices[index].first || oldServices[index].count != newServices[index].count {
+            return false
+        }
+        for index in oldDestinations.indices where oldDestinations[index].counterID != newDestinations[index].counterID {
+            return false
+        }
+        return true
     }
 
     private static func remap(_ table: inout ConnectionTable, _ place: [UInt32: (destination: UInt32, service: UInt32)],
@@ -169,7 +190,10 @@ public struct ConnectionTracker: ~Copyable {
                 connections.remove(at: slot)
             } else {
                 connections.update(at: slot, tcpFlags: tcpFlags, now: now)
-                if policy.persistenceTimeout != 0 { touchTemplate(key, policy, now: now) }
+                // The template needs the timeout from this second on: once per second per connection is enough.
+                if policy.persistenceTimeout != 0 && connections.noteClientPacket(at: slot, now: now) {
+                    touchTemplate(key, policy, now: now)
+                }
                 return .existing(destination: Int(destination), slot: slot)
             }
         }

@@ -7,14 +7,21 @@ import Packet
 public enum HashBuckets {
     public static let count = 256
 
-    /// A new table for `destinations`, `weighted` as sh (true) or one bucket per turn as dh (false).
-    static func make(_ destinations: UnsafeBufferPointer<SchedulingDestination>, weighted: Bool) -> SchedulerState {
-        var state = SchedulerState()
-        let table = UnsafeMutablePointer<Int32>.allocate(capacity: count)
-        state.storage = UnsafeMutableRawPointer(table)
-        state.storageCount = Int32(count)
-        fill(table, destinations, weighted: weighted)
-        return state
+    /// Gives `state` a table of `count` destination indices (keeping the one it has when the size matches, so
+    /// flags and everything else in the state stay) and lets `fill` write it. dh, sh and mh keep theirs so.
+    static func refill(_ state: inout SchedulerState, count: Int, _ fill: (UnsafeMutablePointer<Int32>) -> Void) {
+        if state.buckets == nil || Int(state.storageCount) != count {
+            Scheduler.release(&state)
+            state.storage = UnsafeMutableRawPointer(UnsafeMutablePointer<Int32>.allocate(capacity: count))
+            state.storageCount = Int32(count)
+        }
+        fill(state.buckets!)
+    }
+
+    /// Refills the 256 buckets, `weighted` as sh (true) or one bucket per turn as dh (false).
+    static func refill(_ state: inout SchedulerState, _ destinations: UnsafeBufferPointer<SchedulingDestination>,
+                       weighted: Bool) {
+        refill(&state, count: count) { fill($0, destinations, weighted: weighted) }
     }
 
     static func fill(_ table: UnsafeMutablePointer<Int32>, _ destinations: UnsafeBufferPointer<SchedulingDestination>,
@@ -61,14 +68,15 @@ public enum DestinationHashing: SchedulingAlgorithm {
     public static var kind: SchedulerKind { .dh }
 
     public static func makeState(destinations: UnsafeBufferPointer<SchedulingDestination>) -> SchedulerState {
-        HashBuckets.make(destinations, weighted: false)
+        var state = SchedulerState()
+        HashBuckets.refill(&state, destinations, weighted: false)
+        return state
     }
 
     public static func destinationsChanged(
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>
     ) {
-        guard let table = state.buckets else { state = makeState(destinations: destinations); return }
-        HashBuckets.fill(table, destinations, weighted: false)
+        HashBuckets.refill(&state, destinations, weighted: false)
     }
 
     @inlinable
@@ -88,19 +96,15 @@ public enum SourceHashing: SchedulingAlgorithm {
     public static var kind: SchedulerKind { .sh }
 
     public static func makeState(destinations: UnsafeBufferPointer<SchedulingDestination>) -> SchedulerState {
-        HashBuckets.make(destinations, weighted: true)
+        var state = SchedulerState()
+        HashBuckets.refill(&state, destinations, weighted: true)
+        return state
     }
 
     public static func destinationsChanged(
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>
     ) {
-        guard let table = state.buckets else {
-            let flags = state.flags
-            state = makeState(destinations: destinations)
-            state.flags = flags
-            return
-        }
-        HashBuckets.fill(table, destinations, weighted: true)
+        HashBuckets.refill(&state, destinations, weighted: true)
     }
 
     /// IPVS `ip_vs_sh_hashkey`.

@@ -113,6 +113,15 @@ public enum LocalityTable {
         return false
     }
 
+    /// A new choice by weighted least connection, remembered for the flow's destination address alone.
+    @inlinable
+    static func schedule(_ state: inout SchedulerState, _ flow: FlowKey,
+                         _ destinations: UnsafeBufferPointer<SchedulingDestination>) -> Int? {
+        guard let chosen = LeastOverhead.select(destinations, overhead: { $0.connectionOverhead }) else { return nil }
+        insert(&state, flow, member: chosen)
+        return chosen
+    }
+
     @inlinable
     static func member(_ entry: UnsafeMutablePointer<LocalityEntry>, _ slot: Int) -> Int {
         withUnsafeBytes(of: entry.pointee.members) { Int($0.load(fromByteOffset: slot * 4, as: Int32.self)) }
@@ -126,13 +135,10 @@ public enum LocalityTable {
     }
 }
 
-/// `lblc`: locality-based least connection (`ip_vs_lblc.c`): the server last chosen for the packet's
-/// destination address, while it is available, has weight and is not overloaded in lblc's sense (more active
-/// connections than its weight while another server is under half its weight); otherwise a new choice by
-/// weighted least connection, remembered for that address.
-public enum LocalityBasedLeastConnection: SchedulingAlgorithm {
-    public static var kind: SchedulerKind { .lblc }
+/// lblc and lblcr keep their locality table the same way: made empty, emptied when the server list changes.
+public protocol LocalityScheduling: SchedulingAlgorithm {}
 
+extension LocalityScheduling {
     public static func makeState(destinations: UnsafeBufferPointer<SchedulingDestination>) -> SchedulerState {
         LocalityTable.make()
     }
@@ -142,6 +148,14 @@ public enum LocalityBasedLeastConnection: SchedulingAlgorithm {
     ) {
         LocalityTable.clear(&state)
     }
+}
+
+/// `lblc`: locality-based least connection (`ip_vs_lblc.c`): the server last chosen for the packet's
+/// destination address, while it is available, has weight and is not overloaded in lblc's sense (more active
+/// connections than its weight while another server is under half its weight); otherwise a new choice by
+/// weighted least connection, remembered for that address.
+public enum LocalityBasedLeastConnection: LocalityScheduling {
+    public static var kind: SchedulerKind { .lblc }
 
     @inlinable
     public static func select(
@@ -154,64 +168,47 @@ public enum LocalityBasedLeastConnection: SchedulingAlgorithm {
                 return index
             }
         }
-        guard let chosen = LeastOverhead.select(destinations, overhead: { $0.connectionOverhead }) else { return nil }
-        LocalityTable.insert(&state, flow, member: chosen)
-        return chosen
+        return LocalityTable.schedule(&state, flow, destinations)
     }
 }
 
 /// `lblcr`: locality-based least connection with replication (`ip_vs_lblcr.c`): each destination address
 /// has a set of servers; the set's least loaded usable member (overhead per weight) serves unless it is
 /// overloaded in lblc's sense, in which case a server chosen by weighted least connection joins the set
-/// (up to `LocalityTable.maxMembers`). A set unchanged for `setExpiration` drops its most loaded member.
-public enum LocalityBasedReplication: SchedulingAlgorithm {
+/// (up to `LocalityTable.maxMembers`). A set of several members unchanged for `setExpiration` drops its
+/// most loaded member with weight; as in IPVS, the least loaded one, picked before, serves even when it is
+/// the one dropped.
+///
+/// Unlike IPVS, which puts a new member at the head of the set, members are kept in the order they joined
+/// (and the last takes a dropped member's place): the order only breaks ties between equally loaded members.
+public enum LocalityBasedReplication: LocalityScheduling {
     public static var kind: SchedulerKind { .lblcr }
-
-    public static func makeState(destinations: UnsafeBufferPointer<SchedulingDestination>) -> SchedulerState {
-        LocalityTable.make()
-    }
-
-    public static func destinationsChanged(
-        state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>
-    ) {
-        LocalityTable.clear(&state)
-    }
 
     @inlinable
     public static func select(
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>, flow: FlowKey
     ) -> Int? {
-        guard let entry = LocalityTable.find(&state, flow) else {
-            guard let chosen = LeastOverhead.select(destinations, overhead: { $0.connectionOverhead }) else {
-                return nil
-            }
-            LocalityTable.insert(&state, flow, member: chosen)
-            return chosen
-        }
+        guard let entry = LocalityTable.find(&state, flow) else { return LocalityTable.schedule(&state, flow, destinations) }
+        // IPVS `ip_vs_dest_set_min` (usable members) and `ip_vs_dest_set_max` (members with weight).
         var least = -1, most = -1, mostSlot = -1
         for slot in 0..<Int(entry.pointee.memberCount) {
             let index = LocalityTable.member(entry, slot)
             guard index >= 0 && index < destinations.count else { continue }
             let d = destinations[index]
-            if most < 0 || d.connectionOverhead * Int64(destinations[most].weight)
-                > destinations[most].connectionOverhead * Int64(d.weight) {
+            if d.weight > 0 && (most < 0 || LeastOverhead.lighter(destinations[most], than: d)) {
                 most = index
                 mostSlot = slot
             }
-            guard d.acceptsNewConnections else { continue }
-            if least < 0 || destinations[least].connectionOverhead * Int64(d.weight)
-                > d.connectionOverhead * Int64(destinations[least].weight) {
+            if d.acceptsNewConnections && (least < 0 || LeastOverhead.lighter(d, than: destinations[least])) {
                 least = index
             }
         }
-        if entry.pointee.memberCount > 1
-            && Int32(bitPattern: state.clock &- entry.pointee.lastModified) > Int32(bitPattern: LocalityTable.setExpiration),
-           mostSlot >= 0 {
+        if entry.pointee.memberCount > 1 && mostSlot >= 0
+            && Int32(bitPattern: state.clock &- entry.pointee.lastModified) > Int32(bitPattern: LocalityTable.setExpiration) {
             let last = Int(entry.pointee.memberCount) - 1
             LocalityTable.setMember(entry, mostSlot, LocalityTable.member(entry, last))
             entry.pointee.memberCount -= 1
             entry.pointee.lastModified = state.clock
-            if least == most { least = -1 }
         }
         if least >= 0 && !LocalityTable.isOverloaded(least, destinations) { return least }
         guard let chosen = LeastOverhead.select(destinations, overhead: { $0.connectionOverhead }) else { return nil }

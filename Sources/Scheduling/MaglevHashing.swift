@@ -12,7 +12,9 @@ import Packet
 /// The permutations depend only on each server's `endpointHash` and the hashes use fixed keys, so every
 /// director with the same real-server list builds the same table and ECMP may send a flow to any of them.
 /// The hash function is this project's (`StableHash`), not the kernel's hsiphash: tables agree between
-/// xdirectors, not with a kernel IPVS.
+/// xdirectors, not with a kernel IPVS. The table is built from the current weights, where IPVS uses each
+/// server's last non-zero weight: here quiescing a server (weight 0) hands its entries to the others,
+/// where IPVS keeps them and its clients get no server (or, with mh-fallback, the next entry's).
 public enum MaglevHashing: SchedulingAlgorithm {
     public static var kind: SchedulerKind { .mh }
 
@@ -25,23 +27,14 @@ public enum MaglevHashing: SchedulingAlgorithm {
 
     public static func makeState(destinations: UnsafeBufferPointer<SchedulingDestination>) -> SchedulerState {
         var state = SchedulerState()
-        let table = UnsafeMutablePointer<Int32>.allocate(capacity: tableSize)
-        state.storage = UnsafeMutableRawPointer(table)
-        state.storageCount = Int32(tableSize)
-        populate(table, destinations)
+        destinationsChanged(state: &state, destinations: destinations)
         return state
     }
 
     public static func destinationsChanged(
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>
     ) {
-        guard let table = state.buckets else {
-            let flags = state.flags
-            state = makeState(destinations: destinations)
-            state.flags = flags
-            return
-        }
-        populate(table, destinations)
+        HashBuckets.refill(&state, count: tableSize) { populate($0, destinations) }
     }
 
     /// The lookup table for `destinations` (entries are destination indices, -1 when no server has weight).

@@ -12,10 +12,6 @@ import Packet
 public enum RoundRobin: SchedulingAlgorithm {
     public static var kind: SchedulerKind { .rr }
 
-    public static func makeState(destinations: UnsafeBufferPointer<SchedulingDestination>) -> SchedulerState {
-        SchedulerState(cursor: -1)
-    }
-
     /// IPVS keeps its pointer on the same server when others come or go (and steps back to the previous
     /// one when the current one is deleted). An index cannot follow a server through a reordering, so the
     /// cursor is kept as is and moved back to the head only when it falls off the end of the new list.

@@ -82,7 +82,7 @@ public struct SchedulerState: @unchecked Sendable, Equatable {
     public var flags: SchedulerFlags
     /// twos: the worker's random sequence (xorshift64*), never 0.
     public var random: UInt64
-    /// lblc, lblcr: the current time in seconds, set by the caller before each selection.
+    /// The time of the selection in seconds, set by `Scheduler.select`; lblc and lblcr age their tables by it.
     public var clock: UInt32
     /// dh, sh, mh: the bucket table (destination indices, -1 for none); lblc, lblcr: the locality entries.
     public var storage: UnsafeMutableRawPointer?
@@ -199,6 +199,7 @@ public enum Scheduler {
         _ kind: SchedulerKind, state: inout SchedulerState,
         destinations: UnsafeBufferPointer<SchedulingDestination>, flow: FlowKey, now: UInt32 = 0
     ) -> Int? {
+        state.clock = now
         switch kind {
         case .rr: return RoundRobin.select(state: &state, destinations: destinations, flow: flow)
         case .wrr: return WeightedRoundRobin.select(state: &state, destinations: destinations, flow: flow)
@@ -206,12 +207,8 @@ public enum Scheduler {
         case .wlc: return WeightedLeastConnection.select(state: &state, destinations: destinations, flow: flow)
         case .sed: return ShortestExpectedDelay.select(state: &state, destinations: destinations, flow: flow)
         case .nq: return NeverQueue.select(state: &state, destinations: destinations, flow: flow)
-        case .lblc:
-            state.clock = now
-            return LocalityBasedLeastConnection.select(state: &state, destinations: destinations, flow: flow)
-        case .lblcr:
-            state.clock = now
-            return LocalityBasedReplication.select(state: &state, destinations: destinations, flow: flow)
+        case .lblc: return LocalityBasedLeastConnection.select(state: &state, destinations: destinations, flow: flow)
+        case .lblcr: return LocalityBasedReplication.select(state: &state, destinations: destinations, flow: flow)
         case .dh: return DestinationHashing.select(state: &state, destinations: destinations, flow: flow)
         case .sh: return SourceHashing.select(state: &state, destinations: destinations, flow: flow)
         case .mh: return MaglevHashing.select(state: &state, destinations: destinations, flow: flow)

@@ -80,11 +80,12 @@ public struct SchedulerFlags: OptionSet, Sendable, Hashable {
     /// sh-port, mh-port (IPVS `IP_VS_SVC_F_SCHED2`): hash the client port too.
     public static let port = SchedulerFlags(rawValue: 2)
 
-    /// The flags as ipvsadm spells them for `kind`, in IPVS's bit order: `["sh-fallback", "sh-port"]`.
-    public func names(for kind: SchedulerKind) -> [String] {
+    /// The flags as ipvsadm spells them for `kind`, in IPVS's bit order: `["sh-fallback", "sh-port"]`; with
+    /// no scheduler, IPVS's generic names (`["flag-1", "flag-2"]`).
+    public func names(for kind: SchedulerKind?) -> [String] {
         var names: [String] = []
-        if contains(.fallback) { names.append("\(kind.name)-fallback") }
-        if contains(.port) { names.append("\(kind.name)-port") }
+        if contains(.fallback) { names.append(kind.map { "\($0.name)-fallback" } ?? "flag-1") }
+        if contains(.port) { names.append(kind.map { "\($0.name)-port" } ?? "flag-2") }
         return names
     }
 

@@ -13,8 +13,11 @@ public enum TwoRandomChoices: SchedulingAlgorithm {
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>, flow: FlowKey
     ) -> Int? {
         var total: Int64 = 0
-        for destination in destinations where destination.acceptsNewConnections {
-            total += Int64(destination.weight)
+        // Where a draw that finds nothing lands (IPVS's initial `choice1`): the last eligible server.
+        var last = -1
+        for index in destinations.indices where destinations[index].acceptsNewConnections {
+            total += Int64(destinations[index].weight)
+            last = index
         }
         guard total > 0 else { return nil }
         total += 1
@@ -31,21 +34,15 @@ public enum TwoRandomChoices: SchedulingAlgorithm {
             if second <= 0 && choice2 < 0 { choice2 = index }
             if choice1 >= 0 && choice2 >= 0 { break }
         }
-        // A draw of exactly the total (the inclusive end) runs past the last server: IPVS keeps the last one.
-        if choice1 < 0 { choice1 = lastEligible(destinations) }
+        // Both draws are at most the total weight, so both land unless another worker's connections
+        // overloaded a server between the two walks.
+        if choice1 < 0 { choice1 = last }
         if choice2 < 0 { choice2 = choice1 }
         let one = destinations[choice1], two = destinations[choice2]
         if Int64(two.weight) * one.connectionOverhead > Int64(one.weight) * two.connectionOverhead {
             return choice2
         }
         return choice1
-    }
-
-    @inlinable
-    static func lastEligible(_ destinations: UnsafeBufferPointer<SchedulingDestination>) -> Int {
-        var last = 0
-        for index in destinations.indices where destinations[index].acceptsNewConnections { last = index }
-        return last
     }
 
     @inlinable @inline(__always)

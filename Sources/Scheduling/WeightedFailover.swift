@@ -9,11 +9,23 @@ public enum WeightedFailover: SchedulingAlgorithm {
     public static func select(
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>, flow: FlowKey
     ) -> Int? {
+        HighestWeight.select(destinations, where: { _ in true })
+    }
+}
+
+/// The rule fo and ovf share: among usable servers with weight > 0 that `admits`, the one with the highest
+/// weight, the first in list order winning a tie.
+@usableFromInline
+enum HighestWeight {
+    @inlinable @inline(__always)
+    static func select(
+        _ destinations: UnsafeBufferPointer<SchedulingDestination>, where admits: (SchedulingDestination) -> Bool
+    ) -> Int? {
         var highest = -1
         var highestWeight: Int32 = 0
         for index in destinations.indices {
             let destination = destinations[index]
-            if destination.acceptsNewConnections && destination.weight > highestWeight {
+            if destination.weight > highestWeight && destination.acceptsNewConnections && admits(destination) {
                 highest = index
                 highestWeight = destination.weight
             }

@@ -18,6 +18,12 @@ public enum WeightedLeastConnection: SchedulingAlgorithm {
 /// with `least.overhead * d.weight > d.overhead * least.weight`.
 @usableFromInline
 enum LeastOverhead {
+    /// `a` carries less connection overhead per unit of weight than `b`, by cross multiplication.
+    @inlinable @inline(__always)
+    static func lighter(_ a: SchedulingDestination, than b: SchedulingDestination) -> Bool {
+        a.connectionOverhead * Int64(b.weight) < b.connectionOverhead * Int64(a.weight)
+    }
+
     @inlinable @inline(__always)
     static func select(
         _ destinations: UnsafeBufferPointer<SchedulingDestination>,

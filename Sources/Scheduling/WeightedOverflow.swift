@@ -10,17 +10,6 @@ public enum WeightedOverflow: SchedulingAlgorithm {
     public static func select(
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>, flow: FlowKey
     ) -> Int? {
-        var highest = -1
-        var highestWeight: Int32 = 0
-        for index in destinations.indices {
-            let destination = destinations[index]
-            let weight = destination.weight
-            guard destination.acceptsNewConnections, destination.activeConnections <= weight else { continue }
-            if highest < 0 || weight > highestWeight {
-                highest = index
-                highestWeight = weight
-            }
-        }
-        return highest < 0 ? nil : highest
+        HighestWeight.select(destinations, where: { $0.activeConnections <= $0.weight })
     }
 }

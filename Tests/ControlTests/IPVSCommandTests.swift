@@ -355,6 +355,9 @@ final class IPVSCommandTests: XCTestCase {
                      .addService(udp("192.0.2.10:53"), scheduler: .rr, options: ServiceOptions(onePacket: true)))
         assertParses("-E -t 192.0.2.10:80 -p 30",
                      .editService(web, scheduler: nil, options: ServiceOptions(persistence: 30)))
+        // Without -s the flag's scheduler is checked against the service's when the edit is applied.
+        assertParses("-E -t 192.0.2.10:80 -b mh-port",
+                     .editService(web, scheduler: nil, options: ServiceOptions(schedulerFlags: [.port])))
         assertParses("-a -t 192.0.2.10:80 -r 198.51.100.11 -x 100 -y 10",
                      .addServer(web, RealServerConfig(endpoint: endpoint("198.51.100.11:80"), upperThreshold: 100,
                                                       lowerThreshold: 10)))
@@ -366,6 +369,10 @@ final class IPVSCommandTests: XCTestCase {
                     "scheduler flag 'sh-port' does not apply to scheduler rr")
         assertFails("-A -t 192.0.2.10:80 -s sh -b mh-port", .schedulerFlagNotAllowed(flag: "mh-port", scheduler: .sh),
                     "scheduler flag 'mh-port' does not apply to scheduler sh")
+        assertFails("-E -t 192.0.2.10:80 -s sh -b mh-port", .schedulerFlagNotAllowed(flag: "mh-port", scheduler: .sh),
+                    "scheduler flag 'mh-port' does not apply to scheduler sh")
+        assertFails("-A -t 192.0.2.10:80 -b sh-port", .schedulerFlagNotAllowed(flag: "sh-port", scheduler: .wlc),
+                    "scheduler flag 'sh-port' does not apply to scheduler wlc")
         assertFails("-A -t 192.0.2.10:80 -s sh -b sh-bogus", .unknownSchedulerFlag("sh-bogus"),
                     "unknown scheduler flag 'sh-bogus' (sh-fallback, sh-port, mh-fallback, mh-port)")
         assertFails("-A -t 192.0.2.10:80 -p 0", .invalidPersistence("0"),
@@ -393,6 +400,9 @@ final class IPVSCommandTests: XCTestCase {
         XCTAssertEqual(IPVSCommand.addService(tcp("[2001:db8::10]:80"), scheduler: .rr,
                                               options: ServiceOptions(persistence: 5, netmask: 64)).description,
                        "-A -t [2001:db8::10]:80 -s rr -p 5 -M 64")
+        // An edit that keeps the scheduler names its flags generically.
+        XCTAssertEqual(IPVSCommand.editService(web, scheduler: nil, options: ServiceOptions(schedulerFlags: [.port])).description,
+                       "-E -t 192.0.2.10:80 -b flag-2")
         XCTAssertEqual(IPVSCommand.addServer(web, RealServerConfig(endpoint: endpoint("198.51.100.11:80"), weight: 2,
                                                                    upperThreshold: 50, lowerThreshold: 20)).description,
                        "-a -t 192.0.2.10:80 -r 198.51.100.11:80 -g -w 2 -x 50 -y 20")

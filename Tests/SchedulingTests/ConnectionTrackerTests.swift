@@ -127,6 +127,17 @@ final class ConnectionTrackerTests: XCTestCase {
         XCTAssertEqual(f.counts(0), DestinationCounts(active: 1, inactive: 1))
     }
 
+    func testReorderedServersKeepTheirConnections() {
+        let f = Fixture([1, 1], policy: ServicePolicy(scheduler: .rr))
+        XCTAssertEqual(destination(f.admit(client(1), syn, at: 0)), 0)
+        XCTAssertEqual(destination(f.admit(client(2), syn, at: 0)), 1)
+        // Same servers, other order: each connection follows its server to the new index.
+        f.servers.list.swapAt(0, 1)
+        f.publish()
+        XCTAssertEqual(destination(f.admit(client(1), ack, at: 1)), 1)
+        XCTAssertEqual(destination(f.admit(client(2), ack, at: 1)), 0)
+    }
+
     func testPersistenceKeepsClientAndNetmaskGroupsClients() {
         let policy = ServicePolicy(scheduler: .rr, persistenceTimeout: 300, netmaskPrefix: 24)
         let f = Fixture([1, 1, 1], policy: policy)
@@ -139,6 +150,19 @@ final class ConnectionTrackerTests: XCTestCase {
         // The template outlives its connections until the timeout after the last packet.
         XCTAssertEqual(destination(f.admit(client(1, port: 1002), syn, at: 2 + 299)), first)
         XCTAssertEqual(f.tracker.liveTemplates(now: 2 + 299 + 300).count, 0)
+    }
+
+    func testPacketsOfAPersistentConnectionKeepItsTemplate() {
+        let f = Fixture([1, 1, 1], policy: ServicePolicy(scheduler: .rr, persistenceTimeout: 300))
+        XCTAssertEqual(destination(f.admit(client(1, port: 1), syn, at: 0)), 0)
+        guard case .existing(_, let slot) = f.admit(client(1, port: 1), ack, at: 0) else { return XCTFail("not tracked") }
+        // A reply in the same second as a client packet must not stand in for it.
+        f.tracker.observeReply(slot: slot, tcpFlags: ack, now: 250)
+        XCTAssertEqual(destination(f.admit(client(1, port: 1), ack, at: 250)), 0)
+        XCTAssertEqual(destination(f.admit(client(1, port: 1), ack, at: 250)), 0)
+        // The template now lives until 250 + 300: a new connection of the client at 500 still goes to 0.
+        XCTAssertEqual(destination(f.admit(client(1, port: 2), syn, at: 500)), 0)
+        XCTAssertEqual(f.tracker.liveTemplates(now: 500).first?.expires, 800)
     }
 
     func testQuiescentTemplateExpires() {

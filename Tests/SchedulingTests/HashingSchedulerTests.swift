@@ -24,19 +24,21 @@ final class HashingSchedulerTests: XCTestCase {
     func testSourceHashingFallback() {
         let d = CountedDestinations([1, 1])
         let client = (0..<1000).map { UInt32($0) }.first { d.pick(.sh, flow: flow($0)) == 0 }!
-        d.list[0].weight = 0
-        // Weight changes rebuild nothing here: the bucket still names server 0, which is unusable.
-        let state0 = CountedDestinations([1, 1])
-        state0.list[0].isAvailable = false
-        XCTAssertNil(state0.pick(.sh, flow: flow(client)))
-        XCTAssertEqual(state0.pick(.sh, flow: flow(client), flags: .fallback), 1)
+        // The bucket still names server 0, now unusable: no server, unless sh-fallback.
+        d.list[0].isAvailable = false
+        XCTAssertNil(d.pick(.sh, flow: flow(client)))
+        XCTAssertEqual(d.pick(.sh, flow: flow(client), flags: .fallback), 1)
     }
 
     func testDestinationHashing() {
         let d = CountedDestinations([1, 1, 1])
-        let key = flow(1)
-        let bucket = Int((UInt32(0xC000_020A) &* 2_654_435_761) & 0xFF)
-        XCTAssertEqual(d.pick(.dh, flow: key), bucket % 3)
+        // The destination address alone picks the bucket, `address * 2654435761` mod 256, buckets in turn.
+        for (client, address): (UInt32, UInt32) in [(1, 0xC000_020A), (1, 0xC000_020B), (7, 0xFFFF_FFFF), (9, 2)] {
+            let key = FlowKey(source: .v4(client), sourcePort: 40000, destination: .v4(address), destinationPort: 80,
+                              proto: IPProtocolNumber.tcp)
+            let bucket = Int((address &* 2_654_435_761) & 0xFF)
+            XCTAssertEqual(d.pick(.dh, flow: key), bucket % 3, "address \(address)")
+        }
     }
 
     func testMaglevTableIsIdenticalAcrossInstancesAndBalanced() {
@@ -81,6 +83,31 @@ final class HashingSchedulerTests: XCTestCase {
         d.list[home].isAvailable = false
         XCTAssertNil(d.pick(.mh, flow: key))
         XCTAssertEqual(d.pick(.mh, flow: key, flags: .fallback), 1 - home)
+    }
+
+    func testLocalityReplicationGrowsAndExpiresItsSet() {
+        let d = CountedDestinations([1, 1, 1])
+        var state = d.list.withUnsafeBufferPointer { Scheduler.makeState(.lblcr, destinations: $0) }
+        defer { Scheduler.release(&state) }
+        func pick(at now: UInt32) -> Int? {
+            d.list.withUnsafeBufferPointer {
+                Scheduler.select(.lblcr, state: &state, destinations: $0, flow: flow(1), now: now)
+            }
+        }
+        XCTAssertEqual(pick(at: 10), 0)
+        d.set(0, active: 2)  // overloaded in lblc's sense: server 1 joins the set
+        XCTAssertEqual(pick(at: 20), 1)
+        d.set(0, active: 0, inactive: 10)
+        d.set(1, active: 1)
+        // The set's least loaded member: 0, although wlc over every server would take the idle 2.
+        XCTAssertEqual(pick(at: 30), 0)
+        // The set expires: its most loaded member with weight (0; the quiesced 1 does not count) leaves, yet
+        // it serves this once, as the least loaded member picked before.
+        d.list[1].weight = 0
+        let expired = 20 + LocalityTable.setExpiration + 1
+        XCTAssertEqual(pick(at: expired), 0)
+        // Left with the quiesced 1 only, the set takes a new server by wlc.
+        XCTAssertEqual(pick(at: expired + 1), 2)
     }
 
     func testLocalityBasedKeepsServerPerDestination() {

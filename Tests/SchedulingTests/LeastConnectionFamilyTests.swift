@@ -67,6 +67,15 @@ final class LeastConnectionFamilyTests: XCTestCase {
         idle.set(1, active: 1)
         XCTAssertEqual(idle.pick(.nq), 0)
         XCTAssertEqual(idle.pick(.sed), 1)  // (0+1)/1 > (1+1)/5
+        // nq takes the first idle server wherever it stands, and shortest expected delay once none is idle.
+        let busy = CountedDestinations([5, 1, 1])
+        busy.set(0, active: 1)
+        XCTAssertEqual(busy.pick(.nq), 1)
+        XCTAssertEqual(busy.pick(.sed), 0)  // (1+1)/5 < (0+1)/1
+        busy.set(1, active: 1)
+        XCTAssertEqual(busy.pick(.nq), 2)
+        busy.set(2, active: 1)
+        XCTAssertEqual(busy.pick(.nq), 0)
     }
 
     func testFailoverTakesHighestWeightThenFailsOver() {
@@ -79,10 +88,12 @@ final class LeastConnectionFamilyTests: XCTestCase {
     }
 
     func testOverflowMovesOnWhenActiveExceedsWeight() {
-        let d = CountedDestinations([3, 2])
+        let d = CountedDestinations([3, 2, 3])
         d.set(0, active: 3)
-        XCTAssertEqual(d.pick(.ovf), 0)  // 3 active, weight 3: not exceeded
+        XCTAssertEqual(d.pick(.ovf), 0)  // 3 active, weight 3: not exceeded; ties with 2, the first wins
         d.set(0, active: 4)
+        XCTAssertEqual(d.pick(.ovf), 2)  // the heaviest of the rest, not the next in order
+        d.set(2, active: 4)
         XCTAssertEqual(d.pick(.ovf), 1)
         d.set(1, active: 3)
         XCTAssertNil(d.pick(.ovf))
@@ -124,6 +135,17 @@ final class LeastConnectionFamilyTests: XCTestCase {
         // Both draws must land on the loaded server for it to win. IPVS draws from 0...total inclusive,
         // which favours the first server (2/3 per draw here), so it still wins 4/9 of the time.
         XCTAssertEqual(Double(chosen[0]) / 1000, 4.0 / 9, accuracy: 0.06)
+        // Loads compare per unit of weight: 256/1 against 512/3, so the heavier server wins every mixed pair
+        // and the light one only its own pairs, (2/5)^2 of the time (draws from 0...4: two of five hit it).
+        let weighted = CountedDestinations([1, 3])
+        weighted.set(0, active: 1)
+        weighted.set(1, active: 2)
+        chosen = [0, 0]
+        weighted.list.withUnsafeBufferPointer { buffer in
+            var state = Scheduler.makeState(.twos, destinations: buffer, seed: 7)
+            for _ in 0..<1000 { chosen[Scheduler.select(.twos, state: &state, destinations: buffer, flow: anyFlow)!] += 1 }
+        }
+        XCTAssertEqual(Double(chosen[0]) / 1000, 4.0 / 25, accuracy: 0.05)
         let zero = CountedDestinations([0, 1])
         XCTAssertEqual(zero.pick(.twos), 1)
         XCTAssertNil(CountedDestinations([0, 0]).pick(.twos))
