@@ -106,13 +106,17 @@ public final class Director {
             self.exchange = exchange
             try writeMaps(program, for: configuration)
             let replies = try ReplyIndex(partitions: plan.assignments.count, entriesPerPartition: options.connectionsPerWorker)
+            guard let templates = SharedFlowTable(partitions: plan.assignments.count,
+                                                  entriesPerPartition: max(options.connectionsPerWorker / 4, 64)) else {
+                throw ControlError("cannot allocate the persistence template directory")
+            }
             var socketConfig = XSKConfiguration()
             socketConfig.allowZeroCopy = options.allowZeroCopy
             for (partition, assignment) in plan.assignments.enumerated() {
                 let queue = try XSKQueue(interface: interface, queue: assignment.queue, configuration: socketConfig)
                 let worker = Worker(queue: queue, core: assignment.core, exchange: exchange, waitMode: options.waitMode,
                                     connectionCapacity: options.connectionsPerWorker, replies: replies,
-                                    partition: partition, logger: logger)
+                                    templates: templates, partition: partition, logger: logger)
                 try program.registerSocket(queue: assignment.queue, fd: queue.fd)
                 try worker.start()
                 workers.append(worker)

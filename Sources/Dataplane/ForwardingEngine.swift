@@ -32,6 +32,8 @@ public struct ForwardingEngine: ~Copyable {
     /// Keeps the block `counters` writes into alive as long as the engine (the writer holds a raw pointer).
     private let counterBlock: WorkerCounterBlock
     private let replyIndex: ReplyIndex
+    /// Keeps the shared persistence-template directory alive while the tracker holds a view of it.
+    private let templateDirectory: SharedFlowTable?
     private let replies: ReplyIndexView
     private var ports: LocalPortAllocator
     private let extras: UnsafeMutableBufferPointer<ConnectionExtra>
@@ -41,15 +43,17 @@ public struct ForwardingEngine: ~Copyable {
     /// How many bytes to transmit.
     public private(set) var outputLength = 0
 
-    /// `replies` is shared by all workers of the director, `worker` being this one's partition; without it
-    /// the engine makes a private one (a single worker, as in tests).
+    /// `replies` and `templates` are shared by all workers of the director, `worker` being this one's
+    /// partition; without them the engine makes private ones (a single worker, as in tests).
     public init(snapshot: ForwardingSnapshot, connectionCapacity: Int, counters: WorkerCounterBlock,
-                replies: ReplyIndex? = nil, worker: Int = 0) {
+                replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil, worker: Int = 0) {
         self.snapshot = snapshot
         view = snapshot.view
+        templateDirectory = templates
         tracker = ConnectionTracker(capacity: connectionCapacity, counters: snapshot.counters,
                                     timeouts: snapshot.timeouts,
-                                    seed: UInt64(UInt(bitPattern: ObjectIdentifier(counters).hashValue)) | 1)
+                                    seed: UInt64(UInt(bitPattern: ObjectIdentifier(counters).hashValue)) | 1,
+                                    directory: templates?.view(partition: worker))
         tracker.adopt(services: snapshot.view.policies, destinations: snapshot.view.destinations)
         self.counters = counters.writer
         counterBlock = counters

@@ -1,6 +1,7 @@
 import CXDP
 import Glibc
 import Logging
+import Scheduling
 import Synchronization
 
 /// How a worker waits when its RX ring is empty.
@@ -25,6 +26,7 @@ public final class Worker: @unchecked Sendable {
     private let waitMode: WaitMode
     private let connectionCapacity: Int
     private let replies: ReplyIndex?
+    private let templates: SharedFlowTable?
     private let partition: Int
     private let stopRequested = Atomic<Bool>(false)
     private let runningCPU = Atomic<Int>(-1)
@@ -32,9 +34,11 @@ public final class Worker: @unchecked Sendable {
     private let logger: Logger
 
     public init(queue: XSKQueue, core: Int, exchange: SnapshotExchange, waitMode: WaitMode,
-                connectionCapacity: Int, replies: ReplyIndex? = nil, partition: Int = 0, logger: Logger) {
+                connectionCapacity: Int, replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil,
+                partition: Int = 0, logger: Logger) {
         self.queue = queue
         self.replies = replies
+        self.templates = templates
         self.partition = partition
         self.core = core
         self.exchange = exchange
@@ -76,7 +80,7 @@ public final class Worker: @unchecked Sendable {
 
         var (snapshot, generation) = exchange.load()
         var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters,
-                                      replies: replies, worker: partition)
+                                      replies: replies, templates: templates, worker: partition)
         var loop = RingLoop(queue: queue, counters: counters.writer)
         while !stopRequested.load(ordering: .relaxed) {
             if exchange.generation != generation {

@@ -17,7 +17,12 @@ public struct ConnectionTracker: ~Copyable {
     public static let noDestination = UInt32.max
 
     private var connections: ConnectionTable
+    /// This worker's persistence templates: they count as persistent connections and are listed.
     private var templates: ConnectionTable
+    /// Every worker's templates, so a client whose connections land on different queues keeps one server.
+    private let directory: SharedFlowTableView
+    /// Holds the directory's memory when this tracker made its own (a single worker).
+    private let ownDirectory: SharedFlowTable?
     private var services: UnsafeBufferPointer<ServicePolicy>
     private var destinations: UnsafeBufferPointer<SchedulingDestination>
     private var states: UnsafeMutableBufferPointer<SchedulerState>
@@ -31,11 +36,25 @@ public struct ConnectionTracker: ~Copyable {
     /// dropped at its next use, so the client is scheduled afresh.
     public var expireQuiescentTemplates = true
 
-    /// `seed` starts the random sequence of `twos` (give each worker its own).
+    /// `seed` starts the random sequence of `twos` (give each worker its own). `directory` is the template
+    /// directory the director's workers share, this worker writing its own partition; without one the
+    /// tracker keeps a private one (a single worker).
     public init(capacity: Int, templateCapacity: Int? = nil, counters: DestinationCounterStore?,
-                timeouts: ConnectionTimeouts = .init(), seed: UInt64 = 0x2545_F491_4F6C_DD1D) {
+                timeouts: ConnectionTimeouts = .init(), seed: UInt64 = 0x2545_F491_4F6C_DD1D,
+                directory: SharedFlowTableView? = nil) {
         connections = ConnectionTable(capacity: capacity, timeouts: timeouts, counters: counters)
-        templates = ConnectionTable(capacity: templateCapacity ?? max(capacity / 4, 64), counters: counters)
+        let templateCapacity = templateCapacity ?? max(capacity / 4, 64)
+        templates = ConnectionTable(capacity: templateCapacity, counters: counters)
+        if let directory {
+            self.directory = directory
+            ownDirectory = nil
+        } else {
+            guard let own = SharedFlowTable(partitions: 1, entriesPerPartition: templateCapacity) else {
+                fatalError("cannot allocate the persistence template directory")
+            }
+            self.directory = own.view(partition: 0)
+            ownDirectory = own
+        }
         services = UnsafeBufferPointer(start: nil, count: 0)
         destinations = UnsafeBufferPointer(start: nil, count: 0)
         states = .allocate(capacity: 0)
@@ -260,40 +279,74 @@ public struct ConnectionTracker: ~Copyable {
         return template
     }
 
-    /// The template's server when it is still valid (present, not quiesced), else a new choice and template.
+    /// The client's server for a persistent service: the oldest live template of this client on any worker
+    /// whose server is still there (and, with `expireQuiescentTemplates`, not quiesced), else a new choice.
+    /// Agreeing on the oldest makes workers that chose at the same moment converge on one server.
     private mutating func persistentChoice(_ key: FlowKey, _ policy: ServicePolicy, service: Int, now: UInt32) -> Int? {
         let templateKey = Self.templateKey(key, policy)
-        if let slot = templates.find(templateKey, now: now) {
-            let destination = Int(templates.destination(at: slot))
-            if destination < destinations.count && templates.destination(at: slot) != Self.noDestination
-                && (!expireQuiescentTemplates || destinations[destination].weight > 0) {
-                extend(slot, now &+ policy.persistenceTimeout)
-                return destination
-            }
+        var agreed: (destination: Int, origin: TemplateOrigin)? = nil
+        directory.forEachLive(templateKey, now: now) { _, record in
+            let origin = TemplateOrigin(record)
+            guard let destination = destinationIndex(of: origin, policy),
+                  !expireQuiescentTemplates || destinations[destination].weight > 0 else { return }
+            if agreed == nil || origin.isOlder(than: agreed!.origin) { agreed = (destination, origin) }
+        }
+        let chosen: Int
+        let origin: TemplateOrigin
+        if let agreed {
+            (chosen, origin) = agreed
+        } else {
+            guard let local = Scheduler.select(
+                policy.scheduler, state: &states[service], destinations: Self.range(policy, in: destinations),
+                flow: key, now: now)
+            else { return nil }
+            chosen = Int(policy.first) + local
+            origin = TemplateOrigin(created: now, partition: directory.own, destination: chosen,
+                                    endpointHash: destinations[chosen].endpointHash)
+        }
+        // This worker's own template for the client: counted, listed, and published to the others.
+        if let slot = templates.find(templateKey, now: now), Int(templates.destination(at: slot)) != chosen {
             templates.remove(at: slot)
         }
-        guard let local = Scheduler.select(
-            policy.scheduler, state: &states[service], destinations: Self.range(policy, in: destinations),
-            flow: key, now: now)
-        else { return nil }
-        let chosen = Int(policy.first) + local
-        _ = templates.insert(templateKey, service: UInt32(service), destination: UInt32(chosen), tcpFlags: 0,
-                             now: now, counter: destinations[chosen].counterID, template: true,
-                             templateTimeout: policy.persistenceTimeout)
+        if let slot = templates.find(templateKey, now: now) {
+            extend(slot, now &+ policy.persistenceTimeout)
+        } else {
+            _ = templates.insert(templateKey, service: UInt32(service), destination: UInt32(chosen), tcpFlags: 0,
+                                 now: now, counter: destinations[chosen].counterID, template: true,
+                                 templateTimeout: policy.persistenceTimeout)
+        }
+        _ = directory.insert(templateKey, origin.record, expires: now &+ policy.persistenceTimeout, now: now)
         return chosen
     }
 
-    /// A packet of a persistent connection keeps its template alive for the timeout after it.
+    /// A packet of a persistent connection keeps its template alive for the timeout after it, here and in
+    /// the directory.
     @inline(__always)
     private mutating func touchTemplate(_ key: FlowKey, _ policy: ServicePolicy, now: UInt32) {
-        if let slot = templates.find(Self.templateKey(key, policy), now: now) {
-            extend(slot, now &+ policy.persistenceTimeout)
+        let templateKey = Self.templateKey(key, policy)
+        guard let slot = templates.find(templateKey, now: now) else { return }
+        extend(slot, now &+ policy.persistenceTimeout)
+        var partition = 0
+        if let record = directory.lookup(templateKey, now: now, partition: &partition) {
+            _ = directory.insert(templateKey, record, expires: now &+ policy.persistenceTimeout, now: now)
         }
     }
 
     @inline(__always)
     private mutating func extend(_ slot: Int, _ expires: UInt32) {
         if Int32(bitPattern: expires &- templates.expiry(at: slot)) > 0 { templates.setExpiry(at: slot, expires) }
+    }
+
+    /// The destination a template names, if it is still among the service's: by index when the server there
+    /// is the same one (its endpoint hash), else by its endpoint hash.
+    @inline(__always)
+    private func destinationIndex(of origin: TemplateOrigin, _ policy: ServicePolicy) -> Int? {
+        let range = Int(policy.first)..<Int(policy.first + policy.count)
+        if range.contains(origin.destination) && destinations[origin.destination].endpointHash == origin.endpointHash {
+            return origin.destination
+        }
+        guard origin.endpointHash != 0 else { return nil }
+        return range.first { destinations[$0].endpointHash == origin.endpointHash }
     }
 
     /// A server for an untracked flow, by its hash, weighted; the same for every packet of the flow while the
@@ -319,4 +372,39 @@ public struct ConnectionTracker: ~Copyable {
 
     /// Live persistence templates, for listings (allocates).
     public func liveTemplates(now: UInt32) -> [ConnectionEntry] { templates.liveEntries(now: now) }
+}
+
+/// What a template publishes in the shared directory: when and by which worker the client was first
+/// placed (so every worker prefers the same, oldest, choice), and on which server.
+struct TemplateOrigin {
+    var created: UInt32
+    var partition: Int
+    var destination: Int
+    var endpointHash: UInt64
+
+    init(created: UInt32, partition: Int, destination: Int, endpointHash: UInt64) {
+        self.created = created; self.partition = partition; self.destination = destination
+        self.endpointHash = endpointHash
+    }
+
+    init(_ record: SharedFlowRecord) {
+        created = UInt32(truncatingIfNeeded: record.words[0])
+        partition = Int(truncatingIfNeeded: record.words[0] >> 32)
+        destination = Int(truncatingIfNeeded: record.words[1])
+        endpointHash = record.words[2]
+    }
+
+    var record: SharedFlowRecord {
+        var words = SIMD8<UInt64>.zero
+        words[0] = UInt64(created) | UInt64(UInt32(truncatingIfNeeded: partition)) << 32
+        words[1] = UInt64(UInt32(truncatingIfNeeded: destination))
+        words[2] = endpointHash
+        return SharedFlowRecord(words: words)
+    }
+
+    /// Wrap-safe on the seconds clock; ties go to the lower partition.
+    func isOlder(than other: TemplateOrigin) -> Bool {
+        let age = Int32(bitPattern: created &- other.created)
+        return age < 0 || (age == 0 && partition < other.partition)
+    }
 }

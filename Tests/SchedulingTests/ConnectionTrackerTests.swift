@@ -18,13 +18,15 @@ final class ConnectionTrackerTests: XCTestCase {
         var policyBuffer: UnsafeMutableBufferPointer<ServicePolicy>
         var destinationBuffer: UnsafeMutableBufferPointer<SchedulingDestination>
 
-        init(_ weights: [Int32], policy: ServicePolicy, capacity: Int = 1024, timeouts: ConnectionTimeouts = .init()) {
+        init(_ weights: [Int32], policy: ServicePolicy, capacity: Int = 1024, timeouts: ConnectionTimeouts = .init(),
+             directory: SharedFlowTableView? = nil) {
             servers = CountedDestinations(weights)
             var p = policy
             p.first = 0
             p.count = Int32(weights.count)
             policies = [p]
-            tracker = ConnectionTracker(capacity: capacity, counters: servers.store, timeouts: timeouts)
+            tracker = ConnectionTracker(capacity: capacity, counters: servers.store, timeouts: timeouts,
+                                        directory: directory)
             policyBuffer = .allocate(capacity: 1)
             destinationBuffer = .allocate(capacity: 0)
             publish()
@@ -163,6 +165,21 @@ final class ConnectionTrackerTests: XCTestCase {
         // The template now lives until 250 + 300: a new connection of the client at 500 still goes to 0.
         XCTAssertEqual(destination(f.admit(client(1, port: 2), syn, at: 500)), 0)
         XCTAssertEqual(f.tracker.liveTemplates(now: 500).first?.expires, 800)
+    }
+
+    func testWorkersAgreeOnAPersistentClientsServer() throws {
+        // Two workers (their own scheduler positions) sharing one template directory.
+        let directory = try XCTUnwrap(SharedFlowTable(partitions: 2, entriesPerPartition: 64))
+        let policy = ServicePolicy(scheduler: .rr, persistenceTimeout: 300)
+        let a = Fixture([1, 1, 1], policy: policy, directory: directory.view(partition: 0))
+        let b = Fixture([1, 1, 1], policy: policy, directory: directory.view(partition: 1))
+        _ = b.admit(client(9, port: 1), syn, at: 0)  // b's round robin moves on: its next own choice is 1
+        XCTAssertEqual(destination(a.admit(client(1, port: 1000), syn, at: 1)), 0)
+        let held = b.counts(0).persistent
+        XCTAssertEqual(destination(b.admit(client(1, port: 1001), syn, at: 2)), 0, "b follows a's template")
+        XCTAssertEqual(b.counts(0).persistent, held + 1, "b holds its own counted copy")
+        // a's template alone keeps the client on 0 for the timeout after its last use.
+        XCTAssertEqual(destination(b.admit(client(1, port: 1002), syn, at: 2 + 299)), 0)
     }
 
     func testQuiescentTemplateExpires() {
