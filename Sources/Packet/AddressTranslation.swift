@@ -1,8 +1,8 @@
-/// The outcome of an address translation (`AddressTranslation`, `ICMPTranslation`).
+/// The outcome of a rewrite in place (`DirectRouting`, `AddressTranslation`, `ICMPTranslation`).
 public enum TranslationResult: UInt8, Sendable {
     /// The frame was rewritten in place and goes out.
     case transmit
-    /// TTL / hop limit ≤ 1: the frame is untouched (as `DirectRouting.Verdict.hopLimitExceeded`).
+    /// TTL / hop limit ≤ 1: the packet may not be forwarded and the frame is untouched.
     case hopLimitExceeded
 }
 
@@ -54,8 +54,7 @@ public enum AddressTranslation {
             let updated = l4Delta.apply(to: oldL4Checksum)
             Wire.store16(l4, checksumOffset, updated == 0 ? 0xFFFF : updated)
         }
-        destinationMAC.write(to: frame + FieldOffset.Ethernet.destination)
-        sourceMAC.write(to: frame + FieldOffset.Ethernet.source)
+        Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
         return .transmit
     }
 

@@ -25,7 +25,6 @@ public enum ICMPErrorBuilder {
         let limit = isIPv4 ? ipv4Limit : ipv6Limit
         let quoteLength = min(parsed.ipPacketLength, limit &- ipHeaderLength &- HeaderLength.icmp, length &- l3)
 
-        let vlanTCI = l3 > HeaderLength.ethernet ? Wire.load16(frame, FieldOffset.Ethernet.etherType &+ 2) : 0
         let sender = MACAddress(value: UInt64(Wire.load32(frame, FieldOffset.Ethernet.source)) << 16
                                     | UInt64(Wire.load16(frame, FieldOffset.Ethernet.source &+ 4)))
         let destination = parsed.key.source
@@ -55,8 +54,8 @@ public enum ICMPErrorBuilder {
                                                                    proto: IPProtocolNumber.icmpv6, length: messageLength)
         Wire.store16(message, FieldOffset.ICMP.checksum,
                      InternetChecksum.checksum(message, count: messageLength, initial: pseudo))
-        Wire.storeEthernet(frame, l3Offset: l3, destination: sender, source: sourceMAC, vlanTCI: vlanTCI,
-                           etherType: isIPv4 ? EtherType.ipv4 : EtherType.ipv6)
+        // The IP header stays where it was, so the VLAN tag and the ethertype are already right.
+        Wire.storeMACs(frame, destination: sender, source: sourceMAC)
         return l3 &+ ipHeaderLength &+ messageLength
     }
 }

@@ -57,8 +57,7 @@ public enum ICMPTranslation {
         }
 
         Wire.store16(frame + parsed.l4Offset, FieldOffset.ICMP.checksum, messageChecksum(frame, parsed: parsed))
-        destinationMAC.write(to: frame + FieldOffset.Ethernet.destination)
-        sourceMAC.write(to: frame + FieldOffset.Ethernet.source)
+        Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
         return .transmit
     }
 

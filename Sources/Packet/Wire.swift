@@ -52,13 +52,19 @@ enum Wire {
         }
     }
 
+    /// Writes the destination and source MACs of the Ethernet header at `frame`.
+    @inline(__always)
+    static func storeMACs(_ frame: UnsafeMutableRawPointer, destination: MACAddress, source: MACAddress) {
+        destination.write(to: frame + FieldOffset.Ethernet.destination)
+        source.write(to: frame + FieldOffset.Ethernet.source)
+    }
+
     /// Writes the Ethernet header for an IP packet starting `l3Offset` bytes after `frame`: MACs, then the
     /// 802.1Q tag `vlanTCI` when `l3Offset` leaves room for one, then the ethertype.
     @inline(__always)
     static func storeEthernet(_ frame: UnsafeMutableRawPointer, l3Offset: Int, destination: MACAddress,
                               source: MACAddress, vlanTCI: UInt16, etherType: UInt16) {
-        destination.write(to: frame + FieldOffset.Ethernet.destination)
-        source.write(to: frame + FieldOffset.Ethernet.source)
+        storeMACs(frame, destination: destination, source: source)
         if l3Offset == HeaderLength.ethernet &+ HeaderLength.vlanTag {
             store16(frame, FieldOffset.Ethernet.etherType, EtherType.vlan)
             store16(frame, FieldOffset.Ethernet.etherType &+ 2, vlanTCI)
@@ -67,7 +73,7 @@ enum Wire {
     }
 }
 
-/// The TTL / hop limit decrement every forwarding rewrite does, as `DirectRouting.rewrite` does it.
+/// The TTL / hop limit check and decrement every forwarding rewrite does.
 enum HopLimit {
     /// True when the IP packet at `ip` may be forwarded (TTL / hop limit > 1); nothing is changed.
     @inline(__always)
