@@ -76,34 +76,6 @@ public enum AddressTranslation {
     }
 }
 
-/// Changes to 16-, 32- or 64-bit fields at even offsets of checksummed data, accumulated as ~old + new
-/// and applied to a checksum in one step (RFC 1624 eqn. 3: HC' = ~(~HC + Σ~m + Σm')).
-struct ChecksumDelta {
-    var sum: UInt64 = 0
-
-    @inline(__always)
-    mutating func replace(_ old: UInt16, with new: UInt16) {
-        sum = InternetChecksum.add(sum, UInt64(~old) &+ UInt64(new))
-    }
-
-    @inline(__always)
-    mutating func replace(_ old: UInt32, with new: UInt32) {
-        sum = InternetChecksum.add(sum, UInt64(~old) &+ UInt64(new))
-    }
-
-    @inline(__always)
-    mutating func replace(_ old: UInt64, with new: UInt64) {
-        sum = InternetChecksum.add(sum, ~old)
-        sum = InternetChecksum.add(sum, new)
-    }
-
-    /// The checksum after the recorded changes.
-    @inline(__always)
-    func apply(to checksum: UInt16) -> UInt16 {
-        ~InternetChecksum.fold(InternetChecksum.add(sum, UInt64(~checksum)))
-    }
-}
-
 extension IPAddress {
     /// The IPv4 value (0 for IPv6).
     @inline(__always)
