@@ -20,18 +20,17 @@ public enum ICMPTranslation {
         guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
         HopLimit.decrement(ip, isIPv4: isIPv4)
 
-        // Neither checksum delta is used for the ICMP message: it is summed afresh below.
-        var unused = ChecksumDelta()
+        // The deltas fix the IPv4 header checksums only: the ICMP message is summed afresh below.
         var outerDelta = ChecksumDelta()
         let sourceOffset = isIPv4 ? FieldOffset.IPv4.source : FieldOffset.IPv6.source
         let destinationOffset = isIPv4 ? FieldOffset.IPv4.destination : FieldOffset.IPv6.destination
         if let outerSource {
             AddressTranslation.replaceAddress(ip, at: sourceOffset, with: outerSource, isIPv4: isIPv4,
-                                              ip: &outerDelta, l4: &unused)
+                                              delta: &outerDelta)
         }
         if let outerDestination {
             AddressTranslation.replaceAddress(ip, at: destinationOffset, with: outerDestination, isIPv4: isIPv4,
-                                              ip: &outerDelta, l4: &unused)
+                                              delta: &outerDelta)
         }
         if isIPv4 {
             Wire.store16(ip, FieldOffset.IPv4.checksum,
@@ -43,12 +42,12 @@ public enum ICMPTranslation {
         var innerDelta = ChecksumDelta()
         if let innerSource {
             AddressTranslation.replaceAddress(inner, at: sourceOffset, with: innerSource.address, isIPv4: isIPv4,
-                                              ip: &innerDelta, l4: &unused)
+                                              delta: &innerDelta)
             Wire.store16(innerL4, FieldOffset.TCP.sourcePort, innerSource.port)
         }
         if let innerDestination {
             AddressTranslation.replaceAddress(inner, at: destinationOffset, with: innerDestination.address,
-                                              isIPv4: isIPv4, ip: &innerDelta, l4: &unused)
+                                              isIPv4: isIPv4, delta: &innerDelta)
             Wire.store16(innerL4, FieldOffset.TCP.destinationPort, innerDestination.port)
         }
         if isIPv4 {

@@ -40,18 +40,6 @@ enum Wire {
         base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 
-    /// Writes an IP address (4 or 16 bytes by its family).
-    @inline(__always)
-    static func storeAddress(_ base: UnsafeMutableRawPointer, _ offset: Int, _ address: IPAddress) {
-        switch address {
-        case .v4(let value):
-            store32(base, offset, value)
-        case .v6(let hi, let lo):
-            store64(base, offset, hi)
-            store64(base, offset &+ 8, lo)
-        }
-    }
-
     /// Writes the destination and source MACs of the Ethernet header at `frame`.
     @inline(__always)
     static func storeMACs(_ frame: UnsafeMutableRawPointer, destination: MACAddress, source: MACAddress) {
