@@ -22,8 +22,8 @@ public struct FlowKey: Hashable, Sendable {
 
     public init(source: IPAddress, sourcePort: UInt16, destination: IPAddress, destinationPort: UInt16, proto: UInt8) {
         self.init()
-        (srcHi, srcLo) = Self.halves(source)
-        (dstHi, dstLo) = Self.halves(destination)
+        (srcHi, srcLo) = source.v6Halves
+        (dstHi, dstLo) = destination.v6Halves
         srcPort = sourcePort
         dstPort = destinationPort
         self.proto = proto
@@ -47,13 +47,6 @@ public struct FlowKey: Hashable, Sendable {
         h = (h ^ (h >> 32)) &* 0xD6E8_FEB8_6659_FD93
         h ^= h >> 32
         return UInt32(truncatingIfNeeded: h)
-    }
-
-    private static func halves(_ address: IPAddress) -> (UInt64, UInt64) {
-        switch address {
-        case .v4(let value): return (0, UInt64(value))
-        case .v6(let hi, let lo): return (hi, lo)
-        }
     }
 
     private static func address(family: UInt8, hi: UInt64, lo: UInt64) -> IPAddress {

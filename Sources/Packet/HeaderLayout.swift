@@ -34,7 +34,10 @@ public enum FieldOffset {
     public enum IPv4 {
         /// Version (high nibble) and IHL (low nibble, in 32-bit words).
         public static let versionIHL = 0
+        /// Type of service: DSCP and ECN.
+        public static let tos = 1
         public static let totalLength = 2
+        public static let identification = 4
         /// Flags (bit 14 DF, bit 13 MF) and the 13-bit fragment offset.
         public static let flagsFragment = 6
         public static let ttl = 8

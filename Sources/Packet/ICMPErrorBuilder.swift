@@ -35,15 +35,15 @@ public enum ICMPErrorBuilder {
 
         if isIPv4 {
             // Precedence "internetwork control" (0xC0), as routers send their ICMP.
-            Tunnel.writeIPv4(ip, totalLength: HeaderLength.ipv4 &+ messageLength, tos: 0xC0, identification: 0,
-                             dontFragment: false, ttl: 64, proto: IPProtocolNumber.icmp, source: source,
-                             destination: destination)
+            Wire.storeIPv4Header(ip, totalLength: HeaderLength.ipv4 &+ messageLength, tos: 0xC0, identification: 0,
+                                 dontFragment: false, ttl: 64, proto: IPProtocolNumber.icmp, source: source,
+                                 destination: destination)
             Wire.store8(message, FieldOffset.ICMP.type, ICMPType.v4DestinationUnreachable)
             Wire.store8(message, FieldOffset.ICMP.code, ICMPType.v4FragmentationNeededCode)
             Wire.store32(message, FieldOffset.ICMP.rest, UInt32(UInt16(clamping: mtu)))
         } else {
-            Tunnel.writeIPv6(ip, payloadLength: messageLength, trafficClass: 0, flowLabel: 0, hopLimit: 64,
-                             nextHeader: IPProtocolNumber.icmpv6, source: source, destination: destination)
+            Wire.storeIPv6Header(ip, payloadLength: messageLength, trafficClass: 0, flowLabel: 0, hopLimit: 64,
+                                 nextHeader: IPProtocolNumber.icmpv6, source: source, destination: destination)
             Wire.store8(message, FieldOffset.ICMP.type, ICMPType.v6PacketTooBig)
             Wire.store8(message, FieldOffset.ICMP.code, 0)
             Wire.store32(message, FieldOffset.ICMP.rest, UInt32(clamping: mtu))

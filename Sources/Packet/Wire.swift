@@ -40,6 +40,41 @@ enum Wire {
         base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 
+    /// Writes a 20-byte IPv4 header with its checksum.
+    @inline(__always)
+    static func storeIPv4Header(_ ip: UnsafeMutableRawPointer, totalLength: Int, tos: UInt8, identification: UInt16,
+                                dontFragment: Bool, ttl: UInt8, proto: UInt8, source: IPAddress,
+                                destination: IPAddress) {
+        store8(ip, FieldOffset.IPv4.versionIHL, 0x45)
+        store8(ip, FieldOffset.IPv4.tos, tos)
+        store16(ip, FieldOffset.IPv4.totalLength, UInt16(truncatingIfNeeded: totalLength))
+        store16(ip, FieldOffset.IPv4.identification, identification)
+        store16(ip, FieldOffset.IPv4.flagsFragment, dontFragment ? 0x4000 : 0)
+        store8(ip, FieldOffset.IPv4.ttl, ttl)
+        store8(ip, FieldOffset.IPv4.proto, proto)
+        store16(ip, FieldOffset.IPv4.checksum, 0)
+        store32(ip, FieldOffset.IPv4.source, source.v4Value)
+        store32(ip, FieldOffset.IPv4.destination, destination.v4Value)
+        store16(ip, FieldOffset.IPv4.checksum, InternetChecksum.checksum(ip, count: HeaderLength.ipv4))
+    }
+
+    /// Writes a 40-byte IPv6 header.
+    @inline(__always)
+    static func storeIPv6Header(_ ip: UnsafeMutableRawPointer, payloadLength: Int, trafficClass: UInt8,
+                                flowLabel: UInt32, hopLimit: UInt8, nextHeader: UInt8, source: IPAddress,
+                                destination: IPAddress) {
+        store32(ip, 0, 6 << 28 | UInt32(trafficClass) << 20 | flowLabel & 0xF_FFFF)
+        store16(ip, FieldOffset.IPv6.payloadLength, UInt16(truncatingIfNeeded: payloadLength))
+        store8(ip, FieldOffset.IPv6.nextHeader, nextHeader)
+        store8(ip, FieldOffset.IPv6.hopLimit, hopLimit)
+        let (sourceHi, sourceLo) = source.v6Halves
+        let (destinationHi, destinationLo) = destination.v6Halves
+        store64(ip, FieldOffset.IPv6.source, sourceHi)
+        store64(ip, FieldOffset.IPv6.source &+ 8, sourceLo)
+        store64(ip, FieldOffset.IPv6.destination, destinationHi)
+        store64(ip, FieldOffset.IPv6.destination &+ 8, destinationLo)
+    }
+
     /// Writes the destination and source MACs of the Ethernet header at `frame`.
     @inline(__always)
     static func storeMACs(_ frame: UnsafeMutableRawPointer, destination: MACAddress, source: MACAddress) {
