@@ -53,11 +53,3 @@ public struct FlowKey: Hashable, Sendable {
         family == IPAddress.Family.ipv4.rawValue ? .v4(UInt32(truncatingIfNeeded: lo)) : .v6(hi: hi, lo: lo)
     }
 }
-
-/// IANA protocol numbers the director handles.
-public enum IPProtocolNumber {
-    public static let tcp: UInt8 = 6
-    public static let udp: UInt8 = 17
-    public static let icmp: UInt8 = 1
-    public static let icmpv6: UInt8 = 58
-}
