@@ -27,7 +27,9 @@ public enum ICMPErrorBuilder {
 
         let sender = MACAddress(value: UInt64(Wire.load32(frame, FieldOffset.Ethernet.source)) << 16
                                     | UInt64(Wire.load16(frame, FieldOffset.Ethernet.source &+ 4)))
-        let destination = parsed.key.source
+        // Flat addresses: the sender's straight from the key, ours read once (IPv4 in the low half).
+        let destination = (hi: parsed.key.srcHi, lo: parsed.key.srcLo)
+        let sourceHalves = source.v6Halves
         // The quote goes after the new IP and ICMP headers; memmove copes with the overlap.
         let message = ip + ipHeaderLength
         (message + HeaderLength.icmp).copyMemory(from: UnsafeRawPointer(ip), byteCount: quoteLength)
@@ -36,21 +38,22 @@ public enum ICMPErrorBuilder {
         if isIPv4 {
             // Precedence "internetwork control" (0xC0), as routers send their ICMP.
             Wire.storeIPv4Header(ip, totalLength: HeaderLength.ipv4 &+ messageLength, tos: 0xC0, identification: 0,
-                                 dontFragment: false, ttl: 64, proto: IPProtocolNumber.icmp, source: source,
-                                 destination: destination)
+                                 dontFragment: false, ttl: 64, proto: IPProtocolNumber.icmp,
+                                 source: UInt32(truncatingIfNeeded: sourceHalves.lo),
+                                 destination: UInt32(truncatingIfNeeded: destination.lo))
             Wire.store8(message, FieldOffset.ICMP.type, ICMPType.v4DestinationUnreachable)
             Wire.store8(message, FieldOffset.ICMP.code, ICMPType.v4FragmentationNeededCode)
             Wire.store32(message, FieldOffset.ICMP.rest, UInt32(UInt16(clamping: mtu)))
         } else {
             Wire.storeIPv6Header(ip, payloadLength: messageLength, trafficClass: 0, flowLabel: 0, hopLimit: 64,
-                                 nextHeader: IPProtocolNumber.icmpv6, source: source, destination: destination)
+                                 nextHeader: IPProtocolNumber.icmpv6, source: sourceHalves, destination: destination)
             Wire.store8(message, FieldOffset.ICMP.type, ICMPType.v6PacketTooBig)
             Wire.store8(message, FieldOffset.ICMP.code, 0)
             Wire.store32(message, FieldOffset.ICMP.rest, UInt32(clamping: mtu))
         }
         Wire.store16(message, FieldOffset.ICMP.checksum, 0)
-        let pseudo = isIPv4 ? 0 : InternetChecksum.pseudoHeaderSum(ipv6Source: source.v6Halves,
-                                                                   destination: destination.v6Halves,
+        let pseudo = isIPv4 ? 0 : InternetChecksum.pseudoHeaderSum(ipv6Source: sourceHalves,
+                                                                   destination: destination,
                                                                    proto: IPProtocolNumber.icmpv6, length: messageLength)
         Wire.store16(message, FieldOffset.ICMP.checksum,
                      InternetChecksum.checksum(message, count: messageLength, initial: pseudo))

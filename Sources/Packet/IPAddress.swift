@@ -135,13 +135,6 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension IPAddress {
-    /// The IPv4 value (0 for IPv6).
-    @inline(__always)
-    var v4Value: UInt32 {
-        if case .v4(let value) = self { return value }
-        return 0
-    }
-
     /// The flat form, as `FlowKey` holds addresses: host-order halves, an IPv4 address in the low half.
     @inline(__always)
     var v6Halves: (hi: UInt64, lo: UInt64) {

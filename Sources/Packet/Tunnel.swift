@@ -94,10 +94,14 @@ public enum Tunnel {
         let vlanTCI = parsed.l3Offset > HeaderLength.ethernet ? Wire.load16(frame, FieldOffset.Ethernet.etherType &+ 2) : 0
         HopLimit.decrement(inner, isIPv4: innerIsIPv4)
         let hopLimit = Wire.load8(inner, innerIsIPv4 ? FieldOffset.IPv4.ttl : FieldOffset.IPv6.hopLimit)
-        let trafficClass = innerIsIPv4 ? Wire.load8(inner, FieldOffset.IPv4.tos) : UInt8(truncatingIfNeeded: Wire.load16(inner, 0) >> 4)
+        let trafficClass = innerIsIPv4 ? Wire.load8(inner, FieldOffset.IPv4.tos)
+                                       : UInt8(truncatingIfNeeded: Wire.load16(inner, 0) >> 4)
         let identification = innerIsIPv4 && !dontFragment ? Wire.load16(inner, FieldOffset.IPv4.identification) : 0
         let innerProtocol = innerIsIPv4 ? IPProtocolNumber.ipv4InIP : IPProtocolNumber.ipv6InIP
         let hash = parsed.key.flowHash
+        // The flat form, read once: an IPv4 address is the low half.
+        let source = outerSource.v6Halves
+        let destination = outerDestination.v6Halves
 
         let start = frame - overhead
         let outer = start + parsed.l3Offset
@@ -112,11 +116,12 @@ public enum Tunnel {
         if outerIsIPv4 {
             Wire.storeIPv4Header(outer, totalLength: HeaderLength.ipv4 &+ outerPayloadLength, tos: trafficClass,
                                  identification: identification, dontFragment: dontFragment, ttl: hopLimit,
-                                 proto: outerProtocol, source: outerSource, destination: outerDestination)
+                                 proto: outerProtocol, source: UInt32(truncatingIfNeeded: source.lo),
+                                 destination: UInt32(truncatingIfNeeded: destination.lo))
         } else {
             Wire.storeIPv6Header(outer, payloadLength: outerPayloadLength, trafficClass: trafficClass,
                                  flowLabel: hash & 0xF_FFFF, hopLimit: hopLimit, nextHeader: outerProtocol,
-                                 source: outerSource, destination: outerDestination)
+                                 source: source, destination: destination)
         }
 
         switch parameters.type {
@@ -132,11 +137,10 @@ public enum Tunnel {
             Wire.store32(tunnelHeader, HeaderLength.udp, UInt32(innerProtocol) << 16)
             if parameters.checksum || !outerIsIPv4 {
                 let pseudo = outerIsIPv4
-                    ? InternetChecksum.pseudoHeaderSum(ipv4Source: outerSource.v4Value,
-                                                       destination: outerDestination.v4Value,
+                    ? InternetChecksum.pseudoHeaderSum(ipv4Source: UInt32(truncatingIfNeeded: source.lo),
+                                                       destination: UInt32(truncatingIfNeeded: destination.lo),
                                                        proto: IPProtocolNumber.udp, length: udpLength)
-                    : InternetChecksum.pseudoHeaderSum(ipv6Source: outerSource.v6Halves,
-                                                       destination: outerDestination.v6Halves,
+                    : InternetChecksum.pseudoHeaderSum(ipv6Source: source, destination: destination,
                                                        proto: IPProtocolNumber.udp, length: udpLength)
                 let checksum = InternetChecksum.checksum(tunnelHeader, count: udpLength, initial: pseudo)
                 Wire.store16(tunnelHeader, FieldOffset.UDP.checksum, checksum == 0 ? 0xFFFF : checksum)

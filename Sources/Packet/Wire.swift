@@ -40,11 +40,10 @@ enum Wire {
         base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 
-    /// Writes a 20-byte IPv4 header with its checksum.
+    /// Writes a 20-byte IPv4 header with its checksum. Addresses in host order.
     @inline(__always)
     static func storeIPv4Header(_ ip: UnsafeMutableRawPointer, totalLength: Int, tos: UInt8, identification: UInt16,
-                                dontFragment: Bool, ttl: UInt8, proto: UInt8, source: IPAddress,
-                                destination: IPAddress) {
+                                dontFragment: Bool, ttl: UInt8, proto: UInt8, source: UInt32, destination: UInt32) {
         store8(ip, FieldOffset.IPv4.versionIHL, 0x45)
         store8(ip, FieldOffset.IPv4.tos, tos)
         store16(ip, FieldOffset.IPv4.totalLength, UInt16(truncatingIfNeeded: totalLength))
@@ -53,26 +52,24 @@ enum Wire {
         store8(ip, FieldOffset.IPv4.ttl, ttl)
         store8(ip, FieldOffset.IPv4.proto, proto)
         store16(ip, FieldOffset.IPv4.checksum, 0)
-        store32(ip, FieldOffset.IPv4.source, source.v4Value)
-        store32(ip, FieldOffset.IPv4.destination, destination.v4Value)
+        store32(ip, FieldOffset.IPv4.source, source)
+        store32(ip, FieldOffset.IPv4.destination, destination)
         store16(ip, FieldOffset.IPv4.checksum, InternetChecksum.checksum(ip, count: HeaderLength.ipv4))
     }
 
-    /// Writes a 40-byte IPv6 header.
+    /// Writes a 40-byte IPv6 header. Addresses as host-order halves, like `IPAddress.v6`.
     @inline(__always)
     static func storeIPv6Header(_ ip: UnsafeMutableRawPointer, payloadLength: Int, trafficClass: UInt8,
-                                flowLabel: UInt32, hopLimit: UInt8, nextHeader: UInt8, source: IPAddress,
-                                destination: IPAddress) {
+                                flowLabel: UInt32, hopLimit: UInt8, nextHeader: UInt8,
+                                source: (hi: UInt64, lo: UInt64), destination: (hi: UInt64, lo: UInt64)) {
         store32(ip, 0, 6 << 28 | UInt32(trafficClass) << 20 | flowLabel & 0xF_FFFF)
         store16(ip, FieldOffset.IPv6.payloadLength, UInt16(truncatingIfNeeded: payloadLength))
         store8(ip, FieldOffset.IPv6.nextHeader, nextHeader)
         store8(ip, FieldOffset.IPv6.hopLimit, hopLimit)
-        let (sourceHi, sourceLo) = source.v6Halves
-        let (destinationHi, destinationLo) = destination.v6Halves
-        store64(ip, FieldOffset.IPv6.source, sourceHi)
-        store64(ip, FieldOffset.IPv6.source &+ 8, sourceLo)
-        store64(ip, FieldOffset.IPv6.destination, destinationHi)
-        store64(ip, FieldOffset.IPv6.destination &+ 8, destinationLo)
+        store64(ip, FieldOffset.IPv6.source, source.hi)
+        store64(ip, FieldOffset.IPv6.source &+ 8, source.lo)
+        store64(ip, FieldOffset.IPv6.destination, destination.hi)
+        store64(ip, FieldOffset.IPv6.destination &+ 8, destination.lo)
     }
 
     /// Writes the destination and source MACs of the Ethernet header at `frame`.
