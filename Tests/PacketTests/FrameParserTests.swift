@@ -37,9 +37,7 @@ private let udp = IPProtocolNumber.udp
 
 /// Builds a frame from `builder` after letting `edit` change it.
 private func frame(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void = { _ in }) -> [UInt8] {
-    var builder = builder
-    edit(&builder)
-    return builder.build()
+    with(builder, edit).build()
 }
 
 /// Edits the bytes of a built frame; `fixChecksum` recomputes the IPv4 header checksum afterwards.

@@ -20,12 +20,6 @@ private func v6Error(type: UInt8 = 2, code: UInt8 = 0, quoting: PacketBuilder = 
                             quoteLength: quoteLength)
 }
 
-private func with(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void) -> PacketBuilder {
-    var builder = builder
-    edit(&builder)
-    return builder
-}
-
 private func key(_ source: String, _ sourcePort: UInt16, _ destination: String, _ destinationPort: UInt16,
                  _ proto: UInt8) -> FlowKey {
     FlowKey(source: IPAddress(source)!, sourcePort: sourcePort, destination: IPAddress(destination)!,

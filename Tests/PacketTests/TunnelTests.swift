@@ -24,12 +24,6 @@ private struct Outer {
 private let outerV4 = Outer(source: IPAddress("10.1.0.1")!, destination: IPAddress("10.2.0.7")!)
 private let outerV6 = Outer(source: IPAddress("fd01::1")!, destination: IPAddress("fd02::7")!)
 
-private func with(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void) -> PacketBuilder {
-    var builder = builder
-    edit(&builder)
-    return builder
-}
-
 private func arriving(_ builder: PacketBuilder) -> PacketBuilder {
     with(builder) { $0.source = routerMAC; $0.destination = directorMAC }
 }
