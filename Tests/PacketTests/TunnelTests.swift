@@ -213,6 +213,14 @@ final class TunnelTests: XCTestCase {
         }
     }
 
+    /// A jumbo MTU does not lift the 16-bit IP length: an inner packet that would overflow the outer one
+    /// is too big for 65535 bytes, whatever the interface allows.
+    func testOuterLengthStaysWithin16Bits() {
+        let inner = with(v4TCP) { $0.tcp.payload = [UInt8](repeating: 0x5A, count: 65535 - 40) }
+        XCTAssertEqual(encapsulate(arriving(inner).build(), outer: outerV4, parameters: allParameters[0], mtu: 100_000),
+                       .tooBig(mtu: 65535 - 20))
+    }
+
     func testHopLimitExceeded() {
         for inner in [with(v4TCP) { $0.ipv4.ttl = 1 }, with(v6UDP) { $0.ipv6.hopLimit = 0 }] {
             XCTAssertEqual(encapsulate(arriving(inner).build(), outer: outerV4, parameters: allParameters[1]),
