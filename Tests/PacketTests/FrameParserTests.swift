@@ -140,6 +140,12 @@ private let invalidCases: [ParseCase] = [
     ParseCase("IPv4 total length 19 (< header)", edited(frame(v4TCP), fixChecksum: true) { $0.writeUInt16(19, at: 16) },
               .malformed),
     ParseCase("IPv4 total length 0", edited(frame(v4TCP), fixChecksum: true) { $0.writeUInt16(0, at: 16) }, .malformed),
+    // ICMP has no TCP/UDP header check behind the IP one to catch this.
+    ParseCase("IPv4 ICMP, total length 19 (< header)",
+              edited(PacketBuilder.ip("192.0.2.1", "198.51.100.10", proto: IPProtocolNumber.icmp,
+                                      payload: [3, 4, 0, 0, 0, 0, 0, 0]).build(), fixChecksum: true) {
+                  $0.writeUInt16(19, at: 16) },
+              .malformed),
     ParseCase("IPv4 total length one byte past the frame",
               edited(frame(v4TCP), fixChecksum: true) { $0.writeUInt16(41, at: 16) }, .truncated),
     ParseCase("IPv4 total length 0xFFFF", edited(frame(v4TCP), fixChecksum: true) { $0.writeUInt16(0xFFFF, at: 16) },
