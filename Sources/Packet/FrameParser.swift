@@ -186,9 +186,9 @@ public enum FrameParser {
         let header = frame + l4
         if proto == IPProtocolNumber.tcp {
             guard segmentLength >= HeaderLength.tcp else { return .malformed }
-            let dataOffset = Int(header.load(fromByteOffset: FieldOffset.TCP.dataOffset, as: UInt8.self) >> 4) &* 4
+            let dataOffset = Int(Wire.load8(header, FieldOffset.TCP.dataOffset) >> 4) &* 4
             guard dataOffset >= HeaderLength.tcp, dataOffset <= segmentLength else { return .malformed }
-            parsed.tcpFlags = header.load(fromByteOffset: FieldOffset.TCP.flags, as: UInt8.self)
+            parsed.tcpFlags = Wire.load8(header, FieldOffset.TCP.flags)
         } else if proto == IPProtocolNumber.udp {
             guard segmentLength >= HeaderLength.udp else { return .malformed }
             let udpLength = Int(Wire.load16(header, FieldOffset.UDP.length))
