@@ -1,8 +1,8 @@
-/// The outcome of an address translation (`AddressTranslation`, `ICMPTranslation`).
+/// The outcome of a rewrite in place (`DirectRouting`, `AddressTranslation`, `ICMPTranslation`).
 public enum TranslationResult: UInt8, Sendable {
     /// The frame was rewritten in place and goes out.
     case transmit
-    /// TTL / hop limit ≤ 1: the frame is untouched (as `DirectRouting.Verdict.hopLimitExceeded`).
+    /// TTL / hop limit ≤ 1: the packet may not be forwarded and the frame is untouched.
     case hopLimitExceeded
 }
 
@@ -29,96 +29,54 @@ public enum AddressTranslation {
         let l4 = frame + parsed.l4Offset
         let isTCP = parsed.key.proto == IPProtocolNumber.tcp
         let checksumOffset = isTCP ? FieldOffset.TCP.checksum : FieldOffset.UDP.checksum
-        let oldL4Checksum = Wire.load16(l4, checksumOffset)
-        // Everything the pseudo-header and the ports add or remove, summed once (RFC 1624 eqn. 3).
-        var l4Delta = ChecksumDelta()
-        var ipDelta = ChecksumDelta()
+        // The addresses count in the IPv4 header checksum and in the pseudo-header; the TCP/UDP checksum
+        // also covers the ports. One delta, summed once (RFC 1624 eqn. 3), serves both.
+        var delta = ChecksumDelta()
         if let source {
             replaceAddress(ip, at: isIPv4 ? FieldOffset.IPv4.source : FieldOffset.IPv6.source, with: source.address,
-                           isIPv4: isIPv4, ip: &ipDelta, l4: &l4Delta)
-            l4Delta.replace(Wire.load16(l4, FieldOffset.TCP.sourcePort), with: source.port)
-            Wire.store16(l4, FieldOffset.TCP.sourcePort, source.port)
+                           isIPv4: isIPv4, delta: &delta)
         }
         if let destination {
             replaceAddress(ip, at: isIPv4 ? FieldOffset.IPv4.destination : FieldOffset.IPv6.destination,
-                           with: destination.address, isIPv4: isIPv4, ip: &ipDelta, l4: &l4Delta)
-            l4Delta.replace(Wire.load16(l4, FieldOffset.TCP.destinationPort), with: destination.port)
-            Wire.store16(l4, FieldOffset.TCP.destinationPort, destination.port)
+                           with: destination.address, isIPv4: isIPv4, delta: &delta)
         }
         if isIPv4 {
-            Wire.store16(ip, FieldOffset.IPv4.checksum, ipDelta.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
+            Wire.store16(ip, FieldOffset.IPv4.checksum, delta.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
         }
+        if let source {
+            delta.replace(Wire.load16(l4, FieldOffset.TCP.sourcePort), with: source.port)
+            Wire.store16(l4, FieldOffset.TCP.sourcePort, source.port)
+        }
+        if let destination {
+            delta.replace(Wire.load16(l4, FieldOffset.TCP.destinationPort), with: destination.port)
+            Wire.store16(l4, FieldOffset.TCP.destinationPort, destination.port)
+        }
+        let oldL4Checksum = Wire.load16(l4, checksumOffset)
         if isTCP {
-            Wire.store16(l4, checksumOffset, l4Delta.apply(to: oldL4Checksum))
+            Wire.store16(l4, checksumOffset, delta.apply(to: oldL4Checksum))
         } else if !(isIPv4 && oldL4Checksum == 0) {
-            let updated = l4Delta.apply(to: oldL4Checksum)
+            let updated = delta.apply(to: oldL4Checksum)
             Wire.store16(l4, checksumOffset, updated == 0 ? 0xFFFF : updated)
         }
-        destinationMAC.write(to: frame + FieldOffset.Ethernet.destination)
-        sourceMAC.write(to: frame + FieldOffset.Ethernet.source)
+        Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
         return .transmit
     }
 
-    /// Stores `address` at `offset` of the IP header, recording the change for the checksums covering it.
+    /// Stores `address` at `offset` of the IP header, adding the change to `delta`.
     @inline(__always)
     static func replaceAddress(_ ip: UnsafeMutableRawPointer, at offset: Int, with address: IPAddress, isIPv4: Bool,
-                               ip ipDelta: inout ChecksumDelta, l4 l4Delta: inout ChecksumDelta) {
+                               delta: inout ChecksumDelta) {
+        // The flat form: an IPv4 address is the low half (the family is the packet's, known already).
+        let (hi, lo) = address.v6Halves
         if isIPv4 {
-            let old = Wire.load32(ip, offset)
-            let new = address.v4Value
-            ipDelta.replace(old, with: new)
-            l4Delta.replace(old, with: new)
+            let new = UInt32(truncatingIfNeeded: lo)
+            delta.replace(Wire.load32(ip, offset), with: new)
+            Wire.store32(ip, offset, new)
         } else {
-            let (hi, lo) = address.v6Halves
-            l4Delta.replace(Wire.load64(ip, offset), with: hi)
-            l4Delta.replace(Wire.load64(ip, offset &+ 8), with: lo)
-        }
-        Wire.storeAddress(ip, offset, address)
-    }
-}
-
-/// Changes to 16-, 32- or 64-bit fields at even offsets of checksummed data, accumulated as ~old + new
-/// and applied to a checksum in one step (RFC 1624 eqn. 3: HC' = ~(~HC + Σ~m + Σm')).
-struct ChecksumDelta {
-    var sum: UInt64 = 0
-
-    @inline(__always)
-    mutating func replace(_ old: UInt16, with new: UInt16) {
-        sum = InternetChecksum.add(sum, UInt64(~old) &+ UInt64(new))
-    }
-
-    @inline(__always)
-    mutating func replace(_ old: UInt32, with new: UInt32) {
-        sum = InternetChecksum.add(sum, UInt64(~old) &+ UInt64(new))
-    }
-
-    @inline(__always)
-    mutating func replace(_ old: UInt64, with new: UInt64) {
-        sum = InternetChecksum.add(sum, ~old)
-        sum = InternetChecksum.add(sum, new)
-    }
-
-    /// The checksum after the recorded changes.
-    @inline(__always)
-    func apply(to checksum: UInt16) -> UInt16 {
-        ~InternetChecksum.fold(InternetChecksum.add(sum, UInt64(~checksum)))
-    }
-}
-
-extension IPAddress {
-    /// The IPv4 value (0 for IPv6).
-    @inline(__always)
-    var v4Value: UInt32 {
-        if case .v4(let value) = self { return value }
-        return 0
-    }
-
-    /// The IPv6 halves (an IPv4 address in the low half).
-    @inline(__always)
-    var v6Halves: (hi: UInt64, lo: UInt64) {
-        switch self {
-        case .v4(let value): return (0, UInt64(value))
-        case .v6(let hi, let lo): return (hi, lo)
+            delta.replace(Wire.load64(ip, offset), with: hi)
+            delta.replace(Wire.load64(ip, offset &+ 8), with: lo)
+            Wire.store64(ip, offset, hi)
+            Wire.store64(ip, offset &+ 8, lo)
         }
     }
 }

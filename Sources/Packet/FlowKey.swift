@@ -22,8 +22,8 @@ public struct FlowKey: Hashable, Sendable {
 
     public init(source: IPAddress, sourcePort: UInt16, destination: IPAddress, destinationPort: UInt16, proto: UInt8) {
         self.init()
-        (srcHi, srcLo) = Self.halves(source)
-        (dstHi, dstLo) = Self.halves(destination)
+        (srcHi, srcLo) = source.v6Halves
+        (dstHi, dstLo) = destination.v6Halves
         srcPort = sourcePort
         dstPort = destinationPort
         self.proto = proto
@@ -49,22 +49,7 @@ public struct FlowKey: Hashable, Sendable {
         return UInt32(truncatingIfNeeded: h)
     }
 
-    private static func halves(_ address: IPAddress) -> (UInt64, UInt64) {
-        switch address {
-        case .v4(let value): return (0, UInt64(value))
-        case .v6(let hi, let lo): return (hi, lo)
-        }
-    }
-
     private static func address(family: UInt8, hi: UInt64, lo: UInt64) -> IPAddress {
         family == IPAddress.Family.ipv4.rawValue ? .v4(UInt32(truncatingIfNeeded: lo)) : .v6(hi: hi, lo: lo)
     }
-}
-
-/// IANA protocol numbers the director handles.
-public enum IPProtocolNumber {
-    public static let tcp: UInt8 = 6
-    public static let udp: UInt8 = 17
-    public static let icmp: UInt8 = 1
-    public static let icmpv6: UInt8 = 58
 }

@@ -99,76 +99,82 @@ public enum FrameParser {
             etherType = Wire.load16(frame, FieldOffset.Ethernet.etherType &+ HeaderLength.vlanTag)
             l3 = HeaderLength.ethernet &+ HeaderLength.vlanTag
         }
-        if etherType == EtherType.ipv4 {
-            return parseIPv4(frame, length: length, l3: l3, into: &parsed)
-        }
-        if etherType == EtherType.ipv6 {
-            return parseIPv6(frame, length: length, l3: l3, into: &parsed)
-        }
-        return .notIP
+        guard etherType == EtherType.ipv4 || etherType == EtherType.ipv6 else { return .notIP }
+        return parseIP(frame, length: length, l3: l3, isIPv4: etherType == EtherType.ipv4, into: &parsed)
     }
 
     @inline(__always)
-    static func parseIPv4(_ frame: UnsafeRawPointer, length: Int, l3: Int,
-                          into parsed: inout ParsedFrame) -> ParseStatus {
-        guard length &- l3 >= HeaderLength.ipv4 else { return .truncated }
+    static func parseIP(_ frame: UnsafeRawPointer, length: Int, l3: Int, isIPv4: Bool,
+                        into parsed: inout ParsedFrame) -> ParseStatus {
         let ip = frame + l3
-        let versionIHL = ip.load(fromByteOffset: FieldOffset.IPv4.versionIHL, as: UInt8.self)
-        guard versionIHL >> 4 == 4 else { return .malformed }
-        let headerLength = Int(versionIHL & 0x0F) &* 4
-        guard headerLength >= HeaderLength.ipv4 else { return .malformed }
-        guard length &- l3 >= headerLength else { return .truncated }
-        let totalLength = Int(Wire.load16(ip, FieldOffset.IPv4.totalLength))
-        guard totalLength >= headerLength else { return .malformed }
-        guard length &- l3 >= totalLength else { return .truncated }
-        guard InternetChecksum.checksum(ip, count: headerLength) == 0 else { return .badIPv4Checksum }
-        // MF (0x2000) or a non-zero offset (low 13 bits); DF (0x4000) is fine.
-        guard Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else { return .fragment }
-        let proto = ip.load(fromByteOffset: FieldOffset.IPv4.proto, as: UInt8.self)
+        let available = length &- l3
+        let (headerStatus, headerLength, proto) = parseIPHeader(ip, available: available, isIPv4: isIPv4)
+        guard headerStatus == .ok else { return headerStatus }
+        let packetLength: Int
+        if isIPv4 {
+            packetLength = Int(Wire.load16(ip, FieldOffset.IPv4.totalLength))
+            guard packetLength >= headerLength else { return .malformed }
+            guard available >= packetLength else { return .truncated }
+            guard InternetChecksum.checksum(ip, count: headerLength) == 0 else { return .badIPv4Checksum }
+            // MF (0x2000) or a non-zero offset (low 13 bits); DF (0x4000) is fine.
+            guard Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else { return .fragment }
+        } else {
+            packetLength = HeaderLength.ipv6 &+ Int(Wire.load16(ip, FieldOffset.IPv6.payloadLength))
+            guard available >= packetLength else { return .truncated }
+            // Extension headers are not walked (see the type's comment).
+            if proto == IPv6NextHeader.fragment { return .fragment }
+        }
 
         let l4 = l3 &+ headerLength
-        let segmentLength = totalLength &- headerLength
-        let status = proto == IPProtocolNumber.icmp
-            ? parseICMPError(frame, l4: l4, messageLength: segmentLength, isIPv6: false, into: &parsed)
+        let segmentLength = packetLength &- headerLength
+        let status = proto == (isIPv4 ? IPProtocolNumber.icmp : IPProtocolNumber.icmpv6)
+            ? parseICMPError(frame, l4: l4, messageLength: segmentLength, isIPv4: isIPv4, into: &parsed)
             : parseL4(frame, l4: l4, segmentLength: segmentLength, proto: proto, into: &parsed)
         guard status == .ok else { return status }
-        parsed.key.family = IPAddress.Family.ipv4.rawValue
-        parsed.key.srcHi = 0
-        parsed.key.srcLo = UInt64(Wire.load32(ip, FieldOffset.IPv4.source))
-        parsed.key.dstHi = 0
-        parsed.key.dstLo = UInt64(Wire.load32(ip, FieldOffset.IPv4.destination))
+        loadAddresses(ip, isIPv4: isIPv4, into: &parsed.key)
         parsed.l3Offset = l3
         parsed.l4Offset = l4
-        parsed.ipPacketLength = totalLength
+        parsed.ipPacketLength = packetLength
         return .ok
     }
 
+    /// Checks the IP header at `ip`, of which `available` bytes lie in the frame, as far as a packet's own
+    /// header and a header quoted in an ICMP error agree: the fixed part fits, the version is right, and an
+    /// IPv4 IHL is at least 5 with all of its options present. On `.ok` also returns the header length and
+    /// the protocol (IPv4) or next header (IPv6).
     @inline(__always)
-    static func parseIPv6(_ frame: UnsafeRawPointer, length: Int, l3: Int,
-                          into parsed: inout ParsedFrame) -> ParseStatus {
-        guard length &- l3 >= HeaderLength.ipv6 else { return .truncated }
-        let ip = frame + l3
-        guard ip.load(fromByteOffset: 0, as: UInt8.self) >> 4 == 6 else { return .malformed }
-        let payloadLength = Int(Wire.load16(ip, FieldOffset.IPv6.payloadLength))
-        guard length &- l3 &- HeaderLength.ipv6 >= payloadLength else { return .truncated }
-        let nextHeader = ip.load(fromByteOffset: FieldOffset.IPv6.nextHeader, as: UInt8.self)
-        // Extension headers are not walked (see the type's comment).
-        if nextHeader == IPv6NextHeader.fragment { return .fragment }
+    static func parseIPHeader(_ ip: UnsafeRawPointer, available: Int,
+                              isIPv4: Bool) -> (status: ParseStatus, headerLength: Int, proto: UInt8) {
+        if isIPv4 {
+            guard available >= HeaderLength.ipv4 else { return (.truncated, 0, 0) }
+            let versionIHL = Wire.load8(ip, FieldOffset.IPv4.versionIHL)
+            guard versionIHL >> 4 == 4 else { return (.malformed, 0, 0) }
+            let headerLength = Int(versionIHL & 0x0F) &* 4
+            guard headerLength >= HeaderLength.ipv4 else { return (.malformed, 0, 0) }
+            guard available >= headerLength else { return (.truncated, 0, 0) }
+            return (.ok, headerLength, Wire.load8(ip, FieldOffset.IPv4.proto))
+        }
+        guard available >= HeaderLength.ipv6 else { return (.truncated, 0, 0) }
+        guard Wire.load8(ip, 0) >> 4 == 6 else { return (.malformed, 0, 0) }
+        return (.ok, HeaderLength.ipv6, Wire.load8(ip, FieldOffset.IPv6.nextHeader))
+    }
 
-        let l4 = l3 &+ HeaderLength.ipv6
-        let status = nextHeader == IPProtocolNumber.icmpv6
-            ? parseICMPError(frame, l4: l4, messageLength: payloadLength, isIPv6: true, into: &parsed)
-            : parseL4(frame, l4: l4, segmentLength: payloadLength, proto: nextHeader, into: &parsed)
-        guard status == .ok else { return status }
-        parsed.key.family = IPAddress.Family.ipv6.rawValue
-        parsed.key.srcHi = Wire.load64(ip, FieldOffset.IPv6.source)
-        parsed.key.srcLo = Wire.load64(ip, FieldOffset.IPv6.source &+ 8)
-        parsed.key.dstHi = Wire.load64(ip, FieldOffset.IPv6.destination)
-        parsed.key.dstLo = Wire.load64(ip, FieldOffset.IPv6.destination &+ 8)
-        parsed.l3Offset = l3
-        parsed.l4Offset = l4
-        parsed.ipPacketLength = HeaderLength.ipv6 &+ payloadLength
-        return .ok
+    /// Reads the source and destination addresses of the IP header at `ip` into `key`, with its family.
+    @inline(__always)
+    static func loadAddresses(_ ip: UnsafeRawPointer, isIPv4: Bool, into key: inout FlowKey) {
+        if isIPv4 {
+            key.family = IPAddress.Family.ipv4.rawValue
+            key.srcHi = 0
+            key.srcLo = UInt64(Wire.load32(ip, FieldOffset.IPv4.source))
+            key.dstHi = 0
+            key.dstLo = UInt64(Wire.load32(ip, FieldOffset.IPv4.destination))
+        } else {
+            key.family = IPAddress.Family.ipv6.rawValue
+            key.srcHi = Wire.load64(ip, FieldOffset.IPv6.source)
+            key.srcLo = Wire.load64(ip, FieldOffset.IPv6.source &+ 8)
+            key.dstHi = Wire.load64(ip, FieldOffset.IPv6.destination)
+            key.dstLo = Wire.load64(ip, FieldOffset.IPv6.destination &+ 8)
+        }
     }
 
     /// Validates the TCP or UDP header at `l4`, whose IP header says the segment is `segmentLength` bytes.
@@ -180,9 +186,9 @@ public enum FrameParser {
         let header = frame + l4
         if proto == IPProtocolNumber.tcp {
             guard segmentLength >= HeaderLength.tcp else { return .malformed }
-            let dataOffset = Int(header.load(fromByteOffset: FieldOffset.TCP.dataOffset, as: UInt8.self) >> 4) &* 4
+            let dataOffset = Int(Wire.load8(header, FieldOffset.TCP.dataOffset) >> 4) &* 4
             guard dataOffset >= HeaderLength.tcp, dataOffset <= segmentLength else { return .malformed }
-            parsed.tcpFlags = header.load(fromByteOffset: FieldOffset.TCP.flags, as: UInt8.self)
+            parsed.tcpFlags = Wire.load8(header, FieldOffset.TCP.flags)
         } else if proto == IPProtocolNumber.udp {
             guard segmentLength >= HeaderLength.udp else { return .malformed }
             let udpLength = Int(Wire.load16(header, FieldOffset.UDP.length))

@@ -20,6 +20,14 @@ public enum HeaderLength {
     /// TCP without options (data offset 5).
     public static let tcp = 20
     public static let udp = 8
+    /// ICMP and ICMPv6 share the 8-byte layout: type, code, checksum, 4 type-specific bytes.
+    public static let icmp = 8
+    /// A GUE version 0 header without extension fields.
+    public static let gue = 4
+    /// A GRE header without optional fields (RFC 2784).
+    public static let gre = 4
+    /// The GRE checksum and reserved1 fields present when the C bit is set.
+    public static let greChecksum = 4
 }
 
 /// Byte offsets of the fields the parser and the rewrites touch, relative to the start of their header.
@@ -34,7 +42,10 @@ public enum FieldOffset {
     public enum IPv4 {
         /// Version (high nibble) and IHL (low nibble, in 32-bit words).
         public static let versionIHL = 0
+        /// Type of service: DSCP and ECN.
+        public static let tos = 1
         public static let totalLength = 2
+        public static let identification = 4
         /// Flags (bit 14 DF, bit 13 MF) and the 13-bit fragment offset.
         public static let flagsFragment = 6
         public static let ttl = 8
@@ -67,6 +78,15 @@ public enum FieldOffset {
         public static let length = 4
         public static let checksum = 6
     }
+
+    public enum ICMP {
+        public static let type = 0
+        public static let code = 1
+        public static let checksum = 2
+        /// The 4 type-specific bytes: next-hop MTU in the low 16 bits (ICMPv4 type 3 code 4), the MTU
+        /// (ICMPv6 type 2), the pointer (parameter problem), or unused.
+        public static let rest = 4
+    }
 }
 
 /// TCP flag bits of the flags byte (offset 13 of the TCP header).
@@ -86,28 +106,6 @@ public enum IPv6NextHeader {
     public static let fragment: UInt8 = 44
 }
 
-extension HeaderLength {
-    /// ICMP and ICMPv6 share the 8-byte layout: type, code, checksum, 4 type-specific bytes.
-    public static let icmp = 8
-    /// A GUE version 0 header without extension fields.
-    public static let gue = 4
-    /// A GRE header without optional fields (RFC 2784).
-    public static let gre = 4
-    /// The GRE checksum and reserved1 fields present when the C bit is set.
-    public static let greChecksum = 4
-}
-
-extension FieldOffset {
-    public enum ICMP {
-        public static let type = 0
-        public static let code = 1
-        public static let checksum = 2
-        /// The 4 type-specific bytes: next-hop MTU in the low 16 bits (ICMPv4 type 3 code 4), the MTU
-        /// (ICMPv6 type 2), the pointer (parameter problem), or unused.
-        public static let rest = 4
-    }
-}
-
 /// ICMP and ICMPv6 message types the director handles.
 public enum ICMPType {
     public static let v4DestinationUnreachable: UInt8 = 3
@@ -122,7 +120,12 @@ public enum ICMPType {
     public static let v6ParameterProblem: UInt8 = 4
 }
 
-extension IPProtocolNumber {
+/// IANA protocol numbers the director handles.
+public enum IPProtocolNumber {
+    public static let tcp: UInt8 = 6
+    public static let udp: UInt8 = 17
+    public static let icmp: UInt8 = 1
+    public static let icmpv6: UInt8 = 58
     /// IPv4 in IP (IPIP), also the GUE/GRE payload type for an IPv4 inner packet.
     public static let ipv4InIP: UInt8 = 4
     /// IPv6 in IP.

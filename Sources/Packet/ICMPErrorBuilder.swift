@@ -25,10 +25,11 @@ public enum ICMPErrorBuilder {
         let limit = isIPv4 ? ipv4Limit : ipv6Limit
         let quoteLength = min(parsed.ipPacketLength, limit &- ipHeaderLength &- HeaderLength.icmp, length &- l3)
 
-        let vlanTCI = l3 > HeaderLength.ethernet ? Wire.load16(frame, FieldOffset.Ethernet.etherType &+ 2) : 0
         let sender = MACAddress(value: UInt64(Wire.load32(frame, FieldOffset.Ethernet.source)) << 16
                                     | UInt64(Wire.load16(frame, FieldOffset.Ethernet.source &+ 4)))
-        let destination = parsed.key.source
+        // Flat addresses: the sender's straight from the key, ours read once (IPv4 in the low half).
+        let destination = (hi: parsed.key.srcHi, lo: parsed.key.srcLo)
+        let sourceHalves = source.v6Halves
         // The quote goes after the new IP and ICMP headers; memmove copes with the overlap.
         let message = ip + ipHeaderLength
         (message + HeaderLength.icmp).copyMemory(from: UnsafeRawPointer(ip), byteCount: quoteLength)
@@ -36,27 +37,28 @@ public enum ICMPErrorBuilder {
 
         if isIPv4 {
             // Precedence "internetwork control" (0xC0), as routers send their ICMP.
-            Tunnel.writeIPv4(ip, totalLength: HeaderLength.ipv4 &+ messageLength, tos: 0xC0, identification: 0,
-                             dontFragment: false, ttl: 64, proto: IPProtocolNumber.icmp, source: source,
-                             destination: destination)
+            Wire.storeIPv4Header(ip, totalLength: HeaderLength.ipv4 &+ messageLength, tos: 0xC0, identification: 0,
+                                 dontFragment: false, ttl: 64, proto: IPProtocolNumber.icmp,
+                                 source: UInt32(truncatingIfNeeded: sourceHalves.lo),
+                                 destination: UInt32(truncatingIfNeeded: destination.lo))
             Wire.store8(message, FieldOffset.ICMP.type, ICMPType.v4DestinationUnreachable)
             Wire.store8(message, FieldOffset.ICMP.code, ICMPType.v4FragmentationNeededCode)
             Wire.store32(message, FieldOffset.ICMP.rest, UInt32(UInt16(clamping: mtu)))
         } else {
-            Tunnel.writeIPv6(ip, payloadLength: messageLength, trafficClass: 0, flowLabel: 0, hopLimit: 64,
-                             nextHeader: IPProtocolNumber.icmpv6, source: source, destination: destination)
+            Wire.storeIPv6Header(ip, payloadLength: messageLength, trafficClass: 0, flowLabel: 0, hopLimit: 64,
+                                 nextHeader: IPProtocolNumber.icmpv6, source: sourceHalves, destination: destination)
             Wire.store8(message, FieldOffset.ICMP.type, ICMPType.v6PacketTooBig)
             Wire.store8(message, FieldOffset.ICMP.code, 0)
             Wire.store32(message, FieldOffset.ICMP.rest, UInt32(clamping: mtu))
         }
         Wire.store16(message, FieldOffset.ICMP.checksum, 0)
-        let pseudo = isIPv4 ? 0 : InternetChecksum.pseudoHeaderSum(ipv6Source: source.v6Halves,
-                                                                   destination: destination.v6Halves,
+        let pseudo = isIPv4 ? 0 : InternetChecksum.pseudoHeaderSum(ipv6Source: sourceHalves,
+                                                                   destination: destination,
                                                                    proto: IPProtocolNumber.icmpv6, length: messageLength)
         Wire.store16(message, FieldOffset.ICMP.checksum,
                      InternetChecksum.checksum(message, count: messageLength, initial: pseudo))
-        Wire.storeEthernet(frame, l3Offset: l3, destination: sender, source: sourceMAC, vlanTCI: vlanTCI,
-                           etherType: isIPv4 ? EtherType.ipv4 : EtherType.ipv6)
+        // The IP header stays where it was, so the VLAN tag and the ethertype are already right.
+        Wire.storeMACs(frame, destination: sender, source: sourceMAC)
         return l3 &+ ipHeaderLength &+ messageLength
     }
 }

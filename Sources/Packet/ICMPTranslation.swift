@@ -20,18 +20,17 @@ public enum ICMPTranslation {
         guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
         HopLimit.decrement(ip, isIPv4: isIPv4)
 
-        // Neither checksum delta is used for the ICMP message: it is summed afresh below.
-        var unused = ChecksumDelta()
+        // The deltas fix the IPv4 header checksums only: the ICMP message is summed afresh below.
         var outerDelta = ChecksumDelta()
         let sourceOffset = isIPv4 ? FieldOffset.IPv4.source : FieldOffset.IPv6.source
         let destinationOffset = isIPv4 ? FieldOffset.IPv4.destination : FieldOffset.IPv6.destination
         if let outerSource {
             AddressTranslation.replaceAddress(ip, at: sourceOffset, with: outerSource, isIPv4: isIPv4,
-                                              ip: &outerDelta, l4: &unused)
+                                              delta: &outerDelta)
         }
         if let outerDestination {
             AddressTranslation.replaceAddress(ip, at: destinationOffset, with: outerDestination, isIPv4: isIPv4,
-                                              ip: &outerDelta, l4: &unused)
+                                              delta: &outerDelta)
         }
         if isIPv4 {
             Wire.store16(ip, FieldOffset.IPv4.checksum,
@@ -43,12 +42,12 @@ public enum ICMPTranslation {
         var innerDelta = ChecksumDelta()
         if let innerSource {
             AddressTranslation.replaceAddress(inner, at: sourceOffset, with: innerSource.address, isIPv4: isIPv4,
-                                              ip: &innerDelta, l4: &unused)
+                                              delta: &innerDelta)
             Wire.store16(innerL4, FieldOffset.TCP.sourcePort, innerSource.port)
         }
         if let innerDestination {
             AddressTranslation.replaceAddress(inner, at: destinationOffset, with: innerDestination.address,
-                                              isIPv4: isIPv4, ip: &innerDelta, l4: &unused)
+                                              isIPv4: isIPv4, delta: &innerDelta)
             Wire.store16(innerL4, FieldOffset.TCP.destinationPort, innerDestination.port)
         }
         if isIPv4 {
@@ -56,9 +55,13 @@ public enum ICMPTranslation {
                          innerDelta.apply(to: Wire.load16(inner, FieldOffset.IPv4.checksum)))
         }
 
-        Wire.store16(frame + parsed.l4Offset, FieldOffset.ICMP.checksum, messageChecksum(frame, parsed: parsed))
-        destinationMAC.write(to: frame + FieldOffset.Ethernet.destination)
-        sourceMAC.write(to: frame + FieldOffset.Ethernet.source)
+        // Summed afresh over the translated message, with the translated outer addresses.
+        var key = parsed.key
+        FrameParser.loadAddresses(ip, isIPv4: isIPv4, into: &key)
+        Wire.store16(frame + parsed.l4Offset, FieldOffset.ICMP.checksum, 0)
+        Wire.store16(frame + parsed.l4Offset, FieldOffset.ICMP.checksum,
+                     messageChecksum(frame, parsed: parsed, key: key))
+        Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
         return .transmit
     }
 
@@ -66,27 +69,14 @@ public enum ICMPTranslation {
     /// drops errors that fail this before translating them, since translation would make them valid).
     @inline(__always)
     public static func checksumIsValid(_ frame: UnsafeRawPointer, parsed: ParsedFrame) -> Bool {
-        let message = frame + parsed.l4Offset
-        let count = parsed.l4Length
-        let initial = parsed.isIPv4 ? 0 : InternetChecksum.pseudoHeaderSum(parsed.key, length: count)
-        return InternetChecksum.checksum(message, count: count, initial: initial) == 0
+        messageChecksum(frame, parsed: parsed, key: parsed.key) == 0
     }
 
-    /// The ICMP/ICMPv6 checksum of the message as the frame now holds it (its checksum field is ignored).
+    /// The checksum over the ICMP message, with the ICMPv6 pseudo-header of `key`'s addresses.
     @inline(__always)
-    static func messageChecksum(_ frame: UnsafeMutableRawPointer, parsed: ParsedFrame) -> UInt16 {
-        let message = frame + parsed.l4Offset
+    static func messageChecksum(_ frame: UnsafeRawPointer, parsed: ParsedFrame, key: FlowKey) -> UInt16 {
         let count = parsed.l4Length
-        Wire.store16(message, FieldOffset.ICMP.checksum, 0)
-        var initial: UInt32 = 0
-        if !parsed.isIPv4 {
-            let ip = frame + parsed.l3Offset
-            initial = InternetChecksum.pseudoHeaderSum(
-                ipv6Source: (Wire.load64(ip, FieldOffset.IPv6.source), Wire.load64(ip, FieldOffset.IPv6.source &+ 8)),
-                destination: (Wire.load64(ip, FieldOffset.IPv6.destination),
-                              Wire.load64(ip, FieldOffset.IPv6.destination &+ 8)),
-                proto: IPProtocolNumber.icmpv6, length: count)
-        }
-        return InternetChecksum.checksum(message, count: count, initial: initial)
+        let initial = parsed.isIPv4 ? 0 : InternetChecksum.pseudoHeaderSum(key, length: count)
+        return InternetChecksum.checksum(frame + parsed.l4Offset, count: count, initial: initial)
     }
 }

@@ -27,22 +27,22 @@ public enum InternetChecksum {
         var accumulator = UInt64(initial)
         var offset = 0
         while offset &+ 8 <= count {
-            let word = UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            let word = Wire.load64(bytes, offset)
             accumulator = add(accumulator, word)
             offset &+= 8
         }
         if offset &+ 4 <= count {
-            let word = UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+            let word = Wire.load32(bytes, offset)
             accumulator = add(accumulator, UInt64(word))
             offset &+= 4
         }
         if offset &+ 2 <= count {
-            let word = UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+            let word = Wire.load16(bytes, offset)
             accumulator = add(accumulator, UInt64(word))
             offset &+= 2
         }
         if offset < count {
-            accumulator = add(accumulator, UInt64(bytes.load(fromByteOffset: offset, as: UInt8.self)) << 8)
+            accumulator = add(accumulator, UInt64(Wire.load8(bytes, offset)) << 8)
         }
         return UInt32(fold(accumulator))
     }
@@ -118,27 +118,28 @@ public enum InternetChecksum {
     /// recomputation, including the case where that is 0x0000 (RFC 1624 section 3).
     @inline(__always)
     public static func updated(_ checksum: UInt16, replacing old: UInt16, with new: UInt16) -> UInt16 {
-        let total = UInt32(~checksum) &+ UInt32(~old) &+ UInt32(new)
-        return ~fold(UInt64(total))
+        var delta = ChecksumDelta()
+        delta.replace(old, with: new)
+        return delta.apply(to: checksum)
     }
 
     /// The checksum after a 32-bit field (an IPv4 address, a TCP sequence number) changed. The field must
     /// start at an even offset of the checksummed data, as every such field does.
     @inline(__always)
     public static func updated(_ checksum: UInt16, replacing old: UInt32, with new: UInt32) -> UInt16 {
-        let total = UInt64(~checksum) &+ UInt64(~old) &+ UInt64(new)
-        return ~fold(total)
+        var delta = ChecksumDelta()
+        delta.replace(old, with: new)
+        return delta.apply(to: checksum)
     }
 
     /// The checksum after a 128-bit field (an IPv6 address, as host-order halves) changed.
     @inline(__always)
     public static func updated(_ checksum: UInt16, replacing old: (hi: UInt64, lo: UInt64),
                                with new: (hi: UInt64, lo: UInt64)) -> UInt16 {
-        var total = add(UInt64(~checksum), ~old.hi)
-        total = add(total, ~old.lo)
-        total = add(total, new.hi)
-        total = add(total, new.lo)
-        return ~fold(total)
+        var delta = ChecksumDelta()
+        delta.replace(old.hi, with: new.hi)
+        delta.replace(old.lo, with: new.lo)
+        return delta.apply(to: checksum)
     }
 
     // MARK: Arithmetic
@@ -158,5 +159,33 @@ public enum InternetChecksum {
         s = (s >> 16) &+ (s & 0xFFFF)                   // ≤ 0x1_FFFE
         s = (s >> 16) &+ (s & 0xFFFF)                   // ≤ 0xFFFF
         return UInt16(truncatingIfNeeded: s)
+    }
+}
+
+/// Changes to 16-, 32- or 64-bit fields at even offsets of checksummed data, accumulated as ~old + new
+/// and applied to a checksum in one step (RFC 1624 eqn. 3: HC' = ~(~HC + Σ~m + Σm')).
+struct ChecksumDelta {
+    var sum: UInt64 = 0
+
+    @inline(__always)
+    mutating func replace(_ old: UInt16, with new: UInt16) {
+        sum = InternetChecksum.add(sum, UInt64(~old) &+ UInt64(new))
+    }
+
+    @inline(__always)
+    mutating func replace(_ old: UInt32, with new: UInt32) {
+        sum = InternetChecksum.add(sum, UInt64(~old) &+ UInt64(new))
+    }
+
+    @inline(__always)
+    mutating func replace(_ old: UInt64, with new: UInt64) {
+        sum = InternetChecksum.add(sum, ~old)
+        sum = InternetChecksum.add(sum, new)
+    }
+
+    /// The checksum after the recorded changes.
+    @inline(__always)
+    func apply(to checksum: UInt16) -> UInt16 {
+        ~InternetChecksum.fold(InternetChecksum.add(sum, UInt64(~checksum)))
     }
 }

@@ -94,10 +94,14 @@ public enum Tunnel {
         let vlanTCI = parsed.l3Offset > HeaderLength.ethernet ? Wire.load16(frame, FieldOffset.Ethernet.etherType &+ 2) : 0
         HopLimit.decrement(inner, isIPv4: innerIsIPv4)
         let hopLimit = Wire.load8(inner, innerIsIPv4 ? FieldOffset.IPv4.ttl : FieldOffset.IPv6.hopLimit)
-        let trafficClass = innerIsIPv4 ? Wire.load8(inner, 1) : UInt8(truncatingIfNeeded: Wire.load16(inner, 0) >> 4)
-        let identification = innerIsIPv4 && !dontFragment ? Wire.load16(inner, 4) : 0
+        let trafficClass = innerIsIPv4 ? Wire.load8(inner, FieldOffset.IPv4.tos)
+                                       : UInt8(truncatingIfNeeded: Wire.load16(inner, 0) >> 4)
+        let identification = innerIsIPv4 && !dontFragment ? Wire.load16(inner, FieldOffset.IPv4.identification) : 0
         let innerProtocol = innerIsIPv4 ? IPProtocolNumber.ipv4InIP : IPProtocolNumber.ipv6InIP
         let hash = parsed.key.flowHash
+        // The flat form, read once: an IPv4 address is the low half.
+        let source = outerSource.v6Halves
+        let destination = outerDestination.v6Halves
 
         let start = frame - overhead
         let outer = start + parsed.l3Offset
@@ -110,12 +114,14 @@ public enum Tunnel {
         }
         let outerPayloadLength = tunnelHeaderLength &+ innerLength
         if outerIsIPv4 {
-            writeIPv4(outer, totalLength: HeaderLength.ipv4 &+ outerPayloadLength, tos: trafficClass,
-                      identification: identification, dontFragment: dontFragment, ttl: hopLimit,
-                      proto: outerProtocol, source: outerSource, destination: outerDestination)
+            Wire.storeIPv4Header(outer, totalLength: HeaderLength.ipv4 &+ outerPayloadLength, tos: trafficClass,
+                                 identification: identification, dontFragment: dontFragment, ttl: hopLimit,
+                                 proto: outerProtocol, source: UInt32(truncatingIfNeeded: source.lo),
+                                 destination: UInt32(truncatingIfNeeded: destination.lo))
         } else {
-            writeIPv6(outer, payloadLength: outerPayloadLength, trafficClass: trafficClass, flowLabel: hash & 0xF_FFFF,
-                      hopLimit: hopLimit, nextHeader: outerProtocol, source: outerSource, destination: outerDestination)
+            Wire.storeIPv6Header(outer, payloadLength: outerPayloadLength, trafficClass: trafficClass,
+                                 flowLabel: hash & 0xF_FFFF, hopLimit: hopLimit, nextHeader: outerProtocol,
+                                 source: source, destination: destination)
         }
 
         switch parameters.type {
@@ -131,11 +137,10 @@ public enum Tunnel {
             Wire.store32(tunnelHeader, HeaderLength.udp, UInt32(innerProtocol) << 16)
             if parameters.checksum || !outerIsIPv4 {
                 let pseudo = outerIsIPv4
-                    ? InternetChecksum.pseudoHeaderSum(ipv4Source: outerSource.v4Value,
-                                                       destination: outerDestination.v4Value,
+                    ? InternetChecksum.pseudoHeaderSum(ipv4Source: UInt32(truncatingIfNeeded: source.lo),
+                                                       destination: UInt32(truncatingIfNeeded: destination.lo),
                                                        proto: IPProtocolNumber.udp, length: udpLength)
-                    : InternetChecksum.pseudoHeaderSum(ipv6Source: outerSource.v6Halves,
-                                                       destination: outerDestination.v6Halves,
+                    : InternetChecksum.pseudoHeaderSum(ipv6Source: source, destination: destination,
                                                        proto: IPProtocolNumber.udp, length: udpLength)
                 let checksum = InternetChecksum.checksum(tunnelHeader, count: udpLength, initial: pseudo)
                 Wire.store16(tunnelHeader, FieldOffset.UDP.checksum, checksum == 0 ? 0xFFFF : checksum)
@@ -153,38 +158,5 @@ public enum Tunnel {
         Wire.storeEthernet(start, l3Offset: parsed.l3Offset, destination: destinationMAC, source: sourceMAC,
                            vlanTCI: vlanTCI, etherType: outerIsIPv4 ? EtherType.ipv4 : EtherType.ipv6)
         return .transmit(start: start, length: parsed.l3Offset &+ overhead &+ innerLength)
-    }
-
-    /// Writes a 20-byte IPv4 header with its checksum.
-    @inline(__always)
-    static func writeIPv4(_ ip: UnsafeMutableRawPointer, totalLength: Int, tos: UInt8, identification: UInt16,
-                          dontFragment: Bool, ttl: UInt8, proto: UInt8, source: IPAddress, destination: IPAddress) {
-        Wire.store8(ip, FieldOffset.IPv4.versionIHL, 0x45)
-        Wire.store8(ip, 1, tos)
-        Wire.store16(ip, FieldOffset.IPv4.totalLength, UInt16(truncatingIfNeeded: totalLength))
-        Wire.store16(ip, 4, identification)
-        Wire.store16(ip, FieldOffset.IPv4.flagsFragment, dontFragment ? 0x4000 : 0)
-        Wire.store8(ip, FieldOffset.IPv4.ttl, ttl)
-        Wire.store8(ip, FieldOffset.IPv4.proto, proto)
-        Wire.store16(ip, FieldOffset.IPv4.checksum, 0)
-        Wire.store32(ip, FieldOffset.IPv4.source, source.v4Value)
-        Wire.store32(ip, FieldOffset.IPv4.destination, destination.v4Value)
-        Wire.store16(ip, FieldOffset.IPv4.checksum, InternetChecksum.checksum(ip, count: HeaderLength.ipv4))
-    }
-
-    /// Writes a 40-byte IPv6 header.
-    @inline(__always)
-    static func writeIPv6(_ ip: UnsafeMutableRawPointer, payloadLength: Int, trafficClass: UInt8, flowLabel: UInt32,
-                          hopLimit: UInt8, nextHeader: UInt8, source: IPAddress, destination: IPAddress) {
-        Wire.store32(ip, 0, 6 << 28 | UInt32(trafficClass) << 20 | flowLabel & 0xF_FFFF)
-        Wire.store16(ip, FieldOffset.IPv6.payloadLength, UInt16(truncatingIfNeeded: payloadLength))
-        Wire.store8(ip, FieldOffset.IPv6.nextHeader, nextHeader)
-        Wire.store8(ip, FieldOffset.IPv6.hopLimit, hopLimit)
-        let (sourceHi, sourceLo) = source.v6Halves
-        let (destinationHi, destinationLo) = destination.v6Halves
-        Wire.store64(ip, FieldOffset.IPv6.source, sourceHi)
-        Wire.store64(ip, FieldOffset.IPv6.source &+ 8, sourceLo)
-        Wire.store64(ip, FieldOffset.IPv6.destination, destinationHi)
-        Wire.store64(ip, FieldOffset.IPv6.destination &+ 8, destinationLo)
     }
 }

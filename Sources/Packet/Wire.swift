@@ -40,16 +40,43 @@ enum Wire {
         base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 
-    /// Writes an IP address (4 or 16 bytes by its family).
+    /// Writes a 20-byte IPv4 header with its checksum. Addresses in host order.
     @inline(__always)
-    static func storeAddress(_ base: UnsafeMutableRawPointer, _ offset: Int, _ address: IPAddress) {
-        switch address {
-        case .v4(let value):
-            store32(base, offset, value)
-        case .v6(let hi, let lo):
-            store64(base, offset, hi)
-            store64(base, offset &+ 8, lo)
-        }
+    static func storeIPv4Header(_ ip: UnsafeMutableRawPointer, totalLength: Int, tos: UInt8, identification: UInt16,
+                                dontFragment: Bool, ttl: UInt8, proto: UInt8, source: UInt32, destination: UInt32) {
+        store8(ip, FieldOffset.IPv4.versionIHL, 0x45)
+        store8(ip, FieldOffset.IPv4.tos, tos)
+        store16(ip, FieldOffset.IPv4.totalLength, UInt16(truncatingIfNeeded: totalLength))
+        store16(ip, FieldOffset.IPv4.identification, identification)
+        store16(ip, FieldOffset.IPv4.flagsFragment, dontFragment ? 0x4000 : 0)
+        store8(ip, FieldOffset.IPv4.ttl, ttl)
+        store8(ip, FieldOffset.IPv4.proto, proto)
+        store16(ip, FieldOffset.IPv4.checksum, 0)
+        store32(ip, FieldOffset.IPv4.source, source)
+        store32(ip, FieldOffset.IPv4.destination, destination)
+        store16(ip, FieldOffset.IPv4.checksum, InternetChecksum.checksum(ip, count: HeaderLength.ipv4))
+    }
+
+    /// Writes a 40-byte IPv6 header. Addresses as host-order halves, like `IPAddress.v6`.
+    @inline(__always)
+    static func storeIPv6Header(_ ip: UnsafeMutableRawPointer, payloadLength: Int, trafficClass: UInt8,
+                                flowLabel: UInt32, hopLimit: UInt8, nextHeader: UInt8,
+                                source: (hi: UInt64, lo: UInt64), destination: (hi: UInt64, lo: UInt64)) {
+        store32(ip, 0, 6 << 28 | UInt32(trafficClass) << 20 | flowLabel & 0xF_FFFF)
+        store16(ip, FieldOffset.IPv6.payloadLength, UInt16(truncatingIfNeeded: payloadLength))
+        store8(ip, FieldOffset.IPv6.nextHeader, nextHeader)
+        store8(ip, FieldOffset.IPv6.hopLimit, hopLimit)
+        store64(ip, FieldOffset.IPv6.source, source.hi)
+        store64(ip, FieldOffset.IPv6.source &+ 8, source.lo)
+        store64(ip, FieldOffset.IPv6.destination, destination.hi)
+        store64(ip, FieldOffset.IPv6.destination &+ 8, destination.lo)
+    }
+
+    /// Writes the destination and source MACs of the Ethernet header at `frame`.
+    @inline(__always)
+    static func storeMACs(_ frame: UnsafeMutableRawPointer, destination: MACAddress, source: MACAddress) {
+        destination.write(to: frame + FieldOffset.Ethernet.destination)
+        source.write(to: frame + FieldOffset.Ethernet.source)
     }
 
     /// Writes the Ethernet header for an IP packet starting `l3Offset` bytes after `frame`: MACs, then the
@@ -57,8 +84,7 @@ enum Wire {
     @inline(__always)
     static func storeEthernet(_ frame: UnsafeMutableRawPointer, l3Offset: Int, destination: MACAddress,
                               source: MACAddress, vlanTCI: UInt16, etherType: UInt16) {
-        destination.write(to: frame + FieldOffset.Ethernet.destination)
-        source.write(to: frame + FieldOffset.Ethernet.source)
+        storeMACs(frame, destination: destination, source: source)
         if l3Offset == HeaderLength.ethernet &+ HeaderLength.vlanTag {
             store16(frame, FieldOffset.Ethernet.etherType, EtherType.vlan)
             store16(frame, FieldOffset.Ethernet.etherType &+ 2, vlanTCI)
@@ -67,7 +93,7 @@ enum Wire {
     }
 }
 
-/// The TTL / hop limit decrement every forwarding rewrite does, as `DirectRouting.rewrite` does it.
+/// The TTL / hop limit check and decrement every forwarding rewrite does.
 enum HopLimit {
     /// True when the IP packet at `ip` may be forwarded (TTL / hop limit > 1); nothing is changed.
     @inline(__always)

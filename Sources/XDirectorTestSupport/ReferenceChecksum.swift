@@ -125,15 +125,11 @@ public func verifyIPv4HeaderChecksum(_ frame: [UInt8]) -> Bool {
 /// delimits (IPv4 or IPv6). An IPv4 UDP checksum of 0 ("no checksum") counts as valid.
 public func verifyL4Checksum(_ frame: [UInt8]) -> Bool {
     guard let layout = FrameLayout(frame), let checksumOffset = layout.l4ChecksumOffset else { return false }
-    let segment = Array(frame[layout.l4Offset..<(layout.l3Offset + layout.ipPacketLength)])
-    guard segment.count >= (layout.proto == IPProtocolNumber.tcp ? 20 : 8) else { return false }
+    guard layout.l4Length >= (layout.proto == IPProtocolNumber.tcp ? 20 : 8) else { return false }
     if layout.proto == IPProtocolNumber.udp, layout.family == 4, frame.readUInt16(at: checksumOffset) == 0 {
         return true
     }
-    let (source, destination) = layout.addresses(in: frame)
-    let pseudo = ReferenceChecksum.pseudoHeader(source: source, destination: destination,
-                                                proto: layout.proto, length: segment.count)
-    return ReferenceChecksum.onesComplementSum(pseudo + segment) == 0xFFFF
+    return payloadVerifies(frame, layout, pseudoHeaderProto: layout.proto)
 }
 
 /// Recomputes and stores the IPv4 header checksum (after a test edited the header on purpose).
@@ -201,12 +197,18 @@ extension Array where Element == UInt8 {
 public func verifyICMPChecksum(_ frame: [UInt8]) -> Bool {
     guard let layout = FrameLayout(frame),
           layout.proto == (layout.family == 4 ? IPProtocolNumber.icmp : IPProtocolNumber.icmpv6) else { return false }
-    let message = Array(frame[layout.l4Offset..<(layout.l3Offset + layout.ipPacketLength)])
+    return payloadVerifies(frame, layout, pseudoHeaderProto: layout.family == 6 ? IPProtocolNumber.icmpv6 : nil)
+}
+
+/// True when the bytes the IP header delimits after itself, after the pseudo-header for `pseudoHeaderProto`
+/// when there is one, sum to 0xFFFF (their checksum verifies).
+private func payloadVerifies(_ frame: [UInt8], _ layout: FrameLayout, pseudoHeaderProto: UInt8?) -> Bool {
+    let payload = Array(frame[layout.l4Offset..<(layout.l3Offset + layout.ipPacketLength)])
     var pseudo: [UInt8] = []
-    if layout.family == 6 {
+    if let proto = pseudoHeaderProto {
         let (source, destination) = layout.addresses(in: frame)
-        pseudo = ReferenceChecksum.pseudoHeader(source: source, destination: destination,
-                                                proto: IPProtocolNumber.icmpv6, length: message.count)
+        pseudo = ReferenceChecksum.pseudoHeader(source: source, destination: destination, proto: proto,
+                                                length: payload.count)
     }
-    return ReferenceChecksum.onesComplementSum(pseudo + message) == 0xFFFF
+    return ReferenceChecksum.onesComplementSum(pseudo + payload) == 0xFFFF
 }

@@ -11,12 +11,6 @@ private func endpoint(_ address: String, _ port: UInt16) -> L4Endpoint {
     L4Endpoint(address: IPAddress(address)!, port: port)
 }
 
-private func with(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void) -> PacketBuilder {
-    var builder = builder
-    edit(&builder)
-    return builder
-}
-
 /// The builder's packet with the translation applied by the builder itself (checksums computed in full):
 /// what the incremental rewrite must produce byte for byte.
 private func translated(_ builder: PacketBuilder, source: L4Endpoint?, destination: L4Endpoint?) -> PacketBuilder {

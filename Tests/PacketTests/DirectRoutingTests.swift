@@ -33,12 +33,6 @@ private func exceededFixture(_ description: String, _ builder: PacketBuilder) ->
     return FrameFixture(description, input: arriving.build(), expected: .hopLimitExceeded)
 }
 
-private func with(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void) -> PacketBuilder {
-    var builder = builder
-    edit(&builder)
-    return builder
-}
-
 private let v4TCP = PacketBuilder.tcp("192.0.2.1", 40000, "198.51.100.10", 80, flags: TCPFlags.psh | TCPFlags.ack,
                                       payload: Array("GET / HTTP/1.1\r\n\r\n".utf8))
 private let v4UDP = PacketBuilder.udp("192.0.2.1", 5353, "198.51.100.10", 53, payload: [1, 2, 3, 4, 5])

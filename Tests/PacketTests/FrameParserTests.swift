@@ -37,9 +37,7 @@ private let udp = IPProtocolNumber.udp
 
 /// Builds a frame from `builder` after letting `edit` change it.
 private func frame(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void = { _ in }) -> [UInt8] {
-    var builder = builder
-    edit(&builder)
-    return builder.build()
+    with(builder, edit).build()
 }
 
 /// Edits the bytes of a built frame; `fixChecksum` recomputes the IPv4 header checksum afterwards.
@@ -142,6 +140,12 @@ private let invalidCases: [ParseCase] = [
     ParseCase("IPv4 total length 19 (< header)", edited(frame(v4TCP), fixChecksum: true) { $0.writeUInt16(19, at: 16) },
               .malformed),
     ParseCase("IPv4 total length 0", edited(frame(v4TCP), fixChecksum: true) { $0.writeUInt16(0, at: 16) }, .malformed),
+    // ICMP has no TCP/UDP header check behind the IP one to catch this.
+    ParseCase("IPv4 ICMP, total length 19 (< header)",
+              edited(PacketBuilder.ip("192.0.2.1", "198.51.100.10", proto: IPProtocolNumber.icmp,
+                                      payload: [3, 4, 0, 0, 0, 0, 0, 0]).build(), fixChecksum: true) {
+                  $0.writeUInt16(19, at: 16) },
+              .malformed),
     ParseCase("IPv4 total length one byte past the frame",
               edited(frame(v4TCP), fixChecksum: true) { $0.writeUInt16(41, at: 16) }, .truncated),
     ParseCase("IPv4 total length 0xFFFF", edited(frame(v4TCP), fixChecksum: true) { $0.writeUInt16(0xFFFF, at: 16) },
@@ -301,24 +305,23 @@ final class FrameParserTests: XCTestCase {
         }
     }
 
-    /// A failed parse leaves nothing behind that a caller could mistake for a result it asked for, and the
-    /// parser does not depend on the struct's previous contents.
+    /// The parser does not depend on the struct's previous contents: after an IPv6 TCP frame with a VLAN
+    /// tag (every field non-zero), an IPv4 UDP frame reports exactly its own fields (the high address
+    /// halves zero, no TCP flags), and after that, an IPv6 UDP frame its own.
     func testParseOverwritesEveryField() {
         var parsed = ParsedFrame()
-        let udpFrame = frame(v6UDP)
-        _ = withExactBuffer(frame(v4TCP) { $0.vlanTCI = 3 }) {
-            FrameParser.parse(UnsafeRawPointer($0), length: $1, into: &parsed)
+        func parseInto(_ bytes: [UInt8]) -> ParseStatus {
+            withExactBuffer(bytes) { FrameParser.parse(UnsafeRawPointer($0), length: $1, into: &parsed) }.0
         }
-        let (status, _) = withExactBuffer(udpFrame) {
-            FrameParser.parse(UnsafeRawPointer($0), length: $1, into: &parsed)
-        }
-        XCTAssertEqual(status, .ok)
-        let (_, fresh) = parse(udpFrame)
-        XCTAssertEqual(parsed.key, fresh.key)
-        XCTAssertEqual(parsed.l3Offset, fresh.l3Offset)
-        XCTAssertEqual(parsed.l4Offset, fresh.l4Offset)
-        XCTAssertEqual(parsed.ipPacketLength, fresh.ipPacketLength)
+        XCTAssertEqual(parseInto(frame(v6TCP) { $0.vlanTCI = 3 }), .ok)
+        XCTAssertEqual(parseInto(frame(v4UDP)), .ok)
+        XCTAssertEqual(parsed.key, key("192.0.2.1", 5353, "198.51.100.10", 53, udp))
+        XCTAssertEqual([parsed.l3Offset, parsed.l4Offset, parsed.ipPacketLength], [14, 34, 33])
         XCTAssertEqual(parsed.tcpFlags, 0)
+        XCTAssertFalse(parsed.isICMPError)
+        XCTAssertEqual(parseInto(frame(v6UDP)), .ok)
+        XCTAssertEqual(parsed.key, key("2001:db8::1", 1234, "2001:db8::53", 53, udp))
+        XCTAssertEqual([parsed.l3Offset, parsed.l4Offset, parsed.ipPacketLength], [14, 54, 51])
     }
 
     private func check(_ testCase: ParseCase, file: StaticString = #filePath, line: UInt = #line) {

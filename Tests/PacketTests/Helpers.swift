@@ -18,3 +18,10 @@ func assertFixture<V>(_ fixture: FrameFixture<V>, file: StaticString = #filePath
         XCTFail(report, file: file, line: line)
     }
 }
+
+/// `builder` after `edit`, for fixtures that differ from a base packet in a field or two.
+func with(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void) -> PacketBuilder {
+    var builder = builder
+    edit(&builder)
+    return builder
+}

@@ -6,12 +6,6 @@ private let senderMAC = MACAddress("02:00:00:00:00:01")!
 private let directorMAC = MACAddress("02:00:00:00:00:02")!
 private let interfaceMAC = MACAddress("02:aa:bb:cc:dd:01")!
 
-private func with(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void) -> PacketBuilder {
-    var builder = builder
-    edit(&builder)
-    return builder
-}
-
 /// Runs `packetTooBig` on `input` in a 2048-byte buffer (filled with 0xEE past the frame); returns the
 /// new length and that many bytes.
 private func packetTooBig(_ input: [UInt8], mtu: Int, source: IPAddress) -> (Int, [UInt8]) {

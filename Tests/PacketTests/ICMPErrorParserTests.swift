@@ -20,12 +20,6 @@ private func v6Error(type: UInt8 = 2, code: UInt8 = 0, quoting: PacketBuilder = 
                             quoteLength: quoteLength)
 }
 
-private func with(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void) -> PacketBuilder {
-    var builder = builder
-    edit(&builder)
-    return builder
-}
-
 private func key(_ source: String, _ sourcePort: UInt16, _ destination: String, _ destinationPort: UInt16,
                  _ proto: UInt8) -> FlowKey {
     FlowKey(source: IPAddress(source)!, sourcePort: sourcePort, destination: IPAddress(destination)!,
@@ -33,37 +27,45 @@ private func key(_ source: String, _ sourcePort: UInt16, _ destination: String, 
 }
 
 final class ICMPErrorParserTests: XCTestCase {
-    func testIPv4ErrorFields() {
-        let frame = v4Error().build()
-        XCTAssertTrue(verifyICMPChecksum(frame))
-        let (status, parsed) = parse(frame)
-        XCTAssertEqual(status, .ok)
-        XCTAssertTrue(parsed.isICMPError)
-        XCTAssertEqual(parsed.key, key("203.0.113.1", 0, "198.51.100.10", 0, IPProtocolNumber.icmp))
-        XCTAssertEqual(parsed.innerKey, key("198.51.100.10", 80, "192.0.2.1", 40000, IPProtocolNumber.tcp))
-        XCTAssertEqual(parsed.icmpType, 3)
-        XCTAssertEqual(parsed.icmpCode, 4)
-        XCTAssertEqual(parsed.l3Offset, 14)
-        XCTAssertEqual(parsed.l4Offset, 34)
-        XCTAssertEqual(parsed.innerL3Offset, 42)
-        XCTAssertEqual(parsed.innerL4Offset, 62)
-        XCTAssertEqual(parsed.ipPacketLength, 20 + 8 + 48)
-        XCTAssertEqual(parsed.tcpFlags, 0)
-    }
-
-    func testIPv6ErrorFields() {
-        let frame = with(v6Error(type: 1, code: 3)) { $0.vlanTCI = 7 }.build()
-        XCTAssertTrue(verifyICMPChecksum(frame))
-        let (status, parsed) = parse(frame)
-        XCTAssertEqual(status, .ok)
-        XCTAssertTrue(parsed.isICMPError)
-        XCTAssertEqual(parsed.key, key("2001:db8:ff::1", 0, "2001:db8::80", 0, IPProtocolNumber.icmpv6))
-        XCTAssertEqual(parsed.innerKey, key("2001:db8::80", 443, "2001:db8::1", 40000, IPProtocolNumber.tcp))
-        XCTAssertEqual(parsed.icmpType, 1)
-        XCTAssertEqual(parsed.icmpCode, 3)
-        XCTAssertEqual(parsed.l4Offset, 58)
-        XCTAssertEqual(parsed.innerL3Offset, 66)
-        XCTAssertEqual(parsed.innerL4Offset, 106)
+    /// Every field of an error's parse, into a struct that first held a TCP frame's (ports, flags), so
+    /// that what the error must reset is seen to be reset.
+    func testErrorFields() {
+        struct Case {
+            var frame: [UInt8]
+            var key: FlowKey
+            var innerKey: FlowKey
+            var type: UInt8
+            var code: UInt8
+            /// l3Offset, l4Offset, innerL3Offset, innerL4Offset, ipPacketLength.
+            var offsets: [Int]
+        }
+        let cases = [
+            Case(frame: v4Error().build(), key: key("203.0.113.1", 0, "198.51.100.10", 0, IPProtocolNumber.icmp),
+                 innerKey: key("198.51.100.10", 80, "192.0.2.1", 40000, IPProtocolNumber.tcp), type: 3, code: 4,
+                 offsets: [14, 34, 42, 62, 20 + 8 + 48]),
+            Case(frame: with(v6Error(type: 1, code: 3)) { $0.vlanTCI = 7 }.build(),
+                 key: key("2001:db8:ff::1", 0, "2001:db8::80", 0, IPProtocolNumber.icmpv6),
+                 innerKey: key("2001:db8::80", 443, "2001:db8::1", 40000, IPProtocolNumber.tcp), type: 1, code: 3,
+                 offsets: [18, 58, 66, 106, 40 + 8 + 63]),
+        ]
+        for testCase in cases {
+            XCTAssertTrue(verifyICMPChecksum(testCase.frame))
+            var parsed = ParsedFrame()
+            _ = withExactBuffer(v4Reply.build()) { FrameParser.parse(UnsafeRawPointer($0), length: $1, into: &parsed) }
+            XCTAssertNotEqual(parsed.tcpFlags, 0)
+            let (status, _) = withExactBuffer(testCase.frame) {
+                FrameParser.parse(UnsafeRawPointer($0), length: $1, into: &parsed)
+            }
+            XCTAssertEqual(status, .ok)
+            XCTAssertTrue(parsed.isICMPError)
+            XCTAssertEqual(parsed.key, testCase.key)
+            XCTAssertEqual(parsed.innerKey, testCase.innerKey)
+            XCTAssertEqual(parsed.icmpType, testCase.type)
+            XCTAssertEqual(parsed.icmpCode, testCase.code)
+            XCTAssertEqual([parsed.l3Offset, parsed.l4Offset, parsed.innerL3Offset, parsed.innerL4Offset,
+                            parsed.ipPacketLength], testCase.offsets)
+            XCTAssertEqual(parsed.tcpFlags, 0)
+        }
     }
 
     /// Every error type, TCP and UDP, options in the quoted header, the minimal quote (header + 8 bytes).

@@ -24,12 +24,6 @@ private struct Outer {
 private let outerV4 = Outer(source: IPAddress("10.1.0.1")!, destination: IPAddress("10.2.0.7")!)
 private let outerV6 = Outer(source: IPAddress("fd01::1")!, destination: IPAddress("fd02::7")!)
 
-private func with(_ builder: PacketBuilder, _ edit: (inout PacketBuilder) -> Void) -> PacketBuilder {
-    var builder = builder
-    edit(&builder)
-    return builder
-}
-
 private func arriving(_ builder: PacketBuilder) -> PacketBuilder {
     with(builder) { $0.source = routerMAC; $0.destination = directorMAC }
 }
@@ -217,6 +211,14 @@ final class TunnelTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// A jumbo MTU does not lift the 16-bit IP length: an inner packet that would overflow the outer one
+    /// is too big for 65535 bytes, whatever the interface allows.
+    func testOuterLengthStaysWithin16Bits() {
+        let inner = with(v4TCP) { $0.tcp.payload = [UInt8](repeating: 0x5A, count: 65535 - 40) }
+        XCTAssertEqual(encapsulate(arriving(inner).build(), outer: outerV4, parameters: allParameters[0], mtu: 100_000),
+                       .tooBig(mtu: 65535 - 20))
     }
 
     func testHopLimitExceeded() {
