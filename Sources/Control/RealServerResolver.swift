@@ -5,7 +5,8 @@ import Packet
 
 /// Keeps the real servers' MAC addresses in step with the kernel's neighbour table: asks the kernel to
 /// resolve what it does not know, re-confirms entries that went stale, and reports servers that do not
-/// answer (they get no new connections until they do).
+/// answer (they get no new connections until they do). A real server behind a router (typical for
+/// tunnelling) gets its gateway's MAC: the kernel's route to it says which neighbour that is.
 final class RealServerResolver {
     /// How often a stale entry is re-confirmed, and an unanswered one asked again.
     static let reconfirmInterval: TimeInterval = 15
@@ -17,6 +18,10 @@ final class RealServerResolver {
     private(set) var macs: [IPAddress: MACAddress] = [:]
     private var failed: Set<IPAddress> = []
     private var lastRequest: [IPAddress: Date] = [:]
+    /// The neighbour each real server is reached through (itself when on-link), from the kernel's routes.
+    private var nextHops: [IPAddress: IPAddress] = [:]
+    private var nextHopsRead = Date.distantPast
+    private var offInterface: Set<IPAddress> = []
 
     init(table: NeighbourTable, interfaceName: String, logger: Logger) {
         self.table = table
@@ -34,21 +39,26 @@ final class RealServerResolver {
             logger.warning("reading the neighbour table failed: \(error)")
             return false
         }
+        if now.timeIntervalSince(nextHopsRead) >= Self.reconfirmInterval || !addresses.isSubset(of: nextHops.keys) {
+            readRoutes(addresses, now: now)
+        }
         var changed = false
-        for address in addresses {
+        for real in addresses {
+            let address = nextHops[real] ?? real
             let entry = entries[address]
             if let entry, entry.isValid, let mac = entry.mac {
-                if macs[address] != mac {
-                    logger.info("real server \(address) is at \(mac) on \(interfaceName)")
-                    macs[address] = mac
+                if macs[real] != mac {
+                    logger.info("real server \(real) is at \(mac)\(address == real ? "" : " (gateway \(address))") on \(interfaceName)")
+                    macs[real] = mac
                     changed = true
                 }
                 failed.remove(address)
                 if entry.state & 0x04 /* NUD_STALE */ != 0 { request(address, every: Self.reconfirmInterval, now: now) }
             } else if let entry, entry.isFailed {
-                if macs.removeValue(forKey: address) != nil { changed = true }
+                if macs.removeValue(forKey: real) != nil { changed = true }
                 if failed.insert(address).inserted {
-                    logger.warning("real server \(address) does not answer ARP/ND on \(interfaceName): it gets no traffic until it resolves")
+                    let who = address == real ? "real server \(real)" : "gateway \(address) of real server \(real)"
+                    logger.warning("\(who) does not answer ARP/ND on \(interfaceName): it gets no traffic until it resolves")
                 }
                 request(address, every: Self.retryInterval, now: now)
             } else {
@@ -61,6 +71,26 @@ final class RealServerResolver {
             changed = true
         }
         return changed
+    }
+
+    /// Asks the kernel's routes which neighbour reaches each real server.
+    private func readRoutes(_ addresses: Set<IPAddress>, now: Date) {
+        nextHopsRead = now
+        for real in addresses {
+            do {
+                guard let hop = try table.nextHop(for: real) else {
+                    // Try it as a neighbour; its ARP/ND failure is reported below.
+                    nextHops[real] = real
+                    continue
+                }
+                nextHops[real] = hop.address
+                if !hop.sameInterface, offInterface.insert(real).inserted {
+                    logger.warning("the route to real server \(real) leaves through another interface than \(interfaceName); the director still sends to it from \(interfaceName) through \(hop.address)")
+                }
+            } catch {
+                logger.warning("route lookup for \(real) failed: \(error)")
+            }
+        }
     }
 
     /// Waits for the kernel to report a neighbour change, at most `milliseconds`.

@@ -76,6 +76,34 @@ public final class NeighbourTable {
         if failure != 0 { throw DataplaneError("cannot resolve \(address)", errno: failure) }
     }
 
+    /// Where the kernel would send a packet for `address`: the gateway of its route, or the address itself
+    /// when it is on-link; and whether that route leaves through this interface. nil when there is no route.
+    public func nextHop(for address: IPAddress) throws(DataplaneError) -> (address: IPAddress, sameInterface: Bool)? {
+        let family = address.family == .ipv4 ? UInt8(AF_INET) : UInt8(AF_INET6)
+        let bytes = address.bytes
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32).
+        var body: [UInt8] = [family, UInt8(bytes.count * 8), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        body += Self.attribute(type: UInt16(RTA_DST.rawValue), value: bytes)
+        let seq = nextSequence()
+        try send(Self.header(type: UInt16(RTM_GETROUTE), flags: UInt16(NLM_F_REQUEST), sequence: seq, body: body))
+        let reply = try receive(socket: requests)
+        var gateway: IPAddress? = nil
+        var outputInterface: Int32? = nil
+        var found = false
+        _ = Self.parse(reply, sequence: seq) { type, payload in
+            guard type == UInt16(RTM_NEWROUTE), payload.count >= 12 else { return }
+            found = true
+            Self.attributes(in: Array(payload), from: 12) { kind, value in
+                if kind == UInt16(RTA_GATEWAY.rawValue) { gateway = IPAddress(bytes: value) }
+                if kind == UInt16(RTA_OIF.rawValue), value.count == 4 {
+                    outputInterface = value.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+                }
+            }
+        }
+        guard found else { return nil }
+        return (gateway ?? address, outputInterface.map { $0 == interfaceIndex } ?? true)
+    }
+
     /// Waits up to `milliseconds` for a change notification; true when the table changed (drained).
     public func waitForChange(milliseconds: Int32) -> Bool {
         var descriptor = pollfd(fd: events, events: Int16(POLLIN), revents: 0)
@@ -131,16 +159,35 @@ public final class NeighbourTable {
         body += withUnsafeBytes(of: interfaceIndex) { Array($0) }
         body += withUnsafeBytes(of: state) { Array($0) }
         body += [ndmFlags, 0]  // ndm_flags, ndm_type
-        if let destination {
-            let length = UInt16(4 + destination.count)
-            body += withUnsafeBytes(of: length) { Array($0) } + withUnsafeBytes(of: UInt16(NDA_DST)) { Array($0) }
-            body += destination + [UInt8](repeating: 0, count: (4 - destination.count % 4) % 4)
-        }
+        if let destination { body += attribute(type: UInt16(NDA_DST), value: destination) }
+        return header(type: type, flags: flags, sequence: sequence, body: body)
+    }
+
+    /// A netlink attribute, padded to 4 bytes.
+    static func attribute(type: UInt16, value: [UInt8]) -> [UInt8] {
+        withUnsafeBytes(of: UInt16(4 + value.count)) { Array($0) } + withUnsafeBytes(of: type) { Array($0) }
+            + value + [UInt8](repeating: 0, count: (4 - value.count % 4) % 4)
+    }
+
+    /// `body` behind an nlmsghdr.
+    static func header(type: UInt16, flags: UInt16, sequence: UInt32, body: [UInt8]) -> [UInt8] {
         var header: [UInt8] = []
         header += withUnsafeBytes(of: UInt32(16 + body.count)) { Array($0) }
         header += withUnsafeBytes(of: type) { Array($0) } + withUnsafeBytes(of: flags) { Array($0) }
         header += withUnsafeBytes(of: sequence) { Array($0) } + withUnsafeBytes(of: UInt32(0)) { Array($0) }
         return header + body
+    }
+
+    /// Calls `visit` with each attribute (type, value) of `bytes` from `offset` on.
+    static func attributes(in bytes: [UInt8], from offset: Int, _ visit: (UInt16, ArraySlice<UInt8>) -> Void) {
+        var offset = offset
+        while offset + 4 <= bytes.count {
+            let (length, type) = bytes.withUnsafeBytes { (Int($0.loadUnaligned(fromByteOffset: offset, as: UInt16.self)),
+                                                           $0.loadUnaligned(fromByteOffset: offset + 2, as: UInt16.self)) }
+            guard length >= 4, offset + length <= bytes.count else { return }
+            visit(type, bytes[(offset + 4)..<(offset + length)])
+            offset += (length + 3) & ~3
+        }
     }
 
     /// Walks the netlink messages in `buffer`, handing each one's type and payload to `visit`. Returns true
@@ -174,15 +221,9 @@ public final class NeighbourTable {
         guard index == interfaceIndex else { return nil }
         var address: IPAddress?
         var mac: MACAddress?
-        var offset = 12
-        while offset + 4 <= bytes.count {
-            let (length, type) = bytes.withUnsafeBytes { (Int($0.loadUnaligned(fromByteOffset: offset, as: UInt16.self)),
-                                                           $0.loadUnaligned(fromByteOffset: offset + 2, as: UInt16.self)) }
-            guard length >= 4, offset + length <= bytes.count else { break }
-            let value = bytes[(offset + 4)..<(offset + length)]
+        attributes(in: bytes, from: 12) { type, value in
             if type == UInt16(NDA_DST) { address = IPAddress(bytes: value) }
             if type == UInt16(NDA_LLADDR) { mac = MACAddress(bytes: value) }
-            offset += (length + 3) & ~3
         }
         guard let address else { return nil }
         return NeighbourEntry(address: address, mac: mac, state: state)

@@ -88,6 +88,25 @@ final class ForwardingMethodTests: LabTestCase {
         _ = try stopDirector()
     }
 
+    func testTunnellingToARealServerBehindAGateway() throws {
+        let lab = try XCTUnwrap(lab)
+        try lab.attachDecapsulation()
+        // rs2 is also 192.0.2.12, which the director reaches through a route via rs2's on-link address:
+        // the tunnel goes to 192.0.2.12, the frame to the gateway's MAC.
+        let remote = "192.0.2.12"
+        try lab.exec(lab.real(1), ["ip", "addr", "add", "\(remote)/32", "dev", "lo"])  // not answerable by ARP (arp_ignore=1)
+        try lab.exec(lab.director, ["ip", "route", "add", "\(remote)/32", "via", "\(Topology.realAddress4(1))"])
+        try startDirector(rules: """
+            -A -t \(vip4):80 -s rr
+            -a -t \(vip4):80 -r \(remote):80 -i
+            """)
+        let tally = try answers(lab, url: "http://\(vip4)/", count: 6)
+        XCTAssertEqual(tally, ["rs2": 6], "every connection tunnelled to 192.0.2.12 through its gateway: \(tally)")
+        _ = try stopDirector()
+        XCTAssertTrue(directorOutput?.text.contains("(gateway \(Topology.realAddress4(1)))") ?? false,
+                      directorOutput?.text ?? "")
+    }
+
     func testTunnelledPacketTooBigForTheMTUGetsFragmentationNeeded() throws {
         let lab = try XCTUnwrap(lab)
         try lab.attachDecapsulation()
