@@ -19,6 +19,8 @@ struct RunPlan {
     var rules = ""
     var directorArguments: [String] = []
     var connections = 1 << 18
+    /// The measured window, when the run needs another than --duration.
+    var duration: Double?
     /// Actions during the window (seconds after it opens), e.g. a rules change and SIGHUP.
     var events: [(at: Double, action: (Child, String) -> String?)] = []
 }
@@ -166,7 +168,8 @@ final class Runner {
         usleep(300_000)
 
         let traffic = plan.traffic
-        let seconds = options.warmup + options.duration
+        let duration = plan.duration ?? options.duration
+        let seconds = options.warmup + duration
         var arguments = [binaries.bench, "_generate", "--interface", lab.generatorInterface, "--queues", "\(plan.queues)",
                          "--proto", traffic.proto.rawValue, "--size", "\(traffic.wireSize)", "--flows", "\(traffic.flows)",
                          "--rate", "\(traffic.rate)", "--seconds", "\(seconds)", "--source-mac", formatMAC(lab.generatorMAC),
@@ -189,7 +192,7 @@ final class Runner {
             if let note = event.action(forwarder, rulesPath) { result.notes.append(note) }
             phaseStart = try readings(genStats, sinkStats, allocStats)
         }
-        if options.duration > elapsed { Thread.sleep(forTimeInterval: options.duration - elapsed) }
+        if duration > elapsed { Thread.sleep(forTimeInterval: duration - elapsed) }
         let end = try readings(genStats, sinkStats, allocStats)
         if !plan.events.isEmpty { result.phaseHits.append(zip(end.hits, phaseStart.hits).map { $0 &- $1 }) }
         Topology.wait(generator.process, seconds: 10)

@@ -205,13 +205,16 @@ final class Scenarios {
     func liveChange() {
         let rate = options.liveRate
         let initial = rules(method: "-g", weights: [1, 1], scheduler: "wrr")
+        // Phases long enough to judge a split on: at least a second each.
+        let duration = max(options.duration, 3)
         // Same load, no change: the loss the path has anyway, to compare against.
-        var baseline = runner.run(director("live", "no change \(rate / 1000) kpps udp", traffic: traffic(size: smallest, rate: rate, proto: .udp),
-                                           rules: initial))
+        var quiet = director("live", "no change \(rate / 1000) kpps udp", traffic: traffic(size: smallest, rate: rate, proto: .udp), rules: initial)
+        quiet.duration = duration
+        var baseline = runner.run(quiet)
         baseline.notes.append("baseline for the live change")
         results.append(baseline)
 
-        let step = options.duration / 3
+        let step = duration / 3
         let reload = { (text: String, what: String) -> (Child, String) -> String? in
             { child, path in
                 try? text.write(toFile: path, atomically: true, encoding: .utf8)
@@ -227,6 +230,7 @@ final class Scenarios {
             var plan = director("live", "weight 3:1, remove rs2, \(label)", traffic: traffic(size: smallest, flows: flows, rate: rate, proto: .udp),
                                 rules: initial)
             plan.events = events
+            plan.duration = duration
             var result = runner.run(plan)
             if result.notes.contains(where: { $0.contains("exited on SIGHUP") }) {
                 result.status = "skipped: xdirector run does not reload --rules on SIGHUP (it exited)"
@@ -240,12 +244,13 @@ final class Scenarios {
     /// (nil: not judged, e.g. established flows keep their server when only the weights change).
     static func splitNotes(_ phases: [[UInt64]], expected: [Double?]) -> [String] {
         guard phases.count == expected.count else { return [] }
-        let shares = phases.map { hits -> Double in
+        let shares = phases.map { hits -> Double? in
             let total = hits.prefix(2).reduce(0, +)
-            return total > 0 ? Double(hits[0]) / Double(total) : 0
+            return total > 0 ? Double(hits[0]) / Double(total) : nil
         }
-        let misses = zip(shares, expected).filter { share, want in want.map { abs(share - $0) > 0.05 } ?? false }
-        return ["rs1 share per phase " + shares.map { String(format: "%.0f%%", $0 * 100) }.joined(separator: ", ")
+        // A phase with no traffic at all fails too.
+        let misses = zip(shares, expected).filter { share, want in share == nil || want.map { abs(share! - $0) > 0.05 } ?? false }
+        return ["rs1 share per phase " + shares.map { $0.map { String(format: "%.0f%%", $0 * 100) } ?? "no traffic" }.joined(separator: ", ")
             + (misses.isEmpty ? " (follows the weights)" : " (does NOT follow the weights)")]
     }
 }
