@@ -18,6 +18,14 @@ struct TrafficSpec {
     var destinationMAC: [UInt8] = []
     var destination: UInt32 = 0
     var destinationPort: UInt16 = 80
+
+    var template: FrameTemplate {
+        FrameTemplate(proto: proto, wireSize: wireSize, sourceMAC: sourceMAC, destinationMAC: destinationMAC,
+                      destination: destination, destinationPort: destinationPort)
+    }
+
+    /// Flow f goes to queue f mod `queues` (as RSS would keep a flow on one worker); 0: a new flow per packet.
+    func flowsPerQueue(_ queues: Int) -> Int { flows > 0 ? max(flows / queues, 1) : 0 }
 }
 
 /// One TX-only AF_XDP socket with its own UMEM, on one queue of the generator's interface.
@@ -118,15 +126,13 @@ struct AFXDPGenerator {
     let statsPath: String
 
     func run() throws {
-        let template = FrameTemplate(proto: spec.proto, wireSize: spec.wireSize, sourceMAC: spec.sourceMAC,
-                                     destinationMAC: spec.destinationMAC, destination: spec.destination,
-                                     destinationPort: spec.destinationPort)
+        let template = spec.template
         let sockets = try (0..<queues).map { try TransmitQueue(interface: interface, queue: UInt32($0), template: template) }
         var signals = StopSignals()
         let start = monotonicNanoseconds()
         let end = start &+ UInt64(spec.seconds * 1e9)
         let probeStart = start &+ UInt64(spec.probeAfter * 1e9)
-        let flowsPerQueue = spec.flows > 0 ? max(spec.flows / queues, 1) : 0
+        let flowsPerQueue = spec.flowsPerQueue(queues)
         var counters = [UInt64](repeating: 0, count: queues)  // packets handed to each socket
         var completed: UInt64 = 0
         var sentTotal: UInt64 = 0
@@ -212,13 +218,11 @@ struct LiveFramesGenerator {
     let statsPath: String
 
     func run() throws {
-        let template = FrameTemplate(proto: spec.proto, wireSize: spec.wireSize, sourceMAC: spec.sourceMAC,
-                                     destinationMAC: spec.destinationMAC, destination: spec.destination,
-                                     destinationPort: spec.destinationPort)
+        let template = spec.template
         let interfaceIndex = Int32(if_nametoindex(interface))
         guard interfaceIndex > 0 else { throw BenchError("no interface \(interface)") }
         let program = try LoadedProgram(base64: EmbeddedBPFObjects.bench_gen, program: "xdirector_bench_gen")
-        let flowsPerQueue = spec.flows > 0 ? max(spec.flows / queues, 1) : 0
+        let flowsPerQueue = spec.flowsPerQueue(queues)
         var config: [UInt32] = [UInt32(flowsPerQueue), UInt32(queues), template.ipBaseSum, template.l4BaseSum,
                                 template.proto == .tcp ? 1 : 0]
         var key: UInt32 = 0
