@@ -69,5 +69,7 @@ let package = Package(
         .testTarget(name: "ControlTests", dependencies: ["Control", "Packet"]),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "XDirectorTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "Topology", "Packet"]),
+        // The bench's pure logic (frames, medians, targets) and its live-frames program (root).
+        .testTarget(name: "BenchTests", dependencies: ["xdirector-bench", "CXDP", "XDirectorTestSupport"], path: "Bench/Tests"),
     ]
 )

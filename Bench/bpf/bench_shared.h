@@ -10,7 +10,8 @@
 #define XDB_BAD 3         /* frames that do not */
 #define XDB_PROBES 4      /* timestamped probes seen */
 #define XDB_MAX_NS 5      /* largest probe latency seen on this CPU */
-#define XDB_COUNTERS 6
+#define XDB_HITS 6        /* frames matching expected entry i, at XDB_HITS + i (XDB_EXPECT_SLOTS of them) */
+#define XDB_COUNTERS 14
 
 /* What the sink expects of forwarded frames (`sink_config[0]`). */
 #define XDB_MODE_ANY 0    /* references: count only */

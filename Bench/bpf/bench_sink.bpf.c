@@ -54,8 +54,10 @@ static __always_inline int expected(__u64 wanted)
     for (__u32 i = 0; i < XDB_EXPECT_SLOTS; i++) {
         __u32 key = i;
         __u64 *value = bpf_map_lookup_elem(&sink_expect, &key);
-        if (value && *value != 0 && *value == wanted)
+        if (value && *value != 0 && *value == wanted) {
+            add(XDB_HITS + i, 1);
             return 1;
+        }
     }
     return 0;
 }

@@ -4,7 +4,9 @@ import Foundation
 /// Constants of Bench/bpf/bench_shared.h, repeated for Swift (the header is not a Swift module).
 enum BenchBPF {
     static let rx: UInt32 = 0, rxBytes: UInt32 = 1, ok: UInt32 = 2, bad: UInt32 = 3, probes: UInt32 = 4, maxNanoseconds: UInt32 = 5
-    static let counterCount: UInt32 = 6
+    /// Frames that matched expected entry i are counted at `hits + i`.
+    static let hits: UInt32 = 6
+    static let counterCount: UInt32 = 14
     static let latencyBuckets: UInt32 = 8192
     static let expectSlots: UInt32 = 8
     static let probeMagic: UInt32 = 0x5042_4458
@@ -15,17 +17,12 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// One of the benchmark's embedded XDP programs, loaded and attached to an interface of the calling
-/// process's network namespace; `close()` detaches it only if it is still the one attached.
-final class AttachedProgram {
-    let interfaceIndex: Int32
-    private var object: OpaquePointer?
-    private let programFD: Int32
-    private var flags: UInt32 = 0
+/// One of the benchmark's embedded BPF programs, opened and loaded (not attached), with its maps.
+final class LoadedProgram {
+    let object: OpaquePointer
+    let programFD: Int32
 
-    init(base64 elf: String, program: String, interface: String) throws {
-        interfaceIndex = Int32(if_nametoindex(interface))
-        guard interfaceIndex > 0 else { throw BenchError("no interface \(interface)") }
+    init(base64 elf: String, program: String) throws {
         guard let bytes = Data(base64Encoded: elf) else { throw BenchError("the embedded BPF object \(program) is corrupt") }
         let opened: OpaquePointer? = bytes.withUnsafeBytes { raw in
             var options = bpf_object_open_opts()
@@ -43,12 +40,35 @@ final class AttachedProgram {
         }
         object = opened
         programFD = bpf_program__fd(found)
+    }
+
+    deinit { bpf_object__close(object) }
+
+    func mapFD(_ name: String) -> Int32 {
+        guard let map = bpf_object__find_map_by_name(object, name) else { return -1 }
+        return bpf_map__fd(map)
+    }
+}
+
+/// One of the benchmark's embedded XDP programs, loaded and attached to an interface of the calling
+/// process's network namespace; `close()` detaches it only if it is still the one attached.
+final class AttachedProgram {
+    let interfaceIndex: Int32
+    private var loaded: LoadedProgram?
+    private var flags: UInt32 = 0
+
+    init(base64 elf: String, program: String, interface: String) throws {
+        interfaceIndex = Int32(if_nametoindex(interface))
+        guard interfaceIndex > 0 else { throw BenchError("no interface \(interface)") }
+        let loaded = try LoadedProgram(base64: elf, program: program)
         // Native first (veth has it); generic where the driver has none.
         for mode in [UInt32(XDP_FLAGS_DRV_MODE), UInt32(XDP_FLAGS_SKB_MODE)] {
-            if bpf_xdp_attach(interfaceIndex, programFD, mode, nil) == 0 { flags = mode; return }
+            if bpf_xdp_attach(interfaceIndex, loaded.programFD, mode, nil) == 0 {
+                flags = mode
+                self.loaded = loaded
+                return
+            }
         }
-        bpf_object__close(opened)
-        object = nil
         throw BenchError("cannot attach \(program) to \(interface)")
     }
 
@@ -56,19 +76,15 @@ final class AttachedProgram {
 
     var attachedNatively: Bool { flags == UInt32(XDP_FLAGS_DRV_MODE) }
 
-    func mapFD(_ name: String) -> Int32 {
-        guard let object, let map = bpf_object__find_map_by_name(object, name) else { return -1 }
-        return bpf_map__fd(map)
-    }
+    func mapFD(_ name: String) -> Int32 { loaded?.mapFD(name) ?? -1 }
 
     func close() {
-        guard let object else { return }
+        guard let loaded else { return }
         var options = bpf_xdp_attach_opts()
         options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
-        options.old_prog_fd = programFD
+        options.old_prog_fd = loaded.programFD
         _ = bpf_xdp_detach(interfaceIndex, flags, &options)
-        bpf_object__close(object)
-        self.object = nil
+        self.loaded = nil
     }
 
     /// Sums a per-CPU array's entries over CPUs (or takes the maximum, for high-water marks).

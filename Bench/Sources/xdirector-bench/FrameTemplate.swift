@@ -14,8 +14,9 @@ struct FrameTemplate {
     let length: Int
     let bytes: [UInt8]
     let payloadOffset: Int
-    private let ipBaseSum: UInt32
-    private let l4BaseSum: UInt32
+    /// Sums over the fixed fields, finished per packet (here and by the live-frames generator's program).
+    let ipBaseSum: UInt32
+    let l4BaseSum: UInt32
     var l4ChecksumOffset: Int { proto == .tcp ? 50 : 40 }
     var canProbe: Bool { length - payloadOffset >= Self.probeLength }
 

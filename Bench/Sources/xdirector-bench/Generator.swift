@@ -1,5 +1,6 @@
 import CXDP
 import Glibc
+import Foundation
 
 /// What the AF_XDP generator sends.
 struct TrafficSpec {
@@ -17,6 +18,14 @@ struct TrafficSpec {
     var destinationMAC: [UInt8] = []
     var destination: UInt32 = 0
     var destinationPort: UInt16 = 80
+
+    var template: FrameTemplate {
+        FrameTemplate(proto: proto, wireSize: wireSize, sourceMAC: sourceMAC, destinationMAC: destinationMAC,
+                      destination: destination, destinationPort: destinationPort)
+    }
+
+    /// Flow f goes to queue f mod `queues` (as RSS would keep a flow on one worker); 0: a new flow per packet.
+    func flowsPerQueue(_ queues: Int) -> Int { flows > 0 ? max(flows / queues, 1) : 0 }
 }
 
 /// One TX-only AF_XDP socket with its own UMEM, on one queue of the generator's interface.
@@ -117,15 +126,13 @@ struct AFXDPGenerator {
     let statsPath: String
 
     func run() throws {
-        let template = FrameTemplate(proto: spec.proto, wireSize: spec.wireSize, sourceMAC: spec.sourceMAC,
-                                     destinationMAC: spec.destinationMAC, destination: spec.destination,
-                                     destinationPort: spec.destinationPort)
+        let template = spec.template
         let sockets = try (0..<queues).map { try TransmitQueue(interface: interface, queue: UInt32($0), template: template) }
         var signals = StopSignals()
         let start = monotonicNanoseconds()
         let end = start &+ UInt64(spec.seconds * 1e9)
         let probeStart = start &+ UInt64(spec.probeAfter * 1e9)
-        let flowsPerQueue = spec.flows > 0 ? max(spec.flows / queues, 1) : 0
+        let flowsPerQueue = spec.flowsPerQueue(queues)
         var counters = [UInt64](repeating: 0, count: queues)  // packets handed to each socket
         var completed: UInt64 = 0
         var sentTotal: UInt64 = 0
@@ -194,5 +201,79 @@ struct AFXDPGenerator {
             usleep(2000)
         }
         StatsFile.write(statsPath, [completed, sentTotal])
+    }
+}
+
+/// The live-frames generator: `bench_gen.bpf.c` run by BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, which
+/// sends XDP frames into the interface with no socket buffer and no copy per packet (several times the AF_XDP
+/// generator's rate in copy mode). One thread per queue, pinned to CPU q: veth hands an XDP frame to the
+/// peer's queue of the sending CPU. As fast as possible only; paced runs and probes use the AF_XDP generator.
+struct LiveFramesGenerator {
+    /// Packets per BPF_PROG_RUN call: tens of milliseconds at the rates seen here.
+    static let packetsPerCall: Int32 = 1 << 16
+
+    let interface: String
+    let queues: Int
+    let spec: TrafficSpec
+    let statsPath: String
+
+    func run() throws {
+        let template = spec.template
+        let interfaceIndex = Int32(if_nametoindex(interface))
+        guard interfaceIndex > 0 else { throw BenchError("no interface \(interface)") }
+        let program = try LoadedProgram(base64: EmbeddedBPFObjects.bench_gen, program: "xdirector_bench_gen")
+        let flowsPerQueue = spec.flowsPerQueue(queues)
+        var config: [UInt32] = [UInt32(flowsPerQueue), UInt32(queues), template.ipBaseSum, template.l4BaseSum,
+                                template.proto == .tcp ? 1 : 0]
+        var key: UInt32 = 0
+        guard bpf_map_update_elem(program.mapFD("gen_config"), &key, &config, UInt64(BPF_ANY)) == 0 else {
+            throw BenchError("cannot configure the live-frames generator")
+        }
+        let fd = program.programFD, frame = template.bytes
+        // One packet first: a kernel without live frames refuses here, before any thread starts.
+        let first = Self.send(fd, frame: frame, interfaceIndex: interfaceIndex, count: 1)
+        guard first == 0 else { throw BenchError("BPF_PROG_RUN with live frames refused: \(String(cString: strerror(errno)))") }
+
+        var signals = StopSignals()
+        let end = monotonicNanoseconds() &+ UInt64(spec.seconds * 1e9)
+        let cpus = max(Int(ProcessInfo.processInfo.activeProcessorCount), 1)
+        let finished = DispatchSemaphore(value: 0)
+        for queue in 0..<queues {
+            Thread {
+                _ = cxdp_pin_thread_to_cpu(Int32(queue % cpus))
+                while monotonicNanoseconds() < end {
+                    if Self.send(fd, frame: frame, interfaceIndex: interfaceIndex, count: Self.packetsPerCall) != 0 { break }
+                }
+                finished.signal()
+            }.start()
+        }
+        let sent = { AttachedProgram.perCPU(fd: program.mapFD("gen_sent"), keys: 0..<1)[0] }
+        while monotonicNanoseconds() < end {
+            StatsFile.write(statsPath, [sent(), sent()])
+            if signals.wait(milliseconds: 20) { return }
+        }
+        for _ in 0..<queues { finished.wait() }
+        StatsFile.write(statsPath, [sent(), sent()])
+    }
+
+    /// Runs the generator's program `count` times on copies of `frame` arriving on `interfaceIndex`; its
+    /// XDP_TX sends each copy out of that interface. 0 or -1 (errno set).
+    static func send(_ fd: Int32, frame: [UInt8], interfaceIndex: Int32, count: Int32) -> Int32 {
+        var context = xdp_md()
+        context.data_end = UInt32(frame.count)
+        context.ingress_ifindex = UInt32(interfaceIndex)
+        return frame.withUnsafeBytes { bytes in
+            withUnsafePointer(to: &context) { contextPointer in
+                var options = bpf_test_run_opts()
+                options.sz = MemoryLayout<bpf_test_run_opts>.size
+                options.data_in = bytes.baseAddress
+                options.data_size_in = UInt32(bytes.count)
+                options.ctx_in = UnsafeRawPointer(contextPointer)
+                options.ctx_size_in = UInt32(MemoryLayout<xdp_md>.size)
+                options.`repeat` = count
+                options.flags = UInt32(BPF_F_TEST_XDP_LIVE_FRAMES)
+                return bpf_prog_test_run_opts(fd, &options)
+            }
+        }
     }
 }

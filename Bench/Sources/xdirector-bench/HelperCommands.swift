@@ -40,10 +40,16 @@ struct GenerateCommand: ParsableCommand {
         let spec = TrafficSpec(proto: kind, wireSize: size, flows: flows, rate: rate, seconds: seconds, probeAfter: probeAfter,
                                probeEvery: probeEvery, sourceMAC: source, destinationMAC: target, destination: address,
                                destinationPort: UInt16(port))
-        if generator == "pktgen" {
-            try PktgenGenerator(interface: interface, spec: spec, statsPath: stats).run()
-        } else {
-            try AFXDPGenerator(interface: interface, queues: queues, spec: spec, statsPath: stats).run()
+        switch generator {
+        case "pktgen": try PktgenGenerator(interface: interface, spec: spec, statsPath: stats).run()
+        case "live" where rate == 0 && probeEvery == 0:
+            do {
+                return try LiveFramesGenerator(interface: interface, queues: queues, spec: spec, statsPath: stats).run()
+            } catch {
+                FileHandle.standardError.write(Data("live frames: \(error); using the AF_XDP generator\n".utf8))
+            }
+            fallthrough
+        default: try AFXDPGenerator(interface: interface, queues: queues, spec: spec, statsPath: stats).run()
         }
     }
 }

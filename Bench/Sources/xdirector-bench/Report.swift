@@ -13,6 +13,7 @@ struct RunInfo: Codable {
     var cores: String
     var durationSeconds: Double
     var warmupSeconds: Double
+    var repetitions: Int
 }
 
 /// Writes the table (stdout), report.json, report.md and throughput.png.
@@ -23,7 +24,7 @@ struct Report {
     private static func number(_ value: Double?, _ format: String) -> String { value.map { String(format: format, $0) } ?? "-" }
 
     var header: [String] {
-        ["scenario", "case", "forwarder", "q", "size", "Mpps", "Gbit/s", "offered", "lost", "bad", "allocs/pkt",
+        ["scenario", "case", "forwarder", "q", "size", "Mpps", "min-max", "Gbit/s", "offered", "lost", "bad", "allocs/pkt",
          "x reflector", "x C ref", "p50 us", "p99 us", "max us", "status / notes"]
     }
 
@@ -31,7 +32,9 @@ struct Report {
         let ok = !m.skipped
         let tail = ([m.status] + m.notes).joined(separator: "; ")
         return [m.scenario, m.label, m.forwarder, "\(m.queues)", "\(m.size)",
-                ok ? Self.number(m.mpps, "%.3f") : "-", ok ? Self.number(m.gbps, "%.2f") : "-",
+                ok ? Self.number(m.mpps, "%.3f") : "-",
+                ok ? m.mppsRange.map { String(format: "%.3f-%.3f", $0.lowerBound, $0.upperBound) } ?? "-" : "-",
+                ok ? Self.number(m.gbps, "%.2f") : "-",
                 ok ? Self.number(m.offeredMpps, "%.3f") : "-", ok ? "\(m.lost)" : "-", ok ? "\(m.badRewrites)" : "-",
                 m.forwarder == Forwarder.reflector.rawValue && ok ? "0 (kernel)" : Self.number(m.allocationsPerPacket, "%.4f"),
                 Self.number(m.ratioToReflector, "%.2f"), Self.number(m.ratioToReference, "%.2f"),
@@ -53,7 +56,9 @@ struct Report {
         var text = "# XDirector benchmark\n\n"
         text += "- Command: `\(info.command)`\n- Date: \(info.date)\n- Machine: \(info.cpu), \(info.cpus) CPUs, Linux \(info.kernel)\n"
         text += "- Generator: \(info.generator)\n- Topology: \(info.topology)\n- Cores: \(info.cores)\n"
-        text += "- Window: \(info.durationSeconds) s after \(info.warmupSeconds) s of warm-up; Mpps and Gbit/s are what the sink "
+        text += "- Window: \(info.durationSeconds) s after \(info.warmupSeconds) s of warm-up, \(info.repetitions) runs per case with "
+            + "references and XDirector interleaved; every figure is the median of the runs (`min-max`: the runs' spread, ratios "
+            + "are ratios of medians); Mpps and Gbit/s are what the sink "
             + "received (Gbit/s counts the 4-byte FCS, not preamble and gap); `lost` = sent - received over the whole run; "
             + "`bad` = frames without the expected rewrite.\n\n"
         text += "| " + header.joined(separator: " | ") + " |\n"
@@ -77,21 +82,28 @@ struct Report {
                 + ratios.map { String(format: "%@ %.2f×", $0.0, $0.1) }.joined(separator: ", ") + ")"
         }
         var lines = [ratioTarget("dr", "DR", 0.9), ratioTarget("tun", "TUN", 0.85), ratioTarget("nat", "NAT", 0.8)]
+        // Steady state: runs that reload the rules (live change) are reported apart.
         let measured = results.filter { $0.forwarder == Forwarder.xdirector.rawValue && !$0.skipped }
-        let allocations = measured.compactMap { $0.allocationsPerPacket }
+        let allocations = measured.filter { $0.phaseHits.isEmpty }.compactMap { $0.allocationsPerPacket }
+        let reloading = measured.filter { !$0.phaseHits.isEmpty }.compactMap { $0.workerAllocations }
         if allocations.isEmpty {
             lines.append("0 allocations per packet: not measured (allocation counter not loaded)")
         } else {
             let worst = allocations.max() ?? 0
             lines.append(String(format: "0 allocations per packet in the workers: %@ (worst line %.4f, %d lines)",
-                                worst == 0 ? "met" : "NOT met", worst, allocations.count))
+                                worst == 0 ? "met" : "NOT met", worst, allocations.count)
+                + (reloading.isEmpty ? "" : "; runs with two reloads: \(reloading.map(String.init).joined(separator: ", ")) allocations in the workers"))
         }
         let scaling = results.filter { $0.scenario == "queues" }.flatMap { $0.notes.filter { $0.contains("scales") } }
         lines.append("Near-linear growth with queues: " + (scaling.isEmpty ? "not measured (one queue)" : scaling.joined(separator: "; "))
             + " (\(info.cores))")
-        if let live = results.last(where: { $0.scenario == "live" && $0.label.contains("remove") }) {
-            lines.append(live.skipped ? "Live change loses 0 packets: not measured (\(live.status))"
-                : "Live change loses 0 packets: \(live.lost == 0 ? "met" : "NOT met") (lost \(live.lost))")
+        let live = results.filter { $0.scenario == "live" && $0.label.contains("remove") }
+        if let skipped = live.first(where: \.skipped) {
+            lines.append("Live change loses 0 packets: not measured (\(skipped.status))")
+        } else if !live.isEmpty {
+            let met = live.allSatisfy { $0.lost == 0 && !$0.notes.contains { $0.contains("NOT follow") } }
+            lines.append("Live change loses 0 packets and follows the weights: \(met ? "met" : "NOT met") ("
+                + live.map { "\($0.label): lost \($0.lost)" }.joined(separator: "; ") + ")")
         }
         return lines
     }

@@ -19,6 +19,8 @@ struct RunPlan {
     var rules = ""
     var directorArguments: [String] = []
     var connections = 1 << 18
+    /// The measured window, when the run needs another than --duration.
+    var duration: Double?
     /// Actions during the window (seconds after it opens), e.g. a rules change and SIGHUP.
     var events: [(at: Double, action: (Child, String) -> String?)] = []
 }
@@ -33,7 +35,10 @@ struct Measurement: Codable {
     var proto: String
     var flows: Int
     var offeredMpps = 0.0
+    /// Medians over `repetitions` runs (see `median(of:)`); `mppsRange` is the lowest and highest run.
     var mpps = 0.0
+    var repetitions = 1
+    var mppsRange: ClosedRange<Double>?
     var gbps = 0.0
     /// Frames the generator sent minus frames the sink saw, over the whole run (after draining).
     var lost: Int64 = 0
@@ -45,10 +50,38 @@ struct Measurement: Codable {
     var latencyMaxUs: Double?
     var ratioToReflector: Double?
     var ratioToReference: Double?
+    /// Frames the sink matched to each expected entry (real server), per phase of a run with events
+    /// (before the first event, between events, after the last).
+    var phaseHits: [[UInt64]] = []
     var status = "ok"
     var notes: [String] = []
 
     var skipped: Bool { status != "ok" }
+
+    /// One line for repeated runs of the same case: medians of rates, losses and latencies, the spread of
+    /// Mpps, the worst allocation count and every bad rewrite. A skipped run makes the line skipped.
+    static func median(of samples: [Measurement]) -> Measurement {
+        guard let first = samples.first, !samples.contains(where: \.skipped) else {
+            return samples.first(where: \.skipped) ?? samples[0]
+        }
+        func middle<T: Comparable>(_ values: [T]) -> T { values.sorted()[values.count / 2] }
+        func middle(_ values: [Double?]) -> Double? { values.contains(nil) ? nil : middle(values.compactMap { $0 }) }
+        let byRate = samples.sorted { $0.mpps < $1.mpps }
+        var line = byRate[byRate.count / 2]
+        line.repetitions = samples.count
+        line.mppsRange = byRate.first!.mpps...byRate.last!.mpps
+        line.gbps = middle(samples.map(\.gbps))
+        line.offeredMpps = middle(samples.map(\.offeredMpps))
+        line.lost = middle(samples.map(\.lost))
+        line.badRewrites = samples.reduce(0) { $0 + $1.badRewrites }
+        let allocations = samples.compactMap(\.allocationsPerPacket)
+        line.allocationsPerPacket = allocations.count == samples.count ? allocations.max() : first.allocationsPerPacket
+        line.workerAllocations = samples.compactMap(\.workerAllocations).max()
+        line.latencyP50us = middle(samples.map(\.latencyP50us))
+        line.latencyP99us = middle(samples.map(\.latencyP99us))
+        line.latencyMaxUs = samples.compactMap(\.latencyMaxUs).max()
+        return line
+    }
 }
 
 /// Runs plans on one lab: the sink on the generator's side, the forwarder on the director's side.
@@ -135,7 +168,8 @@ final class Runner {
         usleep(300_000)
 
         let traffic = plan.traffic
-        let seconds = options.warmup + options.duration
+        let duration = plan.duration ?? options.duration
+        let seconds = options.warmup + duration
         var arguments = [binaries.bench, "_generate", "--interface", lab.generatorInterface, "--queues", "\(plan.queues)",
                          "--proto", traffic.proto.rawValue, "--size", "\(traffic.wireSize)", "--flows", "\(traffic.flows)",
                          "--rate", "\(traffic.rate)", "--seconds", "\(seconds)", "--source-mac", formatMAC(lab.generatorMAC),
@@ -150,12 +184,17 @@ final class Runner {
         Thread.sleep(forTimeInterval: options.warmup)
         let start = try readings(genStats, sinkStats, allocStats)
         var elapsed = 0.0
+        var phaseStart = start
         for event in plan.events.sorted(by: { $0.at < $1.at }) {
             if event.at > elapsed { Thread.sleep(forTimeInterval: event.at - elapsed); elapsed = event.at }
+            let before = try readings(genStats, sinkStats, allocStats)
+            result.phaseHits.append(zip(before.hits, phaseStart.hits).map { $0 &- $1 })
             if let note = event.action(forwarder, rulesPath) { result.notes.append(note) }
+            phaseStart = try readings(genStats, sinkStats, allocStats)
         }
-        if options.duration > elapsed { Thread.sleep(forTimeInterval: options.duration - elapsed) }
+        if duration > elapsed { Thread.sleep(forTimeInterval: duration - elapsed) }
         let end = try readings(genStats, sinkStats, allocStats)
+        if !plan.events.isEmpty { result.phaseHits.append(zip(end.hits, phaseStart.hits).map { $0 &- $1 }) }
         Topology.wait(generator.process, seconds: 10)
         if generator.process.isRunning { generator.stop() }
         if generator.process.terminationStatus != 0 { throw BenchError("the generator failed: \(generator.lastError)") }
@@ -191,6 +230,7 @@ final class Runner {
 
     private struct Readings {
         var genTime: UInt64, gen: [UInt64], sinkTime: UInt64, sink: [UInt64], allocations: UInt64?
+        var hits: ArraySlice<UInt64> { sink[Int(BenchBPF.hits)..<Int(BenchBPF.hits + BenchBPF.expectSlots)] }
     }
 
     private func readings(_ genStats: String, _ sinkStats: String, _ allocStats: String) throws -> Readings {

@@ -1,7 +1,7 @@
 import Foundation
 
 /// The issue's scenarios. References (reflector, C AF_XDP forwarder) are measured in the same run, on the
-/// same path and cores, and cached per (size, queues, protocol) so each is measured once.
+/// same path and cores, interleaved with the cases they are compared with.
 final class Scenarios {
     static let all = ["dr", "tun", "nat", "conns", "flows", "queues", "latency", "live"]
     static let help = """
@@ -12,14 +12,13 @@ final class Scenarios {
         flows    active flows 1k, 10k, 100k, 1M (connection-table pressure), smallest size
         queues   1..N queues (N: --max-queues), reference and XDirector, smallest size
         latency  p50/p99/max of timestamped probes at a fixed load (--latency-rate), all three forwarders
-        live     a weight change then a real-server removal under load (SIGHUP reloads --rules): packets lost
+        live     a weight change then a real-server removal under UDP load (SIGHUP reloads --rules): packets lost, split
         all      every scenario above, in this order
         """
 
     let runner: Runner
     let options: BenchOptions
     private(set) var results: [Measurement] = []
-    private var references: [String: Measurement] = [:]
 
     init(runner: Runner, options: BenchOptions) {
         self.runner = runner
@@ -86,27 +85,39 @@ final class Scenarios {
         return plan
     }
 
-    /// The reflector's and the C reference's numbers for this traffic, measured now or earlier in the run.
-    func referencesFor(size: Int, queues: Int = 1, proto: FrameTemplate.Proto? = nil) -> (Measurement, Measurement) {
-        let spec = traffic(size: size, proto: proto)
-        func measured(_ forwarder: Forwarder) -> Measurement {
-            let key = "\(forwarder)|\(size)|\(queues)|\(spec.proto)"
-            if let known = references[key] { return known }
-            let plan = RunPlan(scenario: "reference", label: "\(size)B q\(queues)", forwarder: forwarder, queues: queues, traffic: spec)
-            let result = runner.run(plan)
-            references[key] = result
-            results.append(result)
-            return result
+    /// Runs `plans` `--repeat` times, interleaved (A, B, C, A, B, C, ...) so that the machine's drifts hit
+    /// every plan alike; one median line per plan. A plan skipped once is not run again.
+    func interleaved(_ plans: [RunPlan]) -> [Measurement] {
+        var samples = Array(repeating: [Measurement](), count: plans.count)
+        for _ in 0..<options.repetitions {
+            for (index, plan) in plans.enumerated() where samples[index].last?.skipped != true {
+                samples[index].append(runner.run(plan))
+            }
         }
-        return (measured(.reflector), measured(.reference))
+        return samples.map(Measurement.median)
     }
 
-    func withRatios(_ measurement: Measurement, _ refs: (Measurement, Measurement)) -> Measurement {
-        var result = measurement
-        guard !result.skipped else { return result }
-        if !refs.0.skipped, refs.0.mpps > 0 { result.ratioToReflector = result.mpps / refs.0.mpps }
-        if !refs.1.skipped, refs.1.mpps > 0 { result.ratioToReference = result.mpps / refs.1.mpps }
-        return result
+    /// The references (the C AF_XDP forwarder, and the XDP_TX reflector if asked) for this traffic, measured
+    /// interleaved with `plans`; appends the references' lines and then the plans' lines, with ratios of
+    /// medians, and returns the plans' lines.
+    @discardableResult
+    func againstReferences(size: Int, queues: Int = 1, proto: FrameTemplate.Proto? = nil, reflector: Bool = false,
+                           _ plans: [RunPlan], notes: ([Measurement], Measurement) -> [Measurement] = { lines, _ in lines }) -> [Measurement] {
+        let spec = traffic(size: size, proto: proto)
+        let forwarders: [Forwarder] = reflector ? [.reflector, .reference] : [.reference]
+        let references = forwarders.map { RunPlan(scenario: "reference", label: "\(size)B q\(queues)", forwarder: $0, queues: queues, traffic: spec) }
+        let lines = interleaved(references + plans)
+        let reflectorLine = reflector ? lines[0] : nil, referenceLine = lines[forwarders.count - 1]
+        let measured = lines.dropFirst(forwarders.count).map { line in
+            var result = line
+            guard !result.skipped else { return result }
+            if let reflectorLine, !reflectorLine.skipped, reflectorLine.mpps > 0 { result.ratioToReflector = result.mpps / reflectorLine.mpps }
+            if !referenceLine.skipped, referenceLine.mpps > 0 { result.ratioToReference = result.mpps / referenceLine.mpps }
+            return result
+        }
+        let noted = notes(Array(measured), referenceLine)
+        results += lines.prefix(forwarders.count) + noted
+        return noted
     }
 
     // MARK: Scenarios
@@ -114,101 +125,132 @@ final class Scenarios {
     func throughput(scenario: String, method: String, sinkMode: Int, expect: [String], sizes: [Int], label: String? = nil,
                     realPort: Int = 80) {
         for size in sizes {
-            let refs = referencesFor(size: size)
             let plan = director(scenario, "\(label.map { "\($0) " } ?? "")\(size)B", traffic: traffic(size: size),
                                 rules: rules(method: method, realPort: realPort), sinkMode: sinkMode, expect: expect)
-            let result = runner.run(plan)
-            results.append(withRatios(result, refs))
-            if result.skipped { break }  // the method is not supported: one line says so
+            let lines = againstReferences(size: size, reflector: scenario == "dr", [plan])
+            if lines[0].skipped { break }  // the method is not supported: one line says so
         }
     }
 
     func newConnections() {
-        var spec = traffic(size: smallest, flows: 0, proto: .tcp)
-        spec.flows = 0
-        let refs = referencesFor(size: smallest, proto: .tcp)
-        var result = runner.run(director("conns", "SYN flood \(smallest)B", traffic: spec, rules: rules(method: "-g")))
-        result.notes.append(String(format: "%.0f new connections/s", result.mpps * 1e6))
-        results.append(withRatios(result, refs))
+        let plan = director("conns", "SYN flood \(smallest)B", traffic: traffic(size: smallest, flows: 0, proto: .tcp), rules: rules(method: "-g"))
+        againstReferences(size: smallest, proto: .tcp, [plan]) { lines, _ in
+            lines.map { line in
+                var line = line
+                line.notes.append(String(format: "%.0f new connections/s", line.mpps * 1e6))
+                return line
+            }
+        }
     }
 
     func activeFlows() {
-        let refs = referencesFor(size: smallest)
-        for flows in options.flowCounts {
-            var result = runner.run(director("flows", "\(flows) flows", traffic: traffic(size: smallest, flows: flows), rules: rules(method: "-g")))
-            // Each flow opens with a SYN on its first packet: fewer packets than flows means fewer flows opened.
-            let sent = result.offeredMpps * 1e6 * (options.warmup + options.duration)
-            if !result.skipped && sent < Double(flows) { result.notes.append(String(format: "only ~%.0f flows opened in the run", sent)) }
-            results.append(withRatios(result, refs))
+        let plans = options.flowCounts.map { flows in
+            director("flows", "\(flows) flows", traffic: traffic(size: smallest, flows: flows), rules: rules(method: "-g"))
+        }
+        againstReferences(size: smallest, plans) { lines, _ in
+            lines.map { line in
+                // Each flow opens with a SYN on its first packet: fewer packets than flows means fewer flows opened.
+                var line = line
+                let sent = line.offeredMpps * 1e6 * (options.warmup + options.duration)
+                if !line.skipped && sent < Double(line.flows) { line.notes.append(String(format: "only ~%.0f flows opened in the run", sent)) }
+                return line
+            }
         }
     }
 
     func queueScaling() {
-        var base: [Forwarder: Double] = [:]
+        var oneQueue: (reference: Double, director: Double)?
         for queues in 1...max(options.maxQueues, 1) {
-            let refs = referencesFor(size: smallest, queues: queues)
-            var result = runner.run(director("queues", "\(queues) queue\(queues == 1 ? "" : "s")", traffic: traffic(size: smallest),
-                                             rules: rules(method: "-g"), queues: queues))
-            result = withRatios(result, refs)
-            for (forwarder, measurement) in [(Forwarder.reference, refs.1), (.xdirector, result)] where !measurement.skipped {
-                if queues == 1 { base[forwarder] = measurement.mpps }
-                if let one = base[forwarder], one > 0, queues > 1 {
-                    let note = String(format: "%@ scales %.2fx over 1 queue", forwarder.rawValue, measurement.mpps / one)
-                    if forwarder == .xdirector { result.notes.append(note) } else { result.notes.append(note) }
+            let plan = director("queues", "\(queues) queue\(queues == 1 ? "" : "s")", traffic: traffic(size: smallest),
+                                rules: rules(method: "-g"), queues: queues)
+            againstReferences(size: smallest, queues: queues, [plan]) { lines, reference in
+                guard let line = lines.first, !line.skipped, !reference.skipped else { return lines }
+                guard let base = oneQueue else {
+                    oneQueue = (reference.mpps, line.mpps)
+                    return lines
                 }
+                var noted = line
+                noted.notes.append(String(format: "%@ scales %.2fx over 1 queue", Forwarder.reference.rawValue, reference.mpps / base.reference))
+                noted.notes.append(String(format: "%@ scales %.2fx over 1 queue", Forwarder.xdirector.rawValue, line.mpps / base.director))
+                return [noted]
             }
-            results.append(result)
         }
     }
 
     func latency() {
         var spec = traffic(size: max(smallest, 128), rate: options.latencyRate)
         spec.probeEvery = 16
-        var measured: [Forwarder: Measurement] = [:]
-        for forwarder in Forwarder.allCases {
+        let plans = Forwarder.allCases.map { forwarder in
             var plan = director("latency", "\(options.latencyRate / 1000) kpps \(spec.wireSize)B", traffic: spec, rules: rules(method: "-g"))
             plan.forwarder = forwarder
             if forwarder != .xdirector { plan.sinkMode = 0; plan.expect = [] }
-            measured[forwarder] = runner.run(plan)
+            return plan
         }
-        if var director = measured[.xdirector], !director.skipped, let p50 = director.latencyP50us {
-            for forwarder in [Forwarder.reflector, .reference] {
-                if let reference = measured[forwarder]?.latencyP50us {
-                    director.notes.append(String(format: "adds %.1f µs p50 over the %@", p50 - reference, forwarder.rawValue))
+        var lines = interleaved(plans)
+        if let index = lines.firstIndex(where: { $0.forwarder == Forwarder.xdirector.rawValue }), !lines[index].skipped,
+           let p50 = lines[index].latencyP50us {
+            for reference in lines where reference.forwarder != Forwarder.xdirector.rawValue {
+                if let base = reference.latencyP50us {
+                    lines[index].notes.append(String(format: "adds %.1f µs p50 over the %@", p50 - base, reference.forwarder))
                 }
             }
-            measured[.xdirector] = director
         }
-        results += Forwarder.allCases.compactMap { measured[$0] }
+        results += lines
     }
 
+    /// Weight changes and removals under load, on UDP: a flow whose real server is removed is rescheduled
+    /// (TCP connections to a removed server are dropped by design, as IPVS's expire_nodest_conn does), so
+    /// no packet may be lost. Two runs: established flows (the removal moves them), and a new flow per
+    /// packet (each phase's split must follow its weights: 1:1, 3:1, 1:0).
     func liveChange() {
         let rate = options.liveRate
-        let spec = traffic(size: smallest, rate: rate)
         let initial = rules(method: "-g", weights: [1, 1], scheduler: "wrr")
+        // Phases long enough to judge a split on: at least a second each.
+        let duration = max(options.duration, 3)
         // Same load, no change: the loss the path has anyway, to compare against.
-        var baseline = runner.run(director("live", "no change \(rate / 1000) kpps", traffic: spec, rules: initial))
+        var quiet = director("live", "no change \(rate / 1000) kpps udp", traffic: traffic(size: smallest, rate: rate, proto: .udp), rules: initial)
+        quiet.duration = duration
+        var baseline = runner.run(quiet)
         baseline.notes.append("baseline for the live change")
         results.append(baseline)
 
-        var plan = director("live", "weight 3:1, then remove rs2", traffic: spec, rules: initial)
-        let reweighted = rules(method: "-g", weights: [3, 1], scheduler: "wrr")
-        let removed = rules(method: "-g", weights: [3], scheduler: "wrr")
-        let step = options.duration / 3
+        let step = duration / 3
         let reload = { (text: String, what: String) -> (Child, String) -> String? in
             { child, path in
                 try? text.write(toFile: path, atomically: true, encoding: .utf8)
                 guard child.process.isRunning else { return nil }
                 kill(child.pid, SIGHUP)
                 usleep(200_000)
-                return child.process.isRunning ? "\(what): reloaded" : "\(what): the director exited on SIGHUP"
+                return child.process.isRunning ? nil : "\(what): the director exited on SIGHUP"
             }
         }
-        plan.events = [(step, reload(reweighted, "weight change")), (2 * step, reload(removed, "real-server removal"))]
-        var result = runner.run(plan)
-        if result.notes.contains(where: { $0.contains("exited on SIGHUP") }) {
-            result.status = "skipped: xdirector run does not reload --rules on SIGHUP (it exited)"
+        let events = [(step, reload(rules(method: "-g", weights: [3, 1], scheduler: "wrr"), "weight change")),
+                      (2 * step, reload(rules(method: "-g", weights: [3], scheduler: "wrr"), "real-server removal"))]
+        for (label, flows, expected) in [("established flows", options.flows, [nil, nil, 1.0]), ("new flow per packet", 0, [0.5, 0.75, 1.0])] {
+            var plan = director("live", "weight 3:1, remove rs2, \(label)", traffic: traffic(size: smallest, flows: flows, rate: rate, proto: .udp),
+                                rules: initial)
+            plan.events = events
+            plan.duration = duration
+            var result = runner.run(plan)
+            if result.notes.contains(where: { $0.contains("exited on SIGHUP") }) {
+                result.status = "skipped: xdirector run does not reload --rules on SIGHUP (it exited)"
+            }
+            result.notes += Self.splitNotes(result.phaseHits, expected: expected)
+            results.append(result)
         }
-        results.append(result)
+    }
+
+    /// "rs1 share per phase 50%, 75%, 100%", and whether each share is within 5 points of what the weights give
+    /// (nil: not judged, e.g. established flows keep their server when only the weights change).
+    static func splitNotes(_ phases: [[UInt64]], expected: [Double?]) -> [String] {
+        guard phases.count == expected.count else { return [] }
+        let shares = phases.map { hits -> Double? in
+            let total = hits.prefix(2).reduce(0, +)
+            return total > 0 ? Double(hits[0]) / Double(total) : nil
+        }
+        // A phase with no traffic at all fails too.
+        let misses = zip(shares, expected).filter { share, want in share == nil || want.map { abs(share! - $0) > 0.05 } ?? false }
+        return ["rs1 share per phase " + shares.map { $0.map { String(format: "%.0f%%", $0 * 100) } ?? "no traffic" }.joined(separator: ", ")
+            + (misses.isEmpty ? " (follows the weights)" : " (does NOT follow the weights)")]
     }
 }
