@@ -78,6 +78,15 @@ public struct ForwardingEngine: ~Copyable {
         tracker.adopt(services: next.view.policies, destinations: next.view.destinations)
         if tracker.timeouts != next.timeouts { tracker.timeouts = next.timeouts }
         let old = view.localAddresses, new = next.view.localAddresses
+        // Most changes (weights, servers) leave the local addresses alone: then ports and slots stay as they are.
+        if !old.elementsEqual(new) { remapLocalAddresses(from: old, to: new) }
+        snapshot = next
+        view = next.view
+    }
+
+    /// Carries the FULLNAT ports over to the new local-address indices (a walk of the table: only when the
+    /// local addresses changed).
+    private mutating func remapLocalAddresses(from old: UnsafeBufferPointer<IPAddress>, to new: UnsafeBufferPointer<IPAddress>) {
         let mapping = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(new.count, 1))
         for (index, address) in new.enumerated() { mapping[index] = Int32(old.firstIndex(of: address) ?? -1) }
         var allocator = LocalPortAllocator(worker: replies.own, workers: replyIndex.partitions, addressCount: new.count)
@@ -88,8 +97,6 @@ public struct ForwardingEngine: ~Copyable {
             extras[slot].localAddress = Int32(mapping[0..<new.count].firstIndex(of: Int32(previous)) ?? -1)
         }
         mapping.deallocate()
-        snapshot = next
-        view = next.view
     }
 
     /// Reclaims expired connections, examining at most `limit` slots; call between batches.
