@@ -176,11 +176,17 @@ public final class Director {
         }
     }
 
-    /// Runs the control loop until `shouldStop` returns true: follows neighbour changes and republishes.
+    /// Runs the control loop until `shouldStop` returns true (asked every 50 ms, so a reload or a stop is
+    /// prompt): reads the neighbour table when the kernel reports a change, and at least every second for
+    /// the resolver's retries; republishes only when a real server's MAC changed.
     public func run(until shouldStop: () -> Bool) {
+        var lastRefresh = Date.distantPast
         while !shouldStop() {
-            let changed = resolver?.waitForChange(milliseconds: 250) ?? false
-            if resolver?.refresh(realAddresses) == true || changed { republish() }
+            let changed = resolver?.waitForChange(milliseconds: 50) ?? false
+            let now = Date()
+            guard changed || now.timeIntervalSince(lastRefresh) >= 1 else { continue }
+            lastRefresh = now
+            if resolver?.refresh(realAddresses, now: now) == true { republish() }
         }
     }
 
