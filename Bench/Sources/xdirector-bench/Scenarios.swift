@@ -207,12 +207,15 @@ final class Scenarios {
         let initial = rules(method: "-g", weights: [1, 1], scheduler: "wrr")
         // Phases long enough to judge a split on: at least a second each.
         let duration = max(options.duration, 3)
-        // Same load, no change: the loss the path has anyway, to compare against.
-        var quiet = director("live", "no change \(rate / 1000) kpps udp", traffic: traffic(size: smallest, rate: rate, proto: .udp), rules: initial)
-        quiet.duration = duration
-        var baseline = runner.run(quiet)
-        baseline.notes.append("baseline for the live change")
-        results.append(baseline)
+        // Same load, no change, for both kinds of traffic: the loss the path has anyway, to compare against.
+        for (label, flows) in [("", options.flows), (", new flow per packet", 0)] {
+            var quiet = director("live", "no change \(rate / 1000) kpps udp\(label)",
+                                 traffic: traffic(size: smallest, flows: flows, rate: rate, proto: .udp), rules: initial)
+            quiet.duration = duration
+            var baseline = runner.run(quiet)
+            baseline.notes.append("baseline for the live change")
+            results.append(baseline)
+        }
 
         let step = duration / 3
         let reload = { (text: String, what: String) -> (Child, String) -> String? in
