@@ -93,16 +93,9 @@ public struct TunnelSettings: Equatable, Sendable {
     }
 }
 
-/// An address and port, written `192.0.2.1:80` or `[2001:db8::1]:80`.
-public struct Endpoint: Hashable, Sendable {
-    public var address: IPAddress
-    public var port: UInt16
-
-    public init(address: IPAddress, port: UInt16) {
-        self.address = address
-        self.port = port
-    }
-}
+/// An address and port, written `192.0.2.1:80` or `[2001:db8::1]:80`: the data plane's own type, parsed
+/// here in ipvsadm's syntax (`IPVSEndpoint.swift`).
+public typealias Endpoint = L4Endpoint
 
 /// Identifies a virtual service: protocol, address and port (what `-t`/`-u` name).
 public struct ServiceKey: Hashable, Sendable, CustomStringConvertible {

@@ -66,15 +66,7 @@ public enum EndpointError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-extension Endpoint: CustomStringConvertible, LosslessStringConvertible {
-    /// `192.0.2.1:80` or `[2001:db8::1]:80`, as ipvsadm prints them.
-    public var description: String {
-        switch address.family {
-        case .ipv4: return "\(address):\(port)"
-        case .ipv6: return "[\(address)]:\(port)"
-        }
-    }
-
+extension Endpoint {
     /// Parses `ADDRESS:PORT` or `[IPV6]:PORT`; the port is required and may not be 0.
     public init(parsing text: String) throws(EndpointError) {
         let (address, port) = try Self.parseAddress(text)
@@ -82,6 +74,7 @@ extension Endpoint: CustomStringConvertible, LosslessStringConvertible {
         self.init(address: address, port: port)
     }
 
+    /// The inverse of `description`: nil for text `init(parsing:)` refuses.
     public init?(_ description: String) {
         do throws(EndpointError) {
             try self.init(parsing: description)

@@ -1,6 +1,6 @@
-/// An address and a TCP/UDP port, as a translation writes them into a packet. (`Control` has its own
-/// `Endpoint` for configuration, where the port may be absent.)
-public struct L4Endpoint: Hashable, Sendable {
+/// An address and a TCP/UDP port: what a translation writes into a packet, and what configuration names
+/// (`Control` calls it `Endpoint` and parses it in ipvsadm's syntax).
+public struct L4Endpoint: Hashable, Sendable, CustomStringConvertible {
     public var address: IPAddress
     /// Host order.
     public var port: UInt16
@@ -8,5 +8,13 @@ public struct L4Endpoint: Hashable, Sendable {
     public init(address: IPAddress, port: UInt16) {
         self.address = address
         self.port = port
+    }
+
+    /// `192.0.2.1:80` or `[2001:db8::1]:80`, as ipvsadm prints them.
+    public var description: String {
+        switch address.family {
+        case .ipv4: return "\(address):\(port)"
+        case .ipv6: return "[\(address)]:\(port)"
+        }
     }
 }
