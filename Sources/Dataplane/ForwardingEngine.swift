@@ -104,6 +104,9 @@ public struct ForwardingEngine: ~Copyable {
         tracker.sweep(now: now, limit: limit)
     }
 
+    /// Connections held in the table (live, or expired and not yet reclaimed).
+    public var connectionCount: Int { tracker.connectionCount }
+
     /// Decides and applies the fate of one frame of `length` bytes at `frame`, which has `headroom` bytes
     /// of its buffer before it. `now` is in seconds.
     @inline(__always)

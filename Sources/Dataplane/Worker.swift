@@ -30,6 +30,7 @@ public final class Worker: @unchecked Sendable {
     private let partition: Int
     private let stopRequested = Atomic<Bool>(false)
     private let runningCPU = Atomic<Int>(-1)
+    private let kernelThreadID = Atomic<Int32>(0)
     private var thread: pthread_t?
     private let logger: Logger
 
@@ -46,6 +47,9 @@ public final class Worker: @unchecked Sendable {
         self.connectionCapacity = connectionCapacity
         self.logger = logger
     }
+
+    /// The worker thread's kernel id (as in `/proc/<pid>/task/<tid>`), 0 before it started.
+    public var threadID: Int32 { kernelThreadID.load(ordering: .relaxed) }
 
     /// The CPU the worker thread last ran on (-1 before it started).
     public var cpu: Int { runningCPU.load(ordering: .relaxed) }
@@ -73,6 +77,7 @@ public final class Worker: @unchecked Sendable {
     }
 
     private func run() {
+        kernelThreadID.store(gettid(), ordering: .relaxed)
         let pinned = cxdp_pin_thread_to_cpu(Int32(core))
         if pinned != 0 { logger.warning("queue \(queue.queue): cannot pin to core \(core): \(String(cString: strerror(pinned)))") }
         "xd-q\(queue.queue)".withCString { cxdp_set_thread_name($0) }
@@ -92,6 +97,7 @@ public final class Worker: @unchecked Sendable {
             // Expired connections are reclaimed a little per busy batch (a full pass takes seconds even at
             // line rate) and more while idle, so the work follows the traffic instead of taxing every batch.
             engine.sweep(now: now, limit: received == 0 ? Self.idleSweep : Self.busySweep)
+            counters.writer.set(.activeConnections, UInt64(engine.connectionCount))
             if received == 0 {
                 loop.idle(waitMode: waitMode)
                 runningCPU.store(Int(cxdp_current_cpu()), ordering: .relaxed)
@@ -156,6 +162,7 @@ struct RingLoop {
         var sent: UInt32 = 0
         var dropped = 0
         var bytes: UInt64 = 0
+        var sentBytes: UInt64 = 0
         for i in 0..<received {
             let descriptor = xsk_ring_cons__rx_desc(rx, rxIndex &+ i)!.pointee
             bytes &+= UInt64(descriptor.len)
@@ -170,6 +177,7 @@ struct RingLoop {
                 out.pointee.addr = UInt64(Int64(descriptor.addr) + Int64(engine.outputOffset))
                 out.pointee.len = UInt32(engine.outputLength)
                 out.pointee.options = 0
+                sentBytes &+= UInt64(engine.outputLength)
                 sent &+= 1
             case .drop(let reason):
                 counters.add(reason)
@@ -185,6 +193,7 @@ struct RingLoop {
             xsk_ring_prod__submit(tx, sent)
             inFlight &+= sent
             counters.add(.txPackets, UInt64(sent))
+            counters.add(.txBytes, sentBytes)
             kickTransmit()
         }
         if dropped > 0 { refill(count: UInt32(dropped)) }

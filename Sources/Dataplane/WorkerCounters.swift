@@ -4,6 +4,9 @@ import Synchronization
 public enum WorkerCounter: Int, CaseIterable, Sendable {
     case rxPackets, rxBytes, txPackets, txBytes
     case newConnections
+    /// A gauge, not a count: connections in the worker's table (live, or expired and not yet reclaimed),
+    /// written after each sweep.
+    case activeConnections
     /// Forwarded without connection state because the table had no free slot.
     case connectionTableFull
     // Drops, by reason. The first six mirror Packet.ParseStatus.
@@ -75,6 +78,11 @@ public final class WorkerCounterBlock: @unchecked Sendable {
 /// The single writer's view of a counter block.
 struct CounterWriter {
     let base: UnsafeMutablePointer<Atomic<UInt64>>
+
+    @inline(__always)
+    func set(_ counter: WorkerCounter, _ value: UInt64) {
+        base[counter.rawValue].store(value, ordering: .relaxed)
+    }
 
     @inline(__always)
     func add(_ counter: WorkerCounter, _ amount: UInt64 = 1) {
