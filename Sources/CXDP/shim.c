@@ -3,6 +3,8 @@
 #include <sched.h>
 #include <pthread.h>
 #include <errno.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "cxdp.h"
 
 int cxdp_pin_thread_to_cpu(int cpu) {
@@ -13,6 +15,16 @@ int cxdp_pin_thread_to_cpu(int cpu) {
 }
 
 int cxdp_current_cpu(void) { return sched_getcpu(); }
+
+int cxdp_thread_id(void) { return (int)syscall(SYS_gettid); }
+
+int cxdp_pin_thread_id_to_cpu(int tid, int cpu) {
+    cpu_set_t set;
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return EINVAL;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(tid, sizeof(set), &set) == 0 ? 0 : errno;
+}
 
 int cxdp_cpu_allowed(int cpu) {
     cpu_set_t set;

@@ -77,7 +77,7 @@ public final class Worker: @unchecked Sendable {
     }
 
     private func run() {
-        kernelThreadID.store(Int32(truncatingIfNeeded: syscall(Int(SYS_gettid))), ordering: .relaxed)
+        kernelThreadID.store(cxdp_thread_id(), ordering: .relaxed)
         let pinned = cxdp_pin_thread_to_cpu(Int32(core))
         if pinned != 0 { logger.warning("queue \(queue.queue): cannot pin to core \(core): \(String(cString: strerror(pinned)))") }
         "xd-q\(queue.queue)".withCString { cxdp_set_thread_name($0) }

@@ -27,5 +27,9 @@ int cxdp_current_cpu(void);
 int cxdp_cpu_allowed(int cpu);
 /* Names the calling thread (shown by ps/top), at most 15 characters. */
 void cxdp_set_thread_name(const char *name);
+/* The calling thread's kernel id (the tid of /proc/<pid>/task/<tid>). */
+int cxdp_thread_id(void);
+/* Moves thread `tid` to `cpu` (sched_setaffinity); returns 0 or an errno value. */
+int cxdp_pin_thread_id_to_cpu(int tid, int cpu);
 
 #endif
