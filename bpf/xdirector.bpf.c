@@ -36,6 +36,14 @@ struct {
     __type(value, __u32);
 } local_addrs SEC(".maps");
 
+/* Written by the control thread, never read here: the live real servers for `bpftool map dump`. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, XD_MAX_REALS);
+    __type(key, struct xd_real_key);
+    __type(value, struct xd_real_value);
+} real_servers SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);
     __uint(max_entries, XD_MAX_QUEUES);

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Packet
 import Scheduling
+import Synchronization
 
 /// How to run the director on an interface.
 public struct DirectorOptions: Sendable {
@@ -23,24 +24,38 @@ public struct DirectorOptions: Sendable {
 }
 
 /// The running director: XDP program, one AF_XDP socket and worker per queue, and the control loop that
-/// keeps the workers' snapshot in step with the neighbour table. `stop()` undoes everything `start()` did.
+/// keeps the workers' snapshot in step with the configuration and the neighbour table. `stop()` undoes
+/// everything `start()` did. Only the control thread calls it (the metrics thread reads `latestReading`).
 public final class Director {
     public private(set) var configuration: DirectorConfig
     /// Connection counts per real server, shared by the workers and kept across reloads.
     public let counters = DestinationCounterStore()
-    /// Each configured real server's cell in `counters`.
-    private var counterIDs: [RealServerIdentity: UInt32] = [:]
+    /// Each configured real server's cell in `counters` (and in `traffic`): its identity for the workers.
+    var counterIDs: [RealServerIdentity: UInt32] = [:]
+    /// Real servers removed from the configuration that still hold connections (IPVS's default: they keep
+    /// their connections until those end, and get no new ones). Their cells are released once empty.
+    var draining: [RealServerIdentity: DrainingServer] = [:]
+    /// Per-worker traffic of each cell; `cellBase` is a cell's reading when it was last handed out.
+    public let traffic: DestinationTrafficStore
+    var cellBase: [UInt32: TrafficStats] = [:]
+    /// Traffic of a service's real servers that have left it, so the service's totals never go down.
+    var serviceHistory: [ServiceKey: TrafficStats] = [:]
+    /// `ipvsadm -Z`: readings subtracted from what listings show.
+    var zeroed: [StatisticsKey: TrafficStats] = [:]
+    var estimator = RateEstimator()
     public let interface: NetworkInterface
     public let plan: QueuePlan
-    private let options: DirectorOptions
+    let options: DirectorOptions
     private let logger: Logger
-    private var program: XDPProgram?
-    private var workers: [Worker] = []
-    private var exchange: SnapshotExchange?
+    var program: XDPProgram?
+    private(set) var workers: [Worker] = []
+    var exchange: SnapshotExchange?
     private var resolver: RealServerResolver?
     private var finalXDPCounters: [UInt64] = []
     /// The addresses tunnelled packets and ICMP errors leave from, one per family at most.
     public let sourceAddresses: [IPAddress]
+    /// The last reading the control loop took (at most a second old), for other threads (the metrics endpoint).
+    public let latestReading = LatestReading()
 
     /// Validates everything that can be checked before touching the kernel; nothing is attached yet.
     public init(configuration: DirectorConfig, options: DirectorOptions, logger: Logger) throws {
@@ -51,6 +66,8 @@ public final class Director {
         plan = try QueuePlan(queues: options.queues, cores: options.cores, interfaceQueueCount: interface.rxQueueCount)
         sourceAddresses = options.sourceAddresses.isEmpty ? InterfaceAddresses.primary(of: options.interface)
                                                            : options.sourceAddresses
+        traffic = DestinationTrafficStore(workers: plan.assignments.count, capacity: counters.capacity)
+        try checkCapacity(configuration)
         try Self.checkMethods(configuration, sources: sourceAddresses)
     }
 
@@ -72,26 +89,63 @@ public final class Director {
         }
     }
 
+    /// The limits of the XDP maps and the counter store, checked before anything changes.
+    private func checkCapacity(_ next: DirectorConfig) throws {
+        if next.services.count > Int(XD_MAX_SERVICES) {
+            throw ControlError("too many virtual services: at most \(XD_MAX_SERVICES)")
+        }
+        let identities = Self.identities(of: next)
+        if identities.count + draining.count > Int(XD_MAX_REALS) {
+            throw ControlError("too many real servers: at most \(XD_MAX_REALS), draining ones included")
+        }
+        let needed = identities.filter { counterIDs[$0] == nil && draining[$0] == nil }.count
+        if needed > counters.available {
+            throw ControlError("too many real servers: no counter cell left for \(needed - counters.available) of them")
+        }
+        if Set(next.services.flatMap(\.localAddresses)).count > Int(XD_MAX_LOCAL_ADDRS) {
+            throw ControlError("too many local addresses: at most \(XD_MAX_LOCAL_ADDRS)")
+        }
+    }
+
     deinit { stop() }
 
-    /// Replaces the running configuration with `next` (weights, thresholds, schedulers, real servers,
-    /// timeouts): the workers adopt it between batches and existing connections keep their real servers
-    /// where those stay. On any error the running configuration stays. The set of virtual services cannot
-    /// change yet (their XDP map entries are written at start).
+    /// Replaces the running configuration with `next`: services, real servers, weights, thresholds,
+    /// schedulers, local addresses, timeouts. The maps are written first (new entries steer traffic only to
+    /// what the next snapshot serves), the workers adopt the snapshot between batches, and existing
+    /// connections keep their real servers, removed ones included (they drain). On any error the running
+    /// configuration stays as it was.
     public func reload(_ next: DirectorConfig) throws {
         try Self.checkMethods(next, sources: sourceAddresses)
-        guard next.services.map(\.key) == configuration.services.map(\.key) else {
-            throw ControlError("adding or removing virtual services needs a restart")
-        }
-        // New NAT real servers and local addresses are steered before the workers may send them packets;
-        // those that left stop being steered once the workers no longer use them.
-        if let program { try writeMaps(program, for: next) }
+        try checkCapacity(next)
         let previous = configuration
+        let (previousIDs, previousDraining, previousKnown) = (counterIDs, draining, lastKnown)
         configuration = next
+        assignCounters()
+        if let program {
+            do {
+                try writeMaps(program)
+            } catch {
+                // A map refused an entry (the limits are checked, so hardly ever): put everything back.
+                for (identity, id) in counterIDs where previousIDs[identity] == nil && previousDraining[identity] == nil {
+                    counters.release(id)
+                }
+                (configuration, counterIDs, draining, lastKnown) = (previous, previousIDs, previousDraining, previousKnown)
+                try? writeMaps(program)
+                removeStaleMapEntries(program)
+                throw error
+            }
+        }
         _ = resolver?.refresh(realAddresses)
         republish()
-        if let program { removeStaleMapEntries(program, previous: previous) }
-        logger.info("configuration reloaded: \(next.services.count) services, \(next.services.reduce(0) { $0 + $1.reals.count }) real servers")
+        if let program { removeStaleMapEntries(program) }
+        logger.info("configuration changed: \(next.services.count) services, \(next.services.reduce(0) { $0 + $1.reals.count }) real servers")
+    }
+
+    /// Applies ipvsadm commands to the running configuration, all of them or none.
+    public func apply(_ commands: [IPVSCommand]) throws {
+        var next = configuration
+        for command in commands { try next.apply(command) }
+        try reload(next)
     }
 
     /// Loads the program, opens the sockets, starts the workers, and attaches last, so no frame is
@@ -102,9 +156,10 @@ public final class Director {
             self.program = program
             resolver = RealServerResolver(table: try NeighbourTable(interface: interface), interfaceName: interface.name, logger: logger)
             _ = resolver?.refresh(realAddresses)
+            assignCounters()
             let exchange = SnapshotExchange(makeSnapshot())
             self.exchange = exchange
-            try writeMaps(program, for: configuration)
+            try writeMaps(program)
             let replies = try ReplyIndex(partitions: plan.assignments.count, entriesPerPartition: options.connectionsPerWorker)
             guard let templates = SharedFlowTable(partitions: plan.assignments.count,
                                                   entriesPerPartition: max(options.connectionsPerWorker / 4, 64)) else {
@@ -131,36 +186,70 @@ public final class Director {
         }
     }
 
-    /// Fills the XDP program's maps for `config`: the virtual services, the NAT real servers whose replies
-    /// come back through us, and the FULLNAT local addresses.
-    private func writeMaps(_ program: XDPProgram, for config: DirectorConfig) throws {
-        for (index, service) in config.services.enumerated() {
+    /// Writes the running configuration into the XDP program's maps (adds and updates only): the virtual
+    /// services, every real server (draining ones flagged), the NAT real servers whose replies come back
+    /// through us (draining ones too: their connections still reply), and the FULLNAT local addresses.
+    private func writeMaps(_ program: XDPProgram) throws {
+        for (index, service) in configuration.services.enumerated() {
             try program.setService(Self.mapKey(service.endpoint, service.proto),
                                    xd_service_value(index: UInt32(index), flags: UInt32(XD_SVC_F_NONE)))
         }
-        for real in Self.natReals(of: config) { try program.setNATReal(Self.mapKey(real.endpoint, real.proto)) }
-        for address in Self.localAddresses(of: config) { try program.setLocalAddress(Self.mapKey(address)) }
+        for service in configuration.services {
+            for real in service.reals {
+                try program.setRealServer(Self.mapKey(service.key, real.endpoint), Self.mapValue(real, draining: false))
+            }
+        }
+        for (identity, server) in draining where configuration.serviceIndex(of: identity.service) != nil {
+            try program.setRealServer(Self.mapKey(identity.service, identity.endpoint), Self.mapValue(server.real, draining: true))
+        }
+        for real in steeredNATReals { try program.setNATReal(Self.mapKey(real.endpoint, real.proto)) }
+        for address in Self.localAddresses(of: configuration) { try program.setLocalAddress(Self.mapKey(address)) }
+        mapped = MappedState(services: Set(configuration.services.map(\.key)), reals: listedRealServers,
+                             natReals: steeredNATReals, localAddresses: Self.localAddresses(of: configuration))
+            .union(mapped)
     }
 
-    /// Removes the NAT real servers and local addresses `previous` had and the running configuration has not.
-    private func removeStaleMapEntries(_ program: XDPProgram, previous: DirectorConfig) {
-        for real in Self.natReals(of: previous).subtracting(Self.natReals(of: configuration)) {
-            program.removeNATReal(Self.mapKey(real.endpoint, real.proto))
+    /// Removes the map entries the running configuration no longer has.
+    private func removeStaleMapEntries(_ program: XDPProgram) {
+        let keep = MappedState(services: Set(configuration.services.map(\.key)), reals: listedRealServers,
+                               natReals: steeredNATReals, localAddresses: Self.localAddresses(of: configuration))
+        for key in mapped.services.subtracting(keep.services) { program.removeService(Self.mapKey(key.endpoint, key.proto)) }
+        for identity in mapped.reals.subtracting(keep.reals) {
+            program.removeRealServer(Self.mapKey(identity.service, identity.endpoint))
         }
-        for address in Self.localAddresses(of: previous).subtracting(Self.localAddresses(of: configuration)) {
-            program.removeLocalAddress(Self.mapKey(address))
-        }
+        for real in mapped.natReals.subtracting(keep.natReals) { program.removeNATReal(Self.mapKey(real.endpoint, real.proto)) }
+        for address in mapped.localAddresses.subtracting(keep.localAddresses) { program.removeLocalAddress(Self.mapKey(address)) }
+        mapped = keep
     }
 
-    /// The NAT real servers as the XDP program matches their replies: RIP:RPORT and protocol.
-    private static func natReals(of config: DirectorConfig) -> Set<ServiceKey> {
-        Set(config.services.flatMap { service in
+    /// What the maps hold, so that what leaves the configuration leaves the maps.
+    private var mapped = MappedState()
+
+    /// The real servers listed in the `real_servers` map: the configured ones, and the draining ones of
+    /// services that still exist.
+    private var listedRealServers: Set<RealServerIdentity> {
+        Self.identities(of: configuration).union(draining.keys.filter { configuration.serviceIndex(of: $0.service) != nil })
+    }
+
+    /// The NAT real servers whose replies are steered to the workers: configured or draining.
+    private var steeredNATReals: Set<ServiceKey> {
+        var reals = Set(configuration.services.flatMap { service in
             service.reals.filter { $0.method == .masquerading }.map { ServiceKey(proto: service.proto, endpoint: $0.endpoint) }
         })
+        for (identity, server) in draining where server.real.method == .masquerading {
+            reals.insert(ServiceKey(proto: identity.service.proto, endpoint: identity.endpoint))
+        }
+        return reals
     }
 
     private static func localAddresses(of config: DirectorConfig) -> Set<IPAddress> {
         Set(config.services.flatMap(\.localAddresses))
+    }
+
+    static func identities(of config: DirectorConfig) -> Set<RealServerIdentity> {
+        Set(config.services.flatMap { service in
+            service.reals.map { RealServerIdentity(service: service.key, endpoint: $0.endpoint) }
+        })
     }
 
     /// Gives the kernel a moment to resolve the real servers before traffic is taken, so the first
@@ -178,15 +267,25 @@ public final class Director {
 
     /// Runs the control loop until `shouldStop` returns true (asked every 50 ms, so a reload or a stop is
     /// prompt): reads the neighbour table when the kernel reports a change, and at least every second for
-    /// the resolver's retries; republishes only when a real server's MAC changed.
-    public func run(until shouldStop: () -> Bool) {
+    /// the resolver's retries (republishing only when a real server's MAC changed); once a second releases
+    /// drained real servers and takes a reading; every two seconds updates the rate estimates. `idle` runs
+    /// on each turn (the control socket).
+    public func run(until shouldStop: () -> Bool, idle: () -> Void = {}) {
         var lastRefresh = Date.distantPast
+        var lastEstimate = Date()
         while !shouldStop() {
             let changed = resolver?.waitForChange(milliseconds: 50) ?? false
+            idle()
             let now = Date()
+            if now.timeIntervalSince(lastEstimate) >= RateEstimator.interval {
+                estimator.update(rawTraffic(), seconds: now.timeIntervalSince(lastEstimate))
+                lastEstimate = now
+            }
             guard changed || now.timeIntervalSince(lastRefresh) >= 1 else { continue }
             lastRefresh = now
             if resolver?.refresh(realAddresses, now: now) == true { republish() }
+            releaseDrained(now: now)
+            latestReading.store(DirectorReading(statistics: statistics(), services: listing(connections: false).services))
         }
     }
 
@@ -210,12 +309,33 @@ public final class Director {
             xdp: program?.counters() ?? finalXDPCounters)
     }
 
+    /// Moves queue `queue`'s worker to `core`, which must exist, be allowed to this process and serve no other
+    /// queue (as `run --cores` requires).
+    public func pin(queue: UInt32, core: Int) throws {
+        guard let worker = workers.first(where: { $0.queue.queue == queue }) else {
+            let served = workers.map { String($0.queue.queue) }.joined(separator: ",")
+            throw ControlError("queue \(queue) is not served (served: \(served))")
+        }
+        let usable = CPUs.usable()
+        guard usable.contains(core) else {
+            throw ControlError("core \(core) does not exist or is not allowed for this process (usable: \(QueuePlan.format(usable)))")
+        }
+        if let other = workers.first(where: { $0 !== worker && $0.core == core }) {
+            throw ControlError("core \(core) already runs the worker of queue \(other.queue.queue); each worker needs its own core")
+        }
+        try worker.pin(to: core)
+        logger.info("queue \(queue): worker moved to core \(core)")
+    }
+
     /// Real servers without a resolved MAC address.
     public var unresolvedRealServers: Set<IPAddress> {
         Set(realAddresses.filter { resolver?.macs[$0] == nil })
     }
 
-    private var realAddresses: Set<IPAddress> { Set(configuration.services.flatMap { $0.reals.map(\.endpoint.address) }) }
+    /// Configured and draining real servers: all need their MAC.
+    private var realAddresses: Set<IPAddress> {
+        Set(configuration.services.flatMap { $0.reals.map(\.endpoint.address) } + draining.values.map(\.real.endpoint.address))
+    }
 
     private func republish() {
         exchange?.publish(makeSnapshot())
@@ -223,43 +343,84 @@ public final class Director {
 
     private func makeSnapshot() -> ForwardingSnapshot {
         let macs = resolver?.macs ?? [:]
-        let ids = assignCounters()
+        func destination(_ real: RealServerConfig, cell: UInt32?) -> SnapshotDestination {
+            SnapshotDestination(weight: real.weight, mac: macs[real.endpoint.address], counterID: cell,
+                                endpointHash: StableHash.endpoint(real.endpoint.address, port: real.endpoint.port),
+                                route: Self.route(of: real))
+        }
         let services = configuration.services.map { service in
             SnapshotService(
                 key: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
                 policy: service.policy,
                 destinations: service.reals.map { real in
-                    SnapshotDestination(
-                        weight: real.weight, mac: macs[real.endpoint.address],
-                        counterID: ids[RealServerIdentity(service: service.key, endpoint: real.endpoint)],
-                        endpointHash: StableHash.endpoint(real.endpoint.address, port: real.endpoint.port),
-                        route: Self.route(of: real))
+                    destination(real, cell: counterIDs[RealServerIdentity(service: service.key, endpoint: real.endpoint)])
                 },
+                draining: draining.filter { $0.key.service == service.key }
+                    .sorted { $0.value.cell < $1.value.cell }
+                    .map { destination($0.value.real, cell: $0.value.cell) },
                 localAddresses: service.localAddresses)
         }
         return ForwardingSnapshot(interfaceMAC: interface.mac, services: services, counters: counters,
                                   timeouts: configuration.connectionTimeouts, mtu: interface.mtu,
-                                  sourceAddresses: sourceAddresses)
+                                  sourceAddresses: sourceAddresses, traffic: traffic)
     }
 
-    /// Gives every configured real server a counter cell (keeping the ones it had), releases the cells of
-    /// servers that left, and writes the thresholds.
-    private func assignCounters() -> [RealServerIdentity: UInt32] {
+    /// Gives every configured real server a counter cell (keeping the one it had, or taking back its cell
+    /// when it was draining), moves servers that left to `draining`, and writes the thresholds.
+    /// `checkCapacity` has made sure there are cells enough.
+    private func assignCounters() {
         var next: [RealServerIdentity: UInt32] = [:]
         for service in configuration.services {
             for real in service.reals {
                 let identity = RealServerIdentity(service: service.key, endpoint: real.endpoint)
-                guard let id = counterIDs[identity] ?? counters.allocate() else {
-                    logger.warning("no counter cell left for \(real.endpoint): it is scheduled without counts")
-                    continue
+                let id: UInt32
+                if let known = counterIDs[identity] {
+                    id = known
+                } else if let returning = draining.removeValue(forKey: identity) {
+                    id = returning.cell
+                } else {
+                    guard let fresh = counters.allocate() else { continue }
+                    id = fresh
+                    cellBase[fresh] = traffic.totals(fresh)
                 }
                 next[identity] = id
                 counters.setThresholds(id, upper: real.upperThreshold, lower: real.lowerThreshold)
             }
         }
-        for (identity, id) in counterIDs where next[identity] == nil { counters.release(id) }
+        for (identity, id) in counterIDs where next[identity] == nil {
+            draining[identity] = DrainingServer(real: lastKnown[identity] ?? RealServerConfig(endpoint: identity.endpoint),
+                                                cell: id, since: Date())
+        }
         counterIDs = next
-        return next
+        lastKnown = [:]
+        for service in configuration.services {
+            for real in service.reals { lastKnown[RealServerIdentity(service: service.key, endpoint: real.endpoint)] = real }
+        }
+    }
+
+    /// Each configured real server's settings as of the last `assignCounters`, for those that leave.
+    private var lastKnown: [RealServerIdentity: RealServerConfig] = [:]
+
+    /// Releases the cells of draining real servers whose connections and templates have all ended (at least
+    /// a second after they left, so every worker has adopted the snapshot without them), keeping their
+    /// traffic in their service's totals.
+    private func releaseDrained(now: Date) {
+        var changed = false
+        for (identity, server) in draining where now.timeIntervalSince(server.since) >= 1 {
+            let counts = counters.counts(server.cell)
+            guard counts.active <= 0 && counts.inactive <= 0 && counts.persistent <= 0 else { continue }
+            if configuration.serviceIndex(of: identity.service) != nil {
+                serviceHistory[identity.service, default: .zero] += cellTraffic(server.cell)
+                changed = true
+            }
+            draining[identity] = nil
+            zeroed[.real(identity)] = nil
+            cellBase[server.cell] = nil
+            counters.release(server.cell)
+        }
+        guard changed else { return }
+        republish()
+        if let program { removeStaleMapEntries(program) }
     }
 
     /// Active, inactive and persistent connection counts of a real server, across all workers.
@@ -284,6 +445,37 @@ public final class Director {
         return DestinationRoute(kind: kind, address: real.endpoint.address, port: real.endpoint.port,
                                 tunnel: TunnelParameters(type: tunnelType, port: real.tunnel.port,
                                                          checksum: real.tunnel.checksum))
+    }
+
+    static func mapKey(_ service: ServiceKey, _ real: Endpoint) -> xd_real_key {
+        var key = xd_real_key()
+        key.service = mapKey(service.endpoint, service.proto)
+        withUnsafeMutableBytes(of: &key.addr) { raw in
+            for (i, byte) in real.address.bytes.enumerated() { raw[i] = byte }
+        }
+        key.port = real.port.bigEndian
+        key.family = real.address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
+        return key
+    }
+
+    static func mapValue(_ real: RealServerConfig, draining: Bool) -> xd_real_value {
+        let method: Int32
+        switch real.method {
+        case .directRouting: method = XD_METHOD_DR
+        case .tunnel: method = XD_METHOD_TUNNEL
+        case .masquerading: method = XD_METHOD_MASQ
+        case .fullNAT: method = XD_METHOD_FULLNAT
+        }
+        let tunnel: Int32
+        switch real.tunnel.kind {
+        case .ipip: tunnel = XD_TUNNEL_IPIP
+        case .gue: tunnel = XD_TUNNEL_GUE
+        case .gre: tunnel = XD_TUNNEL_GRE
+        }
+        return xd_real_value(weight: UInt32(max(real.weight, 0)), method: UInt8(method),
+                             tunnel: real.method == .tunnel ? UInt8(tunnel) : 0,
+                             flags: UInt16(draining ? XD_REAL_F_DRAINING : XD_REAL_F_NONE),
+                             upper_threshold: real.upperThreshold, lower_threshold: real.lowerThreshold)
     }
 
     static func mapKey(_ address: IPAddress) -> xd_local_addr_key {
@@ -311,4 +503,40 @@ public final class Director {
 struct RealServerIdentity: Hashable {
     var service: ServiceKey
     var endpoint: Endpoint
+}
+
+/// A real server removed from the configuration whose connections have not all ended.
+struct DrainingServer {
+    /// Its settings when it left: its connections are still forwarded by them.
+    var real: RealServerConfig
+    var cell: UInt32
+    var since: Date
+}
+
+/// The entries the director has written into the XDP maps.
+struct MappedState {
+    var services: Set<ServiceKey> = []
+    var reals: Set<RealServerIdentity> = []
+    var natReals: Set<ServiceKey> = []
+    var localAddresses: Set<IPAddress> = []
+
+    func union(_ other: MappedState) -> MappedState {
+        MappedState(services: services.union(other.services), reals: reals.union(other.reals),
+                    natReals: natReals.union(other.natReals), localAddresses: localAddresses.union(other.localAddresses))
+    }
+}
+
+/// A reading for other threads: the workers' and XDP counters, and the services with their traffic.
+public struct DirectorReading: Sendable {
+    public var statistics: DirectorStatistics
+    public var services: [ServiceListing]
+}
+
+/// The control loop's last reading, shared with other threads.
+public final class LatestReading: Sendable {
+    private let value = Mutex<DirectorReading?>(nil)
+
+    public var current: DirectorReading? { value.withLock { $0 } }
+
+    func store(_ reading: DirectorReading) { value.withLock { $0 = reading } }
 }

@@ -4,7 +4,14 @@ public enum RulesFile {
     /// Applies every line of `text`, in order, to an empty configuration. Blank lines and `#` comments are
     /// skipped; the first bad line stops the load. `source` names the file in error messages.
     public static func load(_ text: String, source: String = "rules") throws(RulesFileError) -> DirectorConfig {
-        var config = DirectorConfig()
+        try apply(text, to: DirectorConfig(), source: source)
+    }
+
+    /// Applies every line of `text`, in order, to `config` (`ipvsadm -R` on a running director): all of
+    /// them, or, at the first bad line, none.
+    public static func apply(_ text: String, to config: DirectorConfig, source: String = "rules") throws(RulesFileError)
+        -> DirectorConfig {
+        var config = config
         for (offset, line) in lines(of: text).enumerated() {
             do throws(ConfigError) {
                 guard let command = try IPVSCommand.parse(line: line) else { continue }

@@ -20,7 +20,6 @@ public final class Worker: @unchecked Sendable {
     static let busySweep = 8, idleSweep = 1024
 
     public let queue: XSKQueue
-    public let core: Int
     public let counters = WorkerCounterBlock()
     private let exchange: SnapshotExchange
     private let waitMode: WaitMode
@@ -31,6 +30,10 @@ public final class Worker: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     private let runningCPU = Atomic<Int>(-1)
     private let kernelThreadID = Atomic<Int32>(0)
+    private let assignedCore: Atomic<Int>
+    /// The control thread asks for the worker's connections; the worker answers between batches.
+    private let connectionsRequested = Atomic<Bool>(false)
+    private let connectionsAnswer = Mutex<[ConnectionRecord]?>(nil)
     private var thread: pthread_t?
     private let logger: Logger
 
@@ -41,11 +44,39 @@ public final class Worker: @unchecked Sendable {
         self.replies = replies
         self.templates = templates
         self.partition = partition
-        self.core = core
+        assignedCore = Atomic(core)
         self.exchange = exchange
         self.waitMode = waitMode
         self.connectionCapacity = connectionCapacity
         self.logger = logger
+    }
+
+    /// The core the worker is pinned to.
+    public var core: Int { assignedCore.load(ordering: .relaxed) }
+
+    /// Moves the running worker to `core`: the kernel runs the thread there from its next wake-up (within
+    /// one poll timeout when idle). The caller checks that the core exists and is free.
+    public func pin(to core: Int) throws(DataplaneError) {
+        let thread = threadID
+        guard thread != 0 else { throw DataplaneError("the worker of queue \(queue.queue) is not running") }
+        let result = cxdp_pin_thread_id_to_cpu(thread, Int32(core))
+        guard result == 0 else { throw DataplaneError("cannot move the worker of queue \(queue.queue) to core \(core)", errno: result) }
+        assignedCore.store(core, ordering: .relaxed)
+    }
+
+    /// Asks the worker for its connections and templates; `takeConnections` has them once it answered
+    /// (between two batches, so within one poll timeout).
+    public func requestConnections() {
+        connectionsAnswer.withLock { $0 = nil }
+        connectionsRequested.store(true, ordering: .releasing)
+    }
+
+    /// The answer to the last `requestConnections`, once there is one.
+    public func takeConnections() -> [ConnectionRecord]? {
+        connectionsAnswer.withLock { answer in
+            defer { answer = nil }
+            return answer
+        }
     }
 
     /// The worker thread's kernel id (as in `/proc/<pid>/task/<tid>`), 0 before it started.
@@ -78,6 +109,7 @@ public final class Worker: @unchecked Sendable {
 
     private func run() {
         kernelThreadID.store(cxdp_thread_id(), ordering: .relaxed)
+        let core = self.core
         let pinned = cxdp_pin_thread_to_cpu(Int32(core))
         if pinned != 0 { logger.warning("queue \(queue.queue): cannot pin to core \(core): \(String(cString: strerror(pinned)))") }
         "xd-q\(queue.queue)".withCString { cxdp_set_thread_name($0) }
@@ -93,6 +125,11 @@ public final class Worker: @unchecked Sendable {
                 engine.adopt(snapshot)
             }
             let now = Self.coarseSeconds()
+            if connectionsRequested.load(ordering: .relaxed) {
+                connectionsRequested.store(false, ordering: .relaxed)
+                let list = engine.listConnections(now: now)
+                connectionsAnswer.withLock { $0 = list }
+            }
             let received = loop.runBatch(engine: &engine, now: now)
             // Expired connections are reclaimed a little per busy batch (a full pass takes seconds even at
             // line rate) and more while idle, so the work follows the traffic instead of taxing every batch.

@@ -44,9 +44,20 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     // Ring and wake-up events.
     case emptyPolls, fillRingShortfalls, rxWakeups, txKicks, txKickErrors
 
+    /// snake_case for listings, JSON and metrics; an acronym stays one word (`dropNotIP` → `drop_not_ip`,
+    /// `dropTXRingFull` → `drop_tx_ring_full`, `dropBadIPv4Checksum` → `drop_bad_ipv4_checksum`).
     public var name: String {
-        // camelCase to snake_case, for listings and JSON.
-        String(String(describing: self).flatMap { $0.isUppercase ? ["_", Character($0.lowercased())] : [$0] })
+        let letters = Array(String(describing: self).replacingOccurrences(of: "IPv4", with: "Ipv4"))
+        var result = ""
+        for (index, letter) in letters.enumerated() {
+            if letter.isUppercase && index > 0 {
+                let previous = letters[index - 1]
+                let next = index + 1 < letters.count ? letters[index + 1] : nil
+                if !previous.isUppercase || next?.isLowercase == true { result.append("_") }
+            }
+            result.append(Character(letter.lowercased()))
+        }
+        return result
     }
 }
 

@@ -28,6 +28,7 @@ public final class XDPProgram {
     let countersFD: Int32
     let natRealsFD: Int32
     let localAddressesFD: Int32
+    let realServersFD: Int32
     private let programFD: Int32
     private var object: OpaquePointer?
     private let logger: Logger
@@ -60,7 +61,9 @@ public final class XDPProgram {
         countersFD = fd(ofMap: XD_MAP_XDP_COUNTERS)
         natRealsFD = fd(ofMap: XD_MAP_NAT_REALS)
         localAddressesFD = fd(ofMap: XD_MAP_LOCAL_ADDRS)
-        guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0, natRealsFD >= 0, localAddressesFD >= 0 else {
+        realServersFD = fd(ofMap: XD_MAP_REAL_SERVERS)
+        guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0, natRealsFD >= 0, localAddressesFD >= 0,
+              realServersFD >= 0 else {
             bpf_object__close(object)
             self.object = nil
             throw DataplaneError("the embedded XDP program lacks its program or maps; rebuild xdirector")
@@ -122,6 +125,24 @@ public final class XDPProgram {
         guard result == 0 else { throw DataplaneError("cannot add the virtual service to the XDP map", errno: result) }
     }
 
+    /// Removes a virtual service: its packets go to the kernel again.
+    public func removeService(_ key: xd_service_key) {
+        var key = key
+        _ = bpf_map_delete_elem(servicesFD, &key)
+    }
+
+    /// Records a real server as the workers have it (not read by the program: for `bpftool map dump`).
+    public func setRealServer(_ key: xd_real_key, _ value: xd_real_value) throws(DataplaneError) {
+        var key = key, value = value
+        let result = bpf_map_update_elem(realServersFD, &key, &value, UInt64(BPF_ANY))
+        guard result == 0 else { throw DataplaneError("cannot add the real server to the XDP map", errno: result) }
+    }
+
+    public func removeRealServer(_ key: xd_real_key) {
+        var key = key
+        _ = bpf_map_delete_elem(realServersFD, &key)
+    }
+
     /// Steers the replies of a NAT real server (source RIP:RPORT/proto) to the workers.
     public func setNATReal(_ key: xd_service_key) throws(DataplaneError) {
         var key = key, value: UInt32 = 0
@@ -167,7 +188,8 @@ public final class XDPProgram {
 
     // MARK: Pinning
 
-    private static let pinnedMaps = [XD_MAP_SERVICES, XD_MAP_NAT_REALS, XD_MAP_LOCAL_ADDRS, XD_MAP_XSKS, XD_MAP_XDP_COUNTERS]
+    private static let pinnedMaps = [XD_MAP_SERVICES, XD_MAP_NAT_REALS, XD_MAP_LOCAL_ADDRS, XD_MAP_REAL_SERVERS, XD_MAP_XSKS,
+                                     XD_MAP_XDP_COUNTERS]
 
     private func pinMaps() {
         guard let object else { return }

@@ -125,6 +125,9 @@ public final class DestinationCounterStore: @unchecked Sendable {
         cells.deallocate()
     }
 
+    /// How many cells `allocate` can still give.
+    public var available: Int { free.count - freeHead }
+
     /// A zeroed cell for a new real server, or nil when every cell is taken.
     public func allocate() -> UInt32? {
         guard freeHead < free.count else { return nil }

@@ -4,6 +4,7 @@ import Dataplane
 import Foundation
 import Logging
 import Packet
+import XDirectorMetrics
 
 extension WaitMode: ExpressibleByArgument {}
 extension XDPProgram.AttachMode: ExpressibleByArgument, CaseIterable {
@@ -44,8 +45,17 @@ struct RunCommand: ParsableCommand {
             help: "The director's address for tunnel headers and ICMP errors, once per family (default: the interface's).")
     var sourceAddresses: [String] = []
 
+    @Option(help: "The control socket for `xdirector ipvsadm|stats|queues|pin` (default: /run/xdirector/<interface>.sock).")
+    var socket: String?
+
+    @Option(help: "Serve Prometheus metrics at HOST:PORT (e.g. 127.0.0.1:9469 or [::1]:9469), path /metrics.")
+    var metrics: String?
+
     func validate() throws {
         guard connections >= 1024 else { throw ValidationError("--connections must be at least 1024") }
+        if let metrics {
+            do { _ = try MetricsServer.parseAddress(metrics) } catch { throw ValidationError("--metrics \(metrics): \(error)") }
+        }
         for text in sourceAddresses where IPAddress(text) == nil {
             throw ValidationError("--source-address \(text): not a numeric IPv4 or IPv6 address")
         }
@@ -84,13 +94,43 @@ struct RunCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let director: Director
+        let control: ControlSocket
         do {
             director = try Director(configuration: configuration, options: options, logger: logger)
             try director.start()
         } catch { throw failure("\(error)") }
+        do {
+            control = try ControlSocket(path: socket ?? ControlSocket.defaultPath(interface: interface))
+        } catch {
+            director.stop()
+            throw failure("\(error)")
+        }
+        defer { control.close() }
+        let handler = ControlHandler(director: director)
+        var metricsServer: MetricsServer? = nil
+        if let metrics {
+            do {
+                let (host, port) = try MetricsServer.parseAddress(metrics)
+                // The endpoint's thread reads the control loop's last reading (at most a second old).
+                let readings = director.latestReading
+                let exporter = MetricsExporter {
+                    let reading = readings.current
+                    return (reading?.statistics ?? DirectorStatistics(workers: [], xdp: []), reading?.services ?? [])
+                }
+                let server = try MetricsServer(host: host, port: port, exporter: exporter)
+                try server.start()
+                metricsServer = server
+                logger.info("metrics at http://\(metrics)/metrics")
+            } catch {
+                director.stop()
+                throw failure("--metrics \(metrics): \(error)")
+            }
+        }
+        defer { metricsServer?.stop() }
         let services = configuration.services.count
         print("xdirector: serving \(services) virtual service\(services == 1 ? "" : "s") on \(interface), "
-            + "\(director.plan.assignments.count) queue\(director.plan.assignments.count == 1 ? "" : "s"); ready")
+            + "\(director.plan.assignments.count) queue\(director.plan.assignments.count == 1 ? "" : "s"), "
+            + "control socket \(control.path); ready")
         fflush(nil)
 
         director.run(until: {
@@ -101,7 +141,7 @@ struct RunCommand: ParsableCommand {
                 return false
             }
             return received > 0
-        })
+        }, idle: { control.serve(handler.handle) })
         director.stop()
         print(director.statistics().render())
         fflush(nil)

@@ -10,10 +10,15 @@ class LabTestCase: XCTestCase {
     var directorOutput: CollectedOutput?
     /// The rules file the running director was started with (SIGHUP reloads it).
     var rulesPath: String?
+    /// The running director's control socket.
+    var socketPath: String?
+
+    /// Real servers in the lab.
+    class var realCount: Int { 2 }
 
     override func setUpWithError() throws {
         guard getuid() == 0 else { throw XCTSkip("integration tests need root: network namespaces and XDP") }
-        let lab = try Topology(realCount: 2, directorQueues: 2)
+        let lab = try Topology(realCount: Self.realCount, directorQueues: 2)
         self.lab = lab
         for index in 0..<lab.realCount {
             _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-http", "--name", "rs\(index + 1)", "--port", "80"])
@@ -48,8 +53,10 @@ class LabTestCase: XCTestCase {
         let path = try writeRules(rules + "\n")
         rulesPath = path
         let output = CollectedOutput()
-        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path]
-                                 + arguments, output: output.pipe)
+        let socket = NSTemporaryDirectory() + "\(lab.prefix)-\(UUID().uuidString.prefix(8)).sock"
+        socketPath = socket
+        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path,
+                                                "--socket", socket] + arguments, output: output.pipe)
         directorOutput = output
         guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
     }
@@ -67,6 +74,41 @@ class LabTestCase: XCTestCase {
         return DirectorReport(text: directorOutput?.text ?? "")
     }
 
+    /// Runs `xdirector COMMAND --socket <the director's> ARGUMENTS` (ipvsadm: the socket first) from the host,
+    /// bounded to 30 s, with `input` on its standard input.
+    func cli(_ command: String, _ arguments: [String], input: String = "") throws -> CLIResult {
+        let socket = try XCTUnwrap(socketPath)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.xdirector)
+        process.arguments = [command, "--socket", socket] + arguments
+        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        stdin.fileHandleForWriting.write(Data(input.utf8))
+        try stdin.fileHandleForWriting.close()
+        let group = DispatchGroup()
+        nonisolated(unsafe) var out = Data(), err = Data()
+        group.enter()
+        DispatchQueue.global().async { out = stdout.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        group.enter()
+        DispatchQueue.global().async { err = stderr.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        Topology.wait(process, seconds: 30)
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        group.wait()
+        return CLIResult(status: process.terminationStatus, output: String(decoding: out, as: UTF8.self),
+                         error: String(decoding: err, as: UTF8.self))
+    }
+
+    /// `xdirector ipvsadm ARGUMENTS` against the running director; fails the test when it exits non-zero.
+    @discardableResult
+    func ipvsadm(_ arguments: String, input: String = "", file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let result = try cli("ipvsadm", arguments.split(separator: " ").map(String.init), input: input)
+        XCTAssertEqual(result.status, 0, "ipvsadm \(arguments): \(result.error)", file: file, line: line)
+        return result.output
+    }
+
     /// Sends `count` requests, one TCP connection each, and counts the answering real servers.
     func answers(_ lab: Topology, url: String, count: Int) throws -> [String: Int] {
         var tally: [String: Int] = [:]
@@ -77,4 +119,10 @@ class LabTestCase: XCTestCase {
         }
         return tally
     }
+}
+
+struct CLIResult {
+    let status: Int32
+    let output: String
+    let error: String
 }

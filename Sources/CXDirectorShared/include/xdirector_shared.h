@@ -20,6 +20,11 @@
 #define XD_MAX_LOCAL_ADDRS 1024
 #endif
 
+/* Capacity of the `real_servers` map (every real server of every service, draining ones included). */
+#ifndef XD_MAX_REALS
+#define XD_MAX_REALS 65536
+#endif
+
 /* Capacity of the `xsks` map: the highest queue index the director can serve, plus one. */
 #ifndef XD_MAX_QUEUES
 #define XD_MAX_QUEUES 256
@@ -57,6 +62,41 @@ struct xd_local_addr_key {
 /* Service flags (xd_service_value.flags). */
 #define XD_SVC_F_NONE 0
 
+/* Key of the `real_servers` map: a real server of a virtual service. 40 bytes, no implicit padding. */
+struct xd_real_key {
+    struct xd_service_key service;
+    __u8 addr[16];  /* network order; IPv4 in addr[0..3] */
+    __u16 port;     /* network order */
+    __u8 family;    /* XD_FAMILY_IPV4 or XD_FAMILY_IPV6 (a tunnelled real server may differ from its service) */
+    __u8 pad;       /* zero */
+};
+
+/* Value of the `real_servers` map: the real server as the workers' snapshot has it. The XDP program does not
+ * read it (the workers schedule); it is the live configuration for operators (`bpftool map dump`). 16 bytes. */
+struct xd_real_value {
+    __u32 weight;           /* host order */
+    __u8 method;            /* XD_METHOD_* */
+    __u8 tunnel;            /* XD_TUNNEL_* for XD_METHOD_TUNNEL, else 0 */
+    __u16 flags;            /* host order: XD_REAL_F_* */
+    __u32 upper_threshold;  /* host order: -x, 0 = none */
+    __u32 lower_threshold;  /* host order: -y, 0 = none */
+};
+
+/* Forwarding methods (xd_real_value.method), as ipvsadm's -g, -i, -m and --fullnat. */
+#define XD_METHOD_DR 0
+#define XD_METHOD_TUNNEL 1
+#define XD_METHOD_MASQ 2
+#define XD_METHOD_FULLNAT 3
+
+/* Tunnel types (xd_real_value.tunnel). */
+#define XD_TUNNEL_IPIP 0
+#define XD_TUNNEL_GUE 1
+#define XD_TUNNEL_GRE 2
+
+/* Real server flags (xd_real_value.flags). */
+#define XD_REAL_F_NONE 0
+#define XD_REAL_F_DRAINING 1  /* removed from the configuration; its connections still reach it until they end */
+
 /* Indices of the XDP program's per-CPU counters (`xdp_counters` map, one __u64 each). */
 enum xd_xdp_counter {
     XD_XDP_RX = 0,              /* every frame the program saw */
@@ -78,6 +118,7 @@ enum xd_xdp_counter {
 #define XD_MAP_XDP_COUNTERS "xdp_counters"
 #define XD_MAP_NAT_REALS "nat_reals"
 #define XD_MAP_LOCAL_ADDRS "local_addrs"
+#define XD_MAP_REAL_SERVERS "real_servers"
 #define XD_PROG_NAME "xdirector_xdp"
 
 #endif /* XDIRECTOR_SHARED_H */
