@@ -96,14 +96,14 @@ public final class MetricsServer: @unchecked Sendable {
     }
 
     private func serve() {
-        _ = pthread_setname_np(pthread_self(), "xd-metrics")
         while !stopRequested.load(ordering: .relaxed) {
             var waiting = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
             guard poll(&waiting, 1, Self.acceptPollMilliseconds) > 0 else { continue }
-            let client = accept4(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            let client = accept(listener, nil, nil)
             guard client >= 0 else { continue }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             answer(client)
-            close(client)
+            Self.closeGracefully(client)
         }
     }
 
@@ -120,6 +120,21 @@ public final class MetricsServer: @unchecked Sendable {
             return  // timed out or closed: nothing worth answering
         }
         Self.writeAll(client, response)
+    }
+
+    /// Closes after the client has seen the answer: closing with unread input (a request cut short by the
+    /// size bound) would reset the connection and could discard the answer in flight. Bounded in time and bytes.
+    static func closeGracefully(_ fd: Int32) {
+        shutdown(fd, Int32(SHUT_WR))
+        var discard = [UInt8](repeating: 0, count: 4096)
+        let deadline = ContinuousClock.now + .milliseconds(500)
+        for _ in 0..<64 {
+            var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard ContinuousClock.now < deadline, poll(&waiting, 1, 100) > 0 else { break }
+            let count = discard.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { break }
+        }
+        close(fd)
     }
 
     // MARK: Reading the request
