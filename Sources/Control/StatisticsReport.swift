@@ -231,8 +231,8 @@ public struct StatisticsReport: Sendable {
     /// Stable keys, sorted: `workers` (`queue`, `core`, `cpu`, `mode`, `thread_id`, `counters`), `totals`, `xdp`.
     /// `counters` and `totals` hold every worker counter by name, zeros included, plus `drops` (the sum of the
     /// `drop_*` counters); `totals` are the sums over the workers. Counts are integers. With `rate` the same
-    /// shape, every count a per-second floating-point number, except `active_connections` which stays the
-    /// integer gauge, and `interval_seconds` is added at the top.
+    /// shape, every count a per-second floating-point number (a whole one may print without a fraction: `2`),
+    /// except `active_connections` which stays the integer gauge, and `interval_seconds` is added at the top.
     public func json(rate: Bool) -> String {
         func counters(_ figureOf: (WorkerCounter) -> Figure, drops: Figure) -> [String: Figure] {
             var result = Dictionary(uniqueKeysWithValues: WorkerCounter.allCases.map { ($0.name, figureOf($0)) })

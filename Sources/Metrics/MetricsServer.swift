@@ -188,7 +188,9 @@ public final class MetricsServer: @unchecked Sendable {
     /// The whole response to a request head: the metrics for `GET /metrics` (a query string is ignored),
     /// headers alone for `HEAD`, 404 for another path, 405 for another method.
     static func respond(to head: String, metrics: () -> String) -> [UInt8] {
-        let requestLine = head.split(separator: "\n", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+        // Split on bytes: as a Character, "\r\n" is one grapheme and matches neither "\r" nor "\n".
+        let firstLine = head.utf8.split(separator: UInt8(ascii: "\n"), maxSplits: 1).first ?? []
+        let requestLine = String(decoding: firstLine, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         let parts = requestLine.split(separator: " ")
         guard parts.count == 3, parts[2].hasPrefix("HTTP/1.") else {
             return response(status: "400 Bad Request", body: "bad request\n")

@@ -67,7 +67,7 @@ final class MetricsTests: XCTestCase {
         }
         // Every sample line is `name{labels} value` or `name value`.
         for line in lines where !line.hasPrefix("#") {
-            XCTAssertNotNil(line.range(of: #"^[a-z_]+(\{[^}]*\})? [0-9.e+]+$"#, options: .regularExpression), line)
+            XCTAssertNotNil(line.range(of: #"^[a-z0-9_]+(\{[^}]*\})? [0-9.e+]+$"#, options: .regularExpression), line)
         }
     }
 
