@@ -100,7 +100,11 @@ public final class MetricsServer: @unchecked Sendable {
             var waiting = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
             guard poll(&waiting, 1, Self.acceptPollMilliseconds) > 0 else { continue }
             let client = accept(listener, nil, nil)
-            guard client >= 0 else { continue }
+            guard client >= 0 else {
+                // Out of descriptors (EMFILE) leaves the listener readable: pause rather than spin.
+                if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED { usleep(50_000) }
+                continue
+            }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             answer(client)
             Self.closeGracefully(client)
