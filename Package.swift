@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Structs and constants shared by the BPF program and Swift: one definition, two consumers.
@@ -40,11 +41,17 @@ let package = Package(
             name: "Control",
             dependencies: ["Dataplane", "Scheduling", "Packet", .product(name: "Logging", package: "swift-log")]
         ),
+        // The Prometheus exporter and its HTTP endpoint (`run --metrics`). Not named Metrics: swift-metrics has one.
+        .target(
+            name: "XDirectorMetrics",
+            dependencies: ["Control", .product(name: "Prometheus", package: "swift-prometheus")],
+            path: "Sources/Metrics"
+        ),
         // Network-namespace labs: the demo, the integration tests and the benchmarks build them.
         .target(name: "Topology", dependencies: ["Packet"], plugins: ["BPFObjectPlugin"]),
         .executableTarget(
             name: "xdirector",
-            dependencies: ["Control", "Topology", "Packet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["Control", "XDirectorMetrics", "Topology", "Packet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Packet builders and topology helpers shared by the tests (and later the benchmarks).
@@ -67,6 +74,8 @@ let package = Package(
         .testTarget(name: "PacketTests", dependencies: ["Packet", "XDirectorTestSupport"]),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling", "Packet"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Packet"]),
+        .testTarget(name: "XDirectorMetricsTests", dependencies: ["XDirectorMetrics", "Control", "Dataplane", "Packet"],
+                    path: "Tests/MetricsTests"),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "XDirectorTestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "Topology", "Packet"]),
         // The bench's pure logic (frames, medians, targets) and its live-frames program (root).

@@ -42,24 +42,8 @@ public struct DirectorStatistics: Sendable {
                                          "pass_fragment", "pass_no_socket", "pass_malformed",
                                          "redirected_reply", "redirected_icmp"]
 
-    /// A table for people: one row per queue, then every non-zero counter, then the XDP program's.
+    /// A table for people (what `run` prints at exit): see `StatisticsReport.table(rate:)`.
     public func render() -> String {
-        var lines = ["queue  core  mode       rx_packets  tx_packets  new_conns  dropped"]
-        for row in workers {
-            let dropped = WorkerCounter.allCases.filter { $0.name.hasPrefix("drop_") }.reduce(UInt64(0)) { $0 + row[$1] }
-            lines.append(String(format: "%5u  %4d  %-9@  %10llu  %10llu  %9llu  %7llu", row.queue, row.core,
-                                (row.zeroCopy ? "zero-copy" : "copy") as NSString, row[.rxPackets], row[.txPackets],
-                                row[.newConnections], dropped))
-        }
-        for row in workers {
-            let details = WorkerCounter.allCases.filter { row[$0] != 0 && ![.rxPackets, .txPackets, .newConnections].contains($0) }
-            if !details.isEmpty {
-                lines.append("queue \(row.queue): " + details.map { "\($0.name)=\(row[$0])" }.joined(separator: " "))
-            }
-        }
-        if !xdp.isEmpty {
-            lines.append("xdp: " + zip(Self.xdpCounterNames, xdp).map { "\($0)=\($1)" }.joined(separator: " "))
-        }
-        return lines.joined(separator: "\n")
+        StatisticsReport(self).table(rate: false)
     }
 }
