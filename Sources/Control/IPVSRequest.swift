@@ -87,8 +87,8 @@ public enum IPVSRequest: Equatable, Sendable {
                 self = .change(try Self.change(arguments, kind))
                 return
             case .request(let kind):
-                // ipvsadm answers -h and -v at once when they come first, whatever follows.
-                if kind == .help || kind == .version, options.first?.spec.long == spec.long {
+                // ipvsadm answers -h and -v at once, whatever follows.
+                if kind == .help || kind == .version {
                     self = kind == .help ? .help : .version
                     return
                 }
@@ -177,8 +177,8 @@ public enum IPVSRequest: Equatable, Sendable {
             try refuseModifiers(except: [.numeric])
             return .listLocalAddresses(service)
         case .help, .version:
-            // Not first: ipvsadm takes them for a second command.
-            throw .multipleCommands(IPVSRequestKind.list.display, kind.display)
+            // Answered before the options are looked at.
+            return kind == .help ? .help : .version
         }
     }
 
