@@ -105,7 +105,7 @@ public enum IPVSListing {
         for real in reals {
             var destination = addressAndPort(real.endpoint, service.key.proto, names)
             // ipvsadm cuts IPv4 names to the column's width; IPv6 ones overflow it.
-            if service.key.endpoint.address.family == .ipv4 { destination = String(destination.prefix(28)) }
+            if real.endpoint.address.family == .ipv4 { destination = String(destination.prefix(28)) }
             let head = "  -> " + left(destination, 28)
             if options.stats {
                 text += head + numbers(real.stats, options.exact)

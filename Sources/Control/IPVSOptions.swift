@@ -242,6 +242,8 @@ struct IPVSOptionSpec: Sendable {
         .init(short: nil, long: "persistent-conn", takesValue: false, role: .listModifier(.persistentConnections)),
         .init(short: nil, long: "sort", takesValue: false, role: .listModifier(.sort)),
         .init(short: nil, long: "nosort", takesValue: false, role: .listModifier(.nosort)),
+        .init(short: nil, long: "tun-info", takesValue: false, role: .unsupported(note: nil),
+              reason: "listings do not show tunnel settings; -S does"),
         .init(short: nil, long: "mcast-interface", takesValue: true, role: .unsupported(note: nil), reason: noSync),
         .init(short: nil, long: "mcast-group", takesValue: true, role: .unsupported(note: nil), reason: noSync),
         .init(short: nil, long: "mcast-port", takesValue: true, role: .unsupported(note: nil), reason: noSync),

@@ -138,6 +138,23 @@ final class IPVSListingTests: XCTestCase {
                        "TCP  192.0.2.1:80                 99999999  100000K     999G    1000M18446744T")
     }
 
+    func testLongIPv4NamesAreCutToTheColumnsIPv6OnesAreNot() throws {
+        let long = PortNames { _, _ in "abcdefghijklmnopqrstuvwxyz0123" }
+        let listing = DirectorListing(connectionTableSize: 1, services: [
+            ServiceListing(key: tcp("192.0.2.10:80"), scheduler: .rr, reals: [
+                RealServerListing(endpoint: endpoint("198.51.100.11:80"), method: .directRouting, weight: 1),
+                // A tunnelled real server of the other family.
+                RealServerListing(endpoint: endpoint("[2001:db8::11]:80"), method: .tunnel, weight: 1),
+            ]),
+        ])
+        let text = try IPVSListing.render(listing, options: IPVSListOptions(sort: false), names: long)
+        XCTAssertEqual(Array(text.split(separator: "\n").dropFirst(3)), [
+            "TCP  192.0.2.10:abcdefghijklmnopq rr",
+            "  -> 198.51.100.11:abcdefghijklmn Route   1      0          0         ",
+            "  -> [2001:db8::11]:abcdefghijklmnopqrstuvwxyz0123 Tunnel  1      0          0         ",
+        ])
+    }
+
     func testLocalAddresses() throws {
         XCTAssertEqual(try IPVSListing.renderLocalAddresses(Self.listing, service: tcp("192.0.2.10:80")), """
             Prot LocalAddress:Port

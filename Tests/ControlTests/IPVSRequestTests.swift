@@ -156,6 +156,7 @@ final class IPVSRequestTests: XCTestCase {
         assertFails("--stop-daemon backup", .unsupportedOption("--stop-daemon", note: sync))
         assertFails("-L --daemon", .unsupportedOption("--daemon", note: sync))
         assertFails("-L --syncid 3", .unsupportedOption("--syncid", note: sync))
+        assertFails("-Ln --tun-info", .unsupportedOption("--tun-info", note: "listings do not show tunnel settings; -S does"))
         assertFails("-a -t 192.0.2.10:80 -r 198.51.100.11 -i --tun-remcsum",
                     .unsupportedOption("--tun-remcsum",
                                        note: "remote checksum offload is not supported; use --tun-csum or --tun-nocsum"))
