@@ -41,9 +41,8 @@ enum IPVSRequestKind: Sendable {
     }
 }
 
-/// The options that shape a listing (`-n`, `--stats`, ...), in the order of ipvsadm's option table, which
-/// is the order its conflict messages name them in.
-enum IPVSListModifier: Int, Sendable, CaseIterable {
+/// The options that shape a listing (`-n`, `--stats`, ...).
+enum IPVSListModifier: Sendable {
     case numeric, connection, timeout, stats, rate, thresholds, persistentConnections, sort, nosort, exact
 
     var display: String {

@@ -232,7 +232,8 @@ extension IPVSRequest {
     /// a listing of a service that does not exist.
     public static func exitStatus(for error: ConfigError, request: IPVSRequest? = nil) -> Int32 {
         switch error {
-        case .unknownOption, .missingValue, .unexpectedValue:
+        case .unknownOption, .missingValue, .unexpectedValue, .missingCommand:
+            // Its option parser's refusals, and no command first ("Try `ipvsadm -h'..."): exit(-1).
             return 255
         case .noSuchService:
             if case .list? = request { return 1 }

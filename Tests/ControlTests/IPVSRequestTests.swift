@@ -191,6 +191,7 @@ final class IPVSRequestTests: XCTestCase {
         XCTAssertEqual(IPVSRequest.exitStatus(for: .invalidWeight("x")), 2)
         XCTAssertEqual(IPVSRequest.exitStatus(for: .listOptionsConflict), 2)
         XCTAssertEqual(IPVSRequest.exitStatus(for: .unknownOption("-q")), 255)
+        XCTAssertEqual(IPVSRequest.exitStatus(for: .missingCommand), 255)
         XCTAssertEqual(IPVSRequest.exitStatus(for: .serviceExists(key)), 255)
         XCTAssertEqual(IPVSRequest.exitStatus(for: .noSuchService(key), request: .change(.deleteService(key))), 255)
         XCTAssertEqual(IPVSRequest.exitStatus(for: .noSuchService(key), request: .list(IPVSListOptions(service: key))), 1)
