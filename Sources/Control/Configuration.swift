@@ -346,6 +346,10 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     case optionNotAllowed(option: String, command: String)
     /// An option the command needs, e.g. `-r` with `-a`.
     case missingOption(option: String, command: String)
+    /// Two options of which the command takes only one, e.g. `-c` and `-t` with `-L`.
+    case conflictingOptions(option: String, other: String, command: String)
+    /// Listing options that do not go together, e.g. `-c` with `--stats` (ipvsadm's words).
+    case listOptionsConflict
     /// A scheduler name IPVS does not know.
     case unknownScheduler(String)
     /// A weight that is not an integer in 0...65535.
@@ -417,6 +421,10 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(option) is not allowed with \(command)"
         case .missingOption(let option, let command):
             return "\(command) needs \(option)"
+        case .conflictingOptions(let option, let other, let command):
+            return "The option '\(option)' conflicts with the '\(other)' option in the '\(command)' command"
+        case .listOptionsConflict:
+            return "options conflicts in the list command"
         case .unknownScheduler(let name):
             return "unknown scheduler '\(name)' (supported: \(Self.supportedSchedulers))"
         case .invalidWeight(let text):

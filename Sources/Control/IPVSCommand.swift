@@ -143,6 +143,9 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
                 localAddress = value ?? ""
             case .unsupported(let why):
                 throw .unsupportedOption(spec.display, note: why)
+            case .request, .listModifier:
+                // Served by a running director (`IPVSRequest`), never a change nor a rules-file line.
+                throw .unsupportedOption(spec.display, note: spec.rulesNote)
             }
         }
 
@@ -413,19 +416,27 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
 /// (`-At`), short values attached or separate (`-w3`, `-w 3`), long values separate or after `=`.
 struct IPVSArgumentScanner {
     let arguments: [String]
+    /// Refusals of unsupported options give the operator's reason (`IPVSOptionSpec.reason`), not the
+    /// rules-file note.
+    let explainsRefusals: Bool
     private var index = 0
     /// What is left of a bundle of short options.
     private var bundle: Substring = ""
 
-    init(arguments: [String]) {
+    init(arguments: [String], explainsRefusals: Bool = false) {
         self.arguments = arguments
+        self.explainsRefusals = explainsRefusals
+    }
+
+    private func refusal(_ spec: IPVSOptionSpec, _ note: String?) -> ConfigError {
+        .unsupportedOption(spec.display, note: explainsRefusals ? spec.reason ?? note : note)
     }
 
     /// The next option and its value (nil for options that take none); nil at the end.
     mutating func next() throws(ConfigError) -> (IPVSOptionSpec, String?)? {
         if let letter = bundle.popFirst() {
             guard let spec = IPVSOptionSpec.find(short: letter) else { throw .unknownOption("-\(letter)") }
-            if case .unsupported(let why) = spec.role { throw .unsupportedOption(spec.display, note: why) }
+            if case .unsupported(let why) = spec.role { throw refusal(spec, why) }
             guard spec.takesValue else { return (spec, nil) }
             if !bundle.isEmpty {
                 defer { bundle = "" }
@@ -449,7 +460,7 @@ struct IPVSArgumentScanner {
             let name = String(body[..<(equals ?? body.endIndex)])
             let attached = equals.map { String(body[body.index(after: $0)...]) }
             guard let spec = IPVSOptionSpec.find(long: name) else { throw .unknownOption("--\(name)") }
-            if case .unsupported(let why) = spec.role { throw .unsupportedOption(spec.display, note: why) }
+            if case .unsupported(let why) = spec.role { throw refusal(spec, why) }
             guard spec.takesValue else {
                 if attached != nil { throw .unexpectedValue(spec.display) }
                 return (spec, nil)

@@ -23,6 +23,44 @@ enum IPVSCommandKind: Sendable {
     }
 }
 
+/// The commands that read rather than change the tables (`-L`, `-S`, ...): served by a running director,
+/// never taken from a rules file.
+enum IPVSRequestKind: Sendable {
+    case list, save, restore, zero, getLocalAddresses, help, version
+
+    var display: String {
+        switch self {
+        case .list: return "-L/--list"
+        case .save: return "-S/--save"
+        case .restore: return "-R/--restore"
+        case .zero: return "-Z/--zero"
+        case .getLocalAddresses: return "-G/--get-laddr"
+        case .help: return "-h/--help"
+        case .version: return "-v/--version"
+        }
+    }
+}
+
+/// The options that shape a listing (`-n`, `--stats`, ...).
+enum IPVSListModifier: Sendable {
+    case numeric, connection, timeout, stats, rate, thresholds, persistentConnections, sort, nosort, exact
+
+    var display: String {
+        switch self {
+        case .numeric: return "-n/--numeric"
+        case .connection: return "-c/--connection"
+        case .timeout: return "--timeout"
+        case .stats: return "--stats"
+        case .rate: return "--rate"
+        case .thresholds: return "--thresholds"
+        case .persistentConnections: return "--persistent-conn"
+        case .sort: return "--sort"
+        case .nosort: return "--nosort"
+        case .exact: return "-X/--exact"
+        }
+    }
+}
+
 /// The options (other than commands) this version implements, each with the commands that take it.
 enum IPVSOptionKind: Sendable, CaseIterable {
     case service, scheduler, realServer, forwardingMethod, weight, tunnelType, tunnelPort, tunnelChecksum
@@ -95,6 +133,10 @@ enum IPVSOptionKind: Sendable, CaseIterable {
 struct IPVSOptionSpec: Sendable {
     enum Role: Sendable {
         case command(IPVSCommandKind)
+        /// A command served by a running director (`-L`, `-S`, `-Z`, ...), refused in rules files.
+        case request(IPVSRequestKind)
+        /// A listing option (`-n`, `--stats`, ...), refused in rules files.
+        case listModifier(IPVSListModifier)
         case service(L4Protocol)
         case scheduler
         case realServer
@@ -121,6 +163,11 @@ struct IPVSOptionSpec: Sendable {
     let role: Role
     /// The value may be left out (`-p [timeout]`): the next argument is taken only when it is a number.
     var optionalValue = false
+    /// Why an `.unsupported` option is refused, for operators at the command line (rules files keep the
+    /// role's own note).
+    var reason: String? = nil
+    /// The note a rules file gives for a `.request` or `.listModifier` option.
+    var rulesNote: String? = nil
 
     /// `-w/--weight` or `--pe`.
     var display: String { short.map { "-\($0)/--\(long)" } ?? "--\(long)" }
@@ -129,6 +176,8 @@ struct IPVSOptionSpec: Sendable {
     static func find(long: String) -> IPVSOptionSpec? { table.first { $0.long == long } }
 
     private static let needsSocket = "listings need the control socket of a running director"
+    private static let noSync = "connection synchronisation between directors is not supported"
+    private static let noFwmark = "firewall-mark services are not supported; use -t or -u"
 
     static let table: [IPVSOptionSpec] = [
         // Commands.
@@ -141,27 +190,28 @@ struct IPVSOptionSpec: Sendable {
         .init(short: "d", long: "delete-server", takesValue: false, role: .command(.deleteServer)),
         .init(short: "P", long: "add-laddr", takesValue: false, role: .command(.addLocalAddress)),
         .init(short: "Q", long: "del-laddr", takesValue: false, role: .command(.deleteLocalAddress)),
-        .init(short: "G", long: "get-laddr", takesValue: false, role: .unsupported(note: needsSocket)),
-        .init(short: "R", long: "restore", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "S", long: "save", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "L", long: "list", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "l", long: "list", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "Z", long: "zero", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "G", long: "get-laddr", takesValue: false, role: .request(.getLocalAddresses), rulesNote: needsSocket),
+        .init(short: "R", long: "restore", takesValue: false, role: .request(.restore)),
+        .init(short: "S", long: "save", takesValue: false, role: .request(.save)),
+        .init(short: "L", long: "list", takesValue: false, role: .request(.list)),
+        .init(short: "l", long: "list", takesValue: false, role: .request(.list)),
+        .init(short: "Z", long: "zero", takesValue: false, role: .request(.zero)),
         .init(short: nil, long: "set", takesValue: true, role: .command(.setTimeouts)),
-        .init(short: nil, long: "start-daemon", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: nil, long: "stop-daemon", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: "h", long: "help", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "v", long: "version", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "start-daemon", takesValue: true, role: .unsupported(note: nil), reason: noSync),
+        .init(short: nil, long: "stop-daemon", takesValue: true, role: .unsupported(note: nil), reason: noSync),
+        .init(short: "h", long: "help", takesValue: false, role: .request(.help)),
+        .init(short: "v", long: "version", takesValue: false, role: .request(.version)),
         // Services.
         .init(short: "t", long: "tcp-service", takesValue: true, role: .service(.tcp)),
         .init(short: "u", long: "udp-service", takesValue: true, role: .service(.udp)),
-        .init(short: "f", long: "fwmark-service", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: "6", long: "ipv6", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: "f", long: "fwmark-service", takesValue: true, role: .unsupported(note: nil), reason: noFwmark),
+        .init(short: "6", long: "ipv6", takesValue: false, role: .unsupported(note: nil), reason: noFwmark),
         .init(short: "s", long: "scheduler", takesValue: true, role: .scheduler),
         .init(short: "b", long: "sched-flags", takesValue: true, role: .schedulerFlags),
         .init(short: "p", long: "persistent", takesValue: true, role: .persistent, optionalValue: true),
         .init(short: "M", long: "netmask", takesValue: true, role: .netmask),
-        .init(short: nil, long: "pe", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: nil, long: "pe", takesValue: true, role: .unsupported(note: nil),
+              reason: "persistence engines are not supported"),
         .init(short: "o", long: "ops", takesValue: false, role: .onePacket),
         // Real servers.
         .init(short: "r", long: "real-server", takesValue: true, role: .realServer),
@@ -173,28 +223,31 @@ struct IPVSOptionSpec: Sendable {
         .init(short: nil, long: "tun-port", takesValue: true, role: .tunnelPort),
         .init(short: nil, long: "tun-nocsum", takesValue: false, role: .tunnelChecksum(false)),
         .init(short: nil, long: "tun-csum", takesValue: false, role: .tunnelChecksum(true)),
-        .init(short: nil, long: "tun-remcsum", takesValue: false, role: .unsupported(note: nil)),
+        .init(short: nil, long: "tun-remcsum", takesValue: false, role: .unsupported(note: nil),
+              reason: "remote checksum offload is not supported; use --tun-csum or --tun-nocsum"),
         .init(short: "w", long: "weight", takesValue: true, role: .weight),
         .init(short: "z", long: "laddr", takesValue: true, role: .localAddress),
         .init(short: "x", long: "u-threshold", takesValue: true, role: .upperThreshold),
         .init(short: "y", long: "l-threshold", takesValue: true, role: .lowerThreshold),
         // Listing and connection synchronisation.
-        .init(short: "n", long: "numeric", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "c", long: "connection", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: "X", long: "exact", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "timeout", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "daemon", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "stats", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "rate", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "thresholds", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "persistent-conn", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "sort", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "nosort", takesValue: false, role: .unsupported(note: nil)),
-        .init(short: nil, long: "mcast-interface", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: nil, long: "mcast-group", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: nil, long: "mcast-port", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: nil, long: "mcast-ttl", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: nil, long: "syncid", takesValue: true, role: .unsupported(note: nil)),
-        .init(short: nil, long: "sync-maxlen", takesValue: true, role: .unsupported(note: nil)),
+        .init(short: "n", long: "numeric", takesValue: false, role: .listModifier(.numeric)),
+        .init(short: "c", long: "connection", takesValue: false, role: .listModifier(.connection)),
+        .init(short: "X", long: "exact", takesValue: false, role: .listModifier(.exact)),
+        .init(short: nil, long: "timeout", takesValue: false, role: .listModifier(.timeout)),
+        .init(short: nil, long: "daemon", takesValue: false, role: .unsupported(note: nil), reason: noSync),
+        .init(short: nil, long: "stats", takesValue: false, role: .listModifier(.stats)),
+        .init(short: nil, long: "rate", takesValue: false, role: .listModifier(.rate)),
+        .init(short: nil, long: "thresholds", takesValue: false, role: .listModifier(.thresholds)),
+        .init(short: nil, long: "persistent-conn", takesValue: false, role: .listModifier(.persistentConnections)),
+        .init(short: nil, long: "sort", takesValue: false, role: .listModifier(.sort)),
+        .init(short: nil, long: "nosort", takesValue: false, role: .listModifier(.nosort)),
+        .init(short: nil, long: "tun-info", takesValue: false, role: .unsupported(note: nil),
+              reason: "listings do not show tunnel settings; -S does"),
+        .init(short: nil, long: "mcast-interface", takesValue: true, role: .unsupported(note: nil), reason: noSync),
+        .init(short: nil, long: "mcast-group", takesValue: true, role: .unsupported(note: nil), reason: noSync),
+        .init(short: nil, long: "mcast-port", takesValue: true, role: .unsupported(note: nil), reason: noSync),
+        .init(short: nil, long: "mcast-ttl", takesValue: true, role: .unsupported(note: nil), reason: noSync),
+        .init(short: nil, long: "syncid", takesValue: true, role: .unsupported(note: nil), reason: noSync),
+        .init(short: nil, long: "sync-maxlen", takesValue: true, role: .unsupported(note: nil), reason: noSync),
     ]
 }
