@@ -39,10 +39,13 @@ public struct ControlHandler {
     /// One ipvsadm invocation: a change applied whole or refused with the running configuration untouched,
     /// or a listing.
     func ipvsadm(_ arguments: [String], input: String) -> ControlResponse {
+        var parsed: IPVSRequest? = nil
         do throws(ConfigError) {
-            switch try IPVSRequest(arguments: arguments) {
+            let request = try IPVSRequest(arguments: arguments)
+            parsed = request
+            switch request {
             case .change(let command):
-                return apply { try director.apply([command]) }
+                return apply(request) { try director.apply([command]) }
             case .list(let options):
                 return ControlResponse(output: try IPVSListing.render(director.listing(connections: options.connections),
                                                                       options: options, names: portNames))
@@ -50,32 +53,49 @@ public struct ControlHandler {
                 // Always numeric, so that what is saved restores here and on IPVS alike.
                 return ControlResponse(output: RulesFile.save(director.configuration))
             case .restore:
-                return apply { try director.reload(try RulesFile.apply(input, to: director.configuration, source: "stdin")) }
+                return apply(request) {
+                    try director.reload(try RulesFile.apply(input, to: director.configuration, source: "stdin"))
+                }
             case .zero(let service):
-                return apply { try director.zeroCounters(service: service) }
+                return apply(request) { try director.zeroCounters(service: service) }
             case .listLocalAddresses(let service):
                 return ControlResponse(output: try IPVSListing.renderLocalAddresses(director.listing(connections: false),
                                                                                     service: service))
             case .help:
                 return ControlResponse(output: IPVSListing.usage)
             case .version:
-                return ControlResponse(output: "xdirector ipvsadm (ipvsadm v1.31 compatible syntax)\n")
+                return ControlResponse(output: IPVSListing.version)
             }
         } catch {
-            return .failure(IPVSListing.message(for: error), status: IPVSListing.exitStatus(for: error))
+            return .failure(IPVSRequest.message(for: error, request: parsed),
+                            status: IPVSRequest.exitStatus(for: error, request: parsed))
         }
     }
 
-    private func apply(_ change: () throws -> Void) -> ControlResponse {
+    /// Runs a change; its refusal is worded and numbered as ipvsadm's (the director's own checks, such as a
+    /// FULLNAT server without a local address, exit 2 like ipvsadm's own refusals).
+    private func apply(_ request: IPVSRequest, _ change: () throws -> Void) -> ControlResponse {
         do {
             try change()
             return ControlResponse()
         } catch let error as ConfigError {
-            return .failure(IPVSListing.message(for: error), status: IPVSListing.exitStatus(for: error))
+            return .failure(IPVSRequest.message(for: error, request: request),
+                            status: IPVSRequest.exitStatus(for: error, request: request))
         } catch let error as RulesFileError {
-            return .failure("\(error)", status: IPVSListing.exitStatus(for: error.reason))
+            return .failure("\(error)", status: IPVSRequest.exitStatus(for: error.reason, request: request))
         } catch {
-            return .failure("\(error)")
+            return .failure("\(error)", status: 2)
         }
+    }
+}
+
+extension PortNames {
+    /// Port names from the system's services database (/etc/services), as ipvsadm prints them without -n.
+    /// Only the control thread lists, so getservbyport's static buffer is safe here.
+    public static let system = PortNames { port, proto in
+        guard let entry = getservbyport(Int32(port.bigEndian), proto.rawValue), let name = entry.pointee.s_name else {
+            return nil
+        }
+        return String(cString: name)
     }
 }

@@ -355,10 +355,10 @@ public final class Director {
                 destinations: service.reals.map { real in
                     destination(real, cell: counterIDs[RealServerIdentity(service: service.key, endpoint: real.endpoint)])
                 },
+                localAddresses: service.localAddresses,
                 draining: draining.filter { $0.key.service == service.key }
                     .sorted { $0.value.cell < $1.value.cell }
-                    .map { destination($0.value.real, cell: $0.value.cell) },
-                localAddresses: service.localAddresses)
+                    .map { destination($0.value.real, cell: $0.value.cell) })
         }
         return ForwardingSnapshot(interfaceMAC: interface.mac, services: services, counters: counters,
                                   timeouts: configuration.connectionTimeouts, mtu: interface.mtu,
