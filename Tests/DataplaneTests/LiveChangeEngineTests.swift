@@ -83,6 +83,27 @@ final class LiveChangeEngineTests: XCTestCase {
                        "the worker that translated the reply counted it")
     }
 
+    func testICMPErrorsOfAConnectionCountAsItsTraffic() throws {
+        var e = engine(snapshot())
+        // NAT: the real server reports a problem with a packet we sent it; it goes back to the client.
+        _ = send(&e, .tcp("198.51.100.1", 40000, "203.0.113.20", 80, flags: TCPFlags.syn))
+        let sent = PacketBuilder.tcp("198.51.100.1", 40000, "198.51.100.11", 8080, flags: TCPFlags.syn)
+        let fromServer = PacketBuilder.icmpError("198.51.100.11", "198.51.100.1", type: 3, code: 3, quoting: sent, quoteLength: 28)
+        let (outVerdict, _, outLength) = send(&e, fromServer)
+        XCTAssertEqual(outVerdict, .transmit)
+        XCTAssertEqual(traffic.totals(cells[3]).outPackets, 1)
+        XCTAssertEqual(traffic.totals(cells[3]).outBytes, UInt64(outLength))
+        // DR: the client reports a problem with a reply (from the VIP); it goes to the connection's server.
+        let (_, mac, synLength) = send(&e, dr(40001, TCPFlags.syn))
+        let reply = PacketBuilder.tcp("203.0.113.10", 80, "198.51.100.1", 40001, flags: TCPFlags.syn | TCPFlags.ack)
+        let fromClient = PacketBuilder.icmpError("198.51.100.1", "203.0.113.10", type: 3, code: 3, quoting: reply, quoteLength: 28)
+        let (inVerdict, inMAC, inLength) = send(&e, fromClient)
+        XCTAssertEqual(inVerdict, .transmit)
+        XCTAssertEqual(inMAC, mac)
+        let cell = cells[macs.firstIndex(of: mac)!]
+        XCTAssertEqual(traffic.totals(cell), TrafficStats(connections: 1, inPackets: 2, inBytes: UInt64(synLength + inLength)))
+    }
+
     /// Opens `count` connections (SYN, ACK) from ports 41000...; returns each port's server MAC.
     private func open(_ e: inout ForwardingEngine, count: Int) -> [UInt16: MACAddress] {
         var chosen: [UInt16: MACAddress] = [:]
