@@ -9,6 +9,27 @@ public enum FrameVerdict: Equatable, Sendable {
     case drop(WorkerCounter)
 }
 
+/// One connection or persistence template as `ipvsadm -Lc` lists it. A template's client is the client's
+/// address under the service's netmask, port 0.
+public struct ConnectionRecord: Sendable, Equatable {
+    public var proto: UInt8
+    public var client: L4Endpoint
+    /// The service's address and port.
+    public var virtual: L4Endpoint
+    /// The real server's address and port.
+    public var destination: L4Endpoint
+    public var state: ConnectionState
+    /// Seconds until it expires.
+    public var expiresIn: UInt32
+    public var isTemplate: Bool
+
+    public init(proto: UInt8, client: L4Endpoint, virtual: L4Endpoint, destination: L4Endpoint,
+                state: ConnectionState, expiresIn: UInt32, isTemplate: Bool) {
+        self.proto = proto; self.client = client; self.virtual = virtual; self.destination = destination
+        self.state = state; self.expiresIn = expiresIn; self.isTemplate = isTemplate
+    }
+}
+
 /// Per connection-table slot, what translation needs beyond the table's own entry.
 struct ConnectionExtra {
     /// The connection's entry in this worker's partition of the reply index, or -1.
@@ -37,6 +58,11 @@ public struct ForwardingEngine: ~Copyable {
     private let replies: ReplyIndexView
     private var ports: LocalPortAllocator
     private let extras: UnsafeMutableBufferPointer<ConnectionExtra>
+    /// This worker's partition: its row of the snapshot's traffic store.
+    private let worker: Int
+    private var traffic: DestinationTrafficWriter
+    /// Set when the frame to transmit is an ICMP error back to its sender rather than the frame forwarded.
+    private var answeredSender = false
 
     /// Where the frame to transmit starts, relative to the received frame (negative after encapsulation).
     public private(set) var outputOffset = 0
@@ -65,15 +91,22 @@ public struct ForwardingEngine: ~Copyable {
                                    addressCount: snapshot.view.localAddresses.count)
         extras = .allocate(capacity: tracker.slotCount)
         extras.initialize(repeating: ConnectionExtra())
+        self.worker = worker
+        traffic = Self.trafficWriter(snapshot.traffic, worker: worker)
+    }
+
+    private static func trafficWriter(_ store: DestinationTrafficStore?, worker: Int) -> DestinationTrafficWriter {
+        guard let store, worker >= 0 && worker < store.workers else { return .none }
+        return store.writer(worker: worker)
     }
 
     deinit {
         extras.deallocate()
     }
 
-    /// Switches to a new configuration: connections follow their real servers to their new indices, those
-    /// whose server is gone expire at their next packet (see `ConnectionTracker.adopt`); FULLNAT ports keep
-    /// their local addresses.
+    /// Switches to a new configuration: connections follow their real servers (by counter cell) wherever
+    /// they now are, draining servers included; those whose server is gone expire at their next packet (see
+    /// `ConnectionTracker.adopt`, which walks no table); FULLNAT ports keep their local addresses.
     public mutating func adopt(_ next: ForwardingSnapshot) {
         tracker.adopt(services: next.view.policies, destinations: next.view.destinations)
         if tracker.timeouts != next.timeouts { tracker.timeouts = next.timeouts }
@@ -82,6 +115,7 @@ public struct ForwardingEngine: ~Copyable {
         if !old.elementsEqual(new) { remapLocalAddresses(from: old, to: new) }
         snapshot = next
         view = next.view
+        traffic = Self.trafficWriter(next.traffic, worker: worker)
     }
 
     /// Carries the FULLNAT ports over to the new local-address indices (a walk of the table: only when the
@@ -107,6 +141,24 @@ public struct ForwardingEngine: ~Copyable {
     /// Connections held in the table (live, or expired and not yet reclaimed).
     public var connectionCount: Int { tracker.connectionCount }
 
+    /// This worker's live connections and persistence templates whose real server is configured (draining
+    /// included), for `ipvsadm -Lc`. Allocates: call it between batches.
+    public func listConnections(now: UInt32) -> [ConnectionRecord] {
+        var records: [ConnectionRecord] = []
+        for (entries, isTemplate) in [(tracker.liveConnections(now: now), false), (tracker.liveTemplates(now: now), true)] {
+            for entry in entries where Int(entry.destination) < view.routes.count {
+                let route = view.routes[Int(entry.destination)]
+                let key = entry.key
+                records.append(ConnectionRecord(
+                    proto: key.proto, client: L4Endpoint(address: key.source, port: key.srcPort),
+                    virtual: L4Endpoint(address: key.destination, port: key.dstPort),
+                    destination: L4Endpoint(address: route.address, port: route.port), state: entry.state,
+                    expiresIn: entry.remaining(now: now), isTemplate: isTemplate))
+            }
+        }
+        return records
+    }
+
     /// Decides and applies the fate of one frame of `length` bytes at `frame`, which has `headroom` bytes
     /// of its buffer before it. `now` is in seconds.
     @inline(__always)
@@ -114,10 +166,11 @@ public struct ForwardingEngine: ~Copyable {
                                  now: UInt32) -> FrameVerdict {
         outputOffset = 0
         outputLength = length
+        answeredSender = false
         let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &parsed)
         guard status == .ok else { return .drop(Self.dropReason(for: status)) }
         if parsed.isICMPError { return icmpError(frame, length: length, headroom: headroom, now: now) }
-        guard let service = view.service(for: parsed.key) else { return reply(frame, now: now) }
+        guard let service = view.service(for: parsed.key) else { return reply(frame, length: length, now: now) }
 
         let destination: Int
         var slot: Int? = nil
@@ -142,8 +195,13 @@ public struct ForwardingEngine: ~Copyable {
         }
         let verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                               slot: slot, isNew: isNew, now: now)
-        if isNew {
-            if case .transmit = verdict { counters.add(.newConnections) } else if let slot { tracker.remove(at: slot) }
+        if case .transmit = verdict {
+            if isNew { counters.add(.newConnections) }
+            if !answeredSender {
+                traffic.countIn(view.destinations[destination].counterID, bytes: length, newConnection: isNew)
+            }
+        } else if isNew, let slot {
+            tracker.remove(at: slot)
         }
         return verdict
     }
@@ -165,7 +223,8 @@ public struct ForwardingEngine: ~Copyable {
             var source: L4Endpoint? = nil
             if route.kind == .fullNAT {
                 guard let slot else { return .drop(.connectionTableFull) }
-                if isNew, let verdict = openFullNAT(slot: slot, service: service, route: route, frame: frame, now: now) {
+                if isNew, let verdict = openFullNAT(slot: slot, service: service, destination: destination, route: route,
+                                                    frame: frame, now: now) {
                     return verdict
                 }
                 let extra = extras[slot]
@@ -173,7 +232,8 @@ public struct ForwardingEngine: ~Copyable {
                 source = L4Endpoint(address: view.localAddresses[Int(extra.localAddress)], port: extra.localPort)
             } else if isNew || slot == nil {
                 let reply = Self.replyKey(of: parsed.key, server: route, to: parsed.key.source, port: parsed.key.srcPort)
-                if let verdict = publish(reply, slot: slot, fullNAT: false, frame: frame, now: now) { return verdict }
+                if let verdict = publish(reply, slot: slot, destination: destination, fullNAT: false, frame: frame,
+                                         now: now) { return verdict }
             }
             if let slot {
                 let expires = tracker.expiry(at: slot)
@@ -217,6 +277,7 @@ public struct ForwardingEngine: ~Copyable {
             guard errorLength > 0 else { return .drop(.dropFragmentationNeeded) }
             outputLength = errorLength
             counters.add(.icmpTooBigSent)
+            answeredSender = true
             return .transmit
         case .fragmentationRequired:
             return .drop(.dropFragmentationNeeded)
@@ -229,8 +290,8 @@ public struct ForwardingEngine: ~Copyable {
 
     /// A new FULLNAT connection: a local address and port, and the reply index entry. nil when it may go on.
     @inline(__always)
-    private mutating func openFullNAT(slot: Int, service: Int, route: DestinationRoute, frame: UnsafeMutableRawPointer,
-                                      now: UInt32) -> FrameVerdict? {
+    private mutating func openFullNAT(slot: Int, service: Int, destination: Int, route: DestinationRoute,
+                                      frame: UnsafeMutableRawPointer, now: UInt32) -> FrameVerdict? {
         // A port is held while the connection that took it lives: its slot still records the port and its
         // expiry (mirrored in `extras`) is ahead. The closure is passed straight in, so it allocates nothing.
         guard let (address, port) = ports.allocate(
@@ -244,7 +305,7 @@ public struct ForwardingEngine: ~Copyable {
         extras[slot].localAddress = Int32(address)
         extras[slot].localPort = port
         let reply = Self.replyKey(of: parsed.key, server: route, to: view.localAddresses[address], port: port)
-        if let verdict = publish(reply, slot: slot, fullNAT: true, frame: frame, now: now) {
+        if let verdict = publish(reply, slot: slot, destination: destination, fullNAT: true, frame: frame, now: now) {
             ports.release(address: address, port: port)
             extras[slot].localAddress = -1
             return verdict
@@ -254,12 +315,13 @@ public struct ForwardingEngine: ~Copyable {
 
     /// Makes a new connection's replies findable by every worker. nil when it may go on.
     @inline(__always)
-    private mutating func publish(_ reply: FlowKey, slot: Int?, fullNAT: Bool, frame: UnsafeMutableRawPointer,
-                                  now: UInt32) -> FrameVerdict? {
+    private mutating func publish(_ reply: FlowKey, slot: Int?, destination: Int, fullNAT: Bool,
+                                  frame: UnsafeMutableRawPointer, now: UInt32) -> FrameVerdict? {
         let key = parsed.key
         let value = ReplyTranslation(source: L4Endpoint(address: key.destination, port: key.dstPort),
                                      client: L4Endpoint(address: key.source, port: key.srcPort),
-                                     clientMAC: Self.sourceMAC(of: frame), fullNAT: fullNAT)
+                                     clientMAC: Self.sourceMAC(of: frame), fullNAT: fullNAT,
+                                     cell: view.destinations[destination].counterID)
         let expires = slot.map { tracker.expiry(at: $0) } ?? now &+ 60
         guard let entry = replies.insert(reply, value, expires: expires, now: now) else {
             return .drop(.dropReplyIndexFull)
@@ -278,7 +340,7 @@ public struct ForwardingEngine: ~Copyable {
 
     /// A NAT or FULLNAT reply: back to VIP:VPORT as its source (and to the client, for FULLNAT).
     @inline(__always)
-    private mutating func reply(_ frame: UnsafeMutableRawPointer, now: UInt32) -> FrameVerdict {
+    private mutating func reply(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt32) -> FrameVerdict {
         var owner = 0
         guard let translation = replies.lookup(parsed.key, now: now, partition: &owner) else {
             return .drop(.dropNoReplyState)
@@ -290,6 +352,7 @@ public struct ForwardingEngine: ~Copyable {
         guard result == .transmit else { return .drop(.dropHopLimitExceeded) }
         counters.add(.repliesTranslated)
         if owner != replies.own { counters.add(.repliesOfOtherWorkers) }
+        traffic.countOut(translation.cell, bytes: length)
         return .transmit
     }
 
@@ -322,6 +385,15 @@ public struct ForwardingEngine: ~Copyable {
                                             flow: FlowKey, now: UInt32) -> FrameVerdict {
         guard let (slot, destination) = tracker.find(flow, now: now), destination < view.destinations.count
         else { return .drop(.dropICMPWithoutConnection) }
+        let verdict = icmpTowardsServer(frame, length: length, headroom: headroom, slot: slot, destination: destination)
+        if verdict == .transmit {
+            traffic.countIn(view.destinations[destination].counterID, bytes: length, newConnection: false)
+        }
+        return verdict
+    }
+
+    private mutating func icmpTowardsServer(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, slot: Int,
+                                            destination: Int) -> FrameVerdict {
         let mac = view.macs[destination]
         guard mac != 0 else { return .drop(.dropUnresolvedDestination) }
         let route = view.routes[destination]
@@ -360,7 +432,9 @@ public struct ForwardingEngine: ~Copyable {
             outerDestination: translation.fullNAT ? client.address : nil,
             innerSource: translation.fullNAT ? client : nil, innerDestination: service,
             sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: translation.clientMAC))
-        return result == .transmit ? .transmit : .drop(.dropHopLimitExceeded)
+        guard result == .transmit else { return .drop(.dropHopLimitExceeded) }
+        traffic.countOut(translation.cell, bytes: length)
+        return .transmit
     }
 
     // MARK: Helpers

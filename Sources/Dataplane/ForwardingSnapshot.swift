@@ -34,12 +34,18 @@ public struct SnapshotService: Sendable {
     public var destinations: [SnapshotDestination]
     /// FULLNAT source addresses (`-P`), any family; a real server uses those of its own family.
     public var localAddresses: [IPAddress]
+    /// Real servers removed from the service that still hold connections (IPVS with `expire_nodest_conn`
+    /// 0): their connections keep reaching them, but nothing new is scheduled to them. Each needs its
+    /// counter cell (its identity); the control side drops it once the cell counts nothing.
+    public var draining: [SnapshotDestination]
 
     public var scheduler: SchedulerKind { policy.scheduler }
 
-    public init(key: VIPKey, policy: ServicePolicy, destinations: [SnapshotDestination], localAddresses: [IPAddress] = []) {
+    public init(key: VIPKey, policy: ServicePolicy, destinations: [SnapshotDestination], localAddresses: [IPAddress] = [],
+                draining: [SnapshotDestination] = []) {
         self.key = key; self.policy = policy; self.destinations = destinations
         self.localAddresses = localAddresses
+        self.draining = draining
     }
 
     public init(key: VIPKey, scheduler: SchedulerKind, destinations: [SnapshotDestination]) {
@@ -94,6 +100,8 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     public let counters: DestinationCounterStore?
     /// `ipvsadm --set`: applied by the workers when they adopt the snapshot.
     public let timeouts: ConnectionTimeouts
+    /// Per-real-server traffic, by counter cell; kept by the control side across snapshots like `counters`.
+    public let traffic: DestinationTrafficStore?
     let view: SnapshotView
     private let policies: UnsafeMutableBufferPointer<ServicePolicy>
     private let services: UnsafeMutableBufferPointer<VIPKey>
@@ -109,13 +117,17 @@ public final class ForwardingSnapshot: @unchecked Sendable {
 
     /// `mtu` bounds what tunnelling may send; `sourceAddresses` are the director's own (one per family is
     /// used): the outer source of tunnelled packets and the source of the ICMP errors the director sends.
+    ///
+    /// Destinations lie in the flat buffers service by service, each service's range in configuration
+    /// order, then every service's draining servers after all the ranges, where no scheduler sees them.
     public init(interfaceMAC: MACAddress, services input: [SnapshotService],
                 counters: DestinationCounterStore? = nil, timeouts: ConnectionTimeouts = .init(), mtu: Int = 1500,
-                sourceAddresses: [IPAddress] = []) {
+                sourceAddresses: [IPAddress] = [], traffic: DestinationTrafficStore? = nil) {
         self.interfaceMAC = interfaceMAC
         self.counters = counters
         self.timeouts = timeouts
-        let destinationCount = input.reduce(0) { $0 + $1.destinations.count }
+        self.traffic = traffic
+        let destinationCount = input.reduce(0) { $0 + $1.destinations.count + $1.draining.count }
         services = .allocate(capacity: max(input.count, 1))
         policies = .allocate(capacity: max(input.count, 1))
         destinations = .allocate(capacity: max(destinationCount, 1))
@@ -132,13 +144,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
             policy.count = Int32(service.destinations.count)
             policies[index] = policy
             for destination in service.destinations {
-                let cell = destination.counterID.flatMap { id in counters.map { $0.cell(id) } }
-                destinations[next] = SchedulingDestination(
-                    weight: destination.weight, isAvailable: destination.mac != nil,
-                    counterID: cell == nil ? SchedulingDestination.noCounters : destination.counterID!,
-                    counters: cell, endpointHash: destination.endpointHash)
-                macs[next] = destination.mac?.value ?? 0
-                routes[next] = destination.route
+                Self.place(destination, at: next, counters: counters, destinations: destinations, macs: macs, routes: routes)
                 next += 1
             }
             var range = LocalAddressRange()
@@ -156,6 +162,12 @@ public final class ForwardingSnapshot: @unchecked Sendable {
                 if family == .ipv4 { (range.first4, range.count4) = (first, count) } else { (range.first6, range.count6) = (first, count) }
             }
             serviceLocalAddresses[index] = range
+        }
+        for service in input {
+            for destination in service.draining {
+                Self.place(destination, at: next, counters: counters, destinations: destinations, macs: macs, routes: routes)
+                next += 1
+            }
         }
         localAddresses = .allocate(capacity: max(unique.count, 1))
         _ = localAddresses.initialize(from: unique)
@@ -183,6 +195,18 @@ public final class ForwardingSnapshot: @unchecked Sendable {
                             serviceLocalAddresses: UnsafeBufferPointer(rebasing: serviceLocalAddresses[0..<input.count]),
                             lookup: UnsafeBufferPointer(lookup), interfaceMAC: interfaceMAC, mtu: mtu,
                             source4: source4, source6: source6)
+    }
+
+    private static func place(_ destination: SnapshotDestination, at index: Int, counters: DestinationCounterStore?,
+                              destinations: UnsafeMutableBufferPointer<SchedulingDestination>,
+                              macs: UnsafeMutableBufferPointer<UInt64>, routes: UnsafeMutableBufferPointer<DestinationRoute>) {
+        let cell = destination.counterID.flatMap { id in counters.map { $0.cell(id) } }
+        destinations[index] = SchedulingDestination(
+            weight: destination.weight, isAvailable: destination.mac != nil,
+            counterID: cell == nil ? SchedulingDestination.noCounters : destination.counterID!,
+            counters: cell, endpointHash: destination.endpointHash)
+        macs[index] = destination.mac?.value ?? 0
+        routes[index] = destination.route
     }
 
     deinit {

@@ -11,9 +11,14 @@ public struct ReplyTranslation: Equatable, Sendable {
     /// The next hop towards the client: the source MAC of the connection's first packet.
     public var clientMAC: UInt64
     public var fullNAT: Bool
+    /// The real server's counter cell (`SchedulingDestination.noCounters` for none), so the worker that
+    /// translates a reply counts it for that server.
+    public var cell: UInt32
 
-    public init(source: L4Endpoint, client: L4Endpoint, clientMAC: UInt64, fullNAT: Bool) {
+    public init(source: L4Endpoint, client: L4Endpoint, clientMAC: UInt64, fullNAT: Bool,
+                cell: UInt32 = SchedulingDestination.noCounters) {
         self.source = source; self.client = client; self.clientMAC = clientMAC; self.fullNAT = fullNAT
+        self.cell = cell
     }
 }
 
@@ -51,6 +56,7 @@ public struct ReplyIndexView {
         let (clientHi, clientLo) = Self.words(value.client.address)
         var words = SIMD8<UInt64>.zero
         (words[0], words[1], words[2], words[3], words[4]) = (sourceHi, sourceLo, clientHi, clientLo, value.clientMAC)
+        words[5] = UInt64(value.cell)
         let ports = UInt32(value.source.port) | UInt32(value.client.port) << 16
         let record = SharedFlowRecord(words: words, small: ports, flags: value.fullNAT ? Self.fullNATFlag : 0)
         return table.insert(key, record, expires: expires, now: now)
@@ -71,7 +77,8 @@ public struct ReplyIndexView {
                                port: UInt16(truncatingIfNeeded: record.small)),
             client: L4Endpoint(address: Self.address(key.family, record.words[2], record.words[3]),
                                port: UInt16(truncatingIfNeeded: record.small >> 16)),
-            clientMAC: record.words[4], fullNAT: record.flags & Self.fullNATFlag != 0)
+            clientMAC: record.words[4], fullNAT: record.flags & Self.fullNATFlag != 0,
+            cell: UInt32(truncatingIfNeeded: record.words[5]))
     }
 
     /// An address as two words (IPv4 in the low word), as `FlowKey` holds them.

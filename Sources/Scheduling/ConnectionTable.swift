@@ -24,6 +24,8 @@ import Synchronization
 /// Counters: an entry inserted with a counter cell (`DestinationCounterCell`, from the store given to
 /// `init`) is counted there from insertion until it is removed or its expired slot is reclaimed or reused,
 /// as inactive, active while ESTABLISHED, or persistent for templates, as IPVS counts its connections.
+/// The cell is also the real server's identity: it is kept with the entry (counted or not), so a tracker
+/// finds the server's current index through it rather than renumbering entries when servers move.
 public struct ConnectionTable: ~Copyable {
     @usableFromInline
     struct Entry {
@@ -34,7 +36,7 @@ public struct ConnectionTable: ~Copyable {
         @usableFromInline var expires: UInt32
         /// `key.flowHash`, kept so deletion can find an entry's home slot without rehashing.
         @usableFromInline var hash: UInt32
-        /// The destination's counter cell, `SchedulingDestination.noCounters` for none.
+        /// The destination's counter cell (its identity), `SchedulingDestination.noCounters` for none.
         @usableFromInline var counter: UInt32
         @usableFromInline var state: ConnectionState
         @usableFromInline var flags: UInt8
@@ -187,16 +189,13 @@ public struct ConnectionTable: ~Copyable {
         let isTCP = key.proto == IPProtocolNumber.tcp && !template
         var flags: UInt8 = seesReplies ? 0 : Self.inputOnlyFlag
         if template { flags |= Self.templateFlag }
-        var counted = counter
         if let cells = counterCells, Int(counter) < counterCapacity {
             cells[Int(counter)].bind(template: template)
             flags |= Self.countedFlag
-        } else {
-            counted = SchedulingDestination.noCounters
         }
         entries[slot] = Entry(
             key: key, service: service, destination: destination, expires: now &+ templateTimeout, hash: hash,
-            counter: counted, state: isTCP ? .initial : .udp, flags: flags, lastSeen: UInt16(truncatingIfNeeded: now))
+            counter: counter, state: isTCP ? .initial : .udp, flags: flags, lastSeen: UInt16(truncatingIfNeeded: now))
         tags[slot] = Self.tag(hash)
         if !template { update(at: slot, tcpFlags: tcpFlags, direction: .input, now: now) }
         return slot
@@ -239,6 +238,14 @@ public struct ConnectionTable: ~Copyable {
     public func destination(at slot: Int) -> UInt32 {
         precondition(slot >= 0 && slot <= mask, "connection slot out of range")
         return entries[slot].destination
+    }
+
+    /// The counter cell the entry in `slot` was inserted with (`noCounters` for none), counted or not: the
+    /// identity of its real server.
+    @inlinable
+    public func cell(at slot: Int) -> UInt32 {
+        precondition(slot >= 0 && slot <= mask, "connection slot out of range")
+        return entries[slot].counter
     }
 
     /// Applies a packet: advances the TCP state machine from its flags (non-TCP: no state) and restarts the
@@ -288,22 +295,6 @@ public struct ConnectionTable: ~Copyable {
         vacate(slot)
     }
 
-    /// Moves the entry in `slot` (which must hold one) to another destination and service, keeping its
-    /// counter cell: for configuration changes that renumber destinations.
-    public mutating func setDestination(at slot: Int, destination: UInt32, service: UInt32) {
-        precondition(isOccupied(slot), "no connection in this slot")
-        entries[slot].destination = destination
-        entries[slot].service = service
-    }
-
-    /// Stops counting the entry in `slot` (its real server left the configuration) and gives it
-    /// `destination` (a value meaning "none" to the caller).
-    public mutating func detach(at slot: Int, destination: UInt32) {
-        precondition(isOccupied(slot), "no connection in this slot")
-        release(slot)
-        entries[slot].destination = destination
-    }
-
     /// Sets the expiry of the entry in `slot` (which must hold one), e.g. to keep a template alive.
     public mutating func setExpiry(at slot: Int, _ expires: UInt32) {
         precondition(isOccupied(slot), "no connection in this slot")
@@ -314,6 +305,12 @@ public struct ConnectionTable: ~Copyable {
     public func counter(at slot: Int) -> UInt32 {
         precondition(isOccupied(slot), "no connection in this slot")
         return entries[slot].flags & Self.countedFlag != 0 ? entries[slot].counter : SchedulingDestination.noCounters
+    }
+
+    /// Whether the entry in `slot` (which must hold one) is a persistence template.
+    public func isTemplate(at slot: Int) -> Bool {
+        precondition(isOccupied(slot), "no connection in this slot")
+        return entries[slot].flags & Self.templateFlag != 0
     }
 
     /// Whether the entry in `slot` still follows the input-only table (no reply seen; DR, TUN).
@@ -345,12 +342,20 @@ public struct ConnectionTable: ~Copyable {
     /// the table takes a few seconds at most and `count` follows the live connections.
     @discardableResult
     public mutating func sweep(now: UInt32, limit: Int) -> Int {
+        sweep(now: now, limit: limit, orphaned: { _ in false })
+    }
+
+    /// `sweep`, also reclaiming live entries whose counter cell `orphaned` names (their real server left
+    /// the configuration), so they stop counting within a round of sweeps rather than at their expiry.
+    @discardableResult
+    public mutating func sweep(now: UInt32, limit: Int, orphaned: (UInt32) -> Bool) -> Int {
         // An empty table has nothing to reclaim: an idle worker's sweeps cost nothing.
         if count == 0 { return 0 }
         var slot = sweepCursor
         var reclaimed = 0
         for _ in 0..<max(0, limit) {
-            if tags[slot] > Self.tombstone && !Self.isLive(entries[slot].expires, now) {
+            if tags[slot] > Self.tombstone
+                && (!Self.isLive(entries[slot].expires, now) || orphaned(entries[slot].counter)) {
                 vacate(slot)
                 reclaimed += 1
             }

@@ -12,8 +12,13 @@ import Packet
 /// Counts are kept in the shared `DestinationCounterStore`, so the least-connection schedulers of every
 /// worker see every worker's connections. Counts follow the table: an expired connection is uncounted when
 /// `sweep` (call it between batches) or a new connection reclaims its slot.
+///
+/// A connection names its real server by the server's counter cell, its identity across configurations:
+/// `adopt` rebuilds a cell → index table (O(servers)), and every lookup resolves the entry's cell through
+/// it (one load), so servers may move or leave without walking the tables. Entries without a cell (no
+/// counter store) keep the server index they were placed with.
 public struct ConnectionTracker: ~Copyable {
-    /// Destination value of a connection whose real server left the configuration.
+    /// "No server": the index a cell maps to while its real server is not configured.
     public static let noDestination = UInt32.max
 
     private var connections: ConnectionTable
@@ -26,6 +31,12 @@ public struct ConnectionTracker: ~Copyable {
     private var services: UnsafeBufferPointer<ServicePolicy>
     private var destinations: UnsafeBufferPointer<SchedulingDestination>
     private var states: UnsafeMutableBufferPointer<SchedulerState>
+    /// Cell → index into `destinations` (`noDestination` when the cell's server is not configured), for
+    /// cells below `cellCapacity`; larger ones are not used as identities.
+    private let cellIndex: UnsafeMutablePointer<UInt32>
+    private let cellCapacity: Int
+    /// The cells set in `cellIndex`, so the next `adopt` clears just those.
+    private var mappedCells: UnsafeMutableBufferPointer<UInt32>
     private let seed: UInt64
     /// New flows may be untracked because the table was full until this time: unknown TCP segments are then
     /// forwarded by hashing rather than dropped.
@@ -58,12 +69,18 @@ public struct ConnectionTracker: ~Copyable {
         services = UnsafeBufferPointer(start: nil, count: 0)
         destinations = UnsafeBufferPointer(start: nil, count: 0)
         states = .allocate(capacity: 0)
+        cellCapacity = counters?.capacity ?? 1 << 16
+        cellIndex = .allocate(capacity: cellCapacity)
+        cellIndex.initialize(repeating: Self.noDestination, count: cellCapacity)
+        mappedCells = .allocate(capacity: 0)
         self.seed = seed
     }
 
     deinit {
         for index in states.indices { Scheduler.release(&states[index]) }
         states.deallocate()
+        cellIndex.deallocate()
+        mappedCells.deallocate()
     }
 
     /// Per-state timeouts for connections, from their next packet on (`ipvsadm --set`).
@@ -89,10 +106,27 @@ public struct ConnectionTracker: ~Copyable {
     /// connection they are about).
     @inline(__always)
     public func find(_ key: FlowKey, now: UInt32) -> (slot: Int, destination: Int)? {
-        guard let slot = connections.find(key, now: now) else { return nil }
-        let destination = connections.destination(at: slot)
-        guard destination != Self.noDestination else { return nil }
-        return (slot, Int(destination))
+        guard let slot = connections.find(key, now: now),
+              let destination = resolve(cell: connections.cell(at: slot), index: connections.destination(at: slot))
+        else { return nil }
+        return (slot, destination)
+    }
+
+    /// The current index of a connection's server: through its cell when it has one (nil when that server
+    /// left the configuration), else the index it was placed with while that is still in range.
+    @inline(__always)
+    private func resolve(cell: UInt32, index: UInt32) -> Int? {
+        if cell == SchedulingDestination.noCounters { return Int(index) < destinations.count ? Int(index) : nil }
+        guard Int(cell) < cellCapacity else { return nil }
+        let current = cellIndex[Int(cell)]
+        return current == Self.noDestination ? nil : Int(current)
+    }
+
+    /// The cell a new entry keeps as its server's identity.
+    @inline(__always)
+    private func identity(of destination: Int) -> UInt32 {
+        let cell = destinations[destination].counterID
+        return Int(cell) < cellCapacity ? cell : SchedulingDestination.noCounters
     }
 
     /// Forgets a connection just admitted whose first packet could not be forwarded after all.
@@ -105,9 +139,10 @@ public struct ConnectionTracker: ~Copyable {
 
     /// Switches to a new configuration. A service keeps its scheduler position when it keeps its index,
     /// scheduler and number of servers (as IPVS does on `-a`/`-e`/`-d`); otherwise it starts afresh. Every
-    /// connection and template follows its real server (by counter cell) to the server's new index; those
-    /// whose server is gone are uncounted and marked to expire at their next packet. That walks both tables
-    /// once, so it is skipped when every server keeps its index (weights, availability, thresholds changed).
+    /// connection and template follows its real server (by counter cell) to the server's new index, and those
+    /// whose server is gone expire at their next packet (or the sweep reclaims them): only the cell table is
+    /// rebuilt, O(servers), whatever the number of connections. Servers outside every service's range
+    /// (draining: removed, still holding connections) keep their connections but get no new ones.
     public mutating func adopt(services newServices: UnsafeBufferPointer<ServicePolicy>,
                                destinations newDestinations: UnsafeBufferPointer<SchedulingDestination>) {
         let newStates = UnsafeMutableBufferPointer<SchedulerState>.allocate(capacity: newServices.count)
@@ -128,54 +163,19 @@ public struct ConnectionTracker: ~Copyable {
         for index in states.indices { Scheduler.release(&states[index]) }
         states.deallocate()
         states = newStates
-        defer {
-            services = newServices
-            destinations = newDestinations
-        }
-        if Self.sameServers(services, destinations, newServices, newDestinations) { return }
+        services = newServices
+        destinations = newDestinations
 
-        var place: [UInt32: (destination: UInt32, service: UInt32)] = [:]
-        for (service, policy) in newServices.enumerated() {
-            for index in Int(policy.first)..<Int(policy.first + policy.count)
-            where index < newDestinations.count && newDestinations[index].counterID != SchedulingDestination.noCounters {
-                place[newDestinations[index].counterID] = (UInt32(index), UInt32(service))
-            }
+        for cell in mappedCells { cellIndex[Int(cell)] = Self.noDestination }
+        mappedCells.deallocate()
+        mappedCells = .allocate(capacity: newDestinations.count)
+        var mapped = 0
+        for (index, destination) in newDestinations.enumerated() where Int(destination.counterID) < cellCapacity {
+            cellIndex[Int(destination.counterID)] = UInt32(index)
+            mappedCells[mapped] = destination.counterID
+            mapped += 1
         }
-        Self.remap(&connections, place, destinationCount: newDestinations.count)
-        Self.remap(&templates, place, destinationCount: newDestinations.count)
-    }
-
-    /// Whether every service keeps its range and every server its counter cell at the same index: then
-    /// every entry's service and destination indices stay right.
-    private static func sameServers(
-        _ oldServices: UnsafeBufferPointer<ServicePolicy>, _ oldDestinations: UnsafeBufferPointer<SchedulingDestination>,
-        _ newServices: UnsafeBufferPointer<ServicePolicy>, _ newDestinations: UnsafeBufferPointer<SchedulingDestination>
-    ) -> Bool {
-        guard oldServices.count == newServices.count, oldDestinations.count == newDestinations.count else { return false }
-        for index in oldServices.indices
-        where oldServices[index].first != newServices[index].first || oldServices[index].count != newServices[index].count {
-            return false
-        }
-        for index in oldDestinations.indices where oldDestinations[index].counterID != newDestinations[index].counterID {
-            return false
-        }
-        return true
-    }
-
-    private static func remap(_ table: inout ConnectionTable, _ place: [UInt32: (destination: UInt32, service: UInt32)],
-                              destinationCount: Int) {
-        for slot in 0..<table.slotCount where table.isOccupied(slot) {
-            let counter = table.counter(at: slot)
-            if counter != SchedulingDestination.noCounters {
-                if let target = place[counter] {
-                    table.setDestination(at: slot, destination: target.destination, service: target.service)
-                } else {
-                    table.detach(at: slot, destination: noDestination)
-                }
-            } else if Int(table.destination(at: slot)) >= destinationCount {
-                table.detach(at: slot, destination: noDestination)
-            }
-        }
+        mappedCells = UnsafeMutableBufferPointer(rebasing: mappedCells[0..<mapped])
     }
 
     @inline(__always)
@@ -199,8 +199,8 @@ public struct ConnectionTracker: ~Copyable {
         let opens = !isTCP || tcpFlags & 0x17 == 0x02
 
         if let slot = connections.find(key, now: now) {
-            let destination = connections.destination(at: slot)
-            if destination == Self.noDestination || Int(destination) >= destinations.count {
+            let resolved = resolve(cell: connections.cell(at: slot), index: connections.destination(at: slot))
+            if resolved == nil {
                 // expire_nodest_conn: the server is gone; a SYN (or datagram) is scheduled afresh below.
                 connections.remove(at: slot)
                 if !opens { return .drop(.destinationRemoved) }
@@ -213,7 +213,7 @@ public struct ConnectionTracker: ~Copyable {
                 if policy.persistenceTimeout != 0 && connections.noteClientPacket(at: slot, now: now) {
                     touchTemplate(key, policy, now: now)
                 }
-                return .existing(destination: Int(destination), slot: slot)
+                return .existing(destination: resolved!, slot: slot)
             }
         }
 
@@ -241,7 +241,7 @@ public struct ConnectionTracker: ~Copyable {
         if policy.onePacket && key.proto == IPProtocolNumber.udp { return .new(destination: chosen, slot: nil) }
         if let slot = connections.insert(
             key, service: UInt32(service), destination: UInt32(chosen), tcpFlags: tcpFlags, now: now,
-            seesReplies: policy.seesReplies, counter: destinations[chosen].counterID) {
+            seesReplies: policy.seesReplies, counter: identity(of: chosen)) {
             return .new(destination: chosen, slot: slot)
         }
         // Full: forward without state, by a choice every later packet of the flow repeats.
@@ -258,9 +258,14 @@ public struct ConnectionTracker: ~Copyable {
 
     /// Reclaims expired connections and templates (uncounting them), examining up to `limit` slots of each
     /// table. Call between batches.
+    /// Entries whose server left the configuration are reclaimed too, so they stop counting.
     public mutating func sweep(now: UInt32, limit: Int) {
-        connections.sweep(now: now, limit: limit)
-        templates.sweep(now: now, limit: limit)
+        let cells = UnsafePointer(cellIndex), capacity = cellCapacity
+        let orphaned = { (cell: UInt32) -> Bool in
+            cell != SchedulingDestination.noCounters && Int(cell) < capacity && cells[Int(cell)] == Self.noDestination
+        }
+        connections.sweep(now: now, limit: limit, orphaned: orphaned)
+        templates.sweep(now: now, limit: limit, orphaned: orphaned)
     }
 
     /// TIME_WAIT (IPVS `conn_reuse_mode` 1) and FIN_WAIT (mode 2, a director that sees only the client).
@@ -305,14 +310,15 @@ public struct ConnectionTracker: ~Copyable {
                                     endpointHash: destinations[chosen].endpointHash)
         }
         // This worker's own template for the client: counted, listed, and published to the others.
-        if let slot = templates.find(templateKey, now: now), Int(templates.destination(at: slot)) != chosen {
+        if let slot = templates.find(templateKey, now: now),
+           resolve(cell: templates.cell(at: slot), index: templates.destination(at: slot)) != chosen {
             templates.remove(at: slot)
         }
         if let slot = templates.find(templateKey, now: now) {
             extend(slot, now &+ policy.persistenceTimeout)
         } else {
             _ = templates.insert(templateKey, service: UInt32(service), destination: UInt32(chosen), tcpFlags: 0,
-                                 now: now, counter: destinations[chosen].counterID, template: true,
+                                 now: now, counter: identity(of: chosen), template: true,
                                  templateTimeout: policy.persistenceTimeout)
         }
         _ = directory.insert(templateKey, origin.record, expires: now &+ policy.persistenceTimeout, now: now)
@@ -367,11 +373,26 @@ public struct ConnectionTracker: ~Copyable {
 
     // MARK: - Listings and tests
 
-    /// Live connections, for listings (allocates).
-    public func liveConnections(now: UInt32) -> [ConnectionEntry] { connections.liveEntries(now: now) }
+    /// Live connections whose server is configured (draining included), with its current index and service
+    /// index, for listings (allocates).
+    public func liveConnections(now: UInt32) -> [ConnectionEntry] { resolved(connections, now: now) }
 
-    /// Live persistence templates, for listings (allocates).
-    public func liveTemplates(now: UInt32) -> [ConnectionEntry] { templates.liveEntries(now: now) }
+    /// Live persistence templates whose server is configured, as `liveConnections` (allocates).
+    public func liveTemplates(now: UInt32) -> [ConnectionEntry] { resolved(templates, now: now) }
+
+    private func resolved(_ table: borrowing ConnectionTable, now: UInt32) -> [ConnectionEntry] {
+        var result: [ConnectionEntry] = []
+        for var entry in table.liveEntries(now: now) {
+            guard let destination = resolve(cell: table.cell(at: entry.slot), index: entry.destination) else { continue }
+            entry.destination = UInt32(destination)
+            // A draining server lies outside every range: its connections keep the service they were placed in.
+            if let service = services.firstIndex(where: { Int($0.first) <= destination && destination < Int($0.first + $0.count) }) {
+                entry.service = UInt32(service)
+            }
+            result.append(entry)
+        }
+        return result
+    }
 }
 
 /// What a template publishes in the shared directory: when and by which worker the client was first
