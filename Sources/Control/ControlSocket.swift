@@ -56,8 +56,10 @@ public final class ControlSocket {
     public func serve(_ handle: (ControlRequest) -> ControlResponse) {
         guard listener >= 0 else { return }
         while true {
-            let client = accept4(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            // The accepted socket does not inherit O_NONBLOCK: reads below block, bounded by the timeouts.
+            let client = accept(listener, nil, nil)
             guard client >= 0 else { return }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             defer { Glibc.close(client) }
             var timeout = timeval(tv_sec: Self.clientTimeoutSeconds, tv_usec: 0)
             setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -173,7 +175,7 @@ public enum ControlClient {
         data.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let written = send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                let written = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
                 if written < 0 {
                     if errno == EINTR { continue }
                     return false
