@@ -18,18 +18,7 @@ struct BackendHTTPCommand: ParsableCommand {
 
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
-        let listener = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
-        guard listener >= 0 else { throw failure("socket: \(String(cString: strerror(errno)))") }
-        var off: Int32 = 0, on: Int32 = 1
-        setsockopt(listener, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in6()
-        address.sin6_family = sa_family_t(AF_INET6)
-        address.sin6_port = port.bigEndian
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-        }
-        guard bound == 0, listen(listener, 128) == 0 else { throw failure("cannot listen on port \(port): \(String(cString: strerror(errno)))") }
+        let listener = try LabSocket.tcpListener(port: port)
         print("backend-http \(name): listening on port \(port)")
         fflush(nil)
         let name = self.name

@@ -100,6 +100,25 @@ struct UDPProbeCommand: ParsableCommand {
 
 /// Socket plumbing for the lab commands.
 enum LabSocket {
+    /// A TCP socket listening on `port` of every IPv4 and IPv6 address.
+    static func tcpListener(port: UInt16) throws -> Int32 {
+        let listener = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        guard listener >= 0 else { throw failure("socket: \(String(cString: strerror(errno)))") }
+        var off: Int32 = 0, on: Int32 = 1
+        setsockopt(listener, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_port = port.bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
+        guard bound == 0, listen(listener, 128) == 0 else {
+            throw failure("cannot listen on port \(port): \(String(cString: strerror(errno)))")
+        }
+        return listener
+    }
+
     static func udp(bound address: IPAddress?, family: IPAddress.Family? = nil, port: UInt16) throws -> Int32 {
         let family = address?.family ?? family ?? .ipv4
         let fd = socket(family == .ipv4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)

@@ -117,27 +117,26 @@ struct TestFailure: Error, CustomStringConvertible {
 struct DirectorReport {
     let text: String
 
-    /// A column of the per-queue table, summed over queues.
+    private var lines: [[Substring]] { text.split(separator: "\n").map { $0.split(separator: " ") } }
+
+    /// A column of the per-queue table (as `run` prints it on exit), summed over the queues' rows.
     func total(_ column: String) -> UInt64 {
-        let lines = text.split(separator: "\n")
-        guard let header = lines.first(where: { $0.hasPrefix("queue  core") }) else { return 0 }
-        let columns = header.split(separator: " ")
-        guard let index = columns.firstIndex(where: { $0 == column }) else { return 0 }
-        return lines.drop { $0 != header }.dropFirst().prefix { $0.first == " " || $0.first?.isNumber == true }
-            .compactMap { line in line.split(separator: " ").dropFirst(index).first.flatMap { UInt64($0) } }
-            .reduce(0, +)
+        guard let header = lines.first(where: { $0.first == "queue" && $0.dropFirst().first == "core" }),
+              let index = header.firstIndex(where: { $0 == column }) else { return 0 }
+        return lines.filter { $0.count == header.count && $0.first.map { UInt64($0) != nil } == true }
+            .compactMap { UInt64($0[index]) }.reduce(0, +)
     }
 
-    /// A `name=value` detail counter, summed over the lines that carry it (queues), 0 when absent.
+    /// A counter of the sections below the table (drops by reason, other events), its total over queues;
+    /// 0 when absent (only non-zero counters are listed).
     func detail(_ name: String) -> UInt64 {
-        text.split(separator: "\n").filter { $0.hasPrefix("queue ") }.compactMap { line in
-            line.split(separator: " ").first { $0.hasPrefix("\(name)=") }.flatMap { UInt64($0.dropFirst(name.count + 1)) }
-        }.reduce(0, +)
+        let sections = lines.prefix { $0.first != "xdp" }
+        return sections.first { $0.first.map(String.init) == name }?.last.flatMap { UInt64($0) } ?? 0
     }
 
     /// One of the XDP program's counters.
     func xdp(_ name: String) -> UInt64 {
-        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("xdp: ") }) else { return 0 }
-        return line.split(separator: " ").first { $0.hasPrefix("\(name)=") }.flatMap { UInt64($0.dropFirst(name.count + 1)) } ?? 0
+        let section = lines.drop { !($0.first == "xdp" && $0.dropFirst().first == "program") }
+        return section.first { $0.first.map(String.init) == name }?.last.flatMap { UInt64($0) } ?? 0
     }
 }
