@@ -230,7 +230,7 @@ final class Scenarios {
         let events = [(step, reload(rules(method: "-g", weights: [3, 1], scheduler: "wrr"), "weight change")),
                       (2 * step, reload(rules(method: "-g", weights: [3], scheduler: "wrr"), "real-server removal"))]
         // Established flows keep their server through both changes: a removed server drains, as in IPVS.
-        for (label, flows, expected) in [("established flows", options.flows, [nil, nil, nil]), ("new flow per packet", 0, [0.5, 0.75, 1.0])] {
+        for (label, flows, expected) in [("established flows", options.flows, [Double?](repeating: nil, count: 3)), ("new flow per packet", 0, [0.5, 0.75, 1.0])] {
             var plan = director("live", "weight 3:1, remove rs2, \(label)", traffic: traffic(size: smallest, flows: flows, rate: rate, proto: .udp),
                                 rules: initial)
             plan.events = events
