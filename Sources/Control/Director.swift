@@ -130,6 +130,7 @@ public final class Director {
                     counters.release(id)
                 }
                 (configuration, counterIDs, draining, lastKnown) = (previous, previousIDs, previousDraining, previousKnown)
+                assignCounters()  // the thresholds as they were; every server keeps its cell
                 try? writeMaps(program)
                 removeStaleMapEntries(program)
                 throw error
