@@ -49,7 +49,9 @@ final class BenchLogicTests: XCTestCase {
     /// back): it writes the flow's fields and checksums from the template's base sums. Needs root.
     func testLiveFramesProgramWritesValidFrames() throws {
         try XCTSkipUnless(getuid() == 0, "loading BPF programs needs root")
-        // Its flow counter is per CPU: stay on one.
+        // Its flow counter is per CPU: stay on one, and give the test thread its CPUs back after (the
+        // processes later tests spawn inherit its affinity).
+        defer { _ = cxdp_unpin_thread() }
         XCTAssertEqual(cxdp_pin_thread_to_cpu(0), 0)
         for proto in FrameTemplate.Proto.allCases {
             let template = template(proto, 64)

@@ -16,6 +16,13 @@ int cxdp_pin_thread_to_cpu(int cpu) {
 
 int cxdp_current_cpu(void) { return sched_getcpu(); }
 
+int cxdp_unpin_thread(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
 int cxdp_thread_id(void) { return (int)syscall(SYS_gettid); }
 
 int cxdp_pin_thread_id_to_cpu(int tid, int cpu) {

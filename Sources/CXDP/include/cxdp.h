@@ -27,6 +27,8 @@ int cxdp_current_cpu(void);
 int cxdp_cpu_allowed(int cpu);
 /* Names the calling thread (shown by ps/top), at most 15 characters. */
 void cxdp_set_thread_name(const char *name);
+/* Lets the calling thread run on every CPU again (undoes cxdp_pin_thread_to_cpu); returns 0 or an errno value. */
+int cxdp_unpin_thread(void);
 /* The calling thread's kernel id (the tid of /proc/<pid>/task/<tid>). */
 int cxdp_thread_id(void);
 /* Moves thread `tid` to `cpu` (sched_setaffinity); returns 0 or an errno value. */
