@@ -118,9 +118,9 @@ public final class Director {
         try Self.checkMethods(next, sources: sourceAddresses)
         try checkCapacity(next)
         let previous = configuration
-        let (previousIDs, previousDraining, previousKnown) = (counterIDs, draining, lastKnown)
+        let (previousIDs, previousDraining) = (counterIDs, draining)
         configuration = next
-        assignCounters()
+        assignCounters(leaving: previous)
         if let program {
             do {
                 try writeMaps(program)
@@ -129,8 +129,8 @@ public final class Director {
                 for (identity, id) in counterIDs where previousIDs[identity] == nil && previousDraining[identity] == nil {
                     counters.release(id)
                 }
-                (configuration, counterIDs, draining, lastKnown) = (previous, previousIDs, previousDraining, previousKnown)
-                assignCounters()  // the thresholds as they were; every server keeps its cell
+                (configuration, counterIDs, draining) = (previous, previousIDs, previousDraining)
+                assignCounters(leaving: previous)  // the thresholds as they were; every server keeps its cell
                 try? writeMaps(program)
                 removeStaleMapEntries(program)
                 throw error
@@ -157,7 +157,7 @@ public final class Director {
             self.program = program
             resolver = RealServerResolver(table: try NeighbourTable(interface: interface), interfaceName: interface.name, logger: logger)
             _ = resolver?.refresh(realAddresses)
-            assignCounters()
+            assignCounters(leaving: configuration)
             let exchange = SnapshotExchange(makeSnapshot())
             self.exchange = exchange
             try writeMaps(program)
@@ -367,9 +367,9 @@ public final class Director {
     }
 
     /// Gives every configured real server a counter cell (keeping the one it had, or taking back its cell
-    /// when it was draining), moves servers that left to `draining`, and writes the thresholds.
-    /// `checkCapacity` has made sure there are cells enough.
-    private func assignCounters() {
+    /// when it was draining), moves servers that left to `draining` with their settings in `previous`, and
+    /// writes the thresholds. `checkCapacity` has made sure there are cells enough.
+    private func assignCounters(leaving previous: DirectorConfig) {
         var next: [RealServerIdentity: UInt32] = [:]
         for service in configuration.services {
             for real in service.reals {
@@ -389,18 +389,12 @@ public final class Director {
             }
         }
         for (identity, id) in counterIDs where next[identity] == nil {
-            draining[identity] = DrainingServer(real: lastKnown[identity] ?? RealServerConfig(endpoint: identity.endpoint),
+            let real = previous.service(identity.service)?.reals.first { $0.endpoint == identity.endpoint }
+            draining[identity] = DrainingServer(real: real ?? RealServerConfig(endpoint: identity.endpoint),
                                                 cell: id, since: Date())
         }
         counterIDs = next
-        lastKnown = [:]
-        for service in configuration.services {
-            for real in service.reals { lastKnown[RealServerIdentity(service: service.key, endpoint: real.endpoint)] = real }
-        }
     }
-
-    /// Each configured real server's settings as of the last `assignCounters`, for those that leave.
-    private var lastKnown: [RealServerIdentity: RealServerConfig] = [:]
 
     /// Releases the cells of draining real servers whose connections and templates have all ended (at least
     /// a second after they left, so every worker has adopted the snapshot without them), keeping their
