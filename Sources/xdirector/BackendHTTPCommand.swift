@@ -2,7 +2,8 @@ import ArgumentParser
 import Foundation
 
 /// A tiny HTTP/1.0 server for real servers in labs (the demo and the tests): answers every request with
-/// its own name, and `GET /bytes/N` with N bytes, closing the connection after each response.
+/// its own name, `GET /bytes/N` with N bytes, and `GET /slow/N` with N bytes paced at about 1.5 MB/s (a
+/// transfer that stays open for a known time whatever the client does), closing the connection after each.
 struct BackendHTTPCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backend-http",
@@ -42,7 +43,8 @@ struct BackendHTTPCommand: ParsableCommand {
         let path = line.split(separator: " ").dropFirst().first.map(String.init) ?? "/"
         var size = name.utf8.count + 1
         var body: [UInt8] = Array((name + "\n").utf8)
-        if path.hasPrefix("/bytes/"), let count = Int(path.dropFirst(7)), count >= 0 {
+        let slow = path.hasPrefix("/slow/")
+        if path.hasPrefix("/bytes/") || slow, let count = Int(path.split(separator: "/").last ?? ""), count >= 0 {
             size = count
             body = Array(repeating: UInt8(ascii: "x"), count: 65536)
         }
@@ -53,6 +55,7 @@ struct BackendHTTPCommand: ParsableCommand {
             let chunk = min(remaining, body.count)
             guard writeAll(connection, Array(body[0..<chunk])) else { return }
             remaining -= chunk
+            if slow { usleep(40_000) }
         }
         shutdown(connection, Int32(SHUT_WR))
         // Let the client close first, so TIME_WAIT stays on its side.

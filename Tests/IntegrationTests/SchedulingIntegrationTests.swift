@@ -39,12 +39,13 @@ final class SchedulingIntegrationTests: LabTestCase {
             -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(0)):80 -g -w 1
             -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(1)):80 -g -w 0
             """)
-        // A slow download from rs1 (the only server with weight), open across the reload.
+        // A slow download from rs1 (the only server with weight), open across the reload: the server paces it
+        // (about 4 s), since a client-side rate limit may read in bursts.
         let size = 6_000_000
         let download = CollectedOutput()
-        let transfer = try lab.spawn(lab.client, ["curl", "-s", "-m", "60", "--limit-rate", "1500K", "-o", "/dev/null",
+        let transfer = try lab.spawn(lab.client, ["curl", "-s", "-m", "60", "-o", "/dev/null",
                                                   "-D", "-", "-w", "size=%{size_download}\n",
-                                                  "http://\(Topology.vip4)/bytes/\(size)"], output: download.pipe)
+                                                  "http://\(Topology.vip4)/slow/\(size)"], output: download.pipe)
         addTeardownBlock { if transfer.isRunning { transfer.terminate() } }
         usleep(1_000_000)  // about a quarter of it, at the limited rate
         XCTAssertTrue(transfer.isRunning, "the download is under way: \(download.text)")
