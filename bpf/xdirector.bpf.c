@@ -51,6 +51,23 @@ struct {
     __type(value, __u32);
 } xsks SEC(".maps");
 
+/* Who runs the program, and its restart grace (struct xd_director). */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct xd_director);
+} director SEC(".maps");
+
+/* Each queue's worker's last sign of life, written by the workers through a shared mapping. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, XD_MAX_QUEUES);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, struct xd_heartbeat);
+} heartbeats SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, XD_XDP_COUNTER_COUNT);
@@ -135,12 +152,28 @@ static __always_inline int take_ports(struct cursor *c, struct l3 *l3)
     return 1;
 }
 
+/* The queue has no socket: its worker is gone or was never there. A worker that died (kill -9, crash) is
+ * about to be replaced by a director that resumes its connections, so for the grace period after its last
+ * heartbeat its frames are dropped (TCP retransmits) rather than handed to a kernel that would reset them;
+ * then they fall back to the kernel. Replies of translated connections are never handed to the kernel,
+ * which would forward them untranslated. A queue never served passes at once. */
+static __always_inline int no_worker(struct xdp_md *ctx, enum xd_xdp_counter kind)
+{
+    __u32 queue = ctx->rx_queue_index, zero = 0;
+    struct xd_heartbeat *beat = bpf_map_lookup_elem(&heartbeats, &queue);
+    struct xd_director *owner = bpf_map_lookup_elem(&director, &zero);
+    if (beat && owner && beat->ns && bpf_ktime_get_ns() - beat->ns < owner->grace_ns)
+        return count(XD_XDP_HELD_NO_WORKER, XDP_DROP);
+    if (kind == XD_XDP_REDIRECTED_REPLY)
+        return count(XD_XDP_DROP_REPLY_NO_WORKER, XDP_DROP);
+    return count(XD_XDP_PASS_NO_SOCKET, XDP_PASS);
+}
+
 static __always_inline int redirect(struct xdp_md *ctx, enum xd_xdp_counter kind)
 {
-    /* A queue without a socket falls back to the kernel rather than black-holing the frame. */
     int verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
     if (verdict != XDP_REDIRECT)
-        return count(XD_XDP_PASS_NO_SOCKET, verdict);
+        return no_worker(ctx, kind);
     if (kind != XD_XDP_REDIRECTED)
         count(kind, 0);
     return count(XD_XDP_REDIRECTED, verdict);

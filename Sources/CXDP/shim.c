@@ -41,3 +41,28 @@ int cxdp_cpu_allowed(int cpu) {
 }
 
 void cxdp_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+struct bpf_object *cxdp_object_open_mem(const void *data, size_t size, const char *name) {
+    LIBBPF_OPTS(bpf_object_open_opts, options, .object_name = name);
+    return bpf_object__open_mem(data, size, &options);
+}
+
+int cxdp_xdp_attach(int ifindex, int prog_fd, __u32 flags, int expected_fd) {
+    LIBBPF_OPTS(bpf_xdp_attach_opts, options, .old_prog_fd = expected_fd);
+    if (expected_fd >= 0) return bpf_xdp_attach(ifindex, prog_fd, flags | XDP_FLAGS_REPLACE, &options);
+    return bpf_xdp_attach(ifindex, prog_fd, flags, NULL);
+}
+
+int cxdp_xdp_detach(int ifindex, __u32 flags, int expected_fd) {
+    LIBBPF_OPTS(bpf_xdp_attach_opts, options, .old_prog_fd = expected_fd);
+    return bpf_xdp_detach(ifindex, flags, &options);
+}
+
+int cxdp_xdp_query(int ifindex, __u32 *prog_id, __u8 *attach_mode) {
+    LIBBPF_OPTS(bpf_xdp_query_opts, options);
+    int result = bpf_xdp_query(ifindex, 0, &options);
+    if (result) return result;
+    *prog_id = options.prog_id;
+    *attach_mode = options.attach_mode;
+    return 0;
+}

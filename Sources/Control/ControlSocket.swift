@@ -1,3 +1,4 @@
+import Dataplane
 import Foundation
 import Glibc
 
@@ -13,17 +14,23 @@ public final class ControlSocket {
     public let path: String
     private var listener: Int32 = -1
 
-    public static func defaultPath(interface: String) -> String { "\(directory)/\(interface).sock" }
+    /// `/run/xdirector/<instance>.sock`: the instance name is the interface's, unique per network namespace.
+    public static func defaultPath(interface: String) -> String {
+        "\(directory)/\(DirectorInstance.name(interface: interface)).sock"
+    }
 
-    /// Binds and listens. Refuses a path where another director answers; replaces a stale socket file.
+    /// Binds and listens. Refuses a path where another director answers, and anything at the path that is
+    /// not a socket (a file or a link is never deleted); replaces a socket nobody answers (a director that died).
     public init(path: String) throws {
         self.path = path
+        var address = try ControlClient.address(path)
         let parent = (path as NSString).deletingLastPathComponent
-        if !parent.isEmpty {
-            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o755])
-        }
-        if FileManager.default.fileExists(atPath: path) {
+        if !parent.isEmpty { try Self.makeDirectory(parent) }
+        var existing = stat()
+        if lstat(path, &existing) == 0 {
+            guard existing.st_mode & S_IFMT == S_IFSOCK else {
+                throw ControlError("\(path) exists and is not a socket: refusing to replace it (choose another --socket)")
+            }
             if (try? ControlClient.connect(path: path)).map({ Glibc.close($0); return true }) == true {
                 throw ControlError("\(path): another director is serving this socket")
             }
@@ -34,7 +41,6 @@ public final class ControlSocket {
         // Mode 0600 from the start: no moment where another user could connect.
         let previousMask = umask(0o177)
         defer { umask(previousMask) }
-        var address = try ControlClient.address(path)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -48,6 +54,20 @@ public final class ControlSocket {
     }
 
     deinit { close() }
+
+    /// Creates `path` and its missing parents (mode 0755), with the reason when it cannot.
+    private static func makeDirectory(_ path: String) throws {
+        var info = stat()
+        if stat(path, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFDIR else { throw ControlError("cannot use \(path) for the control socket: not a directory") }
+            return
+        }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != path { try makeDirectory(parent) }
+        guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
+            throw ControlError("cannot create \(path) for the control socket: \(String(cString: strerror(errno)))")
+        }
+    }
 
     /// The listening descriptor, for poll().
     public var descriptor: Int32 { listener }
@@ -116,8 +136,15 @@ public enum ControlClient {
         if let environment = ProcessInfo.processInfo.environment["XDIRECTOR_SOCKET"], !environment.isEmpty {
             return environment
         }
+        // Directors of this network namespace only: elsewhere theirs are named `<interface>@<namespace>`.
+        let namespace = DirectorInstance.name(interface: "")
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: ControlSocket.directory)) ?? [])
-            .filter { $0.hasSuffix(".sock") }.sorted()
+            .filter { name in
+                guard name.hasSuffix(".sock") else { return false }
+                let stem = name.dropLast(".sock".count)
+                return (stem.firstIndex(of: "@").map { String(stem[$0...]) } ?? "") == namespace
+            }
+            .sorted()
         guard names.count == 1 else {
             throw ControlError(names.isEmpty
                 ? "no running director found in \(ControlSocket.directory) (is `xdirector run` running?)"

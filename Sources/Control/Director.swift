@@ -19,6 +19,9 @@ public struct DirectorOptions: Sendable {
     /// The director's own addresses: the outer source of tunnelled packets and the source of the ICMP errors
     /// it sends. Empty: the interface's first global address of each family.
     public var sourceAddresses: [IPAddress] = []
+    /// How long the program holds the frames of a queue whose worker stopped (a crash, `kill -9`) before it
+    /// hands them to the kernel: a director restarted within it resumes the connections (`--restart-grace`).
+    public var restartGrace: Double = 30
 
     public init(interface: String) { self.interface = interface }
 }
@@ -44,7 +47,11 @@ public final class Director {
     var zeroed: [StatisticsKey: TrafficStats] = [:]
     var estimator = RateEstimator()
     public let interface: NetworkInterface
+    /// The interface's name, unique per network namespace: names the pins (and the control socket).
+    public let instance: String
     public let plan: QueuePlan
+    /// The program a director that died left attached, which `start` replaces in one step.
+    private let stale: AttachedProgram?
     let options: DirectorOptions
     private let logger: Logger
     var program: XDPProgram?
@@ -63,12 +70,28 @@ public final class Director {
         self.options = options
         self.logger = logger
         interface = try NetworkInterface(name: options.interface)
+        instance = DirectorInstance.name(interface: options.interface)
+        stale = try Self.checkOwnership(of: interface)
         plan = try QueuePlan(queues: options.queues, cores: options.cores, interfaceQueueCount: interface.rxQueueCount)
         sourceAddresses = options.sourceAddresses.isEmpty ? InterfaceAddresses.primary(of: options.interface)
                                                            : options.sourceAddresses
         traffic = DestinationTrafficStore(workers: plan.assignments.count, capacity: counters.capacity)
         try checkCapacity(configuration)
         try Self.checkMethods(configuration, sources: sourceAddresses)
+    }
+
+    /// Refuses an interface that a live director serves (whatever its queues) or that carries another XDP
+    /// program; returns the program of a director that died, to be taken over.
+    static func checkOwnership(of interface: NetworkInterface) throws -> AttachedProgram? {
+        guard let attached = AttachedProgram.inspect(interfaceIndex: interface.index) else { return nil }
+        guard let owner = attached.owner else {
+            throw ControlError("\(interface.name) already has an XDP program (id \(attached.id), '\(attached.name)') that is not a "
+                + "director's; remove it first (ip link set dev \(interface.name) xdp off)")
+        }
+        guard !owner.isAlive else {
+            throw ControlError("\(interface.name) is served by a running director (pid \(owner.pid)); stop it first")
+        }
+        return attached
     }
 
     /// What the forwarding methods need from the rest of the configuration: FULLNAT a local address of the
@@ -153,8 +176,10 @@ public final class Director {
     /// redirected before a worker is there to take it. On failure everything made so far is undone.
     public func start() throws {
         do {
-            let program = try XDPProgram(interface: interface, logger: logger)
+            let program = try XDPProgram(interface: interface, instance: instance, logger: logger)
             self.program = program
+            try program.setOwner(.current, restartGrace: options.restartGrace)
+            program.pin()
             resolver = RealServerResolver(table: try NeighbourTable(interface: interface), interfaceName: interface.name, logger: logger)
             _ = resolver?.refresh(realAddresses)
             assignCounters(leaving: configuration)
@@ -172,14 +197,18 @@ public final class Director {
                 let queue = try XSKQueue(interface: interface, queue: assignment.queue, configuration: socketConfig)
                 let worker = Worker(queue: queue, core: assignment.core, exchange: exchange, waitMode: options.waitMode,
                                     connectionCapacity: options.connectionsPerWorker, replies: replies,
-                                    templates: templates, partition: partition, logger: logger)
+                                    templates: templates, partition: partition,
+                                    heartbeat: program.heartbeat(queue: assignment.queue), logger: logger)
                 try program.registerSocket(queue: assignment.queue, fd: queue.fd)
                 try worker.start()
                 workers.append(worker)
                 logger.info("queue \(assignment.queue): worker on core \(assignment.core), \(queue.zeroCopy ? "zero-copy" : "copy") mode")
             }
             awaitResolution(seconds: 3)
-            try program.attach(preferring: options.xdpMode)
+            if let stale, let owner = stale.owner {
+                logger.notice("taking over \(interface.name) from a director that died (pid \(owner.pid), XDP program \(stale.id))")
+            }
+            try program.attach(preferring: options.xdpMode, replacing: stale)
             logger.info("XDP program attached to \(interface.name) (\(program.attachedMode?.rawValue ?? "?")), maps pinned at \(program.pinDirectory ?? "(not pinned)")")
         } catch {
             stop()
@@ -342,10 +371,21 @@ public final class Director {
         exchange?.publish(makeSnapshot())
     }
 
+    /// Set by `quiesce`: every real server is published with weight 0.
+    private var quiesced = false
+
+    /// Takes no new connections from now on (every real server quiesced, as weight 0 does) while existing
+    /// ones carry on: the start of a drain before stopping (`run --drain`).
+    public func quiesce() {
+        quiesced = true
+        republish()
+        logger.info("quiesced: no new connections")
+    }
+
     private func makeSnapshot() -> ForwardingSnapshot {
         let macs = resolver?.macs ?? [:]
         func destination(_ real: RealServerConfig, cell: UInt32?) -> SnapshotDestination {
-            SnapshotDestination(weight: real.weight, mac: macs[real.endpoint.address], counterID: cell,
+            SnapshotDestination(weight: quiesced ? 0 : real.weight, mac: macs[real.endpoint.address], counterID: cell,
                                 endpointHash: StableHash.endpoint(real.endpoint.address, port: real.endpoint.port),
                                 route: Self.route(of: real))
         }

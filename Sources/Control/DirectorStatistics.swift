@@ -40,7 +40,7 @@ public struct DirectorStatistics: Sendable {
 
     public static let xdpCounterNames = ["rx", "redirected", "pass_not_ip", "pass_not_service", "pass_other_l4",
                                          "pass_fragment", "pass_no_socket", "pass_malformed",
-                                         "redirected_reply", "redirected_icmp"]
+                                         "redirected_reply", "redirected_icmp", "held_no_worker", "drop_reply_no_worker"]
 
     /// A table for people (what `run` prints at exit): see `StatisticsReport.table(rate:)`.
     public func render() -> String {

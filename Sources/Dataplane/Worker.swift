@@ -36,11 +36,15 @@ public final class Worker: @unchecked Sendable {
     private let connectionsAnswer = Mutex<[ConnectionRecord]?>(nil)
     private var thread: pthread_t?
     private let logger: Logger
+    /// The queue's slot in the XDP program's `heartbeats` map: the program holds the queue's frames for the
+    /// restart grace after the last beat, so a restarted director can resume the connections.
+    private let heartbeat: UnsafeMutablePointer<Atomic<UInt64>>?
 
     public init(queue: XSKQueue, core: Int, exchange: SnapshotExchange, waitMode: WaitMode,
                 connectionCapacity: Int, replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil,
-                partition: Int = 0, logger: Logger) {
+                partition: Int = 0, heartbeat: UnsafeMutablePointer<Atomic<UInt64>>? = nil, logger: Logger) {
         self.queue = queue
+        self.heartbeat = heartbeat
         self.replies = replies
         self.templates = templates
         self.partition = partition
@@ -124,7 +128,9 @@ public final class Worker: @unchecked Sendable {
                 (snapshot, generation) = exchange.load()
                 engine.adopt(snapshot)
             }
-            let now = Self.coarseSeconds()
+            let clock = Self.coarseClock()
+            let now = UInt32(truncatingIfNeeded: clock.tv_sec)
+            heartbeat?.pointee.store(UInt64(clock.tv_sec) &* 1_000_000_000 &+ UInt64(clock.tv_nsec), ordering: .relaxed)
             if connectionsRequested.load(ordering: .relaxed) {
                 connectionsRequested.store(false, ordering: .relaxed)
                 let list = engine.listConnections(now: now)
@@ -143,12 +149,13 @@ public final class Worker: @unchecked Sendable {
         loop.drainTransmissions()
     }
 
-    /// Monotonic seconds from the coarse clock (no vDSO slow path), read once per batch.
+    /// The coarse monotonic clock (no vDSO slow path), read once per batch: its seconds are the connection
+    /// tables' time, the whole of it the heartbeat (the clock of the program's `bpf_ktime_get_ns`).
     @inline(__always)
-    static func coarseSeconds() -> UInt32 {
+    static func coarseClock() -> timespec {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
-        return UInt32(truncatingIfNeeded: now.tv_sec)
+        return now
     }
 }
 

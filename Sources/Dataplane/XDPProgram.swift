@@ -2,10 +2,12 @@ import CXDP
 import CXDirectorShared
 import Foundation
 import Logging
+import Synchronization
 
 /// The director's XDP program on one interface: loaded from the object embedded in the binary, its maps
-/// pinned under `/sys/fs/bpf/xdirector/<ifname>/`, attached to the interface, and detached and unpinned
-/// again by `close()` (or `deinit`).
+/// pinned under `/sys/fs/bpf/xdirector/<instance>/`, attached to the interface, and detached and unpinned
+/// again by `close()` (or `deinit`). Its `director` map names the process that runs it, so the next director
+/// knows whether the program on an interface is live or left by one that died.
 public final class XDPProgram {
     public enum AttachMode: String, Sendable {
         /// In the driver (`XDP_FLAGS_DRV_MODE`): the fast path, and the only one with zero-copy AF_XDP.
@@ -29,23 +31,25 @@ public final class XDPProgram {
     let natRealsFD: Int32
     let localAddressesFD: Int32
     let realServersFD: Int32
+    let directorFD: Int32
     private let programFD: Int32
+    /// The `heartbeats` map, mapped: one cache line per queue.
+    private let heartbeats: UnsafeMutablePointer<Atomic<UInt64>>
+    private let heartbeatBytes: Int
+    /// Names the pin directory: the interface, unique per network namespace (`DirectorInstance`).
+    public let instance: String
     private var object: OpaquePointer?
     private let logger: Logger
 
-    public init(interface: NetworkInterface, logger: Logger) throws(DataplaneError) {
+    public init(interface: NetworkInterface, instance: String, logger: Logger) throws(DataplaneError) {
         self.interface = interface
+        self.instance = instance
         self.logger = logger
         guard let elf = Data(base64Encoded: EmbeddedBPFObjects.xdirector) else {
             throw DataplaneError("the embedded XDP program is corrupt; rebuild xdirector")
         }
         let opened: OpaquePointer? = elf.withUnsafeBytes { bytes in
-            var options = bpf_object_open_opts()
-            options.sz = MemoryLayout<bpf_object_open_opts>.size
-            return "xdirector".withCString { name in
-                options.object_name = name
-                return bpf_object__open_mem(bytes.baseAddress, bytes.count, &options)
-            }
+            cxdp_object_open_mem(bytes.baseAddress, bytes.count, "xdirector")
         }
         guard let object = opened else { throw DataplaneError("cannot open the XDP program", errno: errno) }
         self.object = object
@@ -62,37 +66,66 @@ public final class XDPProgram {
         natRealsFD = fd(ofMap: XD_MAP_NAT_REALS)
         localAddressesFD = fd(ofMap: XD_MAP_LOCAL_ADDRS)
         realServersFD = fd(ofMap: XD_MAP_REAL_SERVERS)
+        directorFD = fd(ofMap: XD_MAP_DIRECTOR)
+        let heartbeatsFD = fd(ofMap: XD_MAP_HEARTBEATS)
+        let heartbeatBytes = Int(XD_MAX_QUEUES) * MemoryLayout<xd_heartbeat>.stride
+        let mapped = heartbeatsFD >= 0 ? mmap(nil, heartbeatBytes, PROT_READ | PROT_WRITE, MAP_SHARED, heartbeatsFD, 0) : MAP_FAILED
         guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0, natRealsFD >= 0, localAddressesFD >= 0,
-              realServersFD >= 0 else {
+              realServersFD >= 0, directorFD >= 0, let mapped, mapped != MAP_FAILED else {
             bpf_object__close(object)
             self.object = nil
             throw DataplaneError("the embedded XDP program lacks its program or maps; rebuild xdirector")
         }
-        pinMaps()
+        heartbeats = mapped.bindMemory(to: Atomic<UInt64>.self, capacity: heartbeatBytes / 8)
+        self.heartbeatBytes = heartbeatBytes
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        munmap(UnsafeMutableRawPointer(heartbeats), heartbeatBytes)
+    }
 
-    /// Attaches the program to the interface. A program already there is replaced only if it is a stale
-    /// one of ours (a director that died without detaching); anything else is refused.
-    public func attach(preferring mode: AttachMode) throws(DataplaneError) {
+    /// Records this process as the program's owner and how long frames of a queue whose worker stopped
+    /// beating are held (`--restart-grace`), before the program is attached.
+    public func setOwner(_ owner: ProcessIdentity, restartGrace seconds: Double) throws(DataplaneError) {
+        var key: UInt32 = 0
+        var value = xd_director(pid: UInt32(owner.pid), flags: 0, start_time: owner.startTime,
+                                grace_ns: UInt64(max(seconds, 0) * 1e9))
+        let result = bpf_map_update_elem(directorFD, &key, &value, UInt64(BPF_ANY))
+        guard result == 0 else { throw DataplaneError("cannot record the director in the XDP program", errno: result) }
+    }
+
+    /// Where queue `queue`'s worker writes its heartbeat (CLOCK_MONOTONIC nanoseconds), shared with the
+    /// program. Valid while this object lives.
+    public func heartbeat(queue: UInt32) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        precondition(queue < XD_MAX_QUEUES, "queue out of range")
+        return heartbeats + Int(queue) * (MemoryLayout<xd_heartbeat>.stride / 8)
+    }
+
+    /// Pins the maps under `pinRoot/<instance>/`, replacing the pins of a director that died (the caller
+    /// has checked that no live director owns the interface: `AttachedProgram.inspect`).
+    public func pin() { pinMaps() }
+
+    /// Attaches the program to the interface, atomically in place of `replacing` (the program of a director
+    /// that died, found by `AttachedProgram.inspect`), so no frame meets the kernel between the two; otherwise
+    /// only where no program is attached.
+    public func attach(preferring mode: AttachMode, replacing stale: AttachedProgram? = nil) throws(DataplaneError) {
         let ifindex = Int32(interface.index)
-        var existing: UInt32 = 0
-        if bpf_xdp_query_id(ifindex, 0, &existing) == 0, existing != 0 {
-            let name = Self.programName(id: existing)
-            guard name == XD_PROG_NAME else {
-                throw DataplaneError("\(interface.name) already has an XDP program (id \(existing), '\(name)'); "
-                    + "remove it first (ip link set dev \(interface.name) xdp off)")
-            }
-            logger.warning("replacing a stale xdirector XDP program (id \(existing)) on \(interface.name)")
-            for stale in [AttachMode.native, .generic] { _ = bpf_xdp_detach(ifindex, stale.flags, nil) }
+        if let stale {
+            let expected = bpf_prog_get_fd_by_id(stale.id)
+            guard expected >= 0 else { throw DataplaneError("cannot take over XDP program \(stale.id) on \(interface.name)", errno: -errno) }
+            defer { Glibc.close(expected) }
+            let result = cxdp_xdp_attach(ifindex, programFD, stale.mode.flags, expected)
+            guard result == 0 else { throw DataplaneError("cannot replace XDP program \(stale.id) on \(interface.name)", errno: result) }
+            attachedMode = stale.mode
+            return
         }
-        var result = bpf_xdp_attach(ifindex, programFD, mode.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), nil)
+        var result = cxdp_xdp_attach(ifindex, programFD, mode.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), -1)
         var used = mode
         if result != 0, mode == .native {
             logger.warning("native XDP attach on \(interface.name) failed (\(String(cString: strerror(-result)))); using generic XDP, copy mode only")
             used = .generic
-            result = bpf_xdp_attach(ifindex, programFD, used.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), nil)
+            result = cxdp_xdp_attach(ifindex, programFD, used.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), -1)
         }
         guard result == 0 else { throw DataplaneError("cannot attach XDP to \(interface.name)", errno: result) }
         attachedMode = used
@@ -101,10 +134,7 @@ public final class XDPProgram {
     /// Detaches the program if it is still ours, so a program someone else attached since is left alone.
     public func detach() {
         guard let mode = attachedMode else { return }
-        var options = bpf_xdp_attach_opts()
-        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
-        options.old_prog_fd = programFD
-        let result = bpf_xdp_detach(Int32(interface.index), mode.flags, &options)
+        let result = cxdp_xdp_detach(Int32(interface.index), mode.flags, programFD)
         if result != 0 { logger.warning("detaching XDP from \(interface.name) failed: \(String(cString: strerror(-result)))") }
         attachedMode = nil
     }
@@ -189,7 +219,7 @@ public final class XDPProgram {
     // MARK: Pinning
 
     private static let pinnedMaps = [XD_MAP_SERVICES, XD_MAP_NAT_REALS, XD_MAP_LOCAL_ADDRS, XD_MAP_REAL_SERVERS, XD_MAP_XSKS,
-                                     XD_MAP_XDP_COUNTERS]
+                                     XD_MAP_XDP_COUNTERS, XD_MAP_DIRECTOR, XD_MAP_HEARTBEATS]
 
     private func pinMaps() {
         guard let object else { return }
@@ -201,7 +231,7 @@ public final class XDPProgram {
             logger.warning("bpffs is not mounted at /sys/fs/bpf; maps are not pinned (run tools/setup.sh)")
             return
         }
-        let directory = "\(Self.pinRoot)/\(interface.name)"
+        let directory = "\(Self.pinRoot)/\(instance)"
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for name in Self.pinnedMaps {
             let path = "\(directory)/\(name)"
@@ -224,15 +254,5 @@ public final class XDPProgram {
     private static func isBPFFS(_ path: String) -> Bool {
         var fs = statfs()
         return statfs(path, &fs) == 0 && fs.f_type == 0xCAFE4A11  // BPF_FS_MAGIC
-    }
-
-    private static func programName(id: UInt32) -> String {
-        let fd = bpf_prog_get_fd_by_id(id)
-        guard fd >= 0 else { return "?" }
-        defer { Glibc.close(fd) }
-        var info = bpf_prog_info()
-        var length = UInt32(MemoryLayout<bpf_prog_info>.size)
-        guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else { return "?" }
-        return withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
     }
 }

@@ -34,6 +34,9 @@ public final class XSKQueue {
     private let umem: OpaquePointer
     private let socket: OpaquePointer
 
+    /// Attempts 50 ms apart while the queue is busy: 3 s in all.
+    static let busyRetries = 60
+
     public init(interface: NetworkInterface, queue: UInt32, configuration: XSKConfiguration = .init()) throws(DataplaneError) {
         self.queue = queue
         self.configuration = configuration
@@ -68,10 +71,16 @@ public final class XSKQueue {
         var result: Int32 = -EOPNOTSUPP
         var usedZeroCopy = false
         let (rxRing, txRing) = (rx, tx)
-        for zeroCopy in configuration.allowZeroCopy ? [true, false] : [false] {
-            socketConfig.bind_flags = UInt16(XDP_USE_NEED_WAKEUP) | UInt16(zeroCopy ? XDP_ZEROCOPY : XDP_COPY)
-            result = interface.name.withCString { xsk_socket__create(&createdSocket, $0, queue, createdUmem, rxRing, txRing, &socketConfig) }
-            if result == 0 { usedZeroCopy = zeroCopy; break }
+        // A director that was just killed leaves its sockets to be released by the kernel a moment later:
+        // the queue is busy until then, so EBUSY is retried for a bounded time.
+        for attempt in 0...Self.busyRetries {
+            for zeroCopy in configuration.allowZeroCopy ? [true, false] : [false] {
+                socketConfig.bind_flags = UInt16(XDP_USE_NEED_WAKEUP) | UInt16(zeroCopy ? XDP_ZEROCOPY : XDP_COPY)
+                result = interface.name.withCString { xsk_socket__create(&createdSocket, $0, queue, createdUmem, rxRing, txRing, &socketConfig) }
+                if result == 0 { usedZeroCopy = zeroCopy; break }
+            }
+            guard result == -EBUSY && attempt < Self.busyRetries else { break }
+            usleep(50_000)
         }
         guard result == 0, let createdSocket else {
             xsk_umem__delete(createdUmem)

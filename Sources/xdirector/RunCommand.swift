@@ -51,8 +51,17 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Serve Prometheus metrics at HOST:PORT (e.g. 127.0.0.1:9469 or [::1]:9469), path /metrics.")
     var metrics: String?
 
+    @Option(help: "On SIGTERM or SIGINT, take no new connections for this many seconds before stopping (a second signal stops at once).")
+    var drain: Double = 0
+
+    @Option(name: .customLong("restart-grace"),
+            help: "After the director dies, hold its queues' frames this many seconds for a restarted director to resume the connections, then hand them to the kernel.")
+    var restartGrace: Double = 30
+
     func validate() throws {
         guard connections >= 1024 else { throw ValidationError("--connections must be at least 1024") }
+        guard drain >= 0 && drain <= 3600 else { throw ValidationError("--drain must be between 0 and 3600 seconds") }
+        guard restartGrace >= 0 && restartGrace <= 3600 else { throw ValidationError("--restart-grace must be between 0 and 3600 seconds") }
         if let metrics {
             do { _ = try MetricsServer.parseAddress(metrics) } catch { throw ValidationError("--metrics \(metrics): \(error)") }
         }
@@ -80,6 +89,7 @@ struct RunCommand: ParsableCommand {
         options.xdpMode = xdpMode
         options.allowZeroCopy = !noZeroCopy
         options.connectionsPerWorker = connections
+        options.restartGrace = restartGrace
 
         // Signals are taken synchronously by the control loop; block them before any worker exists.
         // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
@@ -93,18 +103,14 @@ struct RunCommand: ParsableCommand {
         sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
+        // Every check that can refuse the start runs before anything is attached: the director's own
+        // (interface, owner of the interface, queues, cores, rules), the control socket, the metrics port.
         let director: Director
         let control: ControlSocket
         do {
             director = try Director(configuration: configuration, options: options, logger: logger)
-            try director.start()
-        } catch { throw failure("\(error)") }
-        do {
             control = try ControlSocket(path: socket ?? ControlSocket.defaultPath(interface: interface))
-        } catch {
-            director.stop()
-            throw failure("\(error)")
-        }
+        } catch { throw failure("\(error)") }
         defer { control.close() }
         let handler = ControlHandler(director: director)
         var metricsServer: MetricsServer? = nil
@@ -122,9 +128,14 @@ struct RunCommand: ParsableCommand {
                 metricsServer = server
                 logger.info("metrics at http://\(metrics)/metrics")
             } catch {
-                director.stop()
                 throw failure("--metrics \(metrics): \(error)")
             }
+        }
+        do {
+            try director.start()
+        } catch {
+            metricsServer?.stop()
+            throw failure("\(error)")
         }
         defer { metricsServer?.stop() }
         let services = configuration.services.count
@@ -133,6 +144,7 @@ struct RunCommand: ParsableCommand {
             + "control socket \(control.path); ready")
         fflush(nil)
 
+        var drainingUntil: Date? = nil
         director.run(until: {
             var none = timespec(tv_sec: 0, tv_nsec: 0)
             let received = sigtimedwait(&signals, nil, &none)
@@ -140,7 +152,16 @@ struct RunCommand: ParsableCommand {
                 reload(director)
                 return false
             }
-            return received > 0
+            if received > 0 {
+                // A second signal while draining stops at once.
+                guard drain > 0, drainingUntil == nil else { return true }
+                director.quiesce()
+                drainingUntil = Date().addingTimeInterval(drain)
+                print("xdirector: draining: no new connections; stopping in \(drain) s")
+                fflush(nil)
+                return false
+            }
+            return drainingUntil.map { Date() >= $0 } ?? false
         }, idle: { control.serve(handler.handle) })
         director.stop()
         print(director.statistics().render())

@@ -237,7 +237,7 @@ final class ControlPlaneTests: LabTestCase {
         let lab = try XCTUnwrap(lab)
         let pid = try XCTUnwrap(director).processIdentifier
         let text = try Topology.run(["nsenter", "--target", "\(pid)", "--mount", "--net", "bpftool", "-j", "map", "dump",
-                                     "pinned", "/sys/fs/bpf/xdirector/\(lab.directorInterface)/\(map)"])
+                                     "pinned", "\(pinDirectory)/\(map)"])
         let entries = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]], text)
         return try entries.map { entry in
             let formatted = try XCTUnwrap(entry["formatted"] as? [String: Any], text)

@@ -81,7 +81,7 @@ final class DirectRoutingTests: LabTestCase {
             -A -t \(Topology.vip4):80 -s rr
             -a -t \(Topology.vip4):80 -r \(Topology.realAddress4(0)):80 -g
             """)
-        let pins = "/sys/fs/bpf/xdirector/\(lab.directorInterface)"
+        let pins = pinDirectory
         XCTAssertTrue(try lab.exec(lab.director, ["ip", "link", "show", lab.directorInterface]).contains("xdp"))
         // `ip netns exec` gave the director a mount namespace of its own: look at its bpffs from inside.
         let pid = try XCTUnwrap(director).processIdentifier

@@ -41,6 +41,15 @@ class LabTestCase: XCTestCase {
         return directory.appendingPathComponent("xdirector").path
     }()
 
+    /// The director's instance name in the lab: its interface, qualified by the lab's network namespace.
+    var directorInstance: String {
+        guard let lab else { return "" }
+        return "\(lab.directorInterface)@\(lab.director)"
+    }
+
+    /// Where the running director pins its maps (inside its own mount namespace).
+    var pinDirectory: String { "/sys/fs/bpf/xdirector/\(directorInstance)" }
+
     func writeRules(_ text: String) throws -> String {
         let path = NSTemporaryDirectory() + "\(lab?.prefix ?? "xd")-\(UUID().uuidString).rules"
         try text.write(toFile: path, atomically: true, encoding: .utf8)

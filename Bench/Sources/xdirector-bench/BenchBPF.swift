@@ -25,12 +25,7 @@ final class LoadedProgram {
     init(base64 elf: String, program: String) throws {
         guard let bytes = Data(base64Encoded: elf) else { throw BenchError("the embedded BPF object \(program) is corrupt") }
         let opened: OpaquePointer? = bytes.withUnsafeBytes { raw in
-            var options = bpf_object_open_opts()
-            options.sz = MemoryLayout<bpf_object_open_opts>.size
-            return program.withCString { name in
-                options.object_name = name
-                return bpf_object__open_mem(raw.baseAddress, raw.count, &options)
-            }
+            cxdp_object_open_mem(raw.baseAddress, raw.count, program)
         }
         guard let opened else { throw BenchError("cannot open the BPF object \(program)") }
         guard bpf_object__load(opened) == 0,
@@ -80,10 +75,7 @@ final class AttachedProgram {
 
     func close() {
         guard let loaded else { return }
-        var options = bpf_xdp_attach_opts()
-        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
-        options.old_prog_fd = loaded.programFD
-        _ = bpf_xdp_detach(interfaceIndex, flags, &options)
+        _ = cxdp_xdp_detach(interfaceIndex, flags, loaded.programFD)
         self.loaded = nil
     }
 

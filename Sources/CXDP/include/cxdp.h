@@ -34,4 +34,16 @@ int cxdp_thread_id(void);
 /* Moves thread `tid` to `cpu` (sched_setaffinity); returns 0 or an errno value. */
 int cxdp_pin_thread_id_to_cpu(int tid, int cpu);
 
+/* libbpf option structs made as libbpf's LIBBPF_OPTS macro makes them (every byte zeroed, `sz` set): a struct
+ * built in Swift leaves its padding undefined, which libbpf refuses ("non-zero extra bytes"). */
+/* Opens a BPF object from memory under `name`; NULL with errno set on failure. */
+struct bpf_object *cxdp_object_open_mem(const void *data, size_t size, const char *name);
+/* Attaches `prog_fd` to `ifindex` with `flags` (XDP_FLAGS_*); with `expected_fd` >= 0 the attach replaces
+ * exactly that program (XDP_FLAGS_REPLACE), atomically. Returns 0 or a negative errno. */
+int cxdp_xdp_attach(int ifindex, int prog_fd, __u32 flags, int expected_fd);
+/* Detaches the program from `ifindex` only if it is still `expected_fd`. Returns 0 or a negative errno. */
+int cxdp_xdp_detach(int ifindex, __u32 flags, int expected_fd);
+/* The attached program's id and mode (XDP_ATTACHED_*) on `ifindex`; 0 or a negative errno. */
+int cxdp_xdp_query(int ifindex, __u32 *prog_id, __u8 *attach_mode);
+
 #endif

@@ -97,6 +97,24 @@ struct xd_real_value {
 #define XD_REAL_F_NONE 0
 #define XD_REAL_F_DRAINING 1  /* removed from the configuration; its connections still reach it until they end */
 
+/* Value of the one-entry `director` array: who runs the program and how it behaves while no worker serves a
+ * queue. Written by the director before it attaches; read by the program and by the next director, which
+ * takes over an attached program only when its owner is gone. 24 bytes. */
+struct xd_director {
+    __u32 pid;              /* host order: the director's process id */
+    __u32 flags;            /* host order: zero */
+    __u64 start_time;       /* host order: the process's start time in clock ticks after boot (/proc/PID/stat 22) */
+    __u64 grace_ns;         /* host order: --restart-grace, how long after a queue's last heartbeat its frames are held */
+};
+
+/* Value of the `heartbeats` array (one per queue, mmapped by the director): the last time the queue's worker
+ * ran its loop, CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns's clock); 0 = never served. A cache line each,
+ * so workers never share one. 64 bytes. */
+struct xd_heartbeat {
+    __u64 ns;               /* host order */
+    __u64 pad[7];           /* zero */
+};
+
 /* Indices of the XDP program's per-CPU counters (`xdp_counters` map, one __u64 each). */
 enum xd_xdp_counter {
     XD_XDP_RX = 0,              /* every frame the program saw */
@@ -109,6 +127,8 @@ enum xd_xdp_counter {
     XD_XDP_PASS_MALFORMED,      /* truncated or inconsistent headers: to the kernel, which drops them */
     XD_XDP_REDIRECTED_REPLY,    /* of the redirected: a NAT real server's reply or a reply to a local address */
     XD_XDP_REDIRECTED_ICMP,     /* of the redirected: an ICMP error about one of our flows */
+    XD_XDP_HELD_NO_WORKER,      /* ours, but the queue's worker is gone (restart): dropped within the grace period */
+    XD_XDP_DROP_REPLY_NO_WORKER,/* a NAT/FULLNAT reply while the queue has no worker: dropped, never sent untranslated */
     XD_XDP_COUNTER_COUNT        /* number of counters; sizes the map */
 };
 
@@ -119,6 +139,8 @@ enum xd_xdp_counter {
 #define XD_MAP_NAT_REALS "nat_reals"
 #define XD_MAP_LOCAL_ADDRS "local_addrs"
 #define XD_MAP_REAL_SERVERS "real_servers"
+#define XD_MAP_DIRECTOR "director"
+#define XD_MAP_HEARTBEATS "heartbeats"
 #define XD_PROG_NAME "xdirector_xdp"
 
 #endif /* XDIRECTOR_SHARED_H */
