@@ -22,6 +22,8 @@ public struct DirectorOptions: Sendable {
     /// How long the program holds the frames of a queue whose worker stopped (a crash, `kill -9`) before it
     /// hands them to the kernel: a director restarted within it resumes the connections (`--restart-grace`).
     public var restartGrace: Double = 30
+    /// Where the running configuration is saved after every accepted change (nil: nowhere).
+    public var rulesStateFile: RulesStateFile?
 
     public init(interface: String) { self.interface = interface }
 }
@@ -163,6 +165,14 @@ public final class Director {
         republish()
         if let program { removeStaleMapEntries(program) }
         logger.info("configuration changed: \(next.services.count) services, \(next.services.reduce(0) { $0 + $1.reals.count }) real servers")
+        saveConfiguration()
+    }
+
+    /// Saves the running configuration for a restart. The change is already applied: a failure to save is
+    /// reported, not a reason to undo it.
+    private func saveConfiguration() {
+        guard let file = options.rulesStateFile else { return }
+        do { try file.save(configuration) } catch { logger.error("\(error)") }
     }
 
     /// Applies ipvsadm commands to the running configuration, all of them or none.
@@ -209,6 +219,7 @@ public final class Director {
                 logger.notice("taking over \(interface.name) from a director that died (pid \(owner.pid), XDP program \(stale.id))")
             }
             try program.attach(preferring: options.xdpMode, replacing: stale)
+            saveConfiguration()
             logger.info("XDP program attached to \(interface.name) (\(program.attachedMode?.rawValue ?? "?")), maps pinned at \(program.pinDirectory ?? "(not pinned)")")
         } catch {
             stop()

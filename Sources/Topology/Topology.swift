@@ -114,15 +114,19 @@ public final class Topology: @unchecked Sendable {
     /// TUN: each real server decapsulates IPIP, GUE (UDP port `guePort`) and GRE with the labs' XDP program,
     /// standing in for the kernel's tunnel devices.
     public func attachDecapsulation() throws {
+        for index in 0..<realCount { try attachDecapsulation(real(index), interface: "\(prefix)r\(index)") }
+    }
+
+    /// Attaches the labs' decapsulation program to `interface` in `namespace` (also: a program that is not the
+    /// director's, for the tests of refusals).
+    public func attachDecapsulation(_ namespace: String, interface: String) throws {
         guard let object = Data(base64Encoded: EmbeddedBPFObjects.lab_decap) else {
             throw TopologyError(command: ["decapsulation"], status: 1, stderr: "the embedded program is corrupt")
         }
-        let path = NSTemporaryDirectory() + "\(prefix)-decap.o"
+        let path = NSTemporaryDirectory() + "\(prefix)-\(interface)-decap.o"
         try object.write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        for index in 0..<realCount {
-            try exec(real(index), ["ip", "link", "set", "dev", "\(prefix)r\(index)", "xdp", "obj", path, "sec", "xdp"])
-        }
+        try exec(namespace, ["ip", "link", "set", "dev", interface, "xdp", "obj", path, "sec", "xdp"])
     }
 
     /// Stops the processes started in the lab and deletes its namespaces (their veths go with them).

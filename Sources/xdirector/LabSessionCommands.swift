@@ -44,8 +44,9 @@ struct BackendSessionCommand: ParsableCommand {
 
 /// Keeps traffic flowing through a service while the director is changed: `--connections` TCP connections
 /// (to `backend-session`) and `--flows` UDP flows (to `backend-udp`), each asked in turn every `--interval-ms`
-/// for `--seconds`, one question at a time with a one-second deadline. Prints one JSON line: questions,
-/// answers, the server of each connection and flow, and how many changed server or broke.
+/// for `--seconds`, one question at a time with a deadline (`--answer-timeout-ms`). Prints one JSON line:
+/// questions, answers, the longest wait for an answer, the server of each connection and flow, and how many
+/// changed server, broke or were reset.
 struct SessionProbeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "session-probe",
@@ -74,12 +75,17 @@ struct SessionProbeCommand: ParsableCommand {
     @Option(name: .customLong("interval-ms"), help: "Pause between rounds over all connections and flows.")
     var intervalMilliseconds: Int = 20
 
+    @Option(name: .customLong("answer-timeout-ms"), help: "How long a question may wait for its answer; a TCP connection that waits longer is broken.")
+    var answerTimeoutMilliseconds: Int = 1000
+
     struct Channel {
         var fd: Int32
         var tcp: Bool
         var server: String?
         var changed = 0
         var broken = false
+        /// The connection was reset (ECONNRESET) rather than left unanswered.
+        var reset = false
     }
 
     func run() throws {
@@ -99,18 +105,21 @@ struct SessionProbeCommand: ParsableCommand {
             }
         }
         for channel in channels {
-            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            var timeout = timeval(tv_sec: answerTimeoutMilliseconds / 1000, tv_usec: (answerTimeoutMilliseconds % 1000) * 1000)
             setsockopt(channel.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         }
         var questions = 0, answers = 0
+        var longestWait = 0.0
         let deadline = Date().addingTimeInterval(seconds)
         var buffer = [UInt8](repeating: 0, count: 2048)
         while Date() < deadline {
             for index in channels.indices where !channels[index].broken {
                 let fd = channels[index].fd
                 questions += 1
+                let asked = Date()
                 guard send(fd, "?\n", 2, 0) == 2 else {
                     channels[index].broken = true
+                    channels[index].reset = errno == ECONNRESET || errno == EPIPE
                     continue
                 }
                 let answer: String?
@@ -118,6 +127,7 @@ struct SessionProbeCommand: ParsableCommand {
                     var line = [UInt8]()
                     while !line.contains(10) {
                         let count = recv(fd, &buffer, buffer.count, 0)
+                        if count < 0 && errno == ECONNRESET { channels[index].reset = true }
                         if count <= 0 { break }
                         line += buffer[0..<count]
                     }
@@ -133,6 +143,7 @@ struct SessionProbeCommand: ParsableCommand {
                     continue
                 }
                 answers += 1
+                longestWait = max(longestWait, Date().timeIntervalSince(asked))
                 if let server = channels[index].server, server != answer { channels[index].changed += 1 }
                 channels[index].server = answer
             }
@@ -142,6 +153,7 @@ struct SessionProbeCommand: ParsableCommand {
         let report: [String: Any] = [
             "questions": questions, "answers": answers,
             "changed": channels.reduce(0) { $0 + $1.changed }, "broken": channels.filter(\.broken).count,
+            "reset": channels.filter(\.reset).count, "longest_wait_ms": Int(longestWait * 1000),
             "tcp_servers": channels.filter(\.tcp).map { $0.server ?? "(none)" },
             "udp_servers": channels.filter { !$0.tcp }.map { $0.server ?? "(none)" },
         ]

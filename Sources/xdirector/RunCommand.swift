@@ -26,8 +26,12 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Cores for the queues' workers, one per queue in order (default: one each).")
     var cores: String?
 
-    @Option(help: "Rules in ipvsadm-save syntax.")
+    @Option(help: "Rules in ipvsadm-save syntax (default: the state file's, when there is one).")
     var rules: String?
+
+    @Option(name: .customLong("state-file"),
+            help: "Where the running configuration is saved after every change, and restored from without --rules (default: /var/lib/xdirector/<interface>.rules).")
+    var stateFile: String?
 
     @Option(help: "How idle workers wait: poll, or busy on dedicated cores.")
     var wait: WaitMode = .poll
@@ -72,11 +76,19 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         let logger = makeLogger()
+        let state = RulesStateFile(path: stateFile ?? RulesStateFile.defaultPath(instance: DirectorInstance.name(interface: interface)))
         let configuration: DirectorConfig
         do {
-            configuration = try rules.map(Self.loadRules) ?? DirectorConfig()
+            if let rules {
+                configuration = try Self.loadRules(rules)
+            } else if let saved = try state.load() {
+                configuration = saved
+                logger.info("restored the running configuration from \(state.path)")
+            } else {
+                configuration = DirectorConfig()
+            }
         } catch {
-            throw failure("\(rules ?? "rules"): \(error)")
+            throw failure("\(rules ?? state.path): \(error)")
         }
 
         var options = DirectorOptions(interface: interface)
@@ -90,6 +102,7 @@ struct RunCommand: ParsableCommand {
         options.allowZeroCopy = !noZeroCopy
         options.connectionsPerWorker = connections
         options.restartGrace = restartGrace
+        options.rulesStateFile = state
 
         // Signals are taken synchronously by the control loop; block them before any worker exists.
         // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
@@ -143,9 +156,18 @@ struct RunCommand: ParsableCommand {
             + "\(director.plan.assignments.count) queue\(director.plan.assignments.count == 1 ? "" : "s"), "
             + "control socket \(control.path); ready")
         fflush(nil)
+        // Under systemd (Type=notify): ready once attached with the workers running; the control loop feeds
+        // the watchdog, so a stalled loop gets the director restarted.
+        let systemd = SystemdNotifier()
+        systemd?.ready(status: "serving \(services) virtual services on \(interface)")
+        var lastWatchdog = Date.distantPast
 
         var drainingUntil: Date? = nil
         director.run(until: {
+            if let systemd, let interval = systemd.watchdogInterval, Date().timeIntervalSince(lastWatchdog) >= interval {
+                systemd.watchdog()
+                lastWatchdog = Date()
+            }
             var none = timespec(tv_sec: 0, tv_nsec: 0)
             let received = sigtimedwait(&signals, nil, &none)
             if received == SIGHUP {
@@ -156,6 +178,7 @@ struct RunCommand: ParsableCommand {
                 // A second signal while draining stops at once.
                 guard drain > 0, drainingUntil == nil else { return true }
                 director.quiesce()
+                systemd?.status("draining: no new connections")
                 drainingUntil = Date().addingTimeInterval(drain)
                 print("xdirector: draining: no new connections; stopping in \(drain) s")
                 fflush(nil)
@@ -163,6 +186,7 @@ struct RunCommand: ParsableCommand {
             }
             return drainingUntil.map { Date() >= $0 } ?? false
         }, idle: { control.serve(handler.handle) })
+        systemd?.stopping()
         director.stop()
         print(director.statistics().render())
         fflush(nil)

@@ -1,0 +1,294 @@
+import Foundation
+import Packet
+import Topology
+import XCTest
+
+/// The director's own life: clean starts and stops, refusals that leave the machine as it was, a second
+/// director kept off a live one's interface, kill -9 and restart, the saved configuration, systemd's protocol.
+///
+/// The directors here run in one mount namespace held open by a process of the test (`holder`), as on a
+/// host where every director shares /sys/fs/bpf: so their pins, and what they leave, can be looked at after
+/// they are gone.
+final class LifecycleTests: LabTestCase {
+    override class var realCount: Int { 2 }
+
+    private let vip = Topology.vip4
+    private let port: UInt16 = 7000
+    private var holder: Process?
+    private var started: [Process] = []
+    private var stateFile = ""
+
+    private var rules: String {
+        """
+        -A -t \(vip):\(port) -s rr
+        -a -t \(vip):\(port) -r \(Topology.realAddress4(0)):\(port) -g -w 1
+        -a -t \(vip):\(port) -r \(Topology.realAddress4(1)):\(port) -g -w 1
+        """
+    }
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        let lab = try XCTUnwrap(lab)
+        for index in 0..<lab.realCount {
+            _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-session", "--name", "rs\(index + 1)", "--port", "\(port)"])
+        }
+        holder = try lab.spawn(lab.director, ["sleep", "900"])
+        stateFile = NSTemporaryDirectory() + "\(lab.prefix)-state/\(lab.directorInterface).rules"
+    }
+
+    override func tearDown() {
+        for process in started where process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: (stateFile as NSString).deletingLastPathComponent)
+        super.tearDown()
+    }
+
+    // MARK: Running directors in the holder's namespaces
+
+    /// Starts `xdirector run` on the lab's director interface in the holder's mount and network namespaces.
+    private func spawnDirector(_ arguments: [String], output: CollectedOutput,
+                               environment: [String: String] = [:]) throws -> Process {
+        let lab = try XCTUnwrap(lab)
+        let holder = try XCTUnwrap(holder)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        process.arguments = ["--target", "\(holder.processIdentifier)", "--mount", "--net", "--", Self.xdirector, "run",
+                             "--interface", lab.directorInterface] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = output.pipe
+        process.standardError = output.pipe
+        try process.run()
+        started.append(process)
+        return process
+    }
+
+    /// A director with the test's rules, state file and socket, once it says it is ready.
+    private func runDirector(_ extra: [String] = [], rules: String? = nil, socket: String? = nil,
+                             environment: [String: String] = [:]) throws -> (Process, CollectedOutput) {
+        let output = CollectedOutput()
+        var arguments = ["--state-file", stateFile, "--socket", socket ?? defaultSocket] + extra
+        if let rules { arguments += ["--rules", try writeRules(rules + "\n")] }
+        let process = try spawnDirector(arguments, output: output, environment: environment)
+        guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
+        socketPath = socket ?? defaultSocket
+        return (process, output)
+    }
+
+    private var defaultSocket: String { NSTemporaryDirectory() + "\(lab?.prefix ?? "xd").sock" }
+
+    /// Runs `xdirector run ARGUMENTS` expecting a refusal: its exit status and what it printed.
+    private func refusedStart(_ arguments: [String]) throws -> (status: Int32, text: String) {
+        let output = CollectedOutput()
+        let process = try spawnDirector(["--state-file", stateFile] + arguments, output: output)
+        Topology.wait(process, seconds: 30)
+        XCTAssertFalse(process.isRunning, "a refused start exits: \(output.text)")
+        return (process.terminationStatus, output.text)
+    }
+
+    private func stop(_ process: Process, signal: Int32 = SIGTERM) {
+        kill(process.processIdentifier, signal)
+        Topology.wait(process, seconds: 20)
+    }
+
+    /// What the interface and bpffs show of directors: the `ip -d link` line (XDP program and mode), and
+    /// the pins under /sys/fs/bpf/xdirector in the holder's mount namespace.
+    private func traces() throws -> (link: String, pins: String) {
+        let lab = try XCTUnwrap(lab)
+        let link = try lab.exec(lab.director, ["ip", "-d", "link", "show", lab.directorInterface])
+            .split(separator: "\n").filter { $0.contains("xdp") || $0.contains("prog/") }.joined(separator: "\n")
+        let pins = try Topology.run(["nsenter", "--target", "\(try XCTUnwrap(holder).processIdentifier)", "--mount",
+                                     "find", "/sys/fs/bpf", "-path", "*xdirector*"], check: false)
+        return (link, pins)
+    }
+
+    private func probe(seconds: Double, connections: Int = 6, answerTimeoutMs: Int = 1000) throws -> (Process, CollectedOutput) {
+        let lab = try XCTUnwrap(lab)
+        let output = CollectedOutput()
+        let process = try lab.spawn(lab.client, [Self.xdirector, "session-probe", "--address", "\(vip)", "--tcp-port", "\(port)",
+                                                 "--connections", "\(connections)", "--flows", "0", "--seconds", "\(seconds)",
+                                                 "--interval-ms", "50", "--answer-timeout-ms", "\(answerTimeoutMs)"],
+                                    output: output.pipe)
+        return (process, output)
+    }
+
+    private func report(_ process: Process, _ output: CollectedOutput) throws -> [String: Any] {
+        Topology.wait(process, seconds: 60)
+        let line = try XCTUnwrap(output.text.split(separator: "\n").last { $0.hasPrefix("{") }, output.text)
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+    }
+
+    // MARK: Tests
+
+    /// Start and stop 20 times in a row: after every stop the interface has no program, bpffs no pins, and
+    /// the socket file is gone; every stop exits 0.
+    func testStartStopCyclesLeaveNothingBehind() throws {
+        for cycle in 1...20 {
+            let (director, output) = try runDirector(rules: rules)
+            let running = try traces()
+            XCTAssertTrue(running.link.contains("xdp"), "cycle \(cycle): attached")
+            XCTAssertTrue(running.pins.contains("/services"), "cycle \(cycle): pinned: \(running.pins)")
+            stop(director)
+            XCTAssertFalse(director.isRunning, "cycle \(cycle): stopped")
+            XCTAssertEqual(director.terminationStatus, 0, "cycle \(cycle): \(output.text)")
+            let (link, pins) = try traces()
+            XCTAssertEqual(link, "", "cycle \(cycle): no program left on the interface")
+            XCTAssertEqual(pins, "", "cycle \(cycle): no pins left")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: defaultSocket), "cycle \(cycle): no socket file left")
+            XCTAssertFalse(output.text.contains("failed"), "cycle \(cycle): \(output.text)")
+            if testRun?.failureCount ?? 0 > 0 { break }
+        }
+    }
+
+    /// A second director on the interface a live one serves is refused, whatever its queues; the first keeps
+    /// its pins, its socket and every connection.
+    func testSecondDirectorIsRefusedAndTheFirstKeepsServing() throws {
+        let (first, _) = try runDirector(rules: rules)
+        let before = try traces()
+        XCTAssertTrue(before.pins.contains("/services") && before.link.contains("xdp"), "\(before)")
+        let (probe, probeOutput) = try probe(seconds: 5)
+        usleep(1_000_000)
+        for queues in ["1", "0-1"] {
+            let (status, text) = try refusedStart(["--queues", queues, "--socket", NSTemporaryDirectory() + "\(lab!.prefix)-2.sock",
+                                                   "--rules", try writeRules(rules + "\n")])
+            XCTAssertNotEqual(status, 0, text)
+            XCTAssertTrue(text.contains("served by a running director (pid \(first.processIdentifier))"), text)
+        }
+        let sameSocket = try refusedStart(["--socket", defaultSocket, "--queues", "1"])
+        XCTAssertNotEqual(sameSocket.status, 0, sameSocket.text)
+        let summary = try report(probe, probeOutput)
+        XCTAssertEqual(summary["broken"] as? Int, 0, "the first director's connections carry on: \(summary)")
+        XCTAssertEqual(summary["answers"] as? Int, summary["questions"] as? Int, "\(summary)")
+        XCTAssertTrue(first.isRunning)
+        let after = try traces()
+        XCTAssertEqual(after.link, before.link, "the first director's program stays")
+        XCTAssertEqual(after.pins, before.pins, "the first director's pins stay")
+        XCTAssertTrue(try ipvsadm("-Ln").contains("\(Topology.realAddress4(1)):\(port)"), "the first director still answers")
+    }
+
+    /// Each refusal exits non-zero with its reason and leaves the interface, bpffs and the files named exactly
+    /// as they were.
+    func testRefusalsLeaveTheMachineAsItWas() throws {
+        let lab = try XCTUnwrap(lab)
+        let rulesPath = try writeRules(rules + "\n")
+        let scratch = NSTemporaryDirectory() + "\(lab.prefix)-scratch"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: scratch) }
+        let regular = scratch + "/regular"
+        try "keep me\n".write(toFile: regular, atomically: true, encoding: .utf8)
+        let link = scratch + "/link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: regular)
+        let served = scratch + "/served.sock"
+        let listener = try unixListener(path: served)
+        defer { close(listener) }
+        let badRules = try writeRules("-A -t \(vip):\(port) -s rr\n-a -t \(vip):\(port) -r 198.51.100.300 -g\n")
+        let clean = try traces()
+        XCTAssertEqual(clean.link, "")
+
+        let cases: [(String, [String], String)] = [
+            ("a regular file as the socket", ["--rules", rulesPath, "--socket", regular], "not a socket"),
+            ("a symbolic link as the socket", ["--rules", rulesPath, "--socket", link], "not a socket"),
+            ("a socket another process serves", ["--rules", rulesPath, "--socket", served], "another director is serving"),
+            ("a socket path that cannot be made", ["--rules", rulesPath, "--socket", "/proc/nope/x.sock"], "cannot create /proc/nope"),
+            ("a socket path too long", ["--rules", rulesPath, "--socket", scratch + "/" + String(repeating: "s", count: 120) + ".sock"], "too long"),
+            ("a directory as the socket", ["--rules", rulesPath, "--socket", scratch], "not a socket"),
+            ("bad rules", ["--rules", badRules, "--socket", defaultSocket], ":2:"),
+            ("a queue that does not exist", ["--rules", rulesPath, "--socket", defaultSocket, "--queues", "5"], "queue"),
+            ("a core that does not exist", ["--rules", rulesPath, "--socket", defaultSocket, "--cores", "900,901"], "core"),
+        ]
+        for (name, arguments, words) in cases {
+            let (status, text) = try refusedStart(arguments)
+            XCTAssertNotEqual(status, 0, "\(name): \(text)")
+            XCTAssertTrue(text.contains(words), "\(name): the reason is given: \(text)")
+            XCTAssertFalse(text.contains("NSCocoaErrorDomain") || text.contains("Error Domain"), "\(name): a plain reason: \(text)")
+            let now = try traces()
+            XCTAssertEqual(now.link, clean.link, "\(name): the interface is as it was")
+            XCTAssertEqual(now.pins, clean.pins, "\(name): no pins")
+        }
+        XCTAssertEqual(try String(contentsOfFile: regular, encoding: .utf8), "keep me\n", "the regular file is intact")
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: link), regular, "the link is intact")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: defaultSocket), "no socket file is left by a refused start")
+
+        // A program that is not a director's: refused, and left where it is.
+        try lab.attachDecapsulation(lab.director, interface: lab.directorInterface)
+        let foreign = try traces()
+        XCTAssertTrue(foreign.link.contains("xdp"), foreign.link)
+        let (status, text) = try refusedStart(["--rules", rulesPath, "--socket", defaultSocket])
+        XCTAssertNotEqual(status, 0, text)
+        XCTAssertTrue(text.contains("not a director's"), text)
+        XCTAssertEqual(try traces().link, foreign.link, "the foreign program stays")
+        XCTAssertEqual(try traces().pins, clean.pins)
+        try lab.exec(lab.director, ["ip", "link", "set", "dev", lab.directorInterface, "xdp", "off"])
+    }
+
+    /// Changes made at run time survive kill -9: the next director, started without --rules on the same
+    /// interface, takes over what the dead one left (program, pins, socket file), says so, and restores the
+    /// saved configuration; `-S -n` is the same as before the kill.
+    func testRuntimeChangesSurviveKillAndRestartWithoutRules() throws {
+        let (first, _) = try runDirector(rules: rules)
+        try ipvsadm("-a -t \(vip):\(port) -r \(Topology.realAddress4(2)):\(port) -g -w 3")
+        try ipvsadm("-e -t \(vip):\(port) -r \(Topology.realAddress4(0)):\(port) -g -w 5")
+        try ipvsadm("-d -t \(vip):\(port) -r \(Topology.realAddress4(1)):\(port)")
+        try ipvsadm("-A -u \(vip):53 -s sh")
+        try ipvsadm("-a -u \(vip):53 -r \(Topology.realAddress4(1)):53 -m")
+        let saved = try ipvsadm("-S -n")
+        stop(first, signal: SIGKILL)
+        XCTAssertTrue(try traces().link.contains("xdp"), "kill -9 leaves the program attached (holding the queues)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: defaultSocket), "and its socket file")
+
+        let (second, output) = try runDirector()
+        XCTAssertTrue(output.text.contains("taking over"), output.text)
+        XCTAssertTrue(output.text.contains("restored the running configuration from \(stateFile)"), output.text)
+        XCTAssertEqual(try ipvsadm("-S -n"), saved)
+        stop(second)
+        XCTAssertEqual(second.terminationStatus, 0)
+        XCTAssertEqual(try traces().link, "", "the second director leaves the interface clean")
+        XCTAssertEqual(try traces().pins, "")
+    }
+
+    /// Under systemd: READY=1 once serving, WATCHDOG=1 from the control loop, STOPPING=1 on SIGTERM.
+    func testSystemdNotificationsReadyWatchdogStopping() throws {
+        let path = NSTemporaryDirectory() + "\(lab!.prefix)-notify.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd); unlink(path) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, byte) in path.utf8.enumerated() { raw[i] = byte } }
+        XCTAssertEqual(withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }, 0)
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        func receive() -> String {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = recv(fd, &buffer, buffer.count, 0)
+            return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+        }
+        let (director, output) = try runDirector(rules: rules, environment: ["NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"])
+        var messages = [receive()]
+        XCTAssertTrue(messages[0].contains("READY=1"), "\(messages) \(output.text)")
+        for _ in 0..<3 { messages.append(receive()) }
+        XCTAssertTrue(messages.dropFirst().allSatisfy { $0 == "WATCHDOG=1" }, "the control loop feeds the watchdog: \(messages)")
+        kill(director.processIdentifier, SIGTERM)
+        var last = ""
+        for _ in 0..<20 where !last.contains("STOPPING=1") { last = receive() }
+        XCTAssertTrue(last.contains("STOPPING=1"), last)
+        Topology.wait(director, seconds: 20)
+        XCTAssertEqual(director.terminationStatus, 0)
+    }
+}
+
+/// A listening Unix stream socket at `path`: stands for a socket another process serves.
+private func unixListener(path: String) throws -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, byte) in path.utf8.enumerated() { raw[i] = byte } }
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard fd >= 0, bound == 0, listen(fd, 4) == 0 else { throw TestFailure("cannot listen on \(path)") }
+    return fd
+}
