@@ -339,6 +339,17 @@ public final class Director {
         program = nil
     }
 
+    /// Ends this director for a successor (`SIGUSR2`, an upgrade): the workers stop, but the program stays
+    /// attached and pinned and the connection state stays, so frames are held for the restart grace and the
+    /// next `xdirector run` on the interface takes over and resumes every connection, as after a crash.
+    public func handOver() {
+        for worker in workers { worker.stop() }
+        if let program { finalXDPCounters = program.counters() }
+        program?.leaveAttached()
+        program = nil
+        logger.notice("handed over: the XDP program stays attached on \(interface.name) and holds its frames for \(options.restartGrace) s; start the next director now")
+    }
+
     /// Per-queue worker counters and the XDP program's counters.
     public func statistics() -> DirectorStatistics {
         DirectorStatistics(

@@ -139,6 +139,16 @@ public final class XDPProgram {
         attachedMode = nil
     }
 
+    /// Lets go of the program without detaching or unpinning it, for a director that hands over to its
+    /// successor (an upgrade): the program holds the queues' frames as after a crash, and the next director
+    /// takes it over.
+    public func leaveAttached() {
+        attachedMode = nil
+        pinDirectory = nil
+        if let object { bpf_object__close(object) }
+        object = nil
+    }
+
     /// Detaches, unpins and unloads. Safe to call more than once.
     public func close() {
         detach()

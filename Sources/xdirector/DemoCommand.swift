@@ -56,7 +56,11 @@ struct DemoCommand: ParsableCommand {
         print("Rules:\n" + rules.split(separator: "\n").dropFirst().map { "  " + $0 }.joined(separator: "\n"))
 
         let output = CollectedOutput()
-        let director = try lab.spawn(lab.director, [executable, "run", "--interface", lab.directorInterface, "--rules", rulesPath],
+        // The demo's running configuration is saved beside its rules, and removed with them.
+        let statePath = NSTemporaryDirectory() + "\(lab.prefix).state.rules"
+        defer { try? FileManager.default.removeItem(atPath: statePath) }
+        let director = try lab.spawn(lab.director, [executable, "run", "--interface", lab.directorInterface, "--rules", rulesPath,
+                                                    "--state-file", statePath],
                                      output: output.pipe)
         guard output.waitFor("ready", seconds: 20) else {
             director.terminate()

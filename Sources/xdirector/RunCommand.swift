@@ -109,11 +109,13 @@ struct RunCommand: ParsableCommand {
         signal(SIGINT, SIG_DFL)
         signal(SIGTERM, SIG_DFL)
         signal(SIGHUP, SIG_DFL)
+        signal(SIGUSR2, SIG_DFL)
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGHUP)
+        sigaddset(&signals, SIGUSR2)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         // Every check that can refuse the start runs before anything is attached: the director's own
@@ -163,6 +165,7 @@ struct RunCommand: ParsableCommand {
         var lastWatchdog = Date.distantPast
 
         var drainingUntil: Date? = nil
+        var handingOver = false
         director.run(until: {
             if let systemd, let interval = systemd.watchdogInterval, Date().timeIntervalSince(lastWatchdog) >= interval {
                 systemd.watchdog()
@@ -173,6 +176,10 @@ struct RunCommand: ParsableCommand {
             if received == SIGHUP {
                 reload(director)
                 return false
+            }
+            if received == SIGUSR2 {
+                handingOver = true
+                return true
             }
             if received > 0 {
                 // A second signal while draining stops at once.
@@ -187,6 +194,13 @@ struct RunCommand: ParsableCommand {
             return drainingUntil.map { Date() >= $0 } ?? false
         }, idle: { control.serve(handler.handle) })
         systemd?.stopping()
+        if handingOver {
+            // The next director (systemd restarts this one: the exit status counts as a failure) takes over.
+            director.handOver()
+            print(director.statistics().render())
+            fflush(nil)
+            throw ExitCode(Self.handOverStatus)
+        }
         director.stop()
         print(director.statistics().render())
         fflush(nil)
@@ -194,6 +208,9 @@ struct RunCommand: ParsableCommand {
 }
 
 extension RunCommand {
+    /// The exit status after `SIGUSR2`: EX_TEMPFAIL, so systemd's `Restart=on-failure` starts the successor.
+    static let handOverStatus: Int32 = 75
+
     static func loadRules(_ path: String) throws -> DirectorConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ControlError("cannot read rules file \(path)")

@@ -64,8 +64,10 @@ class LabTestCase: XCTestCase {
         let output = CollectedOutput()
         let socket = NSTemporaryDirectory() + "\(lab.prefix)-\(UUID().uuidString.prefix(8)).sock"
         socketPath = socket
+        let state = path + ".state"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: state) }
         director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path,
-                                                "--socket", socket] + arguments, output: output.pipe)
+                                                "--socket", socket, "--state-file", state] + arguments, output: output.pipe)
         directorOutput = output
         guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
     }

@@ -156,7 +156,7 @@ final class Runner {
         case .xdirector:
             try plan.rules.write(toFile: rulesPath, atomically: true, encoding: .utf8)
             forwarder = try Child("xdirector", BenchTopology.command(in: dirNS, [binaries.director, "run", "--interface", lab.directorInterface,
-                "--rules", rulesPath, "--queues", "0-\(plan.queues - 1)", "--cores", coreList, "--wait", "poll",
+                "--rules", rulesPath, "--state-file", rulesPath + ".state", "--queues", "0-\(plan.queues - 1)", "--cores", coreList, "--wait", "poll",
                 "--connections", "\(plan.connections)"] + plan.directorArguments),
                 environment: allocationEnvironment(allocStats, prefix: "xd-q"))
         }
