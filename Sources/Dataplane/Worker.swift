@@ -27,6 +27,8 @@ public final class Worker: @unchecked Sendable {
     private let replies: ReplyIndex?
     private let templates: SharedFlowTable?
     private let partition: Int
+    /// The state file partition the worker's engine keeps its connections in (nil: process memory).
+    private let state: WorkerStateMemory?
     private let stopRequested = Atomic<Bool>(false)
     private let runningCPU = Atomic<Int>(-1)
     private let kernelThreadID = Atomic<Int32>(0)
@@ -37,10 +39,15 @@ public final class Worker: @unchecked Sendable {
     private var thread: pthread_t?
     private let logger: Logger
 
+    /// `state`: this worker's partition of the director's `ConnectionStateFile`; its engine then keeps
+    /// (and resumes) its connections there and uses the file's reply index and template directory, so
+    /// `replies`, `templates` and `partition` are ignored (see `ForwardingEngine.init`). The worker keeps
+    /// the file mapped while it lives.
     public init(queue: XSKQueue, core: Int, exchange: SnapshotExchange, waitMode: WaitMode,
                 connectionCapacity: Int, replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil,
-                partition: Int = 0, logger: Logger) {
+                partition: Int = 0, state: WorkerStateMemory? = nil, logger: Logger) {
         self.queue = queue
+        self.state = state
         self.replies = replies
         self.templates = templates
         self.partition = partition
@@ -117,7 +124,7 @@ public final class Worker: @unchecked Sendable {
 
         var (snapshot, generation) = exchange.load()
         var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters,
-                                      replies: replies, templates: templates, worker: partition)
+                                      replies: replies, templates: templates, worker: partition, state: state)
         var loop = RingLoop(queue: queue, counters: counters.writer)
         while !stopRequested.load(ordering: .relaxed) {
             if exchange.generation != generation {
