@@ -73,7 +73,8 @@ final class ConnectionStateFileTests: XCTestCase {
     }
 
     /// rr services over `servers`, each server with its cell in `cells` (by route), counted in the file's store.
-    private func snapshot(_ file: ConnectionStateFile, cells: [IPAddress: UInt32]) -> ForwardingSnapshot {
+    private func snapshot(_ file: ConnectionStateFile, cells: [IPAddress: UInt32],
+                          local: [String] = ["198.51.100.3"]) -> ForwardingSnapshot {
         var services: [SnapshotService] = []
         for server in servers {
             let destination = SnapshotDestination(weight: 1, mac: server.mac, counterID: cells[server.route.address], route: server.route)
@@ -82,7 +83,7 @@ final class ConnectionStateFileTests: XCTestCase {
             } else {
                 services.append(SnapshotService(
                     key: server.service, policy: ServicePolicy(scheduler: .rr, ipv6: false), destinations: [destination],
-                    localAddresses: server.route.kind == .fullNAT ? [IPAddress("198.51.100.3")!] : []))
+                    localAddresses: server.route.kind == .fullNAT ? local.map { IPAddress($0)! } : []))
             }
         }
         return ForwardingSnapshot(interfaceMAC: interfaceMAC, services: services, counters: file.counters, mtu: 1500,
@@ -215,6 +216,31 @@ final class ConnectionStateFileTests: XCTestCase {
         XCTAssertEqual(ports.count, 250)
         XCTAssertFalse(ports.contains(port), "the restored connection's port is not handed out again")
         XCTAssertEqual(run(&owner, client(250), now: 110).0, .drop(.dropLocalPortsExhausted))
+    }
+
+    func testAFULLNATConnectionKeepsItsLocalAddressWhenTheRestartedConfigurationOrdersThemOtherwise() throws {
+        let before = try firstLife()
+        let file = try ConnectionStateFile(path: path, layout: layout, logger: logger)
+        var cells: [IPAddress: UInt32] = [:]
+        for (cell, server) in file.recordedRealServers() { cells[server.route.address] = cell }
+        // 198.51.100.3 was local address 0; now it is 1.
+        var engine = ForwardingEngine(snapshot: snapshot(file, cells: cells, local: ["198.51.100.4", "198.51.100.3"]),
+                                      connectionCapacity: layout.connectionsPerWorker, counters: WorkerCounterBlock(),
+                                      state: file.partition(1))
+        let (verdict, out) = run(&engine, ack(40003, "203.0.113.30"), now: 110)
+        XCTAssertEqual(verdict, .transmit)
+        XCTAssertEqual(out, expected(.tcp("198.51.100.3", before.fullNATPort, "198.51.100.13", 80, flags: TCPFlags.ack), to: realA))
+        // The next configuration drops 198.51.100.4: the connection follows its address to index 0 again,
+        // and a restart after that finds the indices it recorded.
+        engine.adopt(snapshot(file, cells: cells, local: ["198.51.100.3"]))
+        XCTAssertEqual(run(&engine, ack(40003, "203.0.113.30"), now: 111).1,
+                       expected(.tcp("198.51.100.3", before.fullNATPort, "198.51.100.13", 80, flags: TCPFlags.ack), to: realA))
+        _ = consume engine
+        var again = ForwardingEngine(snapshot: snapshot(file, cells: cells, local: ["198.51.100.3"]),
+                                     connectionCapacity: layout.connectionsPerWorker, counters: WorkerCounterBlock(),
+                                     state: file.partition(1))
+        XCTAssertEqual(run(&again, ack(40003, "203.0.113.30"), now: 112).1,
+                       expected(.tcp("198.51.100.3", before.fullNATPort, "198.51.100.13", 80, flags: TCPFlags.ack), to: realA))
     }
 
     func testRecordedCellsAreNotHandedOutAgainAndReleasedOnesAre() throws {
