@@ -243,11 +243,9 @@ public final class ConnectionStateFile: @unchecked Sendable {
         }
 
         // Every region holds a valid (empty or resumed) table: `create` initialised the new ones.
-        var taken = Set<UInt32>()
-        for cell in 0..<layout.counterCells where (base + regions.realServers + cell * PersistedRealServer.recordBytes)
-            .load(as: UInt8.self) != 0 {
-            taken.insert(UInt32(cell))
-        }
+        // The cells the director will give back to their servers (or drain) are taken; a record that does
+        // not decode names no server the director could release its cell for, so that cell is free.
+        let taken = Set(Self.decodeRealServers(base + regions.realServers, cells: layout.counterCells).keys)
         counters = DestinationCounterStore(capacity: layout.counterCells, memory: base + regions.counters, restoring: true,
                                            taken: taken)
         replies = ReplyIndex(table: SharedFlowTable(partitions: layout.workers, entriesPerPartition: layout.replyEntriesPerWorker,
@@ -274,9 +272,13 @@ public final class ConnectionStateFile: @unchecked Sendable {
     /// Every cell recorded as held and the real server holding it (empty for a new file). Records that do
     /// not decode (a torn write) are left out.
     public func recordedRealServers() -> [UInt32: PersistedRealServer] {
+        Self.decodeRealServers(base + regions.realServers, cells: layout.counterCells)
+    }
+
+    private static func decodeRealServers(_ table: UnsafeMutableRawPointer, cells: Int) -> [UInt32: PersistedRealServer] {
         var result: [UInt32: PersistedRealServer] = [:]
-        for cell in 0..<layout.counterCells {
-            if let server = PersistedRealServer(decoding: base + regions.realServers + cell * PersistedRealServer.recordBytes) {
+        for cell in 0..<cells {
+            if let server = PersistedRealServer(decoding: table + cell * PersistedRealServer.recordBytes) {
                 result[UInt32(cell)] = server
             }
         }

@@ -171,9 +171,6 @@ public final class DestinationCounterStore: @unchecked Sendable {
          MemoryLayout<DestinationCounterCell>.alignment]
     }
 
-    /// Whether `allocate` may hand out cell `id` (it is free).
-    public func isFree(_ id: UInt32) -> Bool { free[freeHead...].contains(id) }
-
     /// How many cells `allocate` can still give.
     public var available: Int { free.count - freeHead }
 
