@@ -248,10 +248,27 @@ public final class ConnectionStateFile: @unchecked Sendable {
         let taken = Set(Self.decodeRealServers(base + regions.realServers, cells: layout.counterCells).keys)
         counters = DestinationCounterStore(capacity: layout.counterCells, memory: base + regions.counters, restoring: true,
                                            taken: taken)
-        replies = ReplyIndex(table: SharedFlowTable(partitions: layout.workers, entriesPerPartition: layout.replyEntriesPerWorker,
-                                                    memory: base + regions.replies, restoring: true))
-        templates = SharedFlowTable(partitions: layout.workers, entriesPerPartition: layout.templateDirectoryEntriesPerWorker,
-                                    memory: base + regions.templateDirectory, restoring: true)
+        // A new file's shared tables are holes, blank as they are; a resumed one's are searched for entries
+        // left half-written, skipping the holes (never written: reading them would fill them with pages).
+        let opened = self.descriptor, restored = self.restored
+        func holds(_ region: Int) -> (Int, Int) -> Bool {
+            { offset, length in Self.holdsData(opened, from: region + offset, length: length) }
+        }
+        replies = ReplyIndex(table: SharedFlowTable(
+            partitions: layout.workers, entriesPerPartition: layout.replyEntriesPerWorker, memory: base + regions.replies,
+            restoring: restored, zeroed: true, mayHoldData: holds(regions.replies)))
+        templates = SharedFlowTable(
+            partitions: layout.workers, entriesPerPartition: layout.templateDirectoryEntriesPerWorker,
+            memory: base + regions.templateDirectory, restoring: restored, zeroed: true,
+            mayHoldData: holds(regions.templateDirectory))
+    }
+
+    /// Whether the file has data (not a hole) in `length` bytes from `offset`; true when it cannot tell.
+    private static func holdsData(_ descriptor: Int32, from offset: Int, length: Int) -> Bool {
+        let seekData: Int32 = 3  // SEEK_DATA (Linux; Glibc hides it without _GNU_SOURCE)
+        let data = lseek(descriptor, off_t(offset), seekData)
+        if data < 0 { return errno != ENXIO }  // ENXIO: no data from there to the end
+        return Int(data) < offset + length
     }
 
     deinit {

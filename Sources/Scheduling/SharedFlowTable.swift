@@ -50,8 +50,10 @@ public final class SharedFlowTable: @unchecked Sendable {
     /// already is: fresh file pages stay untouched). `restoring` true: the entries found there are kept, the
     /// memory holding a table of the same shape; an entry its writer left half-written (the writer died
     /// between the two halves of its seqlock) is retired, so readers and the next writer are not stuck on it.
+    /// Finding those reads every entry's first word, except in the byte ranges (from `memory`) for which
+    /// `mayHoldData` answers false: a file mapping's holes, which reading would fill with pages.
     public init(partitions: Int, entriesPerPartition: Int, memory: UnsafeMutableRawPointer, restoring: Bool,
-                zeroed: Bool = false) {
+                zeroed: Bool = false, mayHoldData: ((_ offset: Int, _ length: Int) -> Bool)? = nil) {
         precondition(Int(bitPattern: memory) & 63 == 0, "shared flow table memory must be 64-byte aligned")
         let entries = Self.roundedEntries(entriesPerPartition)
         self.partitions = max(partitions, 1)
@@ -61,12 +63,17 @@ public final class SharedFlowTable: @unchecked Sendable {
         words = memory.bindMemory(to: Atomic<UInt64>.self, capacity: total * Self.entryWords)
         ownsMemory = false
         if restoring {
-            for entry in 0..<total {
-                let e = words + entry * Self.entryWords
-                let sequence = e[0].load(ordering: .relaxed)
-                guard sequence & 1 != 0 else { continue }
-                e[1].store(e[1].load(ordering: .relaxed) & ~0xFFFF_FFFF, ordering: .relaxed)  // expiry 0: retired
-                e[0].store(sequence &+ 1, ordering: .relaxed)
+            let chunk = 512  // entries: 64 KiB
+            for first in stride(from: 0, to: total, by: chunk) {
+                let count = min(chunk, total - first)
+                if let mayHoldData, !mayHoldData(first * Self.entryWords * 8, count * Self.entryWords * 8) { continue }
+                for entry in first..<first + count {
+                    let e = words + entry * Self.entryWords
+                    let sequence = e[0].load(ordering: .relaxed)
+                    guard sequence & 1 != 0 else { continue }
+                    e[1].store(e[1].load(ordering: .relaxed) & ~0xFFFF_FFFF, ordering: .relaxed)  // expiry 0: retired
+                    e[0].store(sequence &+ 1, ordering: .relaxed)
+                }
             }
         }
     }

@@ -243,6 +243,44 @@ final class ConnectionStateFileTests: XCTestCase {
                        expected(.tcp("198.51.100.3", before.fullNATPort, "198.51.100.13", 80, flags: TCPFlags.ack), to: realA))
     }
 
+    func testAReplyEntryLeftHalfWrittenByADeadWriterIsRetiredOnRestore() throws {
+        let layout = ConnectionStateFile.Layout(workers: 2, connectionsPerWorker: 64, counterCells: 16, localAddresses: 2)
+        do {
+            let file = try ConnectionStateFile(path: path, layout: layout, logger: logger)
+            var cells: [IPAddress: UInt32] = [:]
+            for server in servers { cells[server.route.address] = file.counters.allocate() }
+            var engine = ForwardingEngine(snapshot: snapshot(file, cells: cells), connectionCapacity: 64,
+                                          counters: WorkerCounterBlock(), state: file.partition(0))
+            XCTAssertEqual(run(&engine, syn(40001, "203.0.113.20"), now: 100).0, .transmit)
+        }
+        // The reply index follows the header, the real-server table and the cells, each on a 4096-byte
+        // boundary; its one entry in use has sequence 2. Make it odd, as a writer that died mid-write leaves it.
+        let replies = 3 * 4096
+        let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: path))
+        try handle.seek(toOffset: UInt64(replies))
+        let region = try XCTUnwrap(handle.read(upToCount: 2 * 64 * 128))
+        let used = (0..<128).filter { region[region.startIndex + $0 * 128] != 0 }
+        XCTAssertEqual(used.count, 1)
+        let entry = try replies + XCTUnwrap(used.first) * 128
+        XCTAssertEqual(region[region.startIndex + entry - replies], 2)
+        try handle.seek(toOffset: UInt64(entry))
+        try handle.write(contentsOf: Data([3]))
+        try handle.close()
+
+        let file = try ConnectionStateFile(path: path, layout: layout, logger: logger)
+        XCTAssertTrue(file.restored)
+        var cells: [IPAddress: UInt32] = [:]
+        for server in servers { cells[server.route.address] = file.counters.allocate() }
+        var other = ForwardingEngine(snapshot: snapshot(file, cells: cells), connectionCapacity: 64,
+                                     counters: WorkerCounterBlock(), state: file.partition(1))
+        XCTAssertEqual(run(&other, .tcp("198.51.100.11", 8080, "198.51.100.1", 40001, flags: TCPFlags.ack), now: 110).0,
+                       .drop(.dropNoReplyState), "the torn entry was retired, not read")
+        let after = try XCTUnwrap(FileHandle(forReadingAtPath: path))
+        try after.seek(toOffset: UInt64(entry))
+        XCTAssertEqual(try after.read(upToCount: 1), Data([4]), "its sequence is even again: writers can reuse it")
+        try after.close()
+    }
+
     func testRecordedCellsAreNotHandedOutAgainAndReleasedOnesAre() throws {
         let before = try firstLife()
         let file = try ConnectionStateFile(path: path, layout: layout, logger: logger)
