@@ -76,7 +76,8 @@ let package = Package(
         .testTarget(name: "ControlTests", dependencies: ["Control", "Dataplane", "Packet"]),
         .testTarget(name: "XDirectorMetricsTests", dependencies: ["XDirectorMetrics", "Control", "Dataplane", "Packet"],
                     path: "Tests/MetricsTests"),
-        .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "XDirectorTestSupport"]),
+        .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "Scheduling", "XDirectorTestSupport",
+                                                         .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "Topology", "Packet"]),
         // The bench's pure logic (frames, medians, targets) and its live-frames program (root).
         .testTarget(name: "BenchTests", dependencies: ["xdirector-bench", "CXDP", "XDirectorTestSupport"], path: "Bench/Tests"),

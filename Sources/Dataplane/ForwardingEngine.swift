@@ -58,6 +58,8 @@ public struct ForwardingEngine: ~Copyable {
     private let replies: ReplyIndexView
     private var ports: LocalPortAllocator
     private let extras: UnsafeMutableBufferPointer<ConnectionExtra>
+    /// The state file partition the tables, `extras` and `ports` live in (nil: allocated); holds the file.
+    private let state: WorkerStateMemory?
     /// This worker's partition: its row of the snapshot's traffic store.
     private let worker: Int
     private var traffic: DestinationTrafficWriter
@@ -71,28 +73,64 @@ public struct ForwardingEngine: ~Copyable {
 
     /// `replies` and `templates` are shared by all workers of the director, `worker` being this one's
     /// partition; without them the engine makes private ones (a single worker, as in tests).
+    ///
+    /// `state`: the memory of this worker's partition of a `ConnectionStateFile`
+    /// (`ConnectionStateFile.partition(_:)`). The engine then keeps its connection and template tables,
+    /// per-connection translation data and FULLNAT ports there, resuming whatever an earlier engine over
+    /// the same partition left (in this process or an earlier one), and uses the file's reply index and
+    /// template directory (`replies`, `templates` and `worker` are then ignored; the partition names the
+    /// worker). `connectionCapacity` must be the file's connections per worker and `snapshot.counters` the
+    /// file's counter store, whose cells the restored entries are counted in. Local addresses beyond the
+    /// file's `Layout.localAddresses` get no FULLNAT ports. Without `state` the engine allocates everything
+    /// (nothing outlives it).
     public init(snapshot: ForwardingSnapshot, connectionCapacity: Int, counters: WorkerCounterBlock,
-                replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil, worker: Int = 0) {
+                replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil, worker: Int = 0,
+                state: WorkerStateMemory? = nil) {
+        if let state {
+            precondition(connectionCapacity == state.connectionCapacity,
+                         "the connection capacity differs from the state file's")
+            precondition(snapshot.counters === state.file.counters,
+                         "a restored engine counts in the state file's counter store")
+        }
+        let worker = state?.worker ?? worker
+        let templates = state?.file.templates ?? templates
         self.snapshot = snapshot
         view = snapshot.view
         templateDirectory = templates
-        tracker = ConnectionTracker(capacity: connectionCapacity, counters: snapshot.counters,
-                                    timeouts: snapshot.timeouts,
+        tracker = ConnectionTracker(capacity: connectionCapacity, templateCapacity: state?.templateCapacity,
+                                    counters: snapshot.counters, timeouts: snapshot.timeouts,
                                     seed: UInt64(UInt(bitPattern: ObjectIdentifier(counters).hashValue)) | 1,
-                                    directory: templates?.view(partition: worker))
+                                    directory: templates?.view(partition: worker),
+                                    memory: state.map { ($0.connections, $0.templates) }, restoring: state != nil)
         tracker.adopt(services: snapshot.view.policies, destinations: snapshot.view.destinations)
         self.counters = counters.writer
         counterBlock = counters
-        let index = replies ?? (try? ReplyIndex(partitions: 1, entriesPerPartition: connectionCapacity))
+        let index = state?.file.replies ?? replies ?? (try? ReplyIndex(partitions: 1, entriesPerPartition: connectionCapacity))
             ?? { fatalError("cannot reserve memory for the reply index") }()
         replyIndex = index
         self.replies = index.view(partition: worker)
-        ports = LocalPortAllocator(worker: self.replies.own, workers: index.partitions,
-                                   addressCount: snapshot.view.localAddresses.count)
-        extras = .allocate(capacity: tracker.slotCount)
-        extras.initialize(repeating: ConnectionExtra())
         self.worker = worker
+        self.state = state
         traffic = Self.trafficWriter(snapshot.traffic, worker: worker)
+        if let state {
+            // The file was initialised when it was made: ports and per-slot data are resumed as found.
+            ports = LocalPortAllocator(worker: self.replies.own, workers: index.partitions,
+                                       addressCount: state.localAddressCapacity, memory: state.ports, restoring: true)
+            extras = UnsafeMutableBufferPointer(
+                start: state.extras.bindMemory(to: ConnectionExtra.self, capacity: tracker.slotCount),
+                count: tracker.slotCount)
+            // Ports and slots name local addresses by index: follow them to this snapshot's indices.
+            let recorded = state.recordedLocalAddresses()
+            let current = snapshot.view.localAddresses
+            if !recorded.elementsEqual(current.prefix(state.localAddressCapacity)) {
+                recorded.withUnsafeBufferPointer { remapLocalAddresses(from: $0, to: current) }
+            }
+        } else {
+            ports = LocalPortAllocator(worker: self.replies.own, workers: index.partitions,
+                                       addressCount: snapshot.view.localAddresses.count)
+            extras = .allocate(capacity: tracker.slotCount)
+            extras.initialize(repeating: ConnectionExtra())
+        }
     }
 
     private static func trafficWriter(_ store: DestinationTrafficStore?, worker: Int) -> DestinationTrafficWriter {
@@ -101,7 +139,7 @@ public struct ForwardingEngine: ~Copyable {
     }
 
     deinit {
-        extras.deallocate()
+        if state == nil { extras.deallocate() }
     }
 
     /// Switches to a new configuration: connections follow their real servers (by counter cell) wherever
@@ -119,16 +157,24 @@ public struct ForwardingEngine: ~Copyable {
     }
 
     /// Carries the FULLNAT ports over to the new local-address indices (a walk of the table: only when the
-    /// local addresses changed).
+    /// local addresses changed). Over a state file the ports move within the file and the new list is
+    /// recorded there, so a restarted engine can follow the indices again.
     private mutating func remapLocalAddresses(from old: UnsafeBufferPointer<IPAddress>, to new: UnsafeBufferPointer<IPAddress>) {
         let mapping = UnsafeMutableBufferPointer<Int32>.allocate(capacity: max(new.count, 1))
         for (index, address) in new.enumerated() { mapping[index] = Int32(old.firstIndex(of: address) ?? -1) }
-        var allocator = LocalPortAllocator(worker: replies.own, workers: replyIndex.partitions, addressCount: new.count)
-        allocator.adopt(from: ports, mapping: UnsafeBufferPointer(rebasing: mapping[0..<new.count]))
-        ports = allocator
+        let known = UnsafeMutableBufferPointer(rebasing: mapping[0..<new.count])
+        if let state {
+            ports.remap(mapping: UnsafeBufferPointer(known))
+            state.recordLocalAddresses(new)
+        } else {
+            var allocator = LocalPortAllocator(worker: replies.own, workers: replyIndex.partitions, addressCount: new.count)
+            allocator.adopt(from: ports, mapping: UnsafeBufferPointer(known))
+            ports = allocator
+        }
         for slot in 0..<extras.count where extras[slot].localAddress >= 0 {
             let previous = Int(extras[slot].localAddress)
-            extras[slot].localAddress = Int32(mapping[0..<new.count].firstIndex(of: Int32(previous)) ?? -1)
+            let moved = known.firstIndex(of: Int32(previous)).map { Int32($0) } ?? -1
+            extras[slot].localAddress = moved < Int32(ports.addressCount) ? moved : -1
         }
         mapping.deallocate()
     }

@@ -11,27 +11,60 @@ public struct LocalPortAllocator: ~Copyable {
 
     public let firstPort: Int
     public let portCount: Int
-    private let addressCount: Int
+    /// Local addresses (by index) this allocator has ports for; higher indices get none.
+    public let addressCount: Int
     /// owners[address * portCount + i]: slot + 1 of the connection holding firstPort + i, 0 when never used.
     private let owners: UnsafeMutablePointer<Int32>
     private let cursors: UnsafeMutablePointer<Int32>
+    /// True when `init` allocated the memory (freed in `deinit`); false over a caller's memory.
+    private let ownsMemory: Bool
 
     /// The slice of worker `worker` of `workers`, on `addressCount` local addresses.
     public init(worker: Int, workers: Int, addressCount: Int) {
-        let total = 65536 - Self.lowestPort
-        let share = total / max(workers, 1)
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: Self.byteCount(workers: workers, addressCount: addressCount),
+                                                      alignment: 64)
+        self.init(worker: worker, workers: workers, addressCount: addressCount, memory: memory, owned: true,
+                  restoring: false)
+    }
+
+    /// The same slice over `memory`, which the caller provides and keeps valid while the allocator lives:
+    /// `byteCount(workers:addressCount:)` bytes, 64-byte aligned, e.g. a shared file mapping that outlives
+    /// the process; nothing is freed in `deinit`. `restoring` false: every port starts free (the memory is
+    /// zeroed). `restoring` true: the owners and cursors found there (from an allocator of the same
+    /// `workers` and `addressCount`) are kept, so ports held by restored connections stay held.
+    public init(worker: Int, workers: Int, addressCount: Int, memory: UnsafeMutableRawPointer, restoring: Bool) {
+        self.init(worker: worker, workers: workers, addressCount: addressCount, memory: memory, owned: false,
+                  restoring: restoring)
+    }
+
+    private init(worker: Int, workers: Int, addressCount: Int, memory: UnsafeMutableRawPointer, owned: Bool,
+                 restoring: Bool) {
+        let share = Self.share(workers: workers)
         firstPort = Self.lowestPort + share * min(max(worker, 0), max(workers, 1) - 1)
         portCount = share
         self.addressCount = addressCount
-        owners = .allocate(capacity: max(addressCount * share, 1))
-        owners.initialize(repeating: 0, count: max(addressCount * share, 1))
-        cursors = .allocate(capacity: max(addressCount, 1))
-        cursors.initialize(repeating: 0, count: max(addressCount, 1))
+        ownsMemory = owned
+        let cursorBytes = Self.cursorBytes(addressCount)
+        if !restoring {
+            memory.initializeMemory(as: UInt8.self, repeating: 0,
+                                    count: Self.byteCount(workers: workers, addressCount: addressCount))
+        }
+        cursors = memory.bindMemory(to: Int32.self, capacity: max(addressCount, 1))
+        owners = (memory + cursorBytes).bindMemory(to: Int32.self, capacity: max(addressCount * share, 1))
     }
 
     deinit {
-        owners.deallocate()
-        cursors.deallocate()
+        if ownsMemory { UnsafeMutableRawPointer(cursors).deallocate() }
+    }
+
+    private static func share(workers: Int) -> Int { (65536 - lowestPort) / max(workers, 1) }
+
+    private static func cursorBytes(_ addressCount: Int) -> Int { (max(addressCount, 1) * 4 + 63) & ~63 }
+
+    /// The bytes an allocator needs over caller-provided memory: a cursor per address, then 4 bytes per
+    /// port of the worker's slice per address (about 256 KiB per address, divided among the workers).
+    public static func byteCount(workers: Int, addressCount: Int) -> Int {
+        cursorBytes(addressCount) + (max(addressCount * share(workers: workers), 1) * 4 + 63) & ~63
     }
 
     /// Carries the ports of local addresses that stay across a configuration change: `mapping[new] = old`
@@ -42,6 +75,29 @@ public struct LocalPortAllocator: ~Copyable {
             (owners + new * portCount).update(from: old.owners + Int(previous) * portCount, count: portCount)
             cursors[new] = old.cursors[Int(previous)]
         }
+    }
+
+    /// `adopt` within this allocator's own memory: address `new` takes the ports of address `mapping[new]`
+    /// (-1: none, all free). Allocates a copy of the ports while it moves them: call it between batches.
+    public mutating func remap(mapping: UnsafeBufferPointer<Int32>) {
+        let rows = addressCount * portCount
+        guard rows > 0 else { return }
+        let oldOwners = UnsafeMutablePointer<Int32>.allocate(capacity: rows)
+        oldOwners.initialize(from: owners, count: rows)
+        let oldCursors = UnsafeMutablePointer<Int32>.allocate(capacity: addressCount)
+        oldCursors.initialize(from: cursors, count: addressCount)
+        for new in 0..<addressCount {
+            let previous = new < mapping.count ? Int(mapping[new]) : -1
+            if previous >= 0 && previous < addressCount {
+                (owners + new * portCount).update(from: oldOwners + previous * portCount, count: portCount)
+                cursors[new] = oldCursors[previous]
+            } else {
+                (owners + new * portCount).update(repeating: 0, count: portCount)
+                cursors[new] = 0
+            }
+        }
+        oldOwners.deallocate()
+        oldCursors.deallocate()
     }
 
     /// A free port on one of `addresses` (indices of local addresses, tried in turn), recorded as held by

@@ -36,6 +36,11 @@ public final class ReplyIndex: @unchecked Sendable {
         self.table = table
     }
 
+    /// An index over an existing table, e.g. one laid over a `ConnectionStateFile` (which keeps it).
+    public init(table: SharedFlowTable) {
+        self.table = table
+    }
+
     /// The handle of the worker that owns `partition`. Valid while the index lives.
     public func view(partition: Int) -> ReplyIndexView { ReplyIndexView(table: table.view(partition: partition)) }
 }

@@ -27,6 +27,8 @@ public final class Worker: @unchecked Sendable {
     private let replies: ReplyIndex?
     private let templates: SharedFlowTable?
     private let partition: Int
+    /// The state file partition the worker's engine keeps its connections in (nil: process memory).
+    private let state: WorkerStateMemory?
     private let stopRequested = Atomic<Bool>(false)
     private let runningCPU = Atomic<Int>(-1)
     private let kernelThreadID = Atomic<Int32>(0)
@@ -40,10 +42,16 @@ public final class Worker: @unchecked Sendable {
     /// restart grace after the last beat, so a restarted director can resume the connections.
     private let heartbeat: UnsafeMutablePointer<Atomic<UInt64>>?
 
+    /// `state`: this worker's partition of the director's `ConnectionStateFile`; its engine then keeps
+    /// (and resumes) its connections there and uses the file's reply index and template directory, so
+    /// `replies`, `templates` and `partition` are ignored (see `ForwardingEngine.init`). The worker keeps
+    /// the file mapped while it lives.
     public init(queue: XSKQueue, core: Int, exchange: SnapshotExchange, waitMode: WaitMode,
                 connectionCapacity: Int, replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil,
-                partition: Int = 0, heartbeat: UnsafeMutablePointer<Atomic<UInt64>>? = nil, logger: Logger) {
+                partition: Int = 0, state: WorkerStateMemory? = nil,
+                heartbeat: UnsafeMutablePointer<Atomic<UInt64>>? = nil, logger: Logger) {
         self.queue = queue
+        self.state = state
         self.heartbeat = heartbeat
         self.replies = replies
         self.templates = templates
@@ -121,7 +129,7 @@ public final class Worker: @unchecked Sendable {
 
         var (snapshot, generation) = exchange.load()
         var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters,
-                                      replies: replies, templates: templates, worker: partition)
+                                      replies: replies, templates: templates, worker: partition, state: state)
         var loop = RingLoop(queue: queue, counters: counters.writer)
         while !stopRequested.load(ordering: .relaxed) {
             if exchange.generation != generation {

@@ -4,8 +4,10 @@ import Synchronization
 /// One worker's connection table: flow → (service, real server, state, expiry), fixed capacity.
 ///
 /// Ownership: a table belongs to one worker thread, which alone calls its methods; other threads (listings,
-/// `ipvsadm -Lc`) ask that worker. All memory is allocated in `init` and freed in `deinit`; no method
-/// allocates (except `liveEntries`, meant for listings), takes a lock or touches a reference count.
+/// `ipvsadm -Lc`) ask that worker. All memory is allocated in `init` and freed in `deinit`, or lies in
+/// memory the caller provides (`init(capacity:timeouts:counters:memory:restoring:)`, e.g. a shared file
+/// mapping that outlives the process, so a restarted program resumes the table); no method allocates (except
+/// `liveEntries`, meant for listings), takes a lock or touches a reference count.
 ///
 /// Layout: open addressing with linear probing over a power-of-two number of slots, at least twice
 /// `capacity`, so the table is never more than half full. A parallel array of 16-bit tags (from the flow hash;
@@ -102,29 +104,82 @@ public struct ConnectionTable: ~Copyable {
         didSet { Self.fill(timeoutByState, from: timeouts) }
     }
 
+    /// Where this table's memory is: entries, tags and the control words (see `byteCount(capacity:)`).
+    private let memory: UnsafeMutableRawPointer
+    /// True when `init` allocated `memory` (freed in `deinit`); false over a caller's memory.
+    private let ownsMemory: Bool
+    /// Control words at the start of `memory`: see `Control`.
+    private let control: UnsafeMutablePointer<UInt64>
+
+    /// The control words at the start of a table's memory.
+    private enum Control {
+        /// Word 0: `slotCount`, word 1: `capacity` (checked when a table is restored), word 2: the sweep cursor.
+        static let slotCount = 0, capacity = 1, sweepCursor = 2
+        /// Bytes before the entries: one cache line.
+        static let bytes = 64
+    }
+
     /// A table for `capacity` connections (1 ... 2^28). Allocates 66 bytes per slot, 2 to 4 slots per unit of
     /// capacity (the slot count is a power of two), at least 64 slots.
     public init(capacity: Int, timeouts: ConnectionTimeouts = .init(), counters: DestinationCounterStore? = nil) {
-        precondition(capacity > 0 && capacity <= 1 << 28, "connection table capacity out of range")
-        var slotCount = 64
-        while slotCount < 2 * capacity { slotCount <<= 1 }
+        Self.checkCapacity(capacity)
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: Self.byteCount(capacity: capacity), alignment: 64)
+        self.init(capacity: capacity, timeouts: timeouts, counters: counters, memory: memory, owned: true, restoring: false)
+    }
+
+    /// A table over `memory`, which the caller provides and keeps valid (and does not hand to another
+    /// table) while the table lives: `byteCount(capacity:)` bytes, 64-byte aligned. Nothing is allocated for
+    /// the entries and nothing is freed in `deinit`; the memory may be a shared file mapping that outlives
+    /// the process.
+    ///
+    /// `restoring` false: the table starts empty (the memory is initialised, whatever it held).
+    /// `restoring` true: the memory holds a table of the same `capacity` left by an earlier table (in this
+    /// process or another): its entries, tags and sweep position are kept as they are and `count` is
+    /// recounted from the tags. Expiry times are the caller's seconds, so the caller's clock must be the one
+    /// the earlier table was given (a system-wide monotonic clock). The counter cells the entries name are
+    /// not recounted: `counters` must be the store the entries were counted in, with its counts kept.
+    public init(capacity: Int, timeouts: ConnectionTimeouts = .init(), counters: DestinationCounterStore? = nil,
+                memory: UnsafeMutableRawPointer, restoring: Bool) {
+        Self.checkCapacity(capacity)
+        self.init(capacity: capacity, timeouts: timeouts, counters: counters, memory: memory, owned: false,
+                  restoring: restoring)
+    }
+
+    private init(capacity: Int, timeouts: ConnectionTimeouts, counters: DestinationCounterStore?,
+                 memory: UnsafeMutableRawPointer, owned: Bool, restoring: Bool) {
+        precondition(Int(bitPattern: memory) & 63 == 0, "connection table memory must be 64-byte aligned")
+        let slotCount = Self.slotCount(capacity: capacity)
         self.capacity = capacity
         self.mask = slotCount - 1
-        self.count = 0
-        self.sweepCursor = 0
         self.timeouts = timeouts
         self.counterStore = counters
         self.counterCells = counters?.cells
         self.counterCapacity = counters?.capacity ?? 0
+        self.memory = memory
+        self.ownsMemory = owned
+        let control = memory.bindMemory(to: UInt64.self, capacity: Control.bytes / 8)
+        self.control = control
         // Cache-line aligned, so a 64-byte entry is one line to `find` rather than two.
-        let entries = UnsafeMutableRawPointer.allocate(
-            byteCount: MemoryLayout<Entry>.stride * slotCount, alignment: 64
-        ).bindMemory(to: Entry.self, capacity: slotCount)
-        let blank = Entry(key: FlowKey(), service: 0, destination: 0, expires: 0, hash: 0,
-                          counter: SchedulingDestination.noCounters, state: .initial, flags: 0, lastSeen: 0)
-        entries.initialize(repeating: blank, count: slotCount)
-        let tags = UnsafeMutablePointer<UInt16>.allocate(capacity: slotCount)
-        tags.initialize(repeating: 0, count: slotCount)
+        let entries = (memory + Control.bytes).bindMemory(to: Entry.self, capacity: slotCount)
+        let tags = (memory + Control.bytes + Self.entryBytes(slotCount)).bindMemory(to: UInt16.self, capacity: slotCount)
+        if restoring {
+            precondition(control[Control.slotCount] == UInt64(slotCount) && control[Control.capacity] == UInt64(capacity),
+                         "restored connection table has another capacity")
+            var held = 0
+            for slot in 0..<slotCount where tags[slot] > Self.tombstone { held += 1 }
+            self.count = held
+            self.sweepCursor = Int(control[Control.sweepCursor] & UInt64(slotCount - 1))
+        } else {
+            control.initialize(repeating: 0, count: Control.bytes / 8)
+            control[Control.slotCount] = UInt64(slotCount)
+            control[Control.capacity] = UInt64(capacity)
+            let blank = Entry(key: FlowKey(), service: 0, destination: 0, expires: 0, hash: 0,
+                              counter: SchedulingDestination.noCounters, state: .initial, flags: 0, lastSeen: 0)
+            entries.initialize(repeating: blank, count: slotCount)
+            tags.initialize(repeating: 0, count: slotCount)
+            self.count = 0
+            self.sweepCursor = 0
+        }
         let timeoutByState = UnsafeMutablePointer<UInt32>.allocate(capacity: ConnectionState.allCases.count)
         timeoutByState.initialize(repeating: 0, count: ConnectionState.allCases.count)
         self.entries = entries
@@ -134,9 +189,52 @@ public struct ConnectionTable: ~Copyable {
     }
 
     deinit {
-        entries.deallocate()
-        tags.deallocate()
+        if ownsMemory { memory.deallocate() }
         timeoutByState.deallocate()
+    }
+
+    private static func checkCapacity(_ capacity: Int) {
+        precondition(capacity > 0 && capacity <= 1 << 28, "connection table capacity out of range")
+    }
+
+    /// Slots of a table of `capacity`: a power of two, at least twice the capacity, at least 64.
+    public static func slotCount(capacity: Int) -> Int {
+        var slotCount = 64
+        while slotCount < 2 * capacity { slotCount <<= 1 }
+        return slotCount
+    }
+
+    private static func entryBytes(_ slotCount: Int) -> Int { roundUp64(MemoryLayout<Entry>.stride * slotCount) }
+
+    private static func roundUp64(_ bytes: Int) -> Int { (bytes + 63) & ~63 }
+
+    /// The bytes a table of `capacity` needs over caller-provided memory: a cache line of control words,
+    /// then the entries, then the 16-bit tags, each part a multiple of 64 bytes.
+    public static func byteCount(capacity: Int) -> Int {
+        checkCapacity(capacity)
+        let slotCount = slotCount(capacity: capacity)
+        return Control.bytes + entryBytes(slotCount) + roundUp64(2 * slotCount)
+    }
+
+    /// What a table kept in memory that outlives the process depends on, beyond its capacity: the size,
+    /// stride and alignment of an entry, the offset of each of its fields, and how `ConnectionState` values
+    /// are represented in memory. A restarted program that computes other values (another compiler, another
+    /// entry layout) must not read an earlier table's memory.
+    public static var persistedLayout: [Int] {
+        var layout = [MemoryLayout<Entry>.size, MemoryLayout<Entry>.stride, MemoryLayout<Entry>.alignment,
+                      MemoryLayout<FlowKey>.size, MemoryLayout<FlowKey>.stride, Control.bytes]
+        let offsets: [PartialKeyPath<Entry>] = [\.key, \.service, \.destination, \.expires, \.hash, \.counter, \.state,
+                                                \.flags, \.lastSeen]
+        layout += offsets.map { MemoryLayout<Entry>.offset(of: $0) ?? -1 }
+        let keyOffsets: [PartialKeyPath<FlowKey>] = [\.srcHi, \.srcLo, \.dstHi, \.dstLo, \.srcPort, \.dstPort, \.proto,
+                                                     \.family]
+        layout += keyOffsets.map { MemoryLayout<FlowKey>.offset(of: $0) ?? -1 }
+        // A Swift enum is stored as its case's tag, not its raw value: record the byte each state is.
+        layout.append(MemoryLayout<ConnectionState>.size)
+        for state in ConnectionState.allCases {
+            layout.append(withUnsafeBytes(of: state) { $0.first.map(Int.init) ?? -1 })
+        }
+        return layout
     }
 
     private static func fill(_ table: UnsafeMutablePointer<UInt32>, from timeouts: ConnectionTimeouts) {
@@ -335,6 +433,7 @@ public struct ConnectionTable: ~Copyable {
         tags.update(repeating: 0, count: slotCount)
         count = 0
         sweepCursor = 0
+        control[Control.sweepCursor] = 0
     }
 
     /// Examines up to `limit` slots from where the last sweep stopped and reclaims the expired entries among
@@ -362,6 +461,7 @@ public struct ConnectionTable: ~Copyable {
             slot = (slot &+ 1) & mask
         }
         sweepCursor = slot
+        control[Control.sweepCursor] = UInt64(slot)
         return reclaimed
     }
 

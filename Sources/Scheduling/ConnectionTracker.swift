@@ -47,15 +47,32 @@ public struct ConnectionTracker: ~Copyable {
     /// dropped at its next use, so the client is scheduled afresh.
     public var expireQuiescentTemplates = true
 
+    /// The template capacity a tracker of `capacity` connections gets when `init` is not given one.
+    public static func defaultTemplateCapacity(for capacity: Int) -> Int { max(capacity / 4, 64) }
+
     /// `seed` starts the random sequence of `twos` (give each worker its own). `directory` is the template
     /// directory the director's workers share, this worker writing its own partition; without one the
     /// tracker keeps a private one (a single worker).
+    ///
+    /// `memory`: where the connection and template tables live (`ConnectionTable.byteCount` of `capacity`
+    /// and of `templateCapacity` bytes each, 64-byte aligned), e.g. in a file mapping that outlives the
+    /// process; with `restoring` the tables found there are resumed (see
+    /// `ConnectionTable.init(capacity:timeouts:counters:memory:restoring:)`). nil: the tracker allocates them.
     public init(capacity: Int, templateCapacity: Int? = nil, counters: DestinationCounterStore?,
                 timeouts: ConnectionTimeouts = .init(), seed: UInt64 = 0x2545_F491_4F6C_DD1D,
-                directory: SharedFlowTableView? = nil) {
-        connections = ConnectionTable(capacity: capacity, timeouts: timeouts, counters: counters)
-        let templateCapacity = templateCapacity ?? max(capacity / 4, 64)
-        templates = ConnectionTable(capacity: templateCapacity, counters: counters)
+                directory: SharedFlowTableView? = nil,
+                memory: (connections: UnsafeMutableRawPointer, templates: UnsafeMutableRawPointer)? = nil,
+                restoring: Bool = false) {
+        let templateCapacity = templateCapacity ?? Self.defaultTemplateCapacity(for: capacity)
+        if let memory {
+            connections = ConnectionTable(capacity: capacity, timeouts: timeouts, counters: counters,
+                                          memory: memory.connections, restoring: restoring)
+            templates = ConnectionTable(capacity: templateCapacity, counters: counters, memory: memory.templates,
+                                        restoring: restoring)
+        } else {
+            connections = ConnectionTable(capacity: capacity, timeouts: timeouts, counters: counters)
+            templates = ConnectionTable(capacity: templateCapacity, counters: counters)
+        }
         if let directory {
             self.directory = directory
             ownDirectory = nil

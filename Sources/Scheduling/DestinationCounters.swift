@@ -98,7 +98,8 @@ public struct DestinationCounts: Equatable, Sendable {
     }
 }
 
-/// A fixed pool of counter cells, one per real server, allocated once at start and shared by every worker.
+/// A fixed pool of counter cells, one per real server, allocated once at start (or laid over memory that
+/// outlives the process, see `init(capacity:memory:restoring:taken:)`) and shared by every worker.
 /// A cell's index is the server's identity across configuration changes: the control side gives each real
 /// server a cell when it appears and keeps it while the server stays configured, so counts survive
 /// re-publishing; workers find the cell through `SchedulingDestination.counters`.
@@ -111,18 +112,63 @@ public final class DestinationCounterStore: @unchecked Sendable {
     let cells: UnsafeMutablePointer<DestinationCounterCell>
     private var free: [UInt32]
     private var freeHead = 0
+    /// True when `init` allocated `cells` (freed in `deinit`).
+    private let ownsMemory: Bool
 
     public init(capacity: Int = 65536) {
-        precondition(capacity > 0 && capacity < Int(UInt32.max), "counter store capacity out of range")
+        Self.checkCapacity(capacity)
         self.capacity = capacity
         cells = .allocate(capacity: capacity)
         for index in 0..<capacity { (cells + index).initialize(to: DestinationCounterCell()) }
         free = (0..<UInt32(capacity)).map { $0 }
+        ownsMemory = true
+    }
+
+    /// A store over `memory`, which the caller provides and keeps valid while the store (and every table
+    /// and snapshot that counts in it) lives: `byteCount(capacity:)` bytes, 64-byte aligned, e.g. a shared
+    /// file mapping that outlives the process; nothing is freed in `deinit`.
+    ///
+    /// `restoring` false: every cell starts zeroed and free (`taken` must be empty). `restoring` true: the
+    /// cells keep their counts and thresholds, and the cells in `taken` (those whose real servers were
+    /// recorded as holding them) are not handed out by `allocate` until `release`d; the others are free, in
+    /// increasing order.
+    public init(capacity: Int, memory: UnsafeMutableRawPointer, restoring: Bool, taken: Set<UInt32> = []) {
+        Self.checkCapacity(capacity)
+        precondition(Int(bitPattern: memory) & 63 == 0, "counter store memory must be 64-byte aligned")
+        precondition(restoring || taken.isEmpty, "a fresh counter store has no taken cells")
+        self.capacity = capacity
+        if restoring {
+            // Zeroed or earlier cells: a cell is three counts and three words of plain atomics, valid as found.
+            cells = memory.bindMemory(to: DestinationCounterCell.self, capacity: capacity)
+        } else {
+            let typed = memory.bindMemory(to: DestinationCounterCell.self, capacity: capacity)
+            for index in 0..<capacity { (typed + index).initialize(to: DestinationCounterCell()) }
+            cells = typed
+        }
+        free = (0..<UInt32(capacity)).filter { !taken.contains($0) }
+        ownsMemory = false
     }
 
     deinit {
+        guard ownsMemory else { return }
         cells.deinitialize(count: capacity)
         cells.deallocate()
+    }
+
+    private static func checkCapacity(_ capacity: Int) {
+        precondition(capacity > 0 && capacity < Int(UInt32.max), "counter store capacity out of range")
+    }
+
+    /// The bytes a store of `capacity` cells needs over caller-provided memory.
+    public static func byteCount(capacity: Int) -> Int {
+        checkCapacity(capacity)
+        return MemoryLayout<DestinationCounterCell>.stride * capacity
+    }
+
+    /// What cells kept in memory that outlives the process depend on: a cell's size, stride and alignment.
+    public static var persistedLayout: [Int] {
+        [MemoryLayout<DestinationCounterCell>.size, MemoryLayout<DestinationCounterCell>.stride,
+         MemoryLayout<DestinationCounterCell>.alignment]
     }
 
     /// How many cells `allocate` can still give.

@@ -18,7 +18,9 @@ public struct SharedFlowRecord: Equatable, Sendable {
 /// written only by its worker (single writer), and every 128-byte entry published under its own sequence
 /// number (a seqlock over relaxed atomic words), so a reader on another core sees an entry whole or not at
 /// all. Entries expire at the time their owner gives and refreshes; expired entries are reused. Memory is
-/// allocated zeroed at start (calloc: large blocks come as untouched zero pages) and never grows.
+/// allocated zeroed at start (calloc: large blocks come as untouched zero pages) and never grows, or is the
+/// caller's (`init(partitions:entriesPerPartition:memory:restoring:)`, e.g. a shared file mapping that
+/// outlives the process). All-zero memory is an empty table.
 public final class SharedFlowTable: @unchecked Sendable {
     /// Words of one entry: a cache line pair.
     static let entryWords = 16
@@ -28,19 +30,67 @@ public final class SharedFlowTable: @unchecked Sendable {
     public let partitions: Int
     public let entriesPerPartition: Int
     private let words: UnsafeMutablePointer<Atomic<UInt64>>
+    /// True when `init` allocated `words` (freed in `deinit`).
+    private let ownsMemory: Bool
 
     /// `entriesPerPartition` is rounded up to a power of two; nil when the memory cannot be had.
     public init?(partitions: Int, entriesPerPartition: Int) {
-        var entries = 64
-        while entries < entriesPerPartition { entries <<= 1 }
+        let entries = Self.roundedEntries(entriesPerPartition)
         self.partitions = max(partitions, 1)
         self.entriesPerPartition = entries
         guard let memory = calloc(self.partitions * entries, Self.entryWords * 8) else { return nil }
         // Zeroed memory is a valid array of Atomic<UInt64>(0): every entry empty.
         words = memory.bindMemory(to: Atomic<UInt64>.self, capacity: self.partitions * entries * Self.entryWords)
+        ownsMemory = true
     }
 
-    deinit { free(UnsafeMutableRawPointer(words)) }
+    /// A table over `memory`, which the caller provides and keeps valid while the table (and every view of
+    /// it) lives: `byteCount(partitions:entriesPerPartition:)` bytes, 64-byte aligned; nothing is freed in
+    /// `deinit`. `restoring` false: the table starts empty (the memory is zeroed, unless `zeroed` says it
+    /// already is: fresh file pages stay untouched). `restoring` true: the entries found there are kept, the
+    /// memory holding a table of the same shape; an entry its writer left half-written (the writer died
+    /// between the two halves of its seqlock) is retired, so readers and the next writer are not stuck on it.
+    /// Finding those reads every entry's first word, except in the byte ranges (from `memory`) for which
+    /// `mayHoldData` answers false: a file mapping's holes, which reading would fill with pages.
+    public init(partitions: Int, entriesPerPartition: Int, memory: UnsafeMutableRawPointer, restoring: Bool,
+                zeroed: Bool = false, mayHoldData: ((_ offset: Int, _ length: Int) -> Bool)? = nil) {
+        precondition(Int(bitPattern: memory) & 63 == 0, "shared flow table memory must be 64-byte aligned")
+        let entries = Self.roundedEntries(entriesPerPartition)
+        self.partitions = max(partitions, 1)
+        self.entriesPerPartition = entries
+        let total = self.partitions * entries
+        if !restoring && !zeroed { memory.initializeMemory(as: UInt8.self, repeating: 0, count: total * Self.entryWords * 8) }
+        words = memory.bindMemory(to: Atomic<UInt64>.self, capacity: total * Self.entryWords)
+        ownsMemory = false
+        if restoring {
+            let chunk = 512  // entries: 64 KiB
+            for first in stride(from: 0, to: total, by: chunk) {
+                let count = min(chunk, total - first)
+                if let mayHoldData, !mayHoldData(first * Self.entryWords * 8, count * Self.entryWords * 8) { continue }
+                for entry in first..<first + count {
+                    let e = words + entry * Self.entryWords
+                    let sequence = e[0].load(ordering: .relaxed)
+                    guard sequence & 1 != 0 else { continue }
+                    e[1].store(e[1].load(ordering: .relaxed) & ~0xFFFF_FFFF, ordering: .relaxed)  // expiry 0: retired
+                    e[0].store(sequence &+ 1, ordering: .relaxed)
+                }
+            }
+        }
+    }
+
+    deinit { if ownsMemory { free(UnsafeMutableRawPointer(words)) } }
+
+    /// The entries a partition gets for `entriesPerPartition`: a power of two, at least 64.
+    public static func roundedEntries(_ entriesPerPartition: Int) -> Int {
+        var entries = 64
+        while entries < entriesPerPartition { entries <<= 1 }
+        return entries
+    }
+
+    /// The bytes a table needs over caller-provided memory (128 per entry).
+    public static func byteCount(partitions: Int, entriesPerPartition: Int) -> Int {
+        max(partitions, 1) * roundedEntries(entriesPerPartition) * entryWords * 8
+    }
 
     /// The trivial handle of the worker that owns `partition`: no ARC on the packet path. Valid while the
     /// table lives; it writes only its own partition.
