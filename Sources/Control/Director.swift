@@ -24,6 +24,10 @@ public struct DirectorOptions: Sendable {
     public var restartGrace: Double = 30
     /// Where the running configuration is saved after every accepted change (nil: nowhere).
     public var rulesStateFile: RulesStateFile?
+    /// The file under /dev/shm holding the workers' connections; nil: `ConnectionStateFile.defaultPath`.
+    public var connectionStatePath: String?
+    /// FULLNAT local addresses the connection state has room for (all services together).
+    public var localAddressCapacity = 64
 
     public init(interface: String) { self.interface = interface }
 }
@@ -33,8 +37,14 @@ public struct DirectorOptions: Sendable {
 /// everything `start()` did. Only the control thread calls it (the metrics thread reads `latestReading`).
 public final class Director {
     public private(set) var configuration: DirectorConfig
-    /// Connection counts per real server, shared by the workers and kept across reloads.
-    public let counters = DestinationCounterStore()
+    /// Connection counts per real server, shared by the workers and kept across reloads; from `start` on,
+    /// the connection state file's cells, so they survive a restart with the connections they count.
+    public private(set) var counters = DestinationCounterStore(capacity: Director.counterCells)
+    static let counterCells = 65536
+    /// Where the workers' connections live, so that a restarted director resumes them (`start` maps it).
+    private var connectionState: ConnectionStateFile?
+    /// The cells whose holder is recorded in the connection state file.
+    private var recordedCells: Set<UInt32> = []
     /// Each configured real server's cell in `counters` (and in `traffic`): its identity for the workers.
     var counterIDs: [RealServerIdentity: UInt32] = [:]
     /// Real servers removed from the configuration that still hold connections (IPVS's default: they keep
@@ -127,8 +137,9 @@ public final class Director {
         if needed > counters.available {
             throw ControlError("too many real servers: no counter cell left for \(needed - counters.available) of them")
         }
-        if Set(next.services.flatMap(\.localAddresses)).count > Int(XD_MAX_LOCAL_ADDRS) {
-            throw ControlError("too many local addresses: at most \(XD_MAX_LOCAL_ADDRS)")
+        let localAddressLimit = min(Int(XD_MAX_LOCAL_ADDRS), options.localAddressCapacity)
+        if Set(next.services.flatMap(\.localAddresses)).count > localAddressLimit {
+            throw ControlError("too many local addresses: at most \(localAddressLimit)")
         }
     }
 
@@ -192,22 +203,17 @@ public final class Director {
             program.pin()
             resolver = RealServerResolver(table: try NeighbourTable(interface: interface), interfaceName: interface.name, logger: logger)
             _ = resolver?.refresh(realAddresses)
+            let state = try openConnectionState()
             assignCounters(leaving: configuration)
             let exchange = SnapshotExchange(makeSnapshot())
             self.exchange = exchange
             try writeMaps(program)
-            let replies = try ReplyIndex(partitions: plan.assignments.count, entriesPerPartition: options.connectionsPerWorker)
-            guard let templates = SharedFlowTable(partitions: plan.assignments.count,
-                                                  entriesPerPartition: max(options.connectionsPerWorker / 4, 64)) else {
-                throw ControlError("cannot allocate the persistence template directory")
-            }
             var socketConfig = XSKConfiguration()
             socketConfig.allowZeroCopy = options.allowZeroCopy
             for (partition, assignment) in plan.assignments.enumerated() {
                 let queue = try XSKQueue(interface: interface, queue: assignment.queue, configuration: socketConfig)
                 let worker = Worker(queue: queue, core: assignment.core, exchange: exchange, waitMode: options.waitMode,
-                                    connectionCapacity: options.connectionsPerWorker, replies: replies,
-                                    templates: templates, partition: partition,
+                                    connectionCapacity: options.connectionsPerWorker, state: state.partition(partition),
                                     heartbeat: program.heartbeat(queue: assignment.queue), logger: logger)
                 try program.registerSocket(queue: assignment.queue, fd: queue.fd)
                 try worker.start()
@@ -222,9 +228,83 @@ public final class Director {
             saveConfiguration()
             logger.info("XDP program attached to \(interface.name) (\(program.attachedMode?.rawValue ?? "?")), maps pinned at \(program.pinDirectory ?? "(not pinned)")")
         } catch {
-            stop()
+            stop(keepingConnections: connectionState?.restored == true)
             throw error
         }
+    }
+
+    /// Maps the connection state file. When it holds a dead director's connections (same layout), every
+    /// real server it names takes its cell back: configured ones keep their connections, the others drain
+    /// with their recorded settings, exactly as if they had just been removed.
+    private func openConnectionState() throws -> ConnectionStateFile {
+        let layout = ConnectionStateFile.Layout(workers: plan.assignments.count, connectionsPerWorker: options.connectionsPerWorker,
+                                                counterCells: Self.counterCells, localAddresses: options.localAddressCapacity)
+        let path = options.connectionStatePath ?? ConnectionStateFile.defaultPath(instance: instance)
+        let state = try ConnectionStateFile(path: path, layout: layout, logger: logger)
+        connectionState = state
+        counters = state.counters
+        guard state.restored else { return state }
+        let configured = Self.identities(of: configuration)
+        let recorded = state.recordedRealServers()
+        for (cell, server) in recorded {
+            let identity = RealServerIdentity(
+                service: ServiceKey(proto: server.service.proto == L4Protocol.udp.number ? .udp : .tcp,
+                                    endpoint: Endpoint(address: server.service.address, port: server.service.port)),
+                endpoint: Endpoint(address: server.route.address, port: server.route.port))
+            recordedCells.insert(cell)
+            cellBase[cell] = traffic.totals(cell)
+            if configured.contains(identity) {
+                counterIDs[identity] = cell
+            } else {
+                draining[identity] = DrainingServer(real: Self.realServer(identity.endpoint, server), cell: cell, since: Date())
+            }
+        }
+        logger.notice("resuming the connections in \(path): \(recorded.count) real servers (\(draining.count) no longer configured, draining)")
+        return state
+    }
+
+    /// A real server as the connection state recorded it.
+    private static func realServer(_ endpoint: Endpoint, _ server: PersistedRealServer) -> RealServerConfig {
+        let method: ForwardingMethod
+        switch server.route.kind {
+        case .directRouting: method = .directRouting
+        case .tunnel: method = .tunnel
+        case .masquerading: method = .masquerading
+        case .fullNAT: method = .fullNAT
+        }
+        let kind: TunnelSettings.Kind
+        switch server.route.tunnel.type {
+        case .ipip: kind = .ipip
+        case .gue: kind = .gue
+        case .gre: kind = .gre
+        }
+        return RealServerConfig(endpoint: endpoint, weight: server.weight, method: method,
+                                tunnel: TunnelSettings(kind: kind, port: server.route.tunnel.port, checksum: server.route.tunnel.checksum),
+                                upperThreshold: server.upperThreshold, lowerThreshold: server.lowerThreshold)
+    }
+
+    /// Records in the connection state file which real server holds each cell (configured and draining), and
+    /// forgets released cells, so a restarted director knows whose connections it resumes.
+    private func recordCells() {
+        guard let state = connectionState else { return }
+        var current: Set<UInt32> = []
+        func record(_ service: ServiceKey, _ real: RealServerConfig, _ cell: UInt32) {
+            state.record(cell: cell, PersistedRealServer(
+                service: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
+                route: Self.route(of: real), weight: real.weight,
+                upperThreshold: real.upperThreshold, lowerThreshold: real.lowerThreshold))
+            current.insert(cell)
+        }
+        for service in configuration.services {
+            for real in service.reals {
+                if let cell = counterIDs[RealServerIdentity(service: service.key, endpoint: real.endpoint)] {
+                    record(service.key, real, cell)
+                }
+            }
+        }
+        for (identity, server) in draining { record(identity.service, server.real, server.cell) }
+        for cell in recordedCells.subtracting(current) { state.record(cell: cell, nil) }
+        recordedCells = current
     }
 
     /// Writes the running configuration into the XDP program's maps (adds and updates only): the virtual
@@ -330,13 +410,17 @@ public final class Director {
         }
     }
 
-    /// Detaches first (traffic falls back to the kernel), then stops workers and frees sockets and maps.
-    public func stop() {
+    /// Detaches first (traffic falls back to the kernel), then stops workers and frees sockets and maps; the
+    /// connection state goes too, unless `keepingConnections` (a refused start that found a dead director's
+    /// connections leaves them for the next try).
+    public func stop(keepingConnections: Bool = false) {
         program?.detach()
         for worker in workers { worker.stop() }
         if let program { finalXDPCounters = program.counters() }
         program?.close()
         program = nil
+        if !keepingConnections { connectionState?.remove() }
+        connectionState = nil
     }
 
     /// Ends this director for a successor (`SIGUSR2`, an upgrade): the workers stop, but the program stays
@@ -344,6 +428,7 @@ public final class Director {
     /// next `xdirector run` on the interface takes over and resumes every connection, as after a crash.
     public func handOver() {
         for worker in workers { worker.stop() }
+        connectionState = nil
         if let program { finalXDPCounters = program.counters() }
         program?.leaveAttached()
         program = nil
@@ -456,6 +541,7 @@ public final class Director {
                                                 cell: id, since: Date())
         }
         counterIDs = next
+        recordCells()
     }
 
     /// Releases the cells of draining real servers whose connections and templates have all ended (at least
@@ -474,6 +560,8 @@ public final class Director {
             zeroed[.real(identity)] = nil
             cellBase[server.cell] = nil
             counters.release(server.cell)
+            connectionState?.record(cell: server.cell, nil)
+            recordedCells.remove(server.cell)
         }
         guard changed else { return }
         republish()

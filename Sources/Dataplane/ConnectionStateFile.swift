@@ -57,6 +57,12 @@ import Scheduling
 ///    aside with a warning): start as before, allocating cells afresh and recording them.
 /// On a clean stop that should not resume connections (an operator's choice), `remove()` the file.
 public final class ConnectionStateFile: @unchecked Sendable {
+    /// Where directors keep their connection state: tmpfs, so it outlives the process but not a reboot.
+    public static let directory = "/dev/shm/xdirector"
+
+    /// `/dev/shm/xdirector/<instance>.connections` (the instance: the interface, unique per network namespace).
+    public static func defaultPath(instance: String) -> String { "\(directory)/\(instance).connections" }
+
     /// Bump whenever anything the file holds changes meaning or layout (the header, a record, a table).
     public static let layoutVersion: UInt32 = 1
     /// `XDCSTATE`.

@@ -20,6 +20,11 @@ public struct VIPKey: Hashable, Sendable {
         addressHi = key.dstHi; addressLo = key.dstLo; port = key.dstPort; proto = key.proto; family = key.family
     }
 
+    /// The VIP.
+    public var address: IPAddress {
+        family == IPAddress.Family.ipv4.rawValue ? .v4(UInt32(truncatingIfNeeded: addressLo)) : .v6(hi: addressHi, lo: addressLo)
+    }
+
     @inline(__always)
     func matchesDestination(of key: FlowKey) -> Bool {
         addressLo == key.dstLo && port == key.dstPort && addressHi == key.dstHi && proto == key.proto && family == key.family

@@ -52,6 +52,10 @@ public final class Topology: @unchecked Sendable {
             try Self.run(["ip", "netns", "add", namespace])
             try exec(namespace, ["ip", "link", "set", "lo", "up"])
             try exec(namespace, ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])
+            // A NIC's RSS puts a flow on the queue its addresses and ports hash to, for its whole life. Across
+            // veth the queue follows the sending socket's hash instead, which TCP redraws at each retransmission
+            // timeout: the flow would then hop to another worker's queue, which a real NIC never does.
+            try exec(namespace, ["sysctl", "-qw", "net.core.txrehash=0"])
         }
         let sw = bridgeNamespace
         try exec(sw, ["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])

@@ -110,6 +110,9 @@ struct SessionProbeCommand: ParsableCommand {
         }
         var questions = 0, answers = 0
         var longestWait = 0.0
+        /// Questions answered after more than a second: when they were asked (ms from the start) and how long they waited.
+        var slow: [[Int]] = []
+        let started = Date()
         let deadline = Date().addingTimeInterval(seconds)
         var buffer = [UInt8](repeating: 0, count: 2048)
         while Date() < deadline {
@@ -143,7 +146,9 @@ struct SessionProbeCommand: ParsableCommand {
                     continue
                 }
                 answers += 1
-                longestWait = max(longestWait, Date().timeIntervalSince(asked))
+                let waited = Date().timeIntervalSince(asked)
+                longestWait = max(longestWait, waited)
+                if waited > 1 { slow.append([Int(asked.timeIntervalSince(started) * 1000), Int(waited * 1000), index]) }
                 if let server = channels[index].server, server != answer { channels[index].changed += 1 }
                 channels[index].server = answer
             }
@@ -153,7 +158,7 @@ struct SessionProbeCommand: ParsableCommand {
         let report: [String: Any] = [
             "questions": questions, "answers": answers,
             "changed": channels.reduce(0) { $0 + $1.changed }, "broken": channels.filter(\.broken).count,
-            "reset": channels.filter(\.reset).count, "longest_wait_ms": Int(longestWait * 1000),
+            "reset": channels.filter(\.reset).count, "longest_wait_ms": Int(longestWait * 1000), "slow": slow,
             "tcp_servers": channels.filter(\.tcp).map { $0.server ?? "(none)" },
             "udp_servers": channels.filter { !$0.tcp }.map { $0.server ?? "(none)" },
         ]

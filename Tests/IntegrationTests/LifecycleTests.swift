@@ -247,6 +247,137 @@ final class LifecycleTests: LabTestCase {
         XCTAssertEqual(try traces().pins, "")
     }
 
+    /// kill -9 under traffic, then a restart with the same rules; then a hand-over (SIGUSR2, as for an
+    /// upgrade) and another start. Long-lived TCP connections through DR, NAT and FULLNAT services ask a
+    /// line every 50 ms throughout: none is reset or broken, none changes real server, every question is
+    /// answered, and none waits much longer than the outage (TCP's retransmission backoff is the slack);
+    /// UDP flows keep their real servers.
+    func testConnectionsSurviveKillAndHandOverDRNATFullNAT() throws {
+        let lab = try XCTUnwrap(lab)
+        try lab.addLocalAddresses()
+        // NAT for IPv6 only: the real servers route the client's IPv6 address through the director, and
+        // answer IPv4 (DR, FULLNAT) directly or to the local address.
+        for index in 0..<lab.realCount {
+            try lab.exec(lab.real(index), ["ip", "-6", "route", "add", "\(Topology.clientAddress6)/128", "via", "\(Topology.directorAddress6)"])
+        }
+        let (rs1, rs2) = (Topology.realAddress4(0), Topology.realAddress4(1))
+        let (rs1v6, rs2v6) = (Topology.realAddress6(0), Topology.realAddress6(1))
+        try assertConnectionsSurviveRestarts(rules: """
+            -A -t \(vip):7000 -s rr
+            -a -t \(vip):7000 -r \(rs1):7000 -g
+            -a -t \(vip):7000 -r \(rs2):7000 -g
+            -A -t [\(Topology.vip6)]:7002 -s rr
+            -a -t [\(Topology.vip6)]:7002 -r [\(rs1v6)]:7002 -m
+            -a -t [\(Topology.vip6)]:7002 -r [\(rs2v6)]:7002 -m
+            -A -t \(vip):7003 -s rr
+            -a -t \(vip):7003 -r \(rs1):7003 --fullnat
+            -a -t \(vip):7003 -r \(rs2):7003 --fullnat
+            -P -t \(vip):7003 -z \(Topology.localAddress4)
+            -A -u \(vip):7004 -s rr
+            -a -u \(vip):7004 -r \(rs1):7004 -g
+            -a -u \(vip):7004 -r \(rs2):7004 -g
+            """, probes: [("DR", "\(vip)", 7000, 7004), ("NAT", "\(Topology.vip6)", 7002, 0), ("FULLNAT", "\(vip)", 7003, 0)])
+    }
+
+    /// The same through tunnelling (IPIP to one real server, GRE to the other), in a lab of its own: the
+    /// labs' decapsulator refuses untunnelled packets to the VIP, so DR cannot share it.
+    func testConnectionsSurviveKillAndHandOverTUN() throws {
+        let lab = try XCTUnwrap(lab)
+        try lab.attachDecapsulation()
+        try assertConnectionsSurviveRestarts(rules: """
+            -A -t \(vip):7001 -s rr
+            -a -t \(vip):7001 -r \(Topology.realAddress4(0)):7001 -i
+            -a -t \(vip):7001 -r \(Topology.realAddress4(1)):7001 -i --tun-type gre
+            """, probes: [("TUN", "\(vip)", 7001, 0)])
+    }
+
+    /// Runs `probes` (name, VIP, TCP port, UDP port or 0) against a director with `rules` while it is killed
+    /// (SIGKILL) and restarted, then handed over (SIGUSR2) and started again.
+    private func assertConnectionsSurviveRestarts(rules: String, probes specs: [(String, String, Int, Int)]) throws {
+        let lab = try XCTUnwrap(lab)
+        for index in 0..<lab.realCount {
+            for port in Set(specs.map(\.2)).subtracting([Int(port)]) {
+                _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-session", "--name", "rs\(index + 1)", "--port", "\(port)"])
+            }
+            for port in Set(specs.map(\.3)).subtracting([0]) {
+                _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-udp", "--name", "rs\(index + 1)", "--port", "\(port)",
+                                                    "--bind", "\(vip)"])
+            }
+        }
+        var (director, directorOutput) = try runDirector(rules: rules)
+        let probes = try specs.map { name, address, tcp, udp in
+            let output = CollectedOutput()
+            let process = try lab.spawn(lab.client, [Self.xdirector, "session-probe", "--address", address, "--tcp-port", "\(tcp)",
+                                                     "--udp-port", "\(udp)", "--connections", "4", "--flows", "4",
+                                                     "--seconds", "14", "--interval-ms", "50", "--answer-timeout-ms", "15000"],
+                                        output: output.pipe)
+            return (name, process, output)
+        }
+        var outages: [Double] = []
+        let begin = Date()
+        var events: [String] = []
+        for stopSignal in [SIGKILL, SIGUSR2] {
+            usleep(2_000_000)
+            let down = Date()
+            events.append("signal \(stopSignal) at \(Int(down.timeIntervalSince(begin) * 1000)) ms")
+            kill(director.processIdentifier, stopSignal)
+            Topology.wait(director, seconds: 20)
+            if stopSignal == SIGKILL {
+                XCTAssertEqual(director.terminationReason, .uncaughtSignal)
+            } else {
+                XCTAssertEqual(director.terminationStatus, 75, "a hand-over exits 75 (EX_TEMPFAIL) for systemd to restart it")
+            }
+            XCTAssertTrue(try traces().link.contains("xdp"), "the program stays attached, holding the queues")
+            usleep(500_000)
+            events.append("stopped: \(directorOutput.text.suffix(1500))")
+            (director, directorOutput) = try runDirector(rules: rules)
+            outages.append(Date().timeIntervalSince(down))
+            events.append("ready at \(Int(Date().timeIntervalSince(begin) * 1000)) ms")
+            XCTAssertTrue(directorOutput.text.contains("taking over"), directorOutput.text)
+            XCTAssertTrue(directorOutput.text.contains("resuming the connections"), directorOutput.text)
+        }
+        for (name, process, output) in probes {
+            let summary = try report(process, output)
+            XCTAssertEqual(summary["reset"] as? Int, 0, "\(name): no connection is reset: \(summary)")
+            XCTAssertEqual(summary["broken"] as? Int, 0, "\(name): no connection breaks: \(summary)")
+            XCTAssertEqual(summary["changed"] as? Int, 0, "\(name): no connection or flow changes real server: \(summary)")
+            let tcpServers = summary["tcp_servers"] as? [String] ?? []
+            XCTAssertEqual(Set(tcpServers), ["rs1", "rs2"], "\(name): both real servers hold connections: \(summary)")
+            if specs.first(where: { $0.0 == name })?.3 == 0 {  // UDP datagrams sent during an outage are lost, as on any restart
+                XCTAssertEqual(summary["answers"] as? Int, summary["questions"] as? Int, "\(name): every question is answered: \(summary)")
+            }
+            let longest = Double(try XCTUnwrap(summary["longest_wait_ms"] as? Int)) / 1000
+            XCTAssertLessThan(longest, 2 * (outages.max() ?? 0) + 1.5,
+                              "\(name): no question waits much longer than the outage (\(outages) s): \(summary) \(events)")
+        }
+        stop(director)
+        XCTAssertEqual(director.terminationStatus, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: connectionStatePath), "a clean stop removes the connection state")
+        if testRun?.failureCount ?? 0 > 0 { print(directorOutput.text) }
+    }
+
+    private var connectionStatePath: String { "/dev/shm/xdirector/\(directorInstance).connections" }
+
+    /// A connection state file of another layout is set aside with a log line saying why, and the director
+    /// starts with no connections.
+    func testUnknownConnectionStateIsSetAside() throws {
+        try FileManager.default.createDirectory(atPath: "/dev/shm/xdirector", withIntermediateDirectories: true)
+        var garbage = Data("XDCSTATE".utf8)
+        garbage.append(contentsOf: [0, 0, 0, 99] + [UInt8](repeating: 0x5a, count: 8000))
+        try garbage.write(to: URL(fileURLWithPath: connectionStatePath))
+        let (director, output) = try runDirector(rules: rules)
+        XCTAssertTrue(output.text.contains("set aside"), output.text)
+        XCTAssertFalse(output.text.contains("resuming"), output.text)
+        let aside = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm/xdirector")
+            .filter { $0.hasPrefix("\(directorInstance).connections.unknown-") }
+        XCTAssertEqual(aside.count, 1, "the unknown file is kept aside")
+        let (probe, probeOutput) = try probe(seconds: 1)
+        let summary = try report(probe, probeOutput)
+        XCTAssertEqual(summary["answers"] as? Int, summary["questions"] as? Int, "the director serves: \(summary)")
+        stop(director)
+        XCTAssertEqual(director.terminationStatus, 0)
+    }
+
     /// Under systemd: READY=1 once serving, WATCHDOG=1 from the control loop, STOPPING=1 on SIGTERM.
     func testSystemdNotificationsReadyWatchdogStopping() throws {
         let path = NSTemporaryDirectory() + "\(lab!.prefix)-notify.sock"
