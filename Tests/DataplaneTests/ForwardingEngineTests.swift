@@ -101,6 +101,9 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<xd_service_key>.size, 20)
         XCTAssertEqual(MemoryLayout<xd_service_value>.size, 8)
         XCTAssertEqual(MemoryLayout<xd_service_key>.offset(of: \.port), 16)
-        XCTAssertEqual(Int(XD_XDP_COUNTER_COUNT.rawValue), 10)
+        XCTAssertEqual(MemoryLayout<xd_director>.size, 24)
+        XCTAssertEqual(MemoryLayout<xd_director>.offset(of: \.grace_ns), 16)
+        XCTAssertEqual(MemoryLayout<xd_heartbeat>.stride, 64)
+        XCTAssertEqual(Int(XD_XDP_COUNTER_COUNT.rawValue), 12)
     }
 }
