@@ -200,7 +200,6 @@ public final class Director {
             let program = try XDPProgram(interface: interface, instance: instance, logger: logger)
             self.program = program
             try program.setOwner(.current, restartGrace: options.restartGrace)
-            program.pin()
             resolver = RealServerResolver(table: try NeighbourTable(interface: interface), interfaceName: interface.name, logger: logger)
             _ = resolver?.refresh(realAddresses)
             let state = try openConnectionState()
@@ -225,6 +224,8 @@ public final class Director {
                 logger.notice("taking over \(interface.name) from a director that died (pid \(owner.pid), XDP program \(stale.id))")
             }
             try program.attach(preferring: options.xdpMode, replacing: stale)
+            // Pinned once attached: until then a dead director's pins (if any) still describe the interface.
+            program.pin()
             saveConfiguration()
             logger.info("XDP program attached to \(interface.name) (\(program.attachedMode?.rawValue ?? "?")), maps pinned at \(program.pinDirectory ?? "(not pinned)")")
         } catch {

@@ -356,6 +356,34 @@ final class LifecycleTests: LabTestCase {
         if testRun?.failureCount ?? 0 > 0 { print(directorOutput.text) }
     }
 
+    /// After kill -9 the program holds the services' frames (dropped: a new connection times out instead of
+    /// being reset by the director's kernel, which holds the VIP) for the restart grace after the workers'
+    /// last heartbeat, then hands them to the kernel (which refuses the connection at once).
+    func testFramesAreHeldForTheRestartGraceThenGoToTheKernel() throws {
+        let lab = try XCTUnwrap(lab)
+        let (director, _) = try runDirector(["--restart-grace", "3"], rules: rules)
+        func curlStatus() throws -> String {
+            try lab.exec(lab.client, ["sh", "-c", "curl -s -m 1 http://\(vip):\(port)/ >/dev/null; echo $?"], check: false)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        stop(director, signal: SIGKILL)
+        let killed = Date()
+        XCTAssertEqual(try curlStatus(), "28", "within the grace the SYN is held: curl times out rather than being refused")
+        XCTAssertLessThan(Date().timeIntervalSince(killed), 2.5, "the check ran inside the grace")
+        usleep(UInt32(max(0, 3.5 - Date().timeIntervalSince(killed)) * 1_000_000))
+        XCTAssertEqual(try curlStatus(), "7", "after the grace the kernel has the frames and refuses the connection")
+        let counters = try Topology.run(["nsenter", "--target", "\(try XCTUnwrap(holder).processIdentifier)", "--mount",
+                                         "bpftool", "-j", "map", "dump", "pinned", "\(pinDirectory)/xdp_counters"])
+        // Summed over CPUs, by index of `xd_xdp_counter`: 6 pass_no_socket, 10 held_no_worker.
+        let entries = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(counters.utf8)) as? [[String: Any]], counters)
+        func counter(_ index: Int) -> Int {
+            entries.compactMap { $0["formatted"] as? [String: Any] }.filter { $0["key"] as? Int == index }
+                .flatMap { ($0["values"] as? [[String: Any]]) ?? [] }.compactMap { $0["value"] as? Int }.reduce(0, +)
+        }
+        XCTAssertGreaterThan(counter(10), 0, "held frames are counted: \(counters)")
+        XCTAssertGreaterThan(counter(6), 0, "frames after the grace pass to the kernel, counted: \(counters)")
+    }
+
     private var connectionStatePath: String { "/dev/shm/xdirector/\(directorInstance).connections" }
 
     /// A connection state file of another layout is set aside with a log line saying why, and the director
