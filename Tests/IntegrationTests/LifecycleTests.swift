@@ -384,6 +384,28 @@ final class LifecycleTests: LabTestCase {
         XCTAssertGreaterThan(counter(6), 0, "frames after the grace pass to the kernel, counted: \(counters)")
     }
 
+    /// `--drain 4`: on SIGTERM no new connection is taken while the open ones carry on, then the director
+    /// stops as usual, leaving the interface clean.
+    func testDrainTakesNoNewConnectionsThenStops() throws {
+        let lab = try XCTUnwrap(lab)
+        let (director, output) = try runDirector(["--drain", "4"], rules: rules)
+        let (probe, probeOutput) = try probe(seconds: 2.5)
+        usleep(500_000)
+        kill(director.processIdentifier, SIGTERM)
+        XCTAssertTrue(output.waitFor("draining", seconds: 5), output.text)
+        let attempt = try lab.exec(lab.client, ["sh", "-c", "curl -s -m 1 http://\(vip):\(port)/ >/dev/null; echo $?"], check: false)
+        XCTAssertEqual(attempt.trimmingCharacters(in: .whitespacesAndNewlines), "28",
+                       "a new connection is not taken while draining (its SYN gets no answer)")
+        let summary = try report(probe, probeOutput)
+        XCTAssertEqual(summary["broken"] as? Int, 0, "open connections carry on while draining: \(summary)")
+        XCTAssertEqual(summary["answers"] as? Int, summary["questions"] as? Int, "\(summary)")
+        XCTAssertTrue(director.isRunning, "still draining")
+        Topology.wait(director, seconds: 10)
+        XCTAssertEqual(director.terminationStatus, 0, output.text)
+        XCTAssertEqual(try traces().link, "")
+        XCTAssertEqual(try traces().pins, "")
+    }
+
     private var connectionStatePath: String { "/dev/shm/xdirector/\(directorInstance).connections" }
 
     /// A connection state file of another layout is set aside with a log line saying why, and the director
