@@ -328,7 +328,7 @@ final class LifecycleTests: LabTestCase {
                 XCTAssertEqual(director.terminationStatus, 75, "a hand-over exits 75 (EX_TEMPFAIL) for systemd to restart it")
             }
             XCTAssertTrue(try traces().link.contains("xdp"), "the program stays attached, holding the queues")
-            usleep(500_000)
+            // Restarted at once: the kernel may still be releasing the dead one's sockets (EBUSY is retried).
             events.append("stopped: \(directorOutput.text.suffix(1500))")
             (director, directorOutput) = try runDirector(rules: rules)
             outages.append(Date().timeIntervalSince(down))
@@ -404,6 +404,23 @@ final class LifecycleTests: LabTestCase {
         XCTAssertEqual(director.terminationStatus, 0, output.text)
         XCTAssertEqual(try traces().link, "")
         XCTAssertEqual(try traces().pins, "")
+    }
+
+    /// Without --socket the socket is named after the interface and the network namespace, so directors on
+    /// same-named interfaces of two namespaces never collide; `xdirector ipvsadm` in the namespace finds it.
+    func testDefaultSocketIsUniquePerNetworkNamespace() throws {
+        let lab = try XCTUnwrap(lab)
+        let output = CollectedOutput()
+        let director = try spawnDirector(["--state-file", stateFile, "--rules", try writeRules(rules + "\n")], output: output)
+        XCTAssertTrue(output.waitFor("ready", seconds: 30), output.text)
+        let expected = "/run/xdirector/\(directorInstance).sock"
+        XCTAssertTrue(output.text.contains("control socket \(expected)"), output.text)
+        XCTAssertTrue(try lab.exec(lab.director, [Self.xdirector, "ipvsadm", "-Ln"]).contains("\(vip):\(port)"),
+                      "found as the only director of the namespace")
+        XCTAssertTrue(try lab.exec(lab.director, [Self.xdirector, "ipvsadm", "--interface", lab.directorInterface, "-Ln"])
+                        .contains("\(vip):\(port)"), "found by its interface")
+        stop(director)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: expected))
     }
 
     private var connectionStatePath: String { "/dev/shm/xdirector/\(directorInstance).connections" }
