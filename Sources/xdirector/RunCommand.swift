@@ -58,12 +58,22 @@ struct RunCommand: ParsableCommand {
     @Option(help: "On SIGTERM or SIGINT, take no new connections for this many seconds before stopping (a second signal stops at once).")
     var drain: Double = 0
 
+    @Option(name: .customLong("bird-socket"), help: "BIRD's control socket: announce the served VIPs through BIRD (with --bird-include).")
+    var birdSocket: String?
+
+    @Option(name: .customLong("bird-include"),
+            help: "The file the director keeps for bird.conf to include: static protocols <name>_4 and <name>_6 with a route per served VIP.")
+    var birdInclude: String?
+
     @Option(name: .customLong("restart-grace"),
             help: "After the director dies, hold its queues' frames this many seconds for a restarted director to resume the connections, then hand them to the kernel.")
     var restartGrace: Double = 30
 
     func validate() throws {
         guard connections >= 1024 else { throw ValidationError("--connections must be at least 1024") }
+        guard (birdSocket == nil) == (birdInclude == nil) else {
+            throw ValidationError("--bird-socket and --bird-include go together")
+        }
         guard drain >= 0 && drain <= 3600 else { throw ValidationError("--drain must be between 0 and 3600 seconds") }
         guard restartGrace >= 0 && restartGrace <= 3600 else { throw ValidationError("--restart-grace must be between 0 and 3600 seconds") }
         if let metrics {
@@ -160,6 +170,18 @@ struct RunCommand: ParsableCommand {
         fflush(nil)
         // Under systemd (Type=notify): ready once attached with the workers running; the control loop feeds
         // the watchdog, so a stalled loop gets the director restarted.
+        // Routes last: a VIP is announced only once the director serves it.
+        var routes: RouteAnnouncing? = nil
+        if let birdSocket, let birdInclude {
+            do {
+                routes = try RouteAnnouncing(socket: birdSocket, include: birdInclude, instance: director.instance,
+                                             restartGrace: restartGrace, logger: logger)
+            } catch {
+                director.stop()
+                throw failure("cannot start the route guard: \(error)")
+            }
+            routes?.update(director, now: true)
+        }
         let systemd = SystemdNotifier()
         systemd?.ready(status: "serving \(services) virtual services on \(interface)")
         var lastWatchdog = Date.distantPast
@@ -167,6 +189,7 @@ struct RunCommand: ParsableCommand {
         var drainingUntil: Date? = nil
         var handingOver = false
         director.run(until: {
+            routes?.update(director)
             if let systemd, let interval = systemd.watchdogInterval, Date().timeIntervalSince(lastWatchdog) >= interval {
                 systemd.watchdog()
                 lastWatchdog = Date()
@@ -183,6 +206,8 @@ struct RunCommand: ParsableCommand {
             }
             if received > 0 {
                 // A second signal while draining stops at once.
+                // Withdrawn first, so the routers stop sending new flows before anything else changes.
+                routes?.withdraw()
                 guard drain > 0, drainingUntil == nil else { return true }
                 director.quiesce()
                 systemd?.status("draining: no new connections")
@@ -194,6 +219,7 @@ struct RunCommand: ParsableCommand {
             return drainingUntil.map { Date() >= $0 } ?? false
         }, idle: { control.serve(handler.handle) })
         systemd?.stopping()
+        routes?.finish(handingOver: handingOver)
         if handingOver {
             // The next director (systemd restarts this one: the exit status counts as a failure) takes over.
             director.handOver()

@@ -7,6 +7,6 @@ struct XDirector: ParsableCommand {
         abstract: "Run an LVS-style Layer-4 load balancer on AF_XDP.",
         subcommands: [RunCommand.self, IPVSAdminCommand.self, StatsCommand.self, QueuesCommand.self, PinCommand.self,
                       DemoCommand.self, BackendHTTPCommand.self, BackendUDPCommand.self, UDPProbeCommand.self,
-                      BackendSessionCommand.self, SessionProbeCommand.self]
+                      BackendSessionCommand.self, SessionProbeCommand.self, RouteGuardCommand.self]
     )
 }
