@@ -234,7 +234,11 @@ public struct ConnectionTracker: ~Copyable {
             }
         }
 
-        guard opens else {
+        // Behind ECMP a flow may reach this director mid-way (another director left, or routes moved): a
+        // consistent-hash service schedules such a segment as its SYN was scheduled, on every director alike,
+        // and tracks it from here (IPVS `sloppy_tcp`); other schedulers keep IPVS's rule. A RST opens nothing.
+        let midFlow = isTCP && !opens && policy.scheduler.isConsistentHash && tcpFlags & TCPStateMachine.rst == 0
+        guard opens || midFlow else {
             if overflowing && Int32(bitPattern: overflowUntil &- now) > 0,
                let destination = hashedChoice(key, policy) {
                 return .overflow(destination: destination)

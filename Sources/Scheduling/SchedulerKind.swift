@@ -38,6 +38,10 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
     /// ipvsadm's name for the algorithm.
     public var name: String { rawValue }
 
+    /// Whether the choice depends only on the flow and the server set (source hashing, Maglev): every director
+    /// with the same servers makes the same choice, so any of them can take any packet of a flow.
+    public var isConsistentHash: Bool { self == .sh || self == .mh }
+
     public init?(name: String) { self.init(rawValue: name) }
 
     /// The `-b` flags the algorithm understands (IPVS refuses the others).

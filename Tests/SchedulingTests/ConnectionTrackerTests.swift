@@ -83,6 +83,31 @@ final class ConnectionTrackerTests: XCTestCase {
         guard case .new = f.admit(client(2, proto: IPProtocolNumber.udp), 0, at: 299 + 300) else { return XCTFail() }
     }
 
+    /// Behind ECMP: a mid-flow segment of a flow this director never saw is scheduled, for a consistent-hash
+    /// service, to the server its SYN got on another director (the same servers), and tracked from then on;
+    /// a RST opens nothing; other schedulers drop it as IPVS does.
+    func testConsistentHashServicesPickUpFlowsMidWay() {
+        for scheduler in [SchedulerKind.mh, .sh] {
+            let first = Fixture([1, 1, 1, 1, 1], policy: ServicePolicy(scheduler: scheduler))
+            let second = Fixture([1, 1, 1, 1, 1], policy: ServicePolicy(scheduler: scheduler))
+            var spread = Set<Int>()
+            for n in 0..<200 {
+                let key = client(UInt32(n) * 7919, port: UInt16(20000 + n))
+                guard let original = destination(first.admit(key, syn, at: 0)) else { return XCTFail("\(scheduler)") }
+                spread.insert(original)
+                XCTAssertEqual(second.admit(key, rst, at: 1), .drop(.noConnection), "\(scheduler): a RST opens nothing")
+                guard case .new(let taken, let slot?) = second.admit(key, ack, at: 1) else { return XCTFail("\(scheduler)") }
+                XCTAssertEqual(taken, original, "\(scheduler): the other director picks the flow's server")
+                XCTAssertEqual(second.admit(key, ack | 0x08, at: 2), .existing(destination: original, slot: slot))
+            }
+            XCTAssertEqual(spread.count, 5, "\(scheduler): flows spread over every server")
+            XCTAssertEqual((0..<5).map { second.counts($0).active }.reduce(0, +), 200,
+                           "\(scheduler): the picked-up flows count as established")
+        }
+        let roundRobin = Fixture([1, 1], policy: ServicePolicy(scheduler: .rr))
+        XCTAssertEqual(roundRobin.admit(client(1), ack, at: 0), .drop(.noConnection), "rr keeps IPVS's rule")
+    }
+
     func testTimeoutsFromSet() {
         let f = Fixture([1], policy: ServicePolicy(scheduler: .rr),
                         timeouts: ConnectionTimeouts(tcpEstablished: 50, tcpFin: 5, udp: 7))
