@@ -32,12 +32,13 @@ public final class Topology: @unchecked Sendable {
     /// The director's interface: named uniquely, because BPF pins live in one bpffs for all namespaces.
     public var directorInterface: String { "\(prefix)d0" }
     private var namespaces: [String] { [client, director, bridgeNamespace] + (0..<realCount).map(real) }
-    private var processes: [Process] = []
-    private let lock = NSLock()
+    /// The namespaces and the processes started in them.
+    private let lab: NamespaceLab
 
     /// Builds the lab. `directorQueues` > 1 gives the director's veth that many RX/TX queues.
     public init(realCount: Int = 2, directorQueues: Int = 1) throws {
-        prefix = "xd" + String(format: "%05x", UInt32.random(in: 0..<0xFFFFF))
+        lab = NamespaceLab(prefix: "xd")
+        prefix = lab.prefix
         self.realCount = realCount
         do { try build(directorQueues: directorQueues) } catch {
             teardown()
@@ -48,15 +49,7 @@ public final class Topology: @unchecked Sendable {
     deinit { teardown() }
 
     private func build(directorQueues: Int) throws {
-        for namespace in namespaces {
-            try Self.run(["ip", "netns", "add", namespace])
-            try exec(namespace, ["ip", "link", "set", "lo", "up"])
-            try exec(namespace, ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])
-            // A NIC's RSS puts a flow on the queue its addresses and ports hash to, for its whole life. Across
-            // veth the queue follows the sending socket's hash instead, which TCP redraws at each retransmission
-            // timeout: the flow would then hop to another worker's queue, which a real NIC never does.
-            try exec(namespace, ["sysctl", "-qw", "net.core.txrehash=0"])
-        }
+        for namespace in namespaces { try lab.add(namespace) }
         let sw = bridgeNamespace
         try exec(sw, ["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])
         try exec(sw, ["ip", "link", "set", "br0", "up"])
@@ -134,36 +127,17 @@ public final class Topology: @unchecked Sendable {
     }
 
     /// Stops the processes started in the lab and deletes its namespaces (their veths go with them).
-    public func teardown() {
-        lock.lock()
-        let running = processes
-        processes = []
-        lock.unlock()
-        for process in running where process.isRunning {
-            process.terminate()
-            Self.wait(process, seconds: 3)
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        for namespace in namespaces { _ = try? Self.run(["ip", "netns", "del", namespace], check: false) }
-    }
+    public func teardown() { lab.teardown() }
 
     /// Runs a command in a namespace and returns its standard output; throws on a non-zero exit.
     @discardableResult
     public func exec(_ namespace: String, _ arguments: [String], check: Bool = true) throws -> String {
-        try Self.run(["ip", "netns", "exec", namespace] + arguments, check: check)
+        try lab.exec(namespace, arguments, check: check)
     }
 
     /// Starts a long-running command in a namespace; it is stopped by `teardown()` if still running.
     public func spawn(_ namespace: String, _ arguments: [String], output: Pipe? = nil) throws -> Process {
-        // Quiet by default: a lab's servers must not write over the caller's output.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", namespace] + arguments
-        process.standardOutput = output ?? FileHandle.nullDevice
-        process.standardError = output ?? FileHandle.nullDevice
-        try process.run()
-        lock.lock(); processes.append(process); lock.unlock()
-        return process
+        try lab.spawn(namespace, arguments, output: output)
     }
 
     /// Runs a command, bounded to `timeout` seconds; returns its standard output (stderr in the error).

@@ -16,6 +16,9 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Receive queues on the director's interface.")
     var queues: Int = 2
 
+    @Flag(help: "Three directors behind an ECMP router running BIRD: kill one, and watch every connection carry on.")
+    var ha = false
+
     func validate() throws {
         guard (1...1000).contains(requests) else { throw ValidationError("--requests must be 1...1000") }
         guard (1...16).contains(queues) else { throw ValidationError("--queues must be 1...16") }
@@ -27,6 +30,7 @@ struct DemoCommand: ParsableCommand {
             throw failure("\(tool) is missing: run tools/setup.sh first")
         }
         let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        if ha { return try HADemo(executable: executable).run() }
 
         print("Building the lab: a client, a director (\(queues) queues) and 2 real servers in network namespaces…")
         let lab = try Topology(realCount: 2, directorQueues: queues)
