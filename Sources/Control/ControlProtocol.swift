@@ -1,3 +1,4 @@
+import Packet
 import Dataplane
 import Foundation
 

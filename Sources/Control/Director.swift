@@ -247,10 +247,8 @@ public final class Director {
         let configured = Self.identities(of: configuration)
         let recorded = state.recordedRealServers()
         for (cell, server) in recorded {
-            let identity = RealServerIdentity(
-                service: ServiceKey(proto: server.service.proto == L4Protocol.udp.number ? .udp : .tcp,
-                                    endpoint: Endpoint(address: server.service.address, port: server.service.port)),
-                endpoint: Endpoint(address: server.route.address, port: server.route.port))
+            let identity = RealServerIdentity(service: server.service,
+                                              endpoint: L4Endpoint(address: server.route.address, port: server.route.port))
             recordedCells.insert(cell)
             cellBase[cell] = traffic.totals(cell)
             if configured.contains(identity) {
@@ -264,22 +262,9 @@ public final class Director {
     }
 
     /// A real server as the connection state recorded it.
-    private static func realServer(_ endpoint: Endpoint, _ server: PersistedRealServer) -> RealServerConfig {
-        let method: ForwardingMethod
-        switch server.route.kind {
-        case .directRouting: method = .directRouting
-        case .tunnel: method = .tunnel
-        case .masquerading: method = .masquerading
-        case .fullNAT: method = .fullNAT
-        }
-        let kind: TunnelSettings.Kind
-        switch server.route.tunnel.type {
-        case .ipip: kind = .ipip
-        case .gue: kind = .gue
-        case .gre: kind = .gre
-        }
-        return RealServerConfig(endpoint: endpoint, weight: server.weight, method: method,
-                                tunnel: TunnelSettings(kind: kind, port: server.route.tunnel.port, checksum: server.route.tunnel.checksum),
+    private static func realServer(_ endpoint: L4Endpoint, _ server: PersistedRealServer) -> RealServerConfig {
+        RealServerConfig(endpoint: endpoint, weight: server.weight, method: server.route.method,
+                                tunnel: server.route.tunnel,
                                 upperThreshold: server.upperThreshold, lowerThreshold: server.lowerThreshold)
     }
 
@@ -290,7 +275,7 @@ public final class Director {
         var current: Set<UInt32> = []
         func record(_ service: ServiceKey, _ real: RealServerConfig, _ cell: UInt32) {
             state.record(cell: cell, PersistedRealServer(
-                service: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
+                service: service,
                 route: Self.route(of: real), weight: real.weight,
                 upperThreshold: real.upperThreshold, lowerThreshold: real.lowerThreshold))
             current.insert(cell)
@@ -492,13 +477,13 @@ public final class Director {
     private func makeSnapshot() -> ForwardingSnapshot {
         let macs = resolver?.macs ?? [:]
         func destination(_ real: RealServerConfig, cell: UInt32?) -> SnapshotDestination {
-            SnapshotDestination(weight: quiesced ? 0 : real.weight, mac: macs[real.endpoint.address], counterID: cell,
+            SnapshotDestination(weight: quiesced ? 0 : real.weight, mac: macs[real.endpoint.address], cell: cell,
                                 endpointHash: StableHash.endpoint(real.endpoint.address, port: real.endpoint.port),
                                 route: Self.route(of: real))
         }
         let services = configuration.services.map { service in
             SnapshotService(
-                key: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
+                key: service.key,
                 policy: service.policy,
                 destinations: service.reals.map { real in
                     destination(real, cell: counterIDs[RealServerIdentity(service: service.key, endpoint: real.endpoint)])
@@ -569,30 +554,15 @@ public final class Director {
     }
 
     /// Active, inactive and persistent connection counts of a real server, across all workers.
-    public func counts(service: ServiceKey, server: Endpoint) -> DestinationCounts? {
+    public func counts(service: ServiceKey, server: L4Endpoint) -> DestinationCounts? {
         counterIDs[RealServerIdentity(service: service, endpoint: server)].map { counters.counts($0) }
     }
 
     static func route(of real: RealServerConfig) -> DestinationRoute {
-        let kind: ForwardingKind
-        switch real.method {
-        case .directRouting: kind = .directRouting
-        case .tunnel: kind = .tunnel
-        case .masquerading: kind = .masquerading
-        case .fullNAT: kind = .fullNAT
-        }
-        let tunnelType: TunnelType
-        switch real.tunnel.kind {
-        case .ipip: tunnelType = .ipip
-        case .gue: tunnelType = .gue
-        case .gre: tunnelType = .gre
-        }
-        return DestinationRoute(kind: kind, address: real.endpoint.address, port: real.endpoint.port,
-                                tunnel: TunnelParameters(type: tunnelType, port: real.tunnel.port,
-                                                         checksum: real.tunnel.checksum))
+        DestinationRoute(method: real.method, address: real.endpoint.address, port: real.endpoint.port, tunnel: real.tunnel)
     }
 
-    static func mapKey(_ service: ServiceKey, _ real: Endpoint) -> xd_real_key {
+    static func mapKey(_ service: ServiceKey, _ real: L4Endpoint) -> xd_real_key {
         var key = xd_real_key()
         key.service = mapKey(service.endpoint, service.proto)
         withUnsafeMutableBytes(of: &key.addr) { raw in
@@ -612,7 +582,7 @@ public final class Director {
         case .fullNAT: method = XD_METHOD_FULLNAT
         }
         let tunnel: Int32
-        switch real.tunnel.kind {
+        switch real.tunnel.type {
         case .ipip: tunnel = XD_TUNNEL_IPIP
         case .gue: tunnel = XD_TUNNEL_GUE
         case .gre: tunnel = XD_TUNNEL_GRE
@@ -632,7 +602,7 @@ public final class Director {
         return key
     }
 
-    static func mapKey(_ endpoint: Endpoint, _ proto: L4Protocol) -> xd_service_key {
+    static func mapKey(_ endpoint: L4Endpoint, _ proto: L4Protocol) -> xd_service_key {
         var key = xd_service_key()
         withUnsafeMutableBytes(of: &key.addr) { raw in
             for (i, byte) in endpoint.address.bytes.enumerated() { raw[i] = byte }
@@ -647,7 +617,7 @@ public final class Director {
 /// A real server of a service: what keeps its counters across configuration changes.
 struct RealServerIdentity: Hashable {
     var service: ServiceKey
-    var endpoint: Endpoint
+    var endpoint: L4Endpoint
 }
 
 /// A real server removed from the configuration whose connections have not all ended.

@@ -95,7 +95,7 @@ extension Director {
             if answers.contains(where: { $0 == nil }) { usleep(5000) }
         }
         return answers.compactMap { $0 }.joined().compactMap { record -> ConnectionListing? in
-            guard let proto = L4Protocol.allCases.first(where: { $0.number == record.proto }) else { return nil }
+            guard let proto = L4Protocol(number: record.proto) else { return nil }
             return ConnectionListing(proto: proto, expiresIn: record.expiresIn,
                                      state: record.isTemplate ? "NONE" : record.state.ipvsName, client: record.client,
                                      virtual: record.virtual, destination: record.destination, isTemplate: record.isTemplate)

@@ -16,10 +16,10 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     case addServer(ServiceKey, RealServerConfig)
     /// `-e -t|-u ADDR:PORT -r ADDR[:PORT] [-g|-i|-m|--fullnat] [--tun-…] [-w W] [-x N] [-y N]`: nil leaves a
     /// field as it is.
-    case editServer(ServiceKey, server: Endpoint, weight: Int32?, method: ForwardingMethod?, tunnel: TunnelSettings? = nil,
+    case editServer(ServiceKey, server: L4Endpoint, weight: Int32?, method: ForwardingMethod?, tunnel: TunnelParameters? = nil,
                     upperThreshold: UInt32? = nil, lowerThreshold: UInt32? = nil)
     /// `-d -t|-u ADDR:PORT -r ADDR[:PORT]`
-    case deleteServer(ServiceKey, server: Endpoint)
+    case deleteServer(ServiceKey, server: L4Endpoint)
     /// `-C`: every service and real server.
     case clear
     /// `-P -t|-u ADDR:PORT -z LADDR`: a FULLNAT local address of the service.
@@ -41,7 +41,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         var real: (address: IPAddress, port: UInt16?)? = nil
         var method: ForwardingMethod? = nil
         var weight: Int32? = nil
-        var tunnelKind: TunnelSettings.Kind? = nil
+        var tunnelKind: TunnelType? = nil
         var tunnelPort: UInt16? = nil
         var tunnelChecksum: Bool? = nil
         var localAddress: String? = nil
@@ -103,7 +103,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             case .service(let proto):
                 try note(.service)
                 do throws(EndpointError) {
-                    service = ServiceKey(proto: proto, endpoint: try Endpoint(parsing: value ?? ""))
+                    service = ServiceKey(proto: proto, endpoint: try L4Endpoint(parsing: value ?? ""))
                 } catch {
                     throw .invalidServiceAddress(value ?? "", error)
                 }
@@ -113,7 +113,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             case .realServer:
                 try note(.realServer)
                 do throws(EndpointError) {
-                    real = try Endpoint.parseAddress(value ?? "")
+                    real = try L4Endpoint.parseAddress(value ?? "")
                 } catch {
                     throw .invalidRealServerAddress(value ?? "", error)
                 }
@@ -127,7 +127,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
                 weight = number
             case .tunnelType:
                 try note(.tunnelType)
-                guard let kind = TunnelSettings.Kind(rawValue: value ?? "") else {
+                guard let kind = TunnelType(name: value ?? "") else {
                     throw .unknownTunnelType(value ?? "")
                 }
                 tunnelKind = kind
@@ -169,8 +169,8 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         guard let service else {
             throw .missingOption(option: IPVSOptionKind.service.display, command: command.display)
         }
-        let server = real.map { Endpoint(address: $0.address, port: $0.port ?? service.endpoint.port) }
-        func requireServer() throws(ConfigError) -> Endpoint {
+        let server = real.map { L4Endpoint(address: $0.address, port: $0.port ?? service.endpoint.port) }
+        func requireServer() throws(ConfigError) -> L4Endpoint {
             guard let server else {
                 throw .missingOption(option: IPVSOptionKind.realServer.display, command: command.display)
             }
@@ -222,8 +222,8 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
 
     /// The tunnel options as ipvsadm checks them: only with `-i` (or, editing, without a method: the
     /// server's own must then be `-i`, which `apply` checks), `--tun-port` exactly with gue.
-    static func tunnelSettings(method: ForwardingMethod?, kind: TunnelSettings.Kind?, port: UInt16?, checksum: Bool?,
-                               editing: Bool) throws(ConfigError) -> TunnelSettings? {
+    static func tunnelSettings(method: ForwardingMethod?, kind: TunnelType?, port: UInt16?, checksum: Bool?,
+                               editing: Bool) throws(ConfigError) -> TunnelParameters? {
         guard kind != nil || port != nil || checksum != nil else {
             return method == .tunnel ? .ipip : nil
         }
@@ -233,7 +233,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         let resolved = kind ?? .ipip
         if resolved == .gue && port == nil { throw .tunnelPortRequired }
         if resolved != .gue && port != nil { throw .tunnelOptionWithoutTunnel("--tun-port") }
-        return TunnelSettings(kind: resolved, port: port ?? 0, checksum: checksum ?? false)
+        return TunnelParameters(type: resolved, port: port ?? 0, checksum: checksum ?? false)
     }
 
     /// Parses one rules-file line: words split at whitespace, a word starting with `#` ends the line.
@@ -385,7 +385,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         guard key.endpoint.port != 0 else { throw .invalidServiceAddress(key.endpoint.description, .zeroPort) }
     }
 
-    static func checkRealAddress(_ server: Endpoint, of key: ServiceKey,
+    static func checkRealAddress(_ server: L4Endpoint, of key: ServiceKey,
                                  mixedFamilyAllowed: Bool = false) throws(ConfigError) {
         guard server.port != 0 else { throw .invalidRealServerAddress(server.description, .zeroPort) }
         guard mixedFamilyAllowed || server.address.family == key.endpoint.address.family else {
@@ -394,7 +394,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// A real server reached with `method`: its family, and its port where the method cannot change it.
-    static func checkReal(_ server: Endpoint, method: ForwardingMethod, of key: ServiceKey) throws(ConfigError) {
+    static func checkReal(_ server: L4Endpoint, method: ForwardingMethod, of key: ServiceKey) throws(ConfigError) {
         try checkRealAddress(server, of: key, mixedFamilyAllowed: method.mixesFamilies)
         guard !method.keepsPort || server.port == key.endpoint.port else {
             throw .portMismatch(real: server, service: key, method: method)
