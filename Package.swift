@@ -73,7 +73,7 @@ let package = Package(
         .target(name: "XDirectorAllocCount", path: "Bench/alloccount", linkerSettings: [.linkedLibrary("dl")]),
         .testTarget(name: "PacketTests", dependencies: ["Packet", "XDirectorTestSupport"]),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling", "Packet"]),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "Dataplane", "Packet"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "Dataplane", "Packet", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XDirectorMetricsTests", dependencies: ["XDirectorMetrics", "Control", "Dataplane", "Packet"],
                     path: "Tests/MetricsTests"),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "Scheduling", "XDirectorTestSupport",
