@@ -157,13 +157,24 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         where option.use(with: command) == .required && !given.contains(option) {
             throw .missingOption(option: option.display, command: command.display)
         }
-        if command == .clear {
+        // The commands without a service are done here; the switch below sees only those with one.
+        let serviceCommand: ServiceCommand
+        switch command {
+        case .clear:
             self = .clear
             return
-        }
-        if command == .setTimeouts, let timeouts {
+        case .setTimeouts:
+            guard let timeouts else { throw .missingCommand }  // read with the command itself
             self = .setTimeouts(timeouts)
             return
+        case .addService: serviceCommand = .addService
+        case .editService: serviceCommand = .editService
+        case .deleteService: serviceCommand = .deleteService
+        case .addServer: serviceCommand = .addServer
+        case .editServer: serviceCommand = .editServer
+        case .deleteServer: serviceCommand = .deleteServer
+        case .addLocalAddress: serviceCommand = .addLocalAddress
+        case .deleteLocalAddress: serviceCommand = .deleteLocalAddress
         }
         // Both are present where the command requires them: the loop above has checked.
         guard let service else {
@@ -178,7 +189,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         }
 
         let tunnel = try Self.tunnelSettings(method: method, kind: tunnelKind, port: tunnelPort,
-                                             checksum: tunnelChecksum, editing: command == .editServer)
+                                             checksum: tunnelChecksum, editing: serviceCommand == .editServer)
         let serviceOptionsGiven = given.contains(.schedulerFlags) || given.contains(.persistent)
             || given.contains(.netmask) || given.contains(.onePacket)
         var options = ServiceOptions(persistence: persistence, onePacket: onePacket)
@@ -186,14 +197,14 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         for name in flagNames {
             guard let (flag, owner) = SchedulerFlags.parse(name) else { throw .unknownSchedulerFlag(name) }
             // -E without -s: the service's scheduler is checked when the command is applied.
-            if let owner, let target = scheduler ?? (command == .addService ? SchedulerKind.default : nil),
+            if let owner, let target = scheduler ?? (serviceCommand == .addService ? SchedulerKind.default : nil),
                owner != target {
                 throw .schedulerFlagNotAllowed(flag: name, scheduler: target)
             }
             options.schedulerFlags.insert(flag)
         }
 
-        switch command {
+        switch serviceCommand {
         case .addService:
             self = .addService(service, scheduler: scheduler ?? .default, options: options)
         case .editService:
@@ -210,12 +221,10 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
                                upperThreshold: upper, lowerThreshold: lower)
         case .deleteServer:
             self = .deleteServer(service, server: try requireServer())
-        case .clear, .setTimeouts:
-            self = .clear
         case .addLocalAddress, .deleteLocalAddress:
             guard let address = IPAddress(localAddress ?? ""), address.family == service.endpoint.address.family
             else { throw .invalidLocalAddress(localAddress ?? "") }
-            self = command == .addLocalAddress ? .addLocalAddress(service, address) : .deleteLocalAddress(service, address)
+            self = serviceCommand == .addLocalAddress ? .addLocalAddress(service, address) : .deleteLocalAddress(service, address)
         }
         try validate()
     }
@@ -498,4 +507,9 @@ struct IPVSArgumentScanner {
         index += 1
         return candidate
     }
+}
+
+/// The ipvsadm commands that name a service: what `IPVSCommand.init` builds once `-C` and `--set` are done.
+private enum ServiceCommand {
+    case addService, editService, deleteService, addServer, editServer, deleteServer, addLocalAddress, deleteLocalAddress
 }
