@@ -33,6 +33,8 @@ final class CellRegistry {
     func attach(_ file: ConnectionStateFile, configured: Set<RealServerIdentity>, now: Date) -> [UInt32] {
         connectionState = file
         counters = file.counters
+        state = CellState()  // cells handed out before (from another store) mean nothing in this one
+        recordedCells = []
         guard file.restored else { return [] }
         var restored: [UInt32] = []
         for (cell, server) in file.recordedRealServers() {
