@@ -23,20 +23,23 @@ let package = Package(
             dependencies: ["CXDirectorShared"],
             linkerSettings: [.linkedLibrary("xdp"), .linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
-        // Pure Swift: header views, checksums, rewrites. No syscalls.
+        // Pure Swift: header views, checksums, rewrites, and the names every layer shares (ServiceKey,
+        // ForwardingMethod, TunnelType, L4Endpoint). No syscalls.
         .target(name: "Packet"),
         // Pure Swift: schedulers and the connection table. No syscalls.
         .target(name: "Scheduling", dependencies: ["Packet"]),
         // Compiles bpf/xdirector.bpf.c with clang -target bpf and embeds the object in Dataplane.
         .executableTarget(name: "BPFEmbed", path: "Sources/BPFEmbed"),
         .plugin(name: "BPFObjectPlugin", capability: .buildTool(), dependencies: ["BPFEmbed"]),
-        // UMEM, rings, sockets, workers, BPF loading, neighbour resolution.
+        // UMEM, rings, sockets, workers, BPF loading with a typed API for every map (the kernel's formats live
+        // here and nowhere above), neighbour resolution.
         .target(
             name: "Dataplane",
             dependencies: ["CXDP", "CXDirectorShared", "Packet", "Scheduling", .product(name: "Logging", package: "swift-log")],
             plugins: ["BPFObjectPlugin"]
         ),
-        // Configuration model, ipvsadm-syntax rules, snapshot building, the director's lifecycle.
+        // Configuration model, ipvsadm-syntax rules, the reload planner (pure) and the parts that commit a plan
+        // (MapSyncer, CellRegistry, TrafficLedger), the director's lifecycle. Never imports CXDirectorShared.
         .target(
             name: "Control",
             dependencies: ["Dataplane", "Scheduling", "Packet", .product(name: "Logging", package: "swift-log")]
@@ -73,7 +76,7 @@ let package = Package(
         .target(name: "XDirectorAllocCount", path: "Bench/alloccount", linkerSettings: [.linkedLibrary("dl")]),
         .testTarget(name: "PacketTests", dependencies: ["Packet", "XDirectorTestSupport"]),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling", "Packet"]),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "Dataplane", "Packet"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "Dataplane", "Packet", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "XDirectorMetricsTests", dependencies: ["XDirectorMetrics", "Control", "Dataplane", "Packet"],
                     path: "Tests/MetricsTests"),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "Scheduling", "XDirectorTestSupport",

@@ -5,40 +5,7 @@ import Scheduling
 // ipvsadm. `DirectorConfig.apply(_:)` is the one place where commands change it, and it refuses what IPVS
 // would refuse, with IPVS's words where IPVS has them.
 
-/// The transport protocol of a virtual service (`-t` or `-u`).
-public enum L4Protocol: String, CaseIterable, Sendable {
-    case tcp
-    case udp
-
-    /// The IP protocol number: 6 for TCP, 17 for UDP.
-    public var number: UInt8 {
-        switch self {
-        case .tcp: return 6
-        case .udp: return 17
-        }
-    }
-
-    /// The ipvsadm option that names a service of this protocol.
-    public var option: String {
-        switch self {
-        case .tcp: return "-t"
-        case .udp: return "-u"
-        }
-    }
-}
-
-/// How packets reach a real server, chosen per real server as with ipvsadm.
-public enum ForwardingMethod: String, CaseIterable, Sendable {
-    /// Direct routing (`-g`, `--gatewaying`): the frame goes to the real server's MAC, the IP packet untouched.
-    case directRouting
-    /// Tunnelling (`-i`, `--ipip`): the packet is encapsulated (IPIP, GUE or GRE) towards the real server.
-    case tunnel
-    /// Masquerading (`-m`): destination rewritten to the real server; its replies come back through us.
-    case masquerading
-    /// Full NAT (`--fullnat`): source and destination rewritten; the source is one of the service's local
-    /// addresses (`-P`) with a port the director allocates, so replies come back to us by routing alone.
-    case fullNAT
-
+extension ForwardingMethod {
     /// The ipvsadm option that selects this method, as `ipvsadm-save` prints it.
     public var option: String {
         switch self {
@@ -48,87 +15,53 @@ public enum ForwardingMethod: String, CaseIterable, Sendable {
         case .fullNAT: return "--fullnat"
         }
     }
+}
 
-    /// Whether the real server must listen on the service's port (the packet's port is never rewritten).
-    public var keepsPort: Bool {
+extension TunnelType {
+    /// The name `--tun-type` takes and `ipvsadm-save` prints.
+    public var name: String {
         switch self {
-        case .directRouting, .tunnel: return true
-        case .masquerading, .fullNAT: return false
+        case .ipip: return "ipip"
+        case .gue: return "gue"
+        case .gre: return "gre"
         }
     }
 
-    /// Whether the real server may be of the other address family than the service (only an outer header
-    /// of the real server's family can carry it).
-    public var mixesFamilies: Bool { self == .tunnel }
-
-    /// Whether the real server's replies come back through the director.
-    public var translates: Bool { self == .masquerading || self == .fullNAT }
+    /// The type `--tun-type NAME` names.
+    public init?(name: String) {
+        guard let type = TunnelType.allCases.first(where: { $0.name == name }) else { return nil }
+        self = type
+    }
 }
 
-/// The encapsulation of a tunnelled real server (`--tun-type`, `--tun-port`, `--tun-csum`).
-public struct TunnelSettings: Equatable, Sendable {
-    public enum Kind: String, CaseIterable, Sendable {
-        case ipip, gue, gre
-    }
-
-    public var kind: Kind
-    /// The GUE destination port; 0 for the other kinds.
-    public var port: UInt16
-    /// Whether GUE's UDP checksum or GRE's checksum is computed (`--tun-csum`); off by default, as in IPVS.
-    public var checksum: Bool
-
-    public init(kind: Kind = .ipip, port: UInt16 = 0, checksum: Bool = false) {
-        self.kind = kind
-        self.port = port
-        self.checksum = checksum
-    }
-
-    public static let ipip = TunnelSettings()
+/// The encapsulation of a tunnelled real server (`--tun-type`, `--tun-port`, `--tun-csum`) as ipvsadm
+/// states it.
+extension TunnelParameters {
+    public static let ipip = TunnelParameters(type: .ipip)
 
     /// The options after `-i` as ipvsadm-save prints them: none for plain IPIP.
     public var arguments: [String] {
-        guard kind != .ipip else { return [] }
-        return ["--tun-type", kind.rawValue] + (kind == .gue ? ["--tun-port", String(port)] : [])
+        guard type != .ipip else { return [] }
+        return ["--tun-type", type.name] + (type == .gue ? ["--tun-port", String(port)] : [])
             + (checksum ? ["--tun-csum"] : [])
     }
 }
 
-/// An address and port, written `192.0.2.1:80` or `[2001:db8::1]:80`: the data plane's own type, parsed
-/// here in ipvsadm's syntax (`IPVSEndpoint.swift`).
-public typealias Endpoint = L4Endpoint
-
-/// Identifies a virtual service: protocol, address and port (what `-t`/`-u` name).
-public struct ServiceKey: Hashable, Sendable, CustomStringConvertible {
-    public var proto: L4Protocol
-    public var endpoint: Endpoint
-
-    public init(proto: L4Protocol, endpoint: Endpoint) {
-        self.proto = proto
-        self.endpoint = endpoint
-    }
-
-    /// The service as ipvsadm arguments: `["-t", "192.0.2.10:80"]`.
-    public var arguments: [String] { [proto.option, endpoint.description] }
-
-    /// `-t 192.0.2.10:80`.
-    public var description: String { arguments.joined(separator: " ") }
-}
-
 /// A real server of a service.
 public struct RealServerConfig: Equatable, Sendable {
-    public var endpoint: Endpoint
+    public var endpoint: L4Endpoint
     /// 0...65535, as in IPVS; 0 takes the server out of scheduling without dropping its connections.
     public var weight: Int32
     public var method: ForwardingMethod
     /// How a tunnelled (`-i`) real server is reached; `.ipip` for the other methods.
-    public var tunnel: TunnelSettings
+    public var tunnel: TunnelParameters
     /// `-x`: no new connections once it holds this many (active + inactive); 0 = no limit.
     public var upperThreshold: UInt32
     /// `-y`: new connections again below this many; 0 = below three quarters of the upper threshold.
     public var lowerThreshold: UInt32
 
-    public init(endpoint: Endpoint, weight: Int32 = 1, method: ForwardingMethod = .directRouting,
-                tunnel: TunnelSettings = .ipip, upperThreshold: UInt32 = 0, lowerThreshold: UInt32 = 0) {
+    public init(endpoint: L4Endpoint, weight: Int32 = 1, method: ForwardingMethod = .directRouting,
+                tunnel: TunnelParameters = .ipip, upperThreshold: UInt32 = 0, lowerThreshold: UInt32 = 0) {
         self.endpoint = endpoint
         self.weight = weight
         self.method = method
@@ -197,14 +130,14 @@ public struct TimeoutSettings: Equatable, Sendable {
 /// A virtual service and its real servers, in the order they were added.
 public struct ServiceConfig: Equatable, Sendable {
     public var proto: L4Protocol
-    public var endpoint: Endpoint
+    public var endpoint: L4Endpoint
     public var scheduler: SchedulerKind
     public var options: ServiceOptions
     public var reals: [RealServerConfig]
     /// FULLNAT's source addresses towards the real servers (`-P -z`), in the order they were added.
     public var localAddresses: [IPAddress]
 
-    public init(proto: L4Protocol, endpoint: Endpoint, scheduler: SchedulerKind, options: ServiceOptions = .init(),
+    public init(proto: L4Protocol, endpoint: L4Endpoint, scheduler: SchedulerKind, options: ServiceOptions = .init(),
                 reals: [RealServerConfig] = [], localAddresses: [IPAddress] = []) {
         self.proto = proto
         self.endpoint = endpoint
@@ -224,7 +157,7 @@ public struct ServiceConfig: Equatable, Sendable {
     public var key: ServiceKey { ServiceKey(proto: proto, endpoint: endpoint) }
 
     /// The index of the real server at `endpoint`, if the service has one.
-    public func realIndex(of endpoint: Endpoint) -> Int? {
+    public func realIndex(of endpoint: L4Endpoint) -> Int? {
         reals.firstIndex { $0.endpoint == endpoint }
     }
 }
@@ -377,9 +310,9 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
 
     // Meaning.
     /// A real server of the other address family than its service (only tunnelling can mix them).
-    case familyMismatch(real: Endpoint, service: ServiceKey)
+    case familyMismatch(real: L4Endpoint, service: ServiceKey)
     /// A real server port other than the service's with a method that cannot change the port.
-    case portMismatch(real: Endpoint, service: ServiceKey, method: ForwardingMethod)
+    case portMismatch(real: L4Endpoint, service: ServiceKey, method: ForwardingMethod)
     /// `--tun-type`, `--tun-port` or `--tun-csum` without `-i`, or `--tun-port` with another type than gue.
     case tunnelOptionWithoutTunnel(String)
     /// `--tun-type gue` without `--tun-port`.
@@ -394,8 +327,8 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     // State, in IPVS's words.
     case serviceExists(ServiceKey)
     case noSuchService(ServiceKey)
-    case destinationExists(ServiceKey, Endpoint)
-    case noSuchDestination(ServiceKey, Endpoint)
+    case destinationExists(ServiceKey, L4Endpoint)
+    case noSuchDestination(ServiceKey, L4Endpoint)
     case localAddressExists(ServiceKey, IPAddress)
     case noSuchLocalAddress(ServiceKey, IPAddress)
 

@@ -1,3 +1,4 @@
+import Packet
 import Foundation
 
 /// Answers the control socket's requests, on the control thread (so the director's state needs no lock):

@@ -1,3 +1,4 @@
+import Packet
 import Dataplane
 import Foundation
 
@@ -36,61 +37,19 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     }
 }
 
-/// `DirectorStatistics` on the wire (the CLI computes rates from two readings itself).
-struct StatisticsMessage: Codable {
-    struct Worker: Codable {
-        var queue: UInt32
-        var core: Int
-        var cpu: Int
-        var zeroCopy: Bool
-        var threadID: Int32
-        var frameCount: UInt32
-        var frameSize: UInt32
-        var rxRingSize: UInt32
-        var txRingSize: UInt32
-        var completionRingSize: UInt32
-        var counters: [UInt64]
-    }
-
-    var workers: [Worker]
-    var xdp: [UInt64]
-
-    init(_ statistics: DirectorStatistics) {
-        workers = statistics.workers.map { row in
-            Worker(queue: row.queue, core: row.core, cpu: row.cpu, zeroCopy: row.zeroCopy, threadID: row.threadID,
-                   frameCount: row.rings.frameCount, frameSize: row.rings.frameSize, rxRingSize: row.rings.rxRingSize,
-                   txRingSize: row.rings.txRingSize, completionRingSize: row.rings.completionRingSize,
-                   counters: row.counters)
-        }
-        xdp = statistics.xdp
-    }
-
-    var statistics: DirectorStatistics {
-        DirectorStatistics(workers: workers.map { worker in
-            var rings = XSKConfiguration()
-            rings.frameCount = worker.frameCount
-            rings.frameSize = worker.frameSize
-            rings.rxRingSize = worker.rxRingSize
-            rings.txRingSize = worker.txRingSize
-            rings.completionRingSize = worker.completionRingSize
-            rings.allowZeroCopy = worker.zeroCopy
-            // Counters a newer daemon has and this CLI does not know are left out; missing ones read 0.
-            var counters = Array(worker.counters.prefix(WorkerCounter.allCases.count))
-            counters += Array(repeating: 0, count: WorkerCounter.allCases.count - counters.count)
-            return DirectorStatistics.WorkerRow(queue: worker.queue, core: worker.core, cpu: worker.cpu,
-                                                zeroCopy: worker.zeroCopy, threadID: worker.threadID, rings: rings,
-                                                counters: counters)
-        }, xdp: xdp)
-    }
-}
-
 extension DirectorStatistics {
-    /// The reading as the control socket carries it.
+    /// The reading as the control socket carries it: JSON of the statistics types themselves.
     public func encoded() throws -> String {
-        String(decoding: try JSONEncoder().encode(StatisticsMessage(self)), as: UTF8.self)
+        String(decoding: try JSONEncoder().encode(self), as: UTF8.self)
     }
 
     public init(encoded text: String) throws {
-        self = try JSONDecoder().decode(StatisticsMessage.self, from: Data(text.utf8)).statistics
+        self = try JSONDecoder().decode(DirectorStatistics.self, from: Data(text.utf8))
+        // Counters a newer daemon has and this CLI does not know are left out; missing ones read 0.
+        let known = WorkerCounter.allCases.count
+        for index in workers.indices {
+            let counters = workers[index].counters.prefix(known)
+            workers[index].counters = Array(counters) + Array(repeating: 0, count: known - counters.count)
+        }
     }
 }

@@ -1,4 +1,3 @@
-import CXDirectorShared
 import Dataplane
 import Foundation
 import Logging
@@ -37,27 +36,19 @@ public struct DirectorOptions: Sendable {
 /// everything `start()` did. Only the control thread calls it (the metrics thread reads `latestReading`).
 public final class Director {
     public private(set) var configuration: DirectorConfig
-    /// Connection counts per real server, shared by the workers and kept across reloads; from `start` on,
-    /// the connection state file's cells, so they survive a restart with the connections they count.
-    public private(set) var counters = DestinationCounterStore(capacity: Director.counterCells)
+    /// Who holds which counter cell (configured and draining real servers), recorded in the connection state.
+    let cells = CellRegistry(capacity: Director.counterCells)
     static let counterCells = 65536
+    /// Traffic per cell, service histories, `-Z` baselines and rates.
+    let ledger: TrafficLedger
+    /// The XDP maps' contents, kept in step with each committed plan (nil until `start` loads the program).
+    private var syncer: MapSyncer?
     /// Where the workers' connections live, so that a restarted director resumes them (`start` maps it).
     private var connectionState: ConnectionStateFile?
-    /// The cells whose holder is recorded in the connection state file.
-    private var recordedCells: Set<UInt32> = []
-    /// Each configured real server's cell in `counters` (and in `traffic`): its identity for the workers.
-    var counterIDs: [RealServerIdentity: UInt32] = [:]
-    /// Real servers removed from the configuration that still hold connections (IPVS's default: they keep
-    /// their connections until those end, and get no new ones). Their cells are released once empty.
-    var draining: [RealServerIdentity: DrainingServer] = [:]
-    /// Per-worker traffic of each cell; `cellBase` is a cell's reading when it was last handed out.
-    public let traffic: DestinationTrafficStore
-    var cellBase: [UInt32: TrafficStats] = [:]
-    /// Traffic of a service's real servers that have left it, so the service's totals never go down.
-    var serviceHistory: [ServiceKey: TrafficStats] = [:]
-    /// `ipvsadm -Z`: readings subtracted from what listings show.
-    var zeroed: [StatisticsKey: TrafficStats] = [:]
-    var estimator = RateEstimator()
+    /// Connection counts per real server, shared by the workers and kept across reloads.
+    public var counters: DestinationCounterStore { cells.counters }
+    /// Per-worker traffic of each cell.
+    public var traffic: DestinationTrafficStore { ledger.traffic }
     public let interface: NetworkInterface
     /// The interface's name, unique per network namespace: names the pins (and the control socket).
     public let instance: String
@@ -87,9 +78,8 @@ public final class Director {
         plan = try QueuePlan(queues: options.queues, cores: options.cores, interfaceQueueCount: interface.rxQueueCount)
         sourceAddresses = options.sourceAddresses.isEmpty ? InterfaceAddresses.primary(of: options.interface)
                                                            : options.sourceAddresses
-        traffic = DestinationTrafficStore(workers: plan.assignments.count, capacity: counters.capacity)
-        try checkCapacity(configuration)
-        try Self.checkMethods(configuration, sources: sourceAddresses)
+        ledger = TrafficLedger(workers: plan.assignments.count, capacity: Self.counterCells)
+        _ = try planChange(to: configuration)
     }
 
     /// Refuses an interface that a live director serves (whatever its queues) or that carries another XDP
@@ -106,41 +96,29 @@ public final class Director {
         return attached
     }
 
-    /// What the forwarding methods need from the rest of the configuration: FULLNAT a local address of the
-    /// real server's family, tunnelling a director address of the real server's family.
-    static func checkMethods(_ configuration: DirectorConfig, sources: [IPAddress]) throws {
-        for service in configuration.services {
-            for real in service.reals {
-                let family = real.endpoint.address.family
-                if real.method == .fullNAT && !service.localAddresses.contains(where: { $0.family == family }) {
-                    throw ControlError("real server \(real.endpoint) of \(service.key) uses --fullnat, but the service "
-                        + "has no local address of its family: add one with -P \(service.key) -z ADDRESS")
-                }
-                if real.method == .tunnel && !sources.contains(where: { $0.family == family }) {
-                    throw ControlError("real server \(real.endpoint) of \(service.key) is tunnelled, but the director "
-                        + "has no \(family == .ipv4 ? "IPv4" : "IPv6") address to send from: give one with --source-address")
-                }
-            }
-        }
+    /// The limits a configuration must fit: the maps', and the local addresses the connection state has room for.
+    private var limits: ReloadLimits {
+        var limits = ReloadLimits()
+        limits.localAddresses = min(limits.localAddresses, options.localAddressCapacity)
+        return limits
     }
 
-    /// The limits of the XDP maps and the counter store, checked before anything changes.
-    private func checkCapacity(_ next: DirectorConfig) throws {
-        if next.services.count > Int(XD_MAX_SERVICES) {
-            throw ControlError("too many virtual services: at most \(XD_MAX_SERVICES)")
-        }
-        let identities = Self.identities(of: next)
-        if identities.count + draining.count > Int(XD_MAX_REALS) {
-            throw ControlError("too many real servers: at most \(XD_MAX_REALS), draining ones included")
-        }
-        let needed = identities.filter { counterIDs[$0] == nil && draining[$0] == nil }.count
-        if needed > counters.available {
-            throw ControlError("too many real servers: no counter cell left for \(needed - counters.available) of them")
-        }
-        let localAddressLimit = min(Int(XD_MAX_LOCAL_ADDRS), options.localAddressCapacity)
-        if Set(next.services.flatMap(\.localAddresses)).count > localAddressLimit {
-            throw ControlError("too many local addresses: at most \(localAddressLimit)")
-        }
+    /// Plans replacing the running configuration with `next` (pure: nothing changes), or refuses it.
+    private func planChange(to next: DirectorConfig) throws(ControlError) -> ReloadPlan {
+        try ReloadPlanner.plan(current: configuration, state: cells.state, mapped: syncer?.mapped ?? MapState(), next: next,
+                               sources: sourceAddresses, limits: limits, availableCells: counters.available, now: Date())
+    }
+
+    /// Commits a plan in an order that never leaves a half state: the maps' new entries first (they steer
+    /// traffic only to what the next snapshot serves; a refused write is undone and nothing else changes),
+    /// then the cells and the snapshot the workers adopt between batches, then the stale map entries.
+    private func commit(_ plan: ReloadPlan) throws {
+        try syncer?.write(plan.writes)
+        for cell in cells.commit(plan) { ledger.handOut(cell) }
+        configuration = plan.configuration
+        _ = resolver?.refresh(realAddresses)
+        republish()
+        syncer?.delete(plan.deletes)
     }
 
     deinit { stop() }
@@ -151,30 +129,7 @@ public final class Director {
     /// connections keep their real servers, removed ones included (they drain). On any error the running
     /// configuration stays as it was.
     public func reload(_ next: DirectorConfig) throws {
-        try Self.checkMethods(next, sources: sourceAddresses)
-        try checkCapacity(next)
-        let previous = configuration
-        let (previousIDs, previousDraining) = (counterIDs, draining)
-        configuration = next
-        assignCounters(leaving: previous)
-        if let program {
-            do {
-                try writeMaps(program)
-            } catch {
-                // A map refused an entry (the limits are checked, so hardly ever): put everything back.
-                for (identity, id) in counterIDs where previousIDs[identity] == nil && previousDraining[identity] == nil {
-                    counters.release(id)
-                }
-                (configuration, counterIDs, draining) = (previous, previousIDs, previousDraining)
-                assignCounters(leaving: previous)  // the thresholds as they were; every server keeps its cell
-                try? writeMaps(program)
-                removeStaleMapEntries(program)
-                throw error
-            }
-        }
-        _ = resolver?.refresh(realAddresses)
-        republish()
-        if let program { removeStaleMapEntries(program) }
+        try commit(try planChange(to: next))
         logger.info("configuration changed: \(next.services.count) services, \(next.services.reduce(0) { $0 + $1.reals.count }) real servers")
         saveConfiguration()
     }
@@ -203,10 +158,13 @@ public final class Director {
             resolver = RealServerResolver(table: try NeighbourTable(interface: interface), interfaceName: interface.name, logger: logger)
             _ = resolver?.refresh(realAddresses)
             let state = try openConnectionState()
-            assignCounters(leaving: configuration)
+            let syncer = MapSyncer(maps: program, logger: logger)
+            self.syncer = syncer
+            let initial = try planChange(to: configuration)
+            try syncer.write(initial.writes)
+            for cell in cells.commit(initial) { ledger.handOut(cell) }
             let exchange = SnapshotExchange(makeSnapshot())
             self.exchange = exchange
-            try writeMaps(program)
             var socketConfig = XSKConfiguration()
             socketConfig.allowZeroCopy = options.allowZeroCopy
             for (partition, assignment) in plan.assignments.enumerated() {
@@ -243,135 +201,12 @@ public final class Director {
         let path = options.connectionStatePath ?? ConnectionStateFile.defaultPath(instance: instance)
         let state = try ConnectionStateFile(path: path, layout: layout, logger: logger)
         connectionState = state
-        counters = state.counters
-        guard state.restored else { return state }
-        let configured = Self.identities(of: configuration)
-        let recorded = state.recordedRealServers()
-        for (cell, server) in recorded {
-            let identity = RealServerIdentity(
-                service: ServiceKey(proto: server.service.proto == L4Protocol.udp.number ? .udp : .tcp,
-                                    endpoint: Endpoint(address: server.service.address, port: server.service.port)),
-                endpoint: Endpoint(address: server.route.address, port: server.route.port))
-            recordedCells.insert(cell)
-            cellBase[cell] = traffic.totals(cell)
-            if configured.contains(identity) {
-                counterIDs[identity] = cell
-            } else {
-                draining[identity] = DrainingServer(real: Self.realServer(identity.endpoint, server), cell: cell, since: Date())
-            }
+        let restored = cells.attach(state, configured: ReloadPlanner.identities(of: configuration), now: Date())
+        for cell in restored { ledger.handOut(cell) }
+        if state.restored {
+            logger.notice("resuming the connections in \(path): \(restored.count) real servers (\(cells.state.draining.count) no longer configured, draining)")
         }
-        logger.notice("resuming the connections in \(path): \(recorded.count) real servers (\(draining.count) no longer configured, draining)")
         return state
-    }
-
-    /// A real server as the connection state recorded it.
-    private static func realServer(_ endpoint: Endpoint, _ server: PersistedRealServer) -> RealServerConfig {
-        let method: ForwardingMethod
-        switch server.route.kind {
-        case .directRouting: method = .directRouting
-        case .tunnel: method = .tunnel
-        case .masquerading: method = .masquerading
-        case .fullNAT: method = .fullNAT
-        }
-        let kind: TunnelSettings.Kind
-        switch server.route.tunnel.type {
-        case .ipip: kind = .ipip
-        case .gue: kind = .gue
-        case .gre: kind = .gre
-        }
-        return RealServerConfig(endpoint: endpoint, weight: server.weight, method: method,
-                                tunnel: TunnelSettings(kind: kind, port: server.route.tunnel.port, checksum: server.route.tunnel.checksum),
-                                upperThreshold: server.upperThreshold, lowerThreshold: server.lowerThreshold)
-    }
-
-    /// Records in the connection state file which real server holds each cell (configured and draining), and
-    /// forgets released cells, so a restarted director knows whose connections it resumes.
-    private func recordCells() {
-        guard let state = connectionState else { return }
-        var current: Set<UInt32> = []
-        func record(_ service: ServiceKey, _ real: RealServerConfig, _ cell: UInt32) {
-            state.record(cell: cell, PersistedRealServer(
-                service: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
-                route: Self.route(of: real), weight: real.weight,
-                upperThreshold: real.upperThreshold, lowerThreshold: real.lowerThreshold))
-            current.insert(cell)
-        }
-        for service in configuration.services {
-            for real in service.reals {
-                if let cell = counterIDs[RealServerIdentity(service: service.key, endpoint: real.endpoint)] {
-                    record(service.key, real, cell)
-                }
-            }
-        }
-        for (identity, server) in draining { record(identity.service, server.real, server.cell) }
-        for cell in recordedCells.subtracting(current) { state.record(cell: cell, nil) }
-        recordedCells = current
-    }
-
-    /// Writes the running configuration into the XDP program's maps (adds and updates only): the virtual
-    /// services, every real server (draining ones flagged), the NAT real servers whose replies come back
-    /// through us (draining ones too: their connections still reply), and the FULLNAT local addresses.
-    private func writeMaps(_ program: XDPProgram) throws {
-        for (index, service) in configuration.services.enumerated() {
-            try program.setService(Self.mapKey(service.endpoint, service.proto),
-                                   xd_service_value(index: UInt32(index), flags: UInt32(XD_SVC_F_NONE)))
-        }
-        for service in configuration.services {
-            for real in service.reals {
-                try program.setRealServer(Self.mapKey(service.key, real.endpoint), Self.mapValue(real, draining: false))
-            }
-        }
-        for (identity, server) in draining where configuration.serviceIndex(of: identity.service) != nil {
-            try program.setRealServer(Self.mapKey(identity.service, identity.endpoint), Self.mapValue(server.real, draining: true))
-        }
-        for real in steeredNATReals { try program.setNATReal(Self.mapKey(real.endpoint, real.proto)) }
-        for address in Self.localAddresses(of: configuration) { try program.setLocalAddress(Self.mapKey(address)) }
-        mapped = MappedState(services: Set(configuration.services.map(\.key)), reals: listedRealServers,
-                             natReals: steeredNATReals, localAddresses: Self.localAddresses(of: configuration))
-            .union(mapped)
-    }
-
-    /// Removes the map entries the running configuration no longer has.
-    private func removeStaleMapEntries(_ program: XDPProgram) {
-        let keep = MappedState(services: Set(configuration.services.map(\.key)), reals: listedRealServers,
-                               natReals: steeredNATReals, localAddresses: Self.localAddresses(of: configuration))
-        for key in mapped.services.subtracting(keep.services) { program.removeService(Self.mapKey(key.endpoint, key.proto)) }
-        for identity in mapped.reals.subtracting(keep.reals) {
-            program.removeRealServer(Self.mapKey(identity.service, identity.endpoint))
-        }
-        for real in mapped.natReals.subtracting(keep.natReals) { program.removeNATReal(Self.mapKey(real.endpoint, real.proto)) }
-        for address in mapped.localAddresses.subtracting(keep.localAddresses) { program.removeLocalAddress(Self.mapKey(address)) }
-        mapped = keep
-    }
-
-    /// What the maps hold, so that what leaves the configuration leaves the maps.
-    private var mapped = MappedState()
-
-    /// The real servers listed in the `real_servers` map: the configured ones, and the draining ones of
-    /// services that still exist.
-    private var listedRealServers: Set<RealServerIdentity> {
-        Self.identities(of: configuration).union(draining.keys.filter { configuration.serviceIndex(of: $0.service) != nil })
-    }
-
-    /// The NAT real servers whose replies are steered to the workers: configured or draining.
-    private var steeredNATReals: Set<ServiceKey> {
-        var reals = Set(configuration.services.flatMap { service in
-            service.reals.filter { $0.method == .masquerading }.map { ServiceKey(proto: service.proto, endpoint: $0.endpoint) }
-        })
-        for (identity, server) in draining where server.real.method == .masquerading {
-            reals.insert(ServiceKey(proto: identity.service.proto, endpoint: identity.endpoint))
-        }
-        return reals
-    }
-
-    private static func localAddresses(of config: DirectorConfig) -> Set<IPAddress> {
-        Set(config.services.flatMap(\.localAddresses))
-    }
-
-    static func identities(of config: DirectorConfig) -> Set<RealServerIdentity> {
-        Set(config.services.flatMap { service in
-            service.reals.map { RealServerIdentity(service: service.key, endpoint: $0.endpoint) }
-        })
     }
 
     /// Gives the kernel a moment to resolve the real servers before traffic is taken, so the first
@@ -400,7 +235,7 @@ public final class Director {
             idle()
             let now = Date()
             if now.timeIntervalSince(lastEstimate) >= RateEstimator.interval {
-                estimator.update(rawTraffic(), seconds: now.timeIntervalSince(lastEstimate))
+                ledger.updateRates(rawTraffic(), seconds: now.timeIntervalSince(lastEstimate))
                 lastEstimate = now
             }
             guard changed || now.timeIntervalSince(lastRefresh) >= 1 else { continue }
@@ -422,6 +257,8 @@ public final class Director {
         program = nil
         if !keepingConnections { connectionState?.remove() }
         connectionState = nil
+        cells.detach()
+        syncer = nil
     }
 
     /// Ends this director for a successor (`SIGUSR2`, an upgrade): the workers stop, but the program stays
@@ -430,6 +267,8 @@ public final class Director {
     public func handOver() {
         for worker in workers { worker.stop() }
         connectionState = nil
+        cells.detach()
+        syncer = nil
         if let program { finalXDPCounters = program.counters() }
         program?.leaveAttached()
         program = nil
@@ -472,7 +311,7 @@ public final class Director {
 
     /// Configured and draining real servers: all need their MAC.
     private var realAddresses: Set<IPAddress> {
-        Set(configuration.services.flatMap { $0.reals.map(\.endpoint.address) } + draining.values.map(\.real.endpoint.address))
+        Set(configuration.services.flatMap { $0.reals.map(\.endpoint.address) } + cells.state.draining.values.map(\.real.endpoint.address))
     }
 
     private func republish() {
@@ -493,19 +332,19 @@ public final class Director {
     private func makeSnapshot() -> ForwardingSnapshot {
         let macs = resolver?.macs ?? [:]
         func destination(_ real: RealServerConfig, cell: UInt32?) -> SnapshotDestination {
-            SnapshotDestination(weight: quiesced ? 0 : real.weight, mac: macs[real.endpoint.address], counterID: cell,
+            SnapshotDestination(weight: quiesced ? 0 : real.weight, mac: macs[real.endpoint.address], cell: cell,
                                 endpointHash: StableHash.endpoint(real.endpoint.address, port: real.endpoint.port),
                                 route: Self.route(of: real))
         }
         let services = configuration.services.map { service in
             SnapshotService(
-                key: VIPKey(address: service.endpoint.address, port: service.endpoint.port, proto: service.proto.number),
+                key: service.key,
                 policy: service.policy,
                 destinations: service.reals.map { real in
-                    destination(real, cell: counterIDs[RealServerIdentity(service: service.key, endpoint: real.endpoint)])
+                    destination(real, cell: cells.cell(of: RealServerIdentity(service: service.key, endpoint: real.endpoint)))
                 },
                 localAddresses: service.localAddresses,
-                draining: draining.filter { $0.key.service == service.key }
+                draining: cells.state.draining.filter { $0.key.service == service.key }
                     .sorted { $0.value.cell < $1.value.cell }
                     .map { destination($0.value.real, cell: $0.value.cell) })
         }
@@ -514,162 +353,29 @@ public final class Director {
                                   sourceAddresses: sourceAddresses, traffic: traffic)
     }
 
-    /// Gives every configured real server a counter cell (keeping the one it had, or taking back its cell
-    /// when it was draining), moves servers that left to `draining` with their settings in `previous`, and
-    /// writes the thresholds. `checkCapacity` has made sure there are cells enough.
-    private func assignCounters(leaving previous: DirectorConfig) {
-        var next: [RealServerIdentity: UInt32] = [:]
-        for service in configuration.services {
-            for real in service.reals {
-                let identity = RealServerIdentity(service: service.key, endpoint: real.endpoint)
-                let id: UInt32
-                if let known = counterIDs[identity] {
-                    id = known
-                } else if let returning = draining.removeValue(forKey: identity) {
-                    id = returning.cell
-                } else {
-                    guard let fresh = counters.allocate() else { continue }
-                    id = fresh
-                    cellBase[fresh] = traffic.totals(fresh)
-                }
-                next[identity] = id
-                counters.setThresholds(id, upper: real.upperThreshold, lower: real.lowerThreshold)
-            }
-        }
-        for (identity, id) in counterIDs where next[identity] == nil {
-            let real = previous.service(identity.service)?.reals.first { $0.endpoint == identity.endpoint }
-            draining[identity] = DrainingServer(real: real ?? RealServerConfig(endpoint: identity.endpoint),
-                                                cell: id, since: Date())
-        }
-        counterIDs = next
-        recordCells()
-    }
-
     /// Releases the cells of draining real servers whose connections and templates have all ended (at least
     /// a second after they left, so every worker has adopted the snapshot without them), keeping their
-    /// traffic in their service's totals.
+    /// traffic in their service's totals, then drops their map entries.
     private func releaseDrained(now: Date) {
         var changed = false
-        for (identity, server) in draining where now.timeIntervalSince(server.since) >= 1 {
-            let counts = counters.counts(server.cell)
-            guard counts.active <= 0 && counts.inactive <= 0 && counts.persistent <= 0 else { continue }
-            if configuration.serviceIndex(of: identity.service) != nil {
-                serviceHistory[identity.service, default: .zero] += cellTraffic(server.cell)
-                changed = true
-            }
-            draining[identity] = nil
-            zeroed[.real(identity)] = nil
-            cellBase[server.cell] = nil
-            counters.release(server.cell)
-            connectionState?.record(cell: server.cell, nil)
-            recordedCells.remove(server.cell)
+        let drained = cells.drained(now: now)
+        for (identity, server) in drained {
+            let serviceExists = configuration.serviceIndex(of: identity.service) != nil
+            ledger.release(server.cell, of: identity, serviceExists: serviceExists)
+            cells.release(identity)
+            changed = changed || serviceExists
         }
-        guard changed else { return }
-        republish()
-        if let program { removeStaleMapEntries(program) }
+        guard !drained.isEmpty else { return }
+        if changed { republish() }
+        do { try syncer?.sync(to: MapState(configuration, draining: cells.state.draining)) } catch { logger.error("\(error)") }
     }
 
     /// Active, inactive and persistent connection counts of a real server, across all workers.
-    public func counts(service: ServiceKey, server: Endpoint) -> DestinationCounts? {
-        counterIDs[RealServerIdentity(service: service, endpoint: server)].map { counters.counts($0) }
+    public func counts(service: ServiceKey, server: L4Endpoint) -> DestinationCounts? {
+        cells.cell(of: RealServerIdentity(service: service, endpoint: server)).map { counters.counts($0) }
     }
 
-    static func route(of real: RealServerConfig) -> DestinationRoute {
-        let kind: ForwardingKind
-        switch real.method {
-        case .directRouting: kind = .directRouting
-        case .tunnel: kind = .tunnel
-        case .masquerading: kind = .masquerading
-        case .fullNAT: kind = .fullNAT
-        }
-        let tunnelType: TunnelType
-        switch real.tunnel.kind {
-        case .ipip: tunnelType = .ipip
-        case .gue: tunnelType = .gue
-        case .gre: tunnelType = .gre
-        }
-        return DestinationRoute(kind: kind, address: real.endpoint.address, port: real.endpoint.port,
-                                tunnel: TunnelParameters(type: tunnelType, port: real.tunnel.port,
-                                                         checksum: real.tunnel.checksum))
-    }
-
-    static func mapKey(_ service: ServiceKey, _ real: Endpoint) -> xd_real_key {
-        var key = xd_real_key()
-        key.service = mapKey(service.endpoint, service.proto)
-        withUnsafeMutableBytes(of: &key.addr) { raw in
-            for (i, byte) in real.address.bytes.enumerated() { raw[i] = byte }
-        }
-        key.port = real.port.bigEndian
-        key.family = real.address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
-        return key
-    }
-
-    static func mapValue(_ real: RealServerConfig, draining: Bool) -> xd_real_value {
-        let method: Int32
-        switch real.method {
-        case .directRouting: method = XD_METHOD_DR
-        case .tunnel: method = XD_METHOD_TUNNEL
-        case .masquerading: method = XD_METHOD_MASQ
-        case .fullNAT: method = XD_METHOD_FULLNAT
-        }
-        let tunnel: Int32
-        switch real.tunnel.kind {
-        case .ipip: tunnel = XD_TUNNEL_IPIP
-        case .gue: tunnel = XD_TUNNEL_GUE
-        case .gre: tunnel = XD_TUNNEL_GRE
-        }
-        return xd_real_value(weight: UInt32(max(real.weight, 0)), method: UInt8(method),
-                             tunnel: real.method == .tunnel ? UInt8(tunnel) : 0,
-                             flags: UInt16(draining ? XD_REAL_F_DRAINING : XD_REAL_F_NONE),
-                             upper_threshold: real.upperThreshold, lower_threshold: real.lowerThreshold)
-    }
-
-    static func mapKey(_ address: IPAddress) -> xd_local_addr_key {
-        var key = xd_local_addr_key()
-        withUnsafeMutableBytes(of: &key.addr) { raw in
-            for (i, byte) in address.bytes.enumerated() { raw[i] = byte }
-        }
-        key.family = address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
-        return key
-    }
-
-    static func mapKey(_ endpoint: Endpoint, _ proto: L4Protocol) -> xd_service_key {
-        var key = xd_service_key()
-        withUnsafeMutableBytes(of: &key.addr) { raw in
-            for (i, byte) in endpoint.address.bytes.enumerated() { raw[i] = byte }
-        }
-        key.port = endpoint.port.bigEndian
-        key.proto = proto.number
-        key.family = endpoint.address.family == .ipv4 ? UInt8(XD_FAMILY_IPV4) : UInt8(XD_FAMILY_IPV6)
-        return key
-    }
-}
-
-/// A real server of a service: what keeps its counters across configuration changes.
-struct RealServerIdentity: Hashable {
-    var service: ServiceKey
-    var endpoint: Endpoint
-}
-
-/// A real server removed from the configuration whose connections have not all ended.
-struct DrainingServer {
-    /// Its settings when it left: its connections are still forwarded by them.
-    var real: RealServerConfig
-    var cell: UInt32
-    var since: Date
-}
-
-/// The entries the director has written into the XDP maps.
-struct MappedState {
-    var services: Set<ServiceKey> = []
-    var reals: Set<RealServerIdentity> = []
-    var natReals: Set<ServiceKey> = []
-    var localAddresses: Set<IPAddress> = []
-
-    func union(_ other: MappedState) -> MappedState {
-        MappedState(services: services.union(other.services), reals: reals.union(other.reals),
-                    natReals: natReals.union(other.natReals), localAddresses: localAddresses.union(other.localAddresses))
-    }
+    static func route(of real: RealServerConfig) -> DestinationRoute { CellRegistry.route(of: real) }
 }
 
 /// A reading for other threads: the workers' and XDP counters, and the services with their traffic.

@@ -5,31 +5,25 @@ import Scheduling
 
 // What the director shows of itself: listings for `ipvsadm -L`, traffic with `-Z` applied, connections.
 
-/// Whose traffic a reading or a rate is about.
-enum StatisticsKey: Hashable {
-    case service(ServiceKey)
-    case real(RealServerIdentity)
-}
-
 extension Director {
     /// Everything `ipvsadm -L` can show; the connections only when asked (`-c`: each worker lists its own
     /// between batches, so it takes up to a poll timeout).
     public func listing(connections: Bool) -> DirectorListing {
-        let rates = estimator.rates
+        let rates = ledger.estimator.rates
         let services = configuration.services.map { service -> ServiceListing in
             let reals = service.reals.map { real -> RealServerListing in
                 let identity = RealServerIdentity(service: service.key, endpoint: real.endpoint)
-                let counts = counterIDs[identity].map { counters.counts($0) } ?? DestinationCounts()
+                let counts = cells.cell(of: identity).map { counters.counts($0) } ?? DestinationCounts()
                 return RealServerListing(
                     endpoint: real.endpoint, method: real.method, weight: real.weight,
                     activeConnections: counts.active, inactiveConnections: counts.inactive,
                     persistentConnections: counts.persistent, upperThreshold: real.upperThreshold,
                     lowerThreshold: real.lowerThreshold,
-                    stats: realTraffic(identity).since(zeroed[.real(identity)] ?? .zero),
+                    stats: ledger.shown(.real(identity), realTraffic(identity)),
                     rates: rates[.real(identity)] ?? .zero)
             }
             return ServiceListing(key: service.key, scheduler: service.scheduler, options: service.options,
-                                  stats: serviceTraffic(service.key).since(zeroed[.service(service.key)] ?? .zero),
+                                  stats: ledger.shown(.service(service.key), serviceTraffic(service.key)),
                                   rates: rates[.service(service.key)] ?? .zero, reals: reals,
                                   localAddresses: service.localAddresses)
         }
@@ -43,30 +37,25 @@ extension Director {
     public func zeroCounters(service: ServiceKey?) throws {
         if let service, configuration.serviceIndex(of: service) == nil { throw ConfigError.noSuchService(service) }
         for each in configuration.services where service == nil || each.key == service {
-            zeroed[.service(each.key)] = serviceTraffic(each.key)
+            ledger.zero(.service(each.key), at: serviceTraffic(each.key))
             for real in each.reals {
                 let identity = RealServerIdentity(service: each.key, endpoint: real.endpoint)
-                zeroed[.real(identity)] = realTraffic(identity)
+                ledger.zero(.real(identity), at: realTraffic(identity))
             }
         }
     }
 
-    /// A cell's traffic since it was handed to its real server.
-    func cellTraffic(_ cell: UInt32) -> TrafficStats {
-        traffic.totals(cell).since(cellBase[cell] ?? .zero)
-    }
-
     /// A real server's traffic since it was added (configured or draining).
     func realTraffic(_ identity: RealServerIdentity) -> TrafficStats {
-        guard let cell = counterIDs[identity] ?? draining[identity]?.cell else { return .zero }
-        return cellTraffic(cell)
+        guard let cell = cells.anyCell(of: identity) else { return .zero }
+        return ledger.cellTraffic(cell)
     }
 
     /// A service's traffic: its real servers', those draining, and those that left it.
     func serviceTraffic(_ key: ServiceKey) -> TrafficStats {
-        var total = serviceHistory[key] ?? .zero
-        for (identity, id) in counterIDs where identity.service == key { total += cellTraffic(id) }
-        for (identity, server) in draining where identity.service == key { total += cellTraffic(server.cell) }
+        var total = ledger.history(of: key)
+        for (identity, cell) in cells.state.cells where identity.service == key { total += ledger.cellTraffic(cell) }
+        for (identity, server) in cells.state.draining where identity.service == key { total += ledger.cellTraffic(server.cell) }
         return total
     }
 
@@ -95,7 +84,7 @@ extension Director {
             if answers.contains(where: { $0 == nil }) { usleep(5000) }
         }
         return answers.compactMap { $0 }.joined().compactMap { record -> ConnectionListing? in
-            guard let proto = L4Protocol.allCases.first(where: { $0.number == record.proto }) else { return nil }
+            guard let proto = L4Protocol(number: record.proto) else { return nil }
             return ConnectionListing(proto: proto, expiresIn: record.expiresIn,
                                      state: record.isTemplate ? "NONE" : record.state.ipvsName, client: record.client,
                                      virtual: record.virtual, destination: record.destination, isTemplate: record.isTemplate)

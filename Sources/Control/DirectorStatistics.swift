@@ -2,8 +2,8 @@ import Dataplane
 import Foundation
 
 /// A reading of the director's counters.
-public struct DirectorStatistics: Sendable {
-    public struct WorkerRow: Sendable {
+public struct DirectorStatistics: Codable, Sendable {
+    public struct WorkerRow: Codable, Sendable {
         public var queue: UInt32
         public var core: Int
         public var cpu: Int
@@ -38,9 +38,8 @@ public struct DirectorStatistics: Sendable {
         self.xdp = xdp
     }
 
-    public static let xdpCounterNames = ["rx", "redirected", "pass_not_ip", "pass_not_service", "pass_other_l4",
-                                         "pass_fragment", "pass_no_socket", "pass_malformed",
-                                         "redirected_reply", "redirected_icmp", "held_no_worker", "drop_reply_no_worker"]
+    /// The XDP counters' names, in the order of `xdp`: the shared header's `XD_XDP_COUNTERS`, the one definition.
+    public static let xdpCounterNames = XDPProgram.counterNames
 
     /// A table for people (what `run` prints at exit): see `StatisticsReport.table(rate:)`.
     public func render() -> String {

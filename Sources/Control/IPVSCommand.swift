@@ -16,10 +16,10 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     case addServer(ServiceKey, RealServerConfig)
     /// `-e -t|-u ADDR:PORT -r ADDR[:PORT] [-g|-i|-m|--fullnat] [--tun-…] [-w W] [-x N] [-y N]`: nil leaves a
     /// field as it is.
-    case editServer(ServiceKey, server: Endpoint, weight: Int32?, method: ForwardingMethod?, tunnel: TunnelSettings? = nil,
+    case editServer(ServiceKey, server: L4Endpoint, weight: Int32?, method: ForwardingMethod?, tunnel: TunnelParameters? = nil,
                     upperThreshold: UInt32? = nil, lowerThreshold: UInt32? = nil)
     /// `-d -t|-u ADDR:PORT -r ADDR[:PORT]`
-    case deleteServer(ServiceKey, server: Endpoint)
+    case deleteServer(ServiceKey, server: L4Endpoint)
     /// `-C`: every service and real server.
     case clear
     /// `-P -t|-u ADDR:PORT -z LADDR`: a FULLNAT local address of the service.
@@ -41,7 +41,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         var real: (address: IPAddress, port: UInt16?)? = nil
         var method: ForwardingMethod? = nil
         var weight: Int32? = nil
-        var tunnelKind: TunnelSettings.Kind? = nil
+        var tunnelKind: TunnelType? = nil
         var tunnelPort: UInt16? = nil
         var tunnelChecksum: Bool? = nil
         var localAddress: String? = nil
@@ -103,7 +103,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             case .service(let proto):
                 try note(.service)
                 do throws(EndpointError) {
-                    service = ServiceKey(proto: proto, endpoint: try Endpoint(parsing: value ?? ""))
+                    service = ServiceKey(proto: proto, endpoint: try L4Endpoint(parsing: value ?? ""))
                 } catch {
                     throw .invalidServiceAddress(value ?? "", error)
                 }
@@ -113,7 +113,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
             case .realServer:
                 try note(.realServer)
                 do throws(EndpointError) {
-                    real = try Endpoint.parseAddress(value ?? "")
+                    real = try L4Endpoint.parseAddress(value ?? "")
                 } catch {
                     throw .invalidRealServerAddress(value ?? "", error)
                 }
@@ -127,7 +127,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
                 weight = number
             case .tunnelType:
                 try note(.tunnelType)
-                guard let kind = TunnelSettings.Kind(rawValue: value ?? "") else {
+                guard let kind = TunnelType(name: value ?? "") else {
                     throw .unknownTunnelType(value ?? "")
                 }
                 tunnelKind = kind
@@ -157,20 +157,31 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         where option.use(with: command) == .required && !given.contains(option) {
             throw .missingOption(option: option.display, command: command.display)
         }
-        if command == .clear {
+        // The commands without a service are done here; the switch below sees only those with one.
+        let serviceCommand: ServiceCommand
+        switch command {
+        case .clear:
             self = .clear
             return
-        }
-        if command == .setTimeouts, let timeouts {
+        case .setTimeouts:
+            guard let timeouts else { throw .missingCommand }  // read with the command itself
             self = .setTimeouts(timeouts)
             return
+        case .addService: serviceCommand = .addService
+        case .editService: serviceCommand = .editService
+        case .deleteService: serviceCommand = .deleteService
+        case .addServer: serviceCommand = .addServer
+        case .editServer: serviceCommand = .editServer
+        case .deleteServer: serviceCommand = .deleteServer
+        case .addLocalAddress: serviceCommand = .addLocalAddress
+        case .deleteLocalAddress: serviceCommand = .deleteLocalAddress
         }
         // Both are present where the command requires them: the loop above has checked.
         guard let service else {
             throw .missingOption(option: IPVSOptionKind.service.display, command: command.display)
         }
-        let server = real.map { Endpoint(address: $0.address, port: $0.port ?? service.endpoint.port) }
-        func requireServer() throws(ConfigError) -> Endpoint {
+        let server = real.map { L4Endpoint(address: $0.address, port: $0.port ?? service.endpoint.port) }
+        func requireServer() throws(ConfigError) -> L4Endpoint {
             guard let server else {
                 throw .missingOption(option: IPVSOptionKind.realServer.display, command: command.display)
             }
@@ -178,7 +189,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         }
 
         let tunnel = try Self.tunnelSettings(method: method, kind: tunnelKind, port: tunnelPort,
-                                             checksum: tunnelChecksum, editing: command == .editServer)
+                                             checksum: tunnelChecksum, editing: serviceCommand == .editServer)
         let serviceOptionsGiven = given.contains(.schedulerFlags) || given.contains(.persistent)
             || given.contains(.netmask) || given.contains(.onePacket)
         var options = ServiceOptions(persistence: persistence, onePacket: onePacket)
@@ -186,14 +197,14 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         for name in flagNames {
             guard let (flag, owner) = SchedulerFlags.parse(name) else { throw .unknownSchedulerFlag(name) }
             // -E without -s: the service's scheduler is checked when the command is applied.
-            if let owner, let target = scheduler ?? (command == .addService ? SchedulerKind.default : nil),
+            if let owner, let target = scheduler ?? (serviceCommand == .addService ? SchedulerKind.default : nil),
                owner != target {
                 throw .schedulerFlagNotAllowed(flag: name, scheduler: target)
             }
             options.schedulerFlags.insert(flag)
         }
 
-        switch command {
+        switch serviceCommand {
         case .addService:
             self = .addService(service, scheduler: scheduler ?? .default, options: options)
         case .editService:
@@ -210,20 +221,18 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
                                upperThreshold: upper, lowerThreshold: lower)
         case .deleteServer:
             self = .deleteServer(service, server: try requireServer())
-        case .clear, .setTimeouts:
-            self = .clear
         case .addLocalAddress, .deleteLocalAddress:
             guard let address = IPAddress(localAddress ?? ""), address.family == service.endpoint.address.family
             else { throw .invalidLocalAddress(localAddress ?? "") }
-            self = command == .addLocalAddress ? .addLocalAddress(service, address) : .deleteLocalAddress(service, address)
+            self = serviceCommand == .addLocalAddress ? .addLocalAddress(service, address) : .deleteLocalAddress(service, address)
         }
         try validate()
     }
 
     /// The tunnel options as ipvsadm checks them: only with `-i` (or, editing, without a method: the
     /// server's own must then be `-i`, which `apply` checks), `--tun-port` exactly with gue.
-    static func tunnelSettings(method: ForwardingMethod?, kind: TunnelSettings.Kind?, port: UInt16?, checksum: Bool?,
-                               editing: Bool) throws(ConfigError) -> TunnelSettings? {
+    static func tunnelSettings(method: ForwardingMethod?, kind: TunnelType?, port: UInt16?, checksum: Bool?,
+                               editing: Bool) throws(ConfigError) -> TunnelParameters? {
         guard kind != nil || port != nil || checksum != nil else {
             return method == .tunnel ? .ipip : nil
         }
@@ -233,7 +242,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         let resolved = kind ?? .ipip
         if resolved == .gue && port == nil { throw .tunnelPortRequired }
         if resolved != .gue && port != nil { throw .tunnelOptionWithoutTunnel("--tun-port") }
-        return TunnelSettings(kind: resolved, port: port ?? 0, checksum: checksum ?? false)
+        return TunnelParameters(type: resolved, port: port ?? 0, checksum: checksum ?? false)
     }
 
     /// Parses one rules-file line: words split at whitespace, a word starting with `#` ends the line.
@@ -385,7 +394,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
         guard key.endpoint.port != 0 else { throw .invalidServiceAddress(key.endpoint.description, .zeroPort) }
     }
 
-    static func checkRealAddress(_ server: Endpoint, of key: ServiceKey,
+    static func checkRealAddress(_ server: L4Endpoint, of key: ServiceKey,
                                  mixedFamilyAllowed: Bool = false) throws(ConfigError) {
         guard server.port != 0 else { throw .invalidRealServerAddress(server.description, .zeroPort) }
         guard mixedFamilyAllowed || server.address.family == key.endpoint.address.family else {
@@ -394,7 +403,7 @@ public enum IPVSCommand: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// A real server reached with `method`: its family, and its port where the method cannot change it.
-    static func checkReal(_ server: Endpoint, method: ForwardingMethod, of key: ServiceKey) throws(ConfigError) {
+    static func checkReal(_ server: L4Endpoint, method: ForwardingMethod, of key: ServiceKey) throws(ConfigError) {
         try checkRealAddress(server, of: key, mixedFamilyAllowed: method.mixesFamilies)
         guard !method.keepsPort || server.port == key.endpoint.port else {
             throw .portMismatch(real: server, service: key, method: method)
@@ -498,4 +507,9 @@ struct IPVSArgumentScanner {
         index += 1
         return candidate
     }
+}
+
+/// The ipvsadm commands that name a service: what `IPVSCommand.init` builds once `-C` and `--set` are done.
+private enum ServiceCommand {
+    case addService, editService, deleteService, addServer, editServer, deleteServer, addLocalAddress, deleteLocalAddress
 }

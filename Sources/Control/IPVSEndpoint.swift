@@ -66,7 +66,7 @@ public enum EndpointError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-extension Endpoint {
+extension L4Endpoint {
     /// Parses `ADDRESS:PORT` or `[IPV6]:PORT`; the port is required and may not be 0.
     public init(parsing text: String) throws(EndpointError) {
         let (address, port) = try Self.parseAddress(text)

@@ -174,7 +174,7 @@ public enum IPVSListing {
     static func protocolName(_ proto: L4Protocol) -> String { proto == .tcp ? "TCP" : "UDP" }
 
     /// `192.0.2.10:80`, `[2001:db8::10]:80`, or with the port's name (`192.0.2.10:http`).
-    static func addressAndPort(_ endpoint: Endpoint, _ proto: L4Protocol, _ names: PortNames) -> String {
+    static func addressAndPort(_ endpoint: L4Endpoint, _ proto: L4Protocol, _ names: PortNames) -> String {
         let address = endpoint.address.family == .ipv6 ? "[\(endpoint.address)]" : endpoint.address.description
         return address + ":" + (names.lookup(endpoint.port, proto) ?? String(endpoint.port))
     }
@@ -195,7 +195,7 @@ public enum IPVSListing {
     }
 
     /// Address (IPv4 before IPv6, then numerically), then port.
-    static func precedes(_ a: Endpoint, _ b: Endpoint) -> Bool {
+    static func precedes(_ a: L4Endpoint, _ b: L4Endpoint) -> Bool {
         if a.address != b.address {
             if a.address.family != b.address.family { return a.address.family == .ipv4 }
             return a.address.bytes.lexicographicallyPrecedes(b.address.bytes)

@@ -1,3 +1,5 @@
+import Packet
+
 // Every option ipvsadm knows, so that an operator's command is either understood, refused as "not supported
 // yet" by name, or refused as unknown. One table; the parser looks options up here and nowhere else.
 

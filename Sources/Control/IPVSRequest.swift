@@ -137,7 +137,7 @@ public enum IPVSRequest: Equatable, Sendable {
             case .service(let proto):
                 guard service == nil else { throw .duplicateOption(IPVSOptionKind.service.display) }
                 do throws(EndpointError) {
-                    service = ServiceKey(proto: proto, endpoint: try Endpoint(parsing: value ?? ""))
+                    service = ServiceKey(proto: proto, endpoint: try L4Endpoint(parsing: value ?? ""))
                 } catch {
                     throw .invalidServiceAddress(value ?? "", error)
                 }

@@ -28,7 +28,7 @@ public struct TrafficRates: Equatable, Sendable {
 
 /// A real server of a service as listed.
 public struct RealServerListing: Equatable, Sendable {
-    public var endpoint: Endpoint
+    public var endpoint: L4Endpoint
     public var method: ForwardingMethod
     public var weight: Int32
     /// IPVS `ActiveConn`, `InActConn`, `PersistConn`, across all workers.
@@ -41,7 +41,7 @@ public struct RealServerListing: Equatable, Sendable {
     public var stats: TrafficStats
     public var rates: TrafficRates
 
-    public init(endpoint: Endpoint, method: ForwardingMethod, weight: Int32, activeConnections: Int32 = 0,
+    public init(endpoint: L4Endpoint, method: ForwardingMethod, weight: Int32, activeConnections: Int32 = 0,
                 inactiveConnections: Int32 = 0, persistentConnections: Int32 = 0, upperThreshold: UInt32 = 0,
                 lowerThreshold: UInt32 = 0, stats: TrafficStats = .zero, rates: TrafficRates = .zero) {
         self.endpoint = endpoint
@@ -89,16 +89,16 @@ public struct ConnectionListing: Equatable, Sendable {
     /// `ConnectionState.ipvsName` ("ESTABLISHED", "SYN_RECV", "UDP", "NONE" for a template, ...).
     public var state: String
     /// The client (a template's client port is 0).
-    public var client: Endpoint
+    public var client: L4Endpoint
     /// The virtual service's address and port.
-    public var virtual: Endpoint
+    public var virtual: L4Endpoint
     /// The real server.
-    public var destination: Endpoint
+    public var destination: L4Endpoint
     /// A persistence template rather than a connection.
     public var isTemplate: Bool
 
-    public init(proto: L4Protocol, expiresIn: UInt32, state: String, client: Endpoint, virtual: Endpoint,
-                destination: Endpoint, isTemplate: Bool = false) {
+    public init(proto: L4Protocol, expiresIn: UInt32, state: String, client: L4Endpoint, virtual: L4Endpoint,
+                destination: L4Endpoint, isTemplate: Bool = false) {
         self.proto = proto
         self.expiresIn = expiresIn
         self.state = state

@@ -1,3 +1,4 @@
+import Packet
 import Foundation
 import Glibc
 

@@ -563,55 +563,19 @@ public struct WorkerStateMemory: @unchecked Sendable {
 /// checksum (0, 1), 28 real port (u16), 30 tunnel port (u16), 32 and 40 real address halves, 48 weight
 /// (i32), 52 upper threshold (u32), 56 lower threshold (u32), 60 reserved (0).
 public struct PersistedRealServer: Equatable, Sendable {
-    public var service: VIPKey
+    public var service: ServiceKey
     public var route: DestinationRoute
     public var weight: Int32
     public var upperThreshold: UInt32
     public var lowerThreshold: UInt32
 
-    public init(service: VIPKey, route: DestinationRoute, weight: Int32, upperThreshold: UInt32 = 0,
+    public init(service: ServiceKey, route: DestinationRoute, weight: Int32, upperThreshold: UInt32 = 0,
                 lowerThreshold: UInt32 = 0) {
         self.service = service; self.route = route; self.weight = weight
         self.upperThreshold = upperThreshold; self.lowerThreshold = lowerThreshold
     }
 
     static let recordBytes = 64
-
-    private static func code(_ kind: ForwardingKind) -> UInt8 {
-        switch kind {
-        case .directRouting: return 0
-        case .tunnel: return 1
-        case .masquerading: return 2
-        case .fullNAT: return 3
-        }
-    }
-
-    private static func kind(_ code: UInt8) -> ForwardingKind? {
-        switch code {
-        case 0: return .directRouting
-        case 1: return .tunnel
-        case 2: return .masquerading
-        case 3: return .fullNAT
-        default: return nil
-        }
-    }
-
-    private static func code(_ type: TunnelType) -> UInt8 {
-        switch type {
-        case .ipip: return 0
-        case .gue: return 1
-        case .gre: return 2
-        }
-    }
-
-    private static func tunnelType(_ code: UInt8) -> TunnelType? {
-        switch code {
-        case 0: return .ipip
-        case 1: return .gue
-        case 2: return .gre
-        default: return nil
-        }
-    }
 
     private static func address(_ family: UInt8, _ hi: UInt64, _ lo: UInt64) -> IPAddress? {
         switch family {
@@ -624,14 +588,15 @@ public struct PersistedRealServer: Equatable, Sendable {
     /// Writes every field but the held byte (the caller sets it last).
     func encode(into record: UnsafeMutableRawPointer) {
         record.initializeMemory(as: UInt8.self, repeating: 0, count: Self.recordBytes)
-        record.storeBytes(of: service.family, toByteOffset: 1, as: UInt8.self)
-        record.storeBytes(of: service.proto, toByteOffset: 2, as: UInt8.self)
-        ConnectionStateFile.store16(record, 4, service.port)
-        ConnectionStateFile.store64(record, 8, service.addressHi)
-        ConnectionStateFile.store64(record, 16, service.addressLo)
-        record.storeBytes(of: Self.code(route.kind), toByteOffset: 24, as: UInt8.self)
+        record.storeBytes(of: service.endpoint.address.family.rawValue, toByteOffset: 1, as: UInt8.self)
+        record.storeBytes(of: service.proto.number, toByteOffset: 2, as: UInt8.self)
+        ConnectionStateFile.store16(record, 4, service.endpoint.port)
+        let (serviceHi, serviceLo) = ReplyIndexView.words(service.endpoint.address)
+        ConnectionStateFile.store64(record, 8, serviceHi)
+        ConnectionStateFile.store64(record, 16, serviceLo)
+        record.storeBytes(of: route.method.rawValue, toByteOffset: 24, as: UInt8.self)
         record.storeBytes(of: route.address.family.rawValue, toByteOffset: 25, as: UInt8.self)
-        record.storeBytes(of: Self.code(route.tunnel.type), toByteOffset: 26, as: UInt8.self)
+        record.storeBytes(of: route.tunnel.type.rawValue, toByteOffset: 26, as: UInt8.self)
         record.storeBytes(of: route.tunnel.checksum ? 1 : 0, toByteOffset: 27, as: UInt8.self)
         ConnectionStateFile.store16(record, 28, route.port)
         ConnectionStateFile.store16(record, 30, route.tunnel.port)
@@ -649,14 +614,14 @@ public struct PersistedRealServer: Equatable, Sendable {
         guard record.load(as: UInt8.self) == 1,
               let serviceAddress = Self.address(record.load(fromByteOffset: 1, as: UInt8.self),
                                                 File.load64(record, 8), File.load64(record, 16)),
-              let kind = Self.kind(record.load(fromByteOffset: 24, as: UInt8.self)),
+              let proto = L4Protocol(number: record.load(fromByteOffset: 2, as: UInt8.self)),
+              let method = ForwardingMethod(rawValue: record.load(fromByteOffset: 24, as: UInt8.self)),
               let realAddress = Self.address(record.load(fromByteOffset: 25, as: UInt8.self),
                                              File.load64(record, 32), File.load64(record, 40)),
-              let tunnelType = Self.tunnelType(record.load(fromByteOffset: 26, as: UInt8.self))
+              let tunnelType = TunnelType(rawValue: record.load(fromByteOffset: 26, as: UInt8.self))
         else { return nil }
-        service = VIPKey(address: serviceAddress, port: File.load16(record, 4),
-                         proto: record.load(fromByteOffset: 2, as: UInt8.self))
-        route = DestinationRoute(kind: kind, address: realAddress, port: File.load16(record, 28),
+        service = ServiceKey(proto: proto, address: serviceAddress, port: File.load16(record, 4))
+        route = DestinationRoute(method: method, address: realAddress, port: File.load16(record, 28),
                                  tunnel: TunnelParameters(type: tunnelType, port: File.load16(record, 30),
                                                           checksum: record.load(fromByteOffset: 27, as: UInt8.self) != 0))
         weight = Int32(bitPattern: File.load32(record, 48))

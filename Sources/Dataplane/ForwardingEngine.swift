@@ -244,7 +244,7 @@ public struct ForwardingEngine: ~Copyable {
         if case .transmit = verdict {
             if isNew { counters.add(.newConnections) }
             if !answeredSender {
-                traffic.countIn(view.destinations[destination].counterID, bytes: length, newConnection: isNew)
+                traffic.countIn(view.destinations[destination].cell, bytes: length, newConnection: isNew)
             }
         } else if isNew, let slot {
             tracker.remove(at: slot)
@@ -260,14 +260,14 @@ public struct ForwardingEngine: ~Copyable {
         let mac = view.macs[destination]
         guard mac != 0 else { return .drop(.dropUnresolvedDestination) }
         let route = view.routes[destination]
-        switch route.kind {
+        switch route.method {
         case .directRouting:
             return directRouting(frame, mac: mac)
         case .tunnel:
             return tunnel(frame, length: length, headroom: headroom, route: route, mac: mac, replyOnTooBig: true)
         case .masquerading, .fullNAT:
             var source: L4Endpoint? = nil
-            if route.kind == .fullNAT {
+            if route.method == .fullNAT {
                 guard let slot else { return .drop(.connectionTableFull) }
                 if isNew, let verdict = openFullNAT(slot: slot, service: service, destination: destination, route: route,
                                                     frame: frame, now: now) {
@@ -367,7 +367,7 @@ public struct ForwardingEngine: ~Copyable {
         let value = ReplyTranslation(source: L4Endpoint(address: key.destination, port: key.dstPort),
                                      client: L4Endpoint(address: key.source, port: key.srcPort),
                                      clientMAC: Self.sourceMAC(of: frame), fullNAT: fullNAT,
-                                     cell: view.destinations[destination].counterID)
+                                     cell: view.destinations[destination].cell)
         let expires = slot.map { tracker.expiry(at: $0) } ?? now &+ 60
         guard let entry = replies.insert(reply, value, expires: expires, now: now) else {
             return .drop(.dropReplyIndexFull)
@@ -433,7 +433,7 @@ public struct ForwardingEngine: ~Copyable {
         else { return .drop(.dropICMPWithoutConnection) }
         let verdict = icmpTowardsServer(frame, length: length, headroom: headroom, slot: slot, destination: destination)
         if verdict == .transmit {
-            traffic.countIn(view.destinations[destination].counterID, bytes: length, newConnection: false)
+            traffic.countIn(view.destinations[destination].cell, bytes: length, newConnection: false)
         }
         return verdict
     }
@@ -445,7 +445,7 @@ public struct ForwardingEngine: ~Copyable {
         let route = view.routes[destination]
         let server = L4Endpoint(address: route.address, port: route.port)
         let result: TranslationResult
-        switch route.kind {
+        switch route.method {
         case .directRouting:
             return directRouting(frame, mac: mac)
         case .tunnel:

@@ -2,27 +2,23 @@ import Packet
 import Scheduling
 import Synchronization
 
-/// A virtual service as the data plane matches it: VIP, port, protocol.
-public struct VIPKey: Hashable, Sendable {
-    public var addressHi: UInt64
-    public var addressLo: UInt64
-    public var port: UInt16
-    public var proto: UInt8
-    public var family: UInt8
+/// A `ServiceKey` packed as the per-packet lookup compares it with a `FlowKey`'s destination half.
+struct ServiceMatch: Hashable, Sendable {
+    var addressHi: UInt64
+    var addressLo: UInt64
+    var port: UInt16
+    var proto: UInt8
+    var family: UInt8
 
-    public init(address: IPAddress, port: UInt16, proto: UInt8) {
-        let key = FlowKey(source: address, sourcePort: 0, destination: address, destinationPort: port, proto: proto)
-        self.init(destinationOf: key)
+    init(_ key: ServiceKey) {
+        let flow = FlowKey(source: key.endpoint.address, sourcePort: 0, destination: key.endpoint.address,
+                           destinationPort: key.endpoint.port, proto: key.proto.number)
+        self.init(destinationOf: flow)
     }
 
     @inline(__always)
     init(destinationOf key: FlowKey) {
         addressHi = key.dstHi; addressLo = key.dstLo; port = key.dstPort; proto = key.proto; family = key.family
-    }
-
-    /// The VIP.
-    public var address: IPAddress {
-        family == IPAddress.Family.ipv4.rawValue ? .v4(UInt32(truncatingIfNeeded: addressLo)) : .v6(hi: addressHi, lo: addressLo)
     }
 
     @inline(__always)
@@ -33,7 +29,7 @@ public struct VIPKey: Hashable, Sendable {
 
 /// What a snapshot is built from: one service and its real servers, in configuration order.
 public struct SnapshotService: Sendable {
-    public var key: VIPKey
+    public var key: ServiceKey
     /// Scheduler, flags, persistence, one-packet (`first`/`count` are filled in by the snapshot).
     public var policy: ServicePolicy
     public var destinations: [SnapshotDestination]
@@ -46,15 +42,15 @@ public struct SnapshotService: Sendable {
 
     public var scheduler: SchedulerKind { policy.scheduler }
 
-    public init(key: VIPKey, policy: ServicePolicy, destinations: [SnapshotDestination], localAddresses: [IPAddress] = [],
+    public init(key: ServiceKey, policy: ServicePolicy, destinations: [SnapshotDestination], localAddresses: [IPAddress] = [],
                 draining: [SnapshotDestination] = []) {
         self.key = key; self.policy = policy; self.destinations = destinations
         self.localAddresses = localAddresses
         self.draining = draining
     }
 
-    public init(key: VIPKey, scheduler: SchedulerKind, destinations: [SnapshotDestination]) {
-        self.init(key: key, policy: ServicePolicy(scheduler: scheduler, ipv6: key.family == 6), destinations: destinations)
+    public init(key: ServiceKey, scheduler: SchedulerKind, destinations: [SnapshotDestination]) {
+        self.init(key: key, policy: ServicePolicy(scheduler: scheduler, ipv6: key.endpoint.address.family == .ipv6), destinations: destinations)
     }
 }
 
@@ -63,37 +59,32 @@ public struct SnapshotDestination: Sendable {
     /// nil while the neighbour table has no address for the real server: it gets no new connections.
     public var mac: MACAddress?
     /// The real server's cell in the snapshot's counter store: its identity across snapshots.
-    public var counterID: UInt32?
+    public var cell: UInt32?
     /// `StableHash.endpoint` of the real server's address and port (Maglev).
     public var endpointHash: UInt64
     /// How packets reach it, and its address where the method needs one.
     public var route: DestinationRoute
 
-    public init(weight: Int32, mac: MACAddress?, counterID: UInt32? = nil, endpointHash: UInt64 = 0,
+    public init(weight: Int32, mac: MACAddress?, cell: UInt32? = nil, endpointHash: UInt64 = 0,
                 route: DestinationRoute = .directRouting) {
-        self.weight = weight; self.mac = mac; self.counterID = counterID; self.endpointHash = endpointHash
+        self.weight = weight; self.mac = mac; self.cell = cell; self.endpointHash = endpointHash
         self.route = route
     }
-}
-
-/// The forwarding method of a real server, as the data plane applies it.
-public enum ForwardingKind: UInt8, Sendable {
-    case directRouting, tunnel, masquerading, fullNAT
 }
 
 /// How a destination is reached: method, real server address and port, tunnel parameters. Trivial (an
 /// `IPAddress` is a plain enum), so it lives in the snapshot's flat buffers.
 public struct DestinationRoute: Sendable, Equatable {
-    public var kind: ForwardingKind
+    public var method: ForwardingMethod
     public var address: IPAddress
     public var port: UInt16
     public var tunnel: TunnelParameters
 
-    public init(kind: ForwardingKind, address: IPAddress, port: UInt16, tunnel: TunnelParameters = TunnelParameters(type: .ipip)) {
-        self.kind = kind; self.address = address; self.port = port; self.tunnel = tunnel
+    public init(method: ForwardingMethod, address: IPAddress, port: UInt16, tunnel: TunnelParameters = TunnelParameters(type: .ipip)) {
+        self.method = method; self.address = address; self.port = port; self.tunnel = tunnel
     }
 
-    public static let directRouting = DestinationRoute(kind: .directRouting, address: .v4(0), port: 0)
+    public static let directRouting = DestinationRoute(method: .directRouting, address: .v4(0), port: 0)
 }
 
 /// An immutable configuration for the workers, in flat buffers so the per-packet path reads it through
@@ -109,7 +100,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     public let traffic: DestinationTrafficStore?
     let view: SnapshotView
     private let policies: UnsafeMutableBufferPointer<ServicePolicy>
-    private let services: UnsafeMutableBufferPointer<VIPKey>
+    private let services: UnsafeMutableBufferPointer<ServiceMatch>
     private let destinations: UnsafeMutableBufferPointer<SchedulingDestination>
     private let macs: UnsafeMutableBufferPointer<UInt64>
     private let routes: UnsafeMutableBufferPointer<DestinationRoute>
@@ -143,7 +134,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
         var indices: [Int32] = []
         var next = 0
         for (index, service) in input.enumerated() {
-            services[index] = service.key
+            services[index] = ServiceMatch(service.key)
             var policy = service.policy
             policy.first = Int32(next)
             policy.count = Int32(service.destinations.count)
@@ -186,7 +177,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
         lookup = .allocate(capacity: capacity)
         lookup.initialize(repeating: -1)
         for (index, service) in input.enumerated() {
-            var slot = Int(SnapshotView.hash(service.key)) & (capacity - 1)
+            var slot = Int(SnapshotView.hash(ServiceMatch(service.key))) & (capacity - 1)
             while lookup[slot] >= 0 { slot = (slot + 1) & (capacity - 1) }
             lookup[slot] = Int32(index)
         }
@@ -205,10 +196,10 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     private static func place(_ destination: SnapshotDestination, at index: Int, counters: DestinationCounterStore?,
                               destinations: UnsafeMutableBufferPointer<SchedulingDestination>,
                               macs: UnsafeMutableBufferPointer<UInt64>, routes: UnsafeMutableBufferPointer<DestinationRoute>) {
-        let cell = destination.counterID.flatMap { id in counters.map { $0.cell(id) } }
+        let cell = destination.cell.flatMap { id in counters.map { $0.cell(id) } }
         destinations[index] = SchedulingDestination(
             weight: destination.weight, isAvailable: destination.mac != nil,
-            counterID: cell == nil ? SchedulingDestination.noCounters : destination.counterID!,
+            cell: cell == nil ? SchedulingDestination.noCell : destination.cell!,
             counters: cell, endpointHash: destination.endpointHash)
         macs[index] = destination.mac?.value ?? 0
         routes[index] = destination.route
@@ -230,7 +221,7 @@ struct LocalAddressRange {
 
 /// The snapshot as the hot path reads it: pointers only, valid while the snapshot is held.
 struct SnapshotView {
-    let services: UnsafeBufferPointer<VIPKey>
+    let services: UnsafeBufferPointer<ServiceMatch>
     /// Parallel to `services`: scheduler and options, and the service's destinations[first ..< first + count].
     let policies: UnsafeBufferPointer<ServicePolicy>
     let destinations: UnsafeBufferPointer<SchedulingDestination>
@@ -260,7 +251,7 @@ struct SnapshotView {
     func source(family: IPAddress.Family) -> IPAddress? { family == .ipv4 ? source4 : source6 }
 
     @inline(__always)
-    static func hash(_ key: VIPKey) -> UInt32 {
+    static func hash(_ key: ServiceMatch) -> UInt32 {
         var flow = FlowKey()
         flow.dstHi = key.addressHi; flow.dstLo = key.addressLo; flow.dstPort = key.port
         flow.proto = key.proto; flow.family = key.family

@@ -11,12 +11,12 @@ public struct ReplyTranslation: Equatable, Sendable {
     /// The next hop towards the client: the source MAC of the connection's first packet.
     public var clientMAC: UInt64
     public var fullNAT: Bool
-    /// The real server's counter cell (`SchedulingDestination.noCounters` for none), so the worker that
+    /// The real server's counter cell (`SchedulingDestination.noCell` for none), so the worker that
     /// translates a reply counts it for that server.
     public var cell: UInt32
 
     public init(source: L4Endpoint, client: L4Endpoint, clientMAC: UInt64, fullNAT: Bool,
-                cell: UInt32 = SchedulingDestination.noCounters) {
+                cell: UInt32 = SchedulingDestination.noCell) {
         self.source = source; self.client = client; self.clientMAC = clientMAC; self.fullNAT = fullNAT
         self.cell = cell
     }

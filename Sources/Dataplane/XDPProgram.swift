@@ -2,6 +2,7 @@ import CXDP
 import CXDirectorShared
 import Foundation
 import Logging
+import Packet
 import Synchronization
 
 /// The director's XDP program on one interface: loaded from the object embedded in the binary, its maps
@@ -19,6 +20,15 @@ public final class XDPProgram {
     }
 
     public static let pinRoot = "/sys/fs/bpf/xdirector"
+
+    /// The maps' capacities (`XD_MAX_*` in the shared header).
+    public enum Limits {
+        public static let services = Int(XD_MAX_SERVICES)
+        public static let realServers = Int(XD_MAX_REALS)
+        public static let natReals = Int(XD_MAX_NAT_REALS)
+        public static let localAddresses = Int(XD_MAX_LOCAL_ADDRS)
+        public static let queues = Int(XD_MAX_QUEUES)
+    }
 
     public let interface: NetworkInterface
     public private(set) var attachedMode: AttachMode?
@@ -158,55 +168,66 @@ public final class XDPProgram {
     }
 
     // MARK: Maps
+    // Typed: the project's own types in, the kernel's formats (`XDPMapFormat`) written here and nowhere else.
 
-    public func setService(_ key: xd_service_key, _ value: xd_service_value) throws(DataplaneError) {
-        var key = key, value = value
-        let result = bpf_map_update_elem(servicesFD, &key, &value, UInt64(BPF_ANY))
-        guard result == 0 else { throw DataplaneError("cannot add the virtual service to the XDP map", errno: result) }
+    /// Steers a virtual service's packets to the workers; `index` is its position in the snapshot.
+    public func setService(_ service: ServiceKey, index: Int) throws(DataplaneError) {
+        var key = XDPMapFormat.serviceKey(service)
+        var value = xd_service_value(index: UInt32(index), flags: UInt32(XD_SVC_F_NONE))
+        try update(servicesFD, &key, &value, "cannot add virtual service \(service) to the XDP map")
     }
 
-    /// Removes a virtual service: its packets go to the kernel again.
-    public func removeService(_ key: xd_service_key) {
-        var key = key
-        _ = bpf_map_delete_elem(servicesFD, &key)
+    /// Removes a virtual service: its packets go to the kernel again. An entry already gone is no failure.
+    public func removeService(_ service: ServiceKey) throws(DataplaneError) {
+        var key = XDPMapFormat.serviceKey(service)
+        try delete(servicesFD, &key, "cannot remove virtual service \(service) from the XDP map")
     }
 
     /// Records a real server as the workers have it (not read by the program: for `bpftool map dump`).
-    public func setRealServer(_ key: xd_real_key, _ value: xd_real_value) throws(DataplaneError) {
-        var key = key, value = value
-        let result = bpf_map_update_elem(realServersFD, &key, &value, UInt64(BPF_ANY))
-        guard result == 0 else { throw DataplaneError("cannot add the real server to the XDP map", errno: result) }
+    public func setRealServer(_ server: L4Endpoint, of service: ServiceKey, _ entry: RealServerEntry) throws(DataplaneError) {
+        var key = XDPMapFormat.realKey(service, server)
+        var value = XDPMapFormat.realValue(entry)
+        try update(realServersFD, &key, &value, "cannot add real server \(server) of \(service) to the XDP map")
     }
 
-    public func removeRealServer(_ key: xd_real_key) {
-        var key = key
-        _ = bpf_map_delete_elem(realServersFD, &key)
+    public func removeRealServer(_ server: L4Endpoint, of service: ServiceKey) throws(DataplaneError) {
+        var key = XDPMapFormat.realKey(service, server)
+        try delete(realServersFD, &key, "cannot remove real server \(server) of \(service) from the XDP map")
     }
 
-    /// Steers the replies of a NAT real server (source RIP:RPORT/proto) to the workers.
-    public func setNATReal(_ key: xd_service_key) throws(DataplaneError) {
-        var key = key, value: UInt32 = 0
-        let result = bpf_map_update_elem(natRealsFD, &key, &value, UInt64(BPF_ANY))
-        guard result == 0 else { throw DataplaneError("cannot add the NAT real server to the XDP map", errno: result) }
+    /// Steers the replies of a NAT real server (source RIP:RPORT/proto, written as a service key) to the workers.
+    public func setNATReal(_ real: ServiceKey) throws(DataplaneError) {
+        var key = XDPMapFormat.serviceKey(real), value: UInt32 = 0
+        try update(natRealsFD, &key, &value, "cannot add NAT real server \(real.endpoint) to the XDP map")
     }
 
     /// Stops steering a NAT real server's packets (it left the configuration).
-    public func removeNATReal(_ key: xd_service_key) {
-        var key = key
-        _ = bpf_map_delete_elem(natRealsFD, &key)
-    }
-
-    /// Stops steering packets to a local address (no service uses it any more).
-    public func removeLocalAddress(_ key: xd_local_addr_key) {
-        var key = key
-        _ = bpf_map_delete_elem(localAddressesFD, &key)
+    public func removeNATReal(_ real: ServiceKey) throws(DataplaneError) {
+        var key = XDPMapFormat.serviceKey(real)
+        try delete(natRealsFD, &key, "cannot remove NAT real server \(real.endpoint) from the XDP map")
     }
 
     /// Steers packets to a FULLNAT local address (the real servers' replies) to the workers.
-    public func setLocalAddress(_ key: xd_local_addr_key) throws(DataplaneError) {
-        var key = key, value: UInt32 = 0
-        let result = bpf_map_update_elem(localAddressesFD, &key, &value, UInt64(BPF_ANY))
-        guard result == 0 else { throw DataplaneError("cannot add the local address to the XDP map", errno: result) }
+    public func setLocalAddress(_ address: IPAddress) throws(DataplaneError) {
+        var key = XDPMapFormat.localAddressKey(address), value: UInt32 = 0
+        try update(localAddressesFD, &key, &value, "cannot add local address \(address) to the XDP map")
+    }
+
+    /// Stops steering packets to a local address (no service uses it any more).
+    public func removeLocalAddress(_ address: IPAddress) throws(DataplaneError) {
+        var key = XDPMapFormat.localAddressKey(address)
+        try delete(localAddressesFD, &key, "cannot remove local address \(address) from the XDP map")
+    }
+
+    private func update<Key, Value>(_ fd: Int32, _ key: inout Key, _ value: inout Value, _ message: @autoclosure () -> String)
+        throws(DataplaneError) {
+        let result = bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY))
+        guard result == 0 else { throw DataplaneError(message(), errno: result) }
+    }
+
+    private func delete<Key>(_ fd: Int32, _ key: inout Key, _ message: @autoclosure () -> String) throws(DataplaneError) {
+        let result = bpf_map_delete_elem(fd, &key)
+        guard result == 0 || result == -ENOENT else { throw DataplaneError(message(), errno: result) }
     }
 
     public func registerSocket(queue: UInt32, fd: Int32) throws(DataplaneError) {
@@ -215,7 +236,12 @@ public final class XDPProgram {
         guard result == 0 else { throw DataplaneError("cannot register the AF_XDP socket of queue \(queue)", errno: result) }
     }
 
-    /// The program's counters, summed over CPUs, indexed by `xd_xdp_counter`.
+    /// The names of the program's counters, in their order (`XD_XDP_COUNTERS` in the shared header).
+    public static let counterNames: [String] = (0..<UInt32(XD_XDP_COUNTER_COUNT.rawValue)).map {
+        String(cString: xd_xdp_counter_name($0))
+    }
+
+    /// The program's counters, summed over CPUs, in the order of `counterNames`.
     public func counters() -> [UInt64] {
         let cpus = Int(max(libbpf_num_possible_cpus(), 1))
         var perCPU = [UInt64](repeating: 0, count: cpus)

@@ -3,7 +3,7 @@ import Glibc
 
 /// Sizes of one queue's UMEM and rings. Every frame is either with the kernel (fill/RX/TX/completion) or
 /// being processed, so the fill ring holds them all and a returned frame always finds room.
-public struct XSKConfiguration: Sendable {
+public struct XSKConfiguration: Codable, Sendable {
     public var frameCount: UInt32 = 4096
     /// 4096: one frame per page, so the 256 bytes of XDP headroom before each packet stay ours to
     /// prepend tunnel headers into, in place.

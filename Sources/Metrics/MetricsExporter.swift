@@ -1,3 +1,4 @@
+import Packet
 import Control
 import Dataplane
 import Prometheus

@@ -1,5 +1,5 @@
 /// An address and a TCP/UDP port: what a translation writes into a packet, and what configuration names
-/// (`Control` calls it `Endpoint` and parses it in ipvsadm's syntax).
+/// (`Control` parses it in ipvsadm's syntax, `IPVSEndpoint.swift`).
 public struct L4Endpoint: Hashable, Sendable, CustomStringConvertible {
     public var address: IPAddress
     /// Host order.

@@ -1,11 +1,12 @@
-/// The encapsulations of IPVS tunnelling (`ipvsadm -i --tun-type`).
-public enum TunnelType: UInt8, Sendable {
+/// The encapsulations of IPVS tunnelling (`ipvsadm -i --tun-type`). The raw values are the shared header's
+/// `XD_TUNNEL_*` (a test checks them).
+public enum TunnelType: UInt8, CaseIterable, Sendable {
     /// IP in IP: protocol 4 (IPv4 inner) or 41 (IPv6 inner), no tunnel header.
-    case ipip
+    case ipip = 0
     /// Generic UDP Encapsulation, version 0 header without extensions (draft-ietf-intarea-gue).
-    case gue
+    case gue = 1
     /// GRE (RFC 2784), protocol type 0x0800 or 0x86DD.
-    case gre
+    case gre = 2
 }
 
 /// How to tunnel to one real server.

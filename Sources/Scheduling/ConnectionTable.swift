@@ -38,8 +38,8 @@ public struct ConnectionTable: ~Copyable {
         @usableFromInline var expires: UInt32
         /// `key.flowHash`, kept so deletion can find an entry's home slot without rehashing.
         @usableFromInline var hash: UInt32
-        /// The destination's counter cell (its identity), `SchedulingDestination.noCounters` for none.
-        @usableFromInline var counter: UInt32
+        /// The destination's counter cell (its identity), `SchedulingDestination.noCell` for none.
+        @usableFromInline var cell: UInt32
         @usableFromInline var state: ConnectionState
         @usableFromInline var flags: UInt8
         /// The second (its low 16 bits) of the last client packet, so a tracker does per-second work once.
@@ -47,13 +47,13 @@ public struct ConnectionTable: ~Copyable {
 
         @usableFromInline
         init(key: FlowKey, service: UInt32, destination: UInt32, expires: UInt32, hash: UInt32,
-             counter: UInt32, state: ConnectionState, flags: UInt8, lastSeen: UInt16) {
+             cell: UInt32, state: ConnectionState, flags: UInt8, lastSeen: UInt16) {
             self.key = key
             self.service = service
             self.destination = destination
             self.expires = expires
             self.hash = hash
-            self.counter = counter
+            self.cell = cell
             self.state = state
             self.flags = flags
             self.lastSeen = lastSeen
@@ -63,7 +63,7 @@ public struct ConnectionTable: ~Copyable {
     /// `Entry.flags`: replies bypass the director, so TCP uses IPVS's input-only table (IPVS
     /// `IP_VS_CONN_F_NOOUTPUT`). Cleared for good by the first reply seen.
     @usableFromInline static var inputOnlyFlag: UInt8 { 0x01 }
-    /// `Entry.flags`: counted in `counter`'s cell.
+    /// `Entry.flags`: counted in `cell`'s counters.
     @usableFromInline static var countedFlag: UInt8 { 0x02 }
     /// `Entry.flags`: counted as active (ESTABLISHED) rather than inactive.
     @usableFromInline static var activeFlag: UInt8 { 0x04 }
@@ -174,7 +174,7 @@ public struct ConnectionTable: ~Copyable {
             control[Control.slotCount] = UInt64(slotCount)
             control[Control.capacity] = UInt64(capacity)
             let blank = Entry(key: FlowKey(), service: 0, destination: 0, expires: 0, hash: 0,
-                              counter: SchedulingDestination.noCounters, state: .initial, flags: 0, lastSeen: 0)
+                              cell: SchedulingDestination.noCell, state: .initial, flags: 0, lastSeen: 0)
             entries.initialize(repeating: blank, count: slotCount)
             tags.initialize(repeating: 0, count: slotCount)
             self.count = 0
@@ -223,7 +223,7 @@ public struct ConnectionTable: ~Copyable {
     public static var persistedLayout: [Int] {
         var layout = [MemoryLayout<Entry>.size, MemoryLayout<Entry>.stride, MemoryLayout<Entry>.alignment,
                       MemoryLayout<FlowKey>.size, MemoryLayout<FlowKey>.stride, Control.bytes]
-        let offsets: [PartialKeyPath<Entry>] = [\.key, \.service, \.destination, \.expires, \.hash, \.counter, \.state,
+        let offsets: [PartialKeyPath<Entry>] = [\.key, \.service, \.destination, \.expires, \.hash, \.cell, \.state,
                                                 \.flags, \.lastSeen]
         layout += offsets.map { MemoryLayout<Entry>.offset(of: $0) ?? -1 }
         let keyOffsets: [PartialKeyPath<FlowKey>] = [\.srcHi, \.srcLo, \.dstHi, \.dstLo, \.srcPort, \.dstPort, \.proto,
@@ -275,11 +275,11 @@ public struct ConnectionTable: ~Copyable {
     /// `seesReplies`: the real server answers through the director (NAT, FULLNAT), so TCP follows IPVS's
     /// input/output tables; false (DR, TUN) uses the input-only table until a reply shows up.
     ///
-    /// `counter`: the destination's cell in the counter store (counted from now on). `template`: a persistence
+    /// `cell`: the destination's cell in the counter store (counted from now on). `template`: a persistence
     /// template, which has no state machine and lives `templateTimeout` seconds.
     public mutating func insert(
         _ key: FlowKey, service: UInt32, destination: UInt32, tcpFlags: UInt8, now: UInt32,
-        seesReplies: Bool = false, counter: UInt32 = SchedulingDestination.noCounters,
+        seesReplies: Bool = false, cell: UInt32 = SchedulingDestination.noCell,
         template: Bool = false, templateTimeout: UInt32 = 0
     ) -> Int? {
         let hash = key.flowHash
@@ -287,13 +287,13 @@ public struct ConnectionTable: ~Copyable {
         let isTCP = key.proto == IPProtocolNumber.tcp && !template
         var flags: UInt8 = seesReplies ? 0 : Self.inputOnlyFlag
         if template { flags |= Self.templateFlag }
-        if let cells = counterCells, Int(counter) < counterCapacity {
-            cells[Int(counter)].bind(template: template)
+        if let cells = counterCells, Int(cell) < counterCapacity {
+            cells[Int(cell)].bind(template: template)
             flags |= Self.countedFlag
         }
         entries[slot] = Entry(
             key: key, service: service, destination: destination, expires: now &+ templateTimeout, hash: hash,
-            counter: counter, state: isTCP ? .initial : .udp, flags: flags, lastSeen: UInt16(truncatingIfNeeded: now))
+            cell: cell, state: isTCP ? .initial : .udp, flags: flags, lastSeen: UInt16(truncatingIfNeeded: now))
         tags[slot] = Self.tag(hash)
         if !template { update(at: slot, tcpFlags: tcpFlags, direction: .input, now: now) }
         return slot
@@ -338,12 +338,12 @@ public struct ConnectionTable: ~Copyable {
         return entries[slot].destination
     }
 
-    /// The counter cell the entry in `slot` was inserted with (`noCounters` for none), counted or not: the
+    /// The counter cell the entry in `slot` was inserted with (`noCell` for none), counted or not: the
     /// identity of its real server.
     @inlinable
     public func cell(at slot: Int) -> UInt32 {
         precondition(slot >= 0 && slot <= mask, "connection slot out of range")
-        return entries[slot].counter
+        return entries[slot].cell
     }
 
     /// Applies a packet: advances the TCP state machine from its flags (non-TCP: no state) and restarts the
@@ -368,7 +368,7 @@ public struct ConnectionTable: ~Copyable {
             if flags & Self.countedFlag != 0, let cells = counterCells {
                 let active = state.isActive
                 if active != (flags & Self.activeFlag != 0) {
-                    cells[Int(entry.pointee.counter)].transition(toActive: active)
+                    cells[Int(entry.pointee.cell)].transition(toActive: active)
                     entry.pointee.flags = active ? flags | Self.activeFlag : flags & ~Self.activeFlag
                 }
             }
@@ -399,10 +399,10 @@ public struct ConnectionTable: ~Copyable {
         entries[slot].expires = expires
     }
 
-    /// The counter cell of the entry in `slot` (which must hold one), `noCounters` when it is not counted.
-    public func counter(at slot: Int) -> UInt32 {
+    /// The counter cell of the entry in `slot` (which must hold one), `noCell` when it is not counted.
+    public func countedCell(at slot: Int) -> UInt32 {
         precondition(isOccupied(slot), "no connection in this slot")
-        return entries[slot].flags & Self.countedFlag != 0 ? entries[slot].counter : SchedulingDestination.noCounters
+        return entries[slot].flags & Self.countedFlag != 0 ? entries[slot].cell : SchedulingDestination.noCell
     }
 
     /// Whether the entry in `slot` (which must hold one) is a persistence template.
@@ -422,7 +422,7 @@ public struct ConnectionTable: ~Copyable {
     mutating func release(_ slot: Int) {
         let flags = entries[slot].flags
         guard flags & Self.countedFlag != 0, let cells = counterCells else { return }
-        cells[Int(entries[slot].counter)].unbind(
+        cells[Int(entries[slot].cell)].unbind(
             template: flags & Self.templateFlag != 0, active: flags & Self.activeFlag != 0)
         entries[slot].flags = flags & ~(Self.countedFlag | Self.activeFlag)
     }
@@ -454,7 +454,7 @@ public struct ConnectionTable: ~Copyable {
         var reclaimed = 0
         for _ in 0..<max(0, limit) {
             if tags[slot] > Self.tombstone
-                && (!Self.isLive(entries[slot].expires, now) || orphaned(entries[slot].counter)) {
+                && (!Self.isLive(entries[slot].expires, now) || orphaned(entries[slot].cell)) {
                 vacate(slot)
                 reclaimed += 1
             }

@@ -133,7 +133,7 @@ public struct ConnectionTracker: ~Copyable {
     /// left the configuration), else the index it was placed with while that is still in range.
     @inline(__always)
     private func resolve(cell: UInt32, index: UInt32) -> Int? {
-        if cell == SchedulingDestination.noCounters { return Int(index) < destinations.count ? Int(index) : nil }
+        if cell == SchedulingDestination.noCell { return Int(index) < destinations.count ? Int(index) : nil }
         guard Int(cell) < cellCapacity else { return nil }
         let current = cellIndex[Int(cell)]
         return current == Self.noDestination ? nil : Int(current)
@@ -142,8 +142,8 @@ public struct ConnectionTracker: ~Copyable {
     /// The cell a new entry keeps as its server's identity.
     @inline(__always)
     private func identity(of destination: Int) -> UInt32 {
-        let cell = destinations[destination].counterID
-        return Int(cell) < cellCapacity ? cell : SchedulingDestination.noCounters
+        let cell = destinations[destination].cell
+        return Int(cell) < cellCapacity ? cell : SchedulingDestination.noCell
     }
 
     /// Forgets a connection just admitted whose first packet could not be forwarded after all.
@@ -187,9 +187,9 @@ public struct ConnectionTracker: ~Copyable {
         mappedCells.deallocate()
         mappedCells = .allocate(capacity: newDestinations.count)
         var mapped = 0
-        for (index, destination) in newDestinations.enumerated() where Int(destination.counterID) < cellCapacity {
-            cellIndex[Int(destination.counterID)] = UInt32(index)
-            mappedCells[mapped] = destination.counterID
+        for (index, destination) in newDestinations.enumerated() where Int(destination.cell) < cellCapacity {
+            cellIndex[Int(destination.cell)] = UInt32(index)
+            mappedCells[mapped] = destination.cell
             mapped += 1
         }
         mappedCells = UnsafeMutableBufferPointer(rebasing: mappedCells[0..<mapped])
@@ -262,7 +262,7 @@ public struct ConnectionTracker: ~Copyable {
         if policy.onePacket && key.proto == IPProtocolNumber.udp { return .new(destination: chosen, slot: nil) }
         if let slot = connections.insert(
             key, service: UInt32(service), destination: UInt32(chosen), tcpFlags: tcpFlags, now: now,
-            seesReplies: policy.seesReplies, counter: identity(of: chosen)) {
+            seesReplies: policy.seesReplies, cell: identity(of: chosen)) {
             return .new(destination: chosen, slot: slot)
         }
         // Full: forward without state, by a choice every later packet of the flow repeats.
@@ -283,7 +283,7 @@ public struct ConnectionTracker: ~Copyable {
     public mutating func sweep(now: UInt32, limit: Int) {
         let cells = UnsafePointer(cellIndex), capacity = cellCapacity
         let orphaned = { (cell: UInt32) -> Bool in
-            cell != SchedulingDestination.noCounters && Int(cell) < capacity && cells[Int(cell)] == Self.noDestination
+            cell != SchedulingDestination.noCell && Int(cell) < capacity && cells[Int(cell)] == Self.noDestination
         }
         connections.sweep(now: now, limit: limit, orphaned: orphaned)
         templates.sweep(now: now, limit: limit, orphaned: orphaned)
@@ -339,7 +339,7 @@ public struct ConnectionTracker: ~Copyable {
             extend(slot, now &+ policy.persistenceTimeout)
         } else {
             _ = templates.insert(templateKey, service: UInt32(service), destination: UInt32(chosen), tcpFlags: 0,
-                                 now: now, counter: identity(of: chosen), template: true,
+                                 now: now, cell: identity(of: chosen), template: true,
                                  templateTimeout: policy.persistenceTimeout)
         }
         _ = directory.insert(templateKey, origin.record, expires: now &+ policy.persistenceTimeout, now: now)

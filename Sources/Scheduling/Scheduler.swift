@@ -11,23 +11,23 @@ public struct SchedulingDestination: @unchecked Sendable, Equatable {
     /// health check failed). Such a server is skipped exactly like IPVS skips one flagged
     /// `IP_VS_DEST_F_OVERLOAD`; it still counts for the weight arithmetic of weighted schedulers.
     public var isAvailable: Bool
-    /// The server's cell in the shared `DestinationCounterStore` (`noCounters` when it has none): its
+    /// The server's cell in the shared `DestinationCounterStore` (`noCell` when it has none): its
     /// identity across configuration changes.
-    public var counterID: UInt32
+    public var cell: UInt32
     /// That cell (nil without one: counts read as 0, never overloaded).
     public var counters: UnsafeMutablePointer<DestinationCounterCell>?
     /// A hash of the real server's address and port, the same on every director (`StableHash.endpoint`):
     /// Maglev places servers by it.
     public var endpointHash: UInt64
 
-    public static let noCounters = UInt32.max
+    public static let noCell = UInt32.max
 
     @inlinable
-    public init(weight: Int32, isAvailable: Bool = true, counterID: UInt32 = SchedulingDestination.noCounters,
+    public init(weight: Int32, isAvailable: Bool = true, cell: UInt32 = SchedulingDestination.noCell,
                 counters: UnsafeMutablePointer<DestinationCounterCell>? = nil, endpointHash: UInt64 = 0) {
         self.weight = weight
         self.isAvailable = isAvailable
-        self.counterID = counterID
+        self.cell = cell
         self.counters = counters
         self.endpointHash = endpointHash
     }

@@ -137,11 +137,11 @@ final class DirectorConfigTests: XCTestCase {
     func testCommandsBuiltInCodeAreCheckedToo() throws {
         var config = DirectorConfig()
         try apply("-A -t 192.0.2.10:80 -s wrr", "-a -t 192.0.2.10:80 -r 198.51.100.11", to: &config)
-        let zeroService = ServiceKey(proto: .tcp, endpoint: Endpoint(address: IPAddress("192.0.2.10")!, port: 0))
+        let zeroService = ServiceKey(proto: .tcp, endpoint: L4Endpoint(address: IPAddress("192.0.2.10")!, port: 0))
         assertRefused(config, .addService(zeroService, scheduler: .rr),
                       .invalidServiceAddress("192.0.2.10:0", .zeroPort),
                       "invalid service address '192.0.2.10:0': port 0 is not allowed")
-        let zeroReal = Endpoint(address: IPAddress("198.51.100.12")!, port: 0)
+        let zeroReal = L4Endpoint(address: IPAddress("198.51.100.12")!, port: 0)
         assertRefused(config, .addServer(web, RealServerConfig(endpoint: zeroReal)),
                       .invalidRealServerAddress("198.51.100.12:0", .zeroPort),
                       "invalid real server address '198.51.100.12:0': port 0 is not allowed")

@@ -4,49 +4,49 @@ import XCTest
 
 final class EndpointTests: XCTestCase {
     func testParsesAndPrintsIPv4() throws {
-        let endpoint = try Endpoint(parsing: "192.0.2.10:80")
-        XCTAssertEqual(endpoint, Endpoint(address: .v4(0xC000_020A), port: 80))
+        let endpoint = try L4Endpoint(parsing: "192.0.2.10:80")
+        XCTAssertEqual(endpoint, L4Endpoint(address: .v4(0xC000_020A), port: 80))
         XCTAssertEqual(endpoint.description, "192.0.2.10:80")
-        XCTAssertEqual(Endpoint("198.51.100.1:65535")?.port, 65535)
-        XCTAssertEqual(Endpoint("198.51.100.1:1")?.port, 1)
+        XCTAssertEqual(L4Endpoint("198.51.100.1:65535")?.port, 65535)
+        XCTAssertEqual(L4Endpoint("198.51.100.1:1")?.port, 1)
     }
 
     func testParsesAndPrintsIPv6InBrackets() throws {
-        let endpoint = try Endpoint(parsing: "[2001:db8::1]:443")
+        let endpoint = try L4Endpoint(parsing: "[2001:db8::1]:443")
         XCTAssertEqual(endpoint.address, IPAddress("2001:db8::1"))
         XCTAssertEqual(endpoint.port, 443)
         XCTAssertEqual(endpoint.description, "[2001:db8::1]:443")
         // Printed in RFC 5952 form whatever the input's spelling.
-        XCTAssertEqual(Endpoint("[2001:0DB8:0:0:0:0:0:10]:80")?.description, "[2001:db8::10]:80")
-        XCTAssertEqual(Endpoint("[::ffff:192.0.2.1]:80")?.description, "[::ffff:192.0.2.1]:80")
+        XCTAssertEqual(L4Endpoint("[2001:0DB8:0:0:0:0:0:10]:80")?.description, "[2001:db8::10]:80")
+        XCTAssertEqual(L4Endpoint("[::ffff:192.0.2.1]:80")?.description, "[::ffff:192.0.2.1]:80")
     }
 
     func testLosslessStringRoundTrip() {
         for text in ["10.0.0.1:8080", "[::1]:53", "[2001:db8:1:2:3:4:5:6]:1", "255.255.255.255:65535"] {
-            XCTAssertEqual(Endpoint(text)?.description, text)
+            XCTAssertEqual(L4Endpoint(text)?.description, text)
         }
     }
 
     func testAddressWithOptionalPort() throws {
-        XCTAssertTrue(try Endpoint.parseAddress("192.0.2.1") == (IPAddress("192.0.2.1")!, nil))
-        XCTAssertTrue(try Endpoint.parseAddress("192.0.2.1:8080") == (IPAddress("192.0.2.1")!, 8080))
-        XCTAssertTrue(try Endpoint.parseAddress("[2001:db8::2]") == (IPAddress("2001:db8::2")!, nil))
-        XCTAssertTrue(try Endpoint.parseAddress("[2001:db8::2]:80") == (IPAddress("2001:db8::2")!, 80))
+        XCTAssertTrue(try L4Endpoint.parseAddress("192.0.2.1") == (IPAddress("192.0.2.1")!, nil))
+        XCTAssertTrue(try L4Endpoint.parseAddress("192.0.2.1:8080") == (IPAddress("192.0.2.1")!, 8080))
+        XCTAssertTrue(try L4Endpoint.parseAddress("[2001:db8::2]") == (IPAddress("2001:db8::2")!, nil))
+        XCTAssertTrue(try L4Endpoint.parseAddress("[2001:db8::2]:80") == (IPAddress("2001:db8::2")!, 80))
         // A bare IPv6 address cannot carry a port: the last group is part of the address.
-        XCTAssertTrue(try Endpoint.parseAddress("2001:db8::1:80") == (IPAddress("2001:db8::1:80")!, nil))
-        XCTAssertTrue(try Endpoint.parseAddress("192.0.2.1:080") == (IPAddress("192.0.2.1")!, 80))
+        XCTAssertTrue(try L4Endpoint.parseAddress("2001:db8::1:80") == (IPAddress("2001:db8::1:80")!, nil))
+        XCTAssertTrue(try L4Endpoint.parseAddress("192.0.2.1:080") == (IPAddress("192.0.2.1")!, 80))
     }
 
     private func assertError(_ text: String, _ expected: EndpointError, _ message: String,
                              file: StaticString = #filePath, line: UInt = #line) {
         do {
-            let endpoint = try Endpoint(parsing: text)
+            let endpoint = try L4Endpoint(parsing: text)
             XCTFail("parsed '\(text)' as \(endpoint)", file: file, line: line)
         } catch {
             XCTAssertEqual(error, expected, file: file, line: line)
             XCTAssertEqual(error.description, message, file: file, line: line)
         }
-        XCTAssertNil(Endpoint(text), file: file, line: line)
+        XCTAssertNil(L4Endpoint(text), file: file, line: line)
     }
 
     func testErrors() {

@@ -6,7 +6,7 @@ import XCTest
 /// Splits a command line the way a shell would for these simple cases.
 func args(_ line: String) -> [String] { line.split(separator: " ").map(String.init) }
 
-func endpoint(_ text: String) -> Endpoint { Endpoint(text)! }
+func endpoint(_ text: String) -> L4Endpoint { L4Endpoint(text)! }
 func tcp(_ text: String) -> ServiceKey { ServiceKey(proto: .tcp, endpoint: endpoint(text)) }
 func udp(_ text: String) -> ServiceKey { ServiceKey(proto: .udp, endpoint: endpoint(text)) }
 

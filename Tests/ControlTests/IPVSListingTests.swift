@@ -49,7 +49,7 @@ final class IPVSListingTests: XCTestCase {
             ConnectionListing(proto: .tcp, expiresIn: 895, state: "ESTABLISHED", client: endpoint("203.0.113.5:40000"),
                               virtual: endpoint("192.0.2.10:80"), destination: endpoint("198.51.100.11:80")),
             // The persistence template: client port 0, state NONE.
-            ConnectionListing(proto: .tcp, expiresIn: 299, state: "NONE", client: Endpoint(address: IPAddress("203.0.113.5")!, port: 0),
+            ConnectionListing(proto: .tcp, expiresIn: 299, state: "NONE", client: L4Endpoint(address: IPAddress("203.0.113.5")!, port: 0),
                               virtual: endpoint("192.0.2.10:80"), destination: endpoint("198.51.100.11:80"),
                               isTemplate: true),
             ConnectionListing(proto: .udp, expiresIn: 5, state: "UDP", client: endpoint("[2001:db8::7]:5353"),

@@ -80,12 +80,12 @@ final class RulesFileTests: XCTestCase {
         for i in 0..<20 {
             let proto: L4Protocol = i % 3 == 0 ? .udp : .tcp
             let address = i % 2 == 0 ? IPAddress.v4(0xC000_0200 | UInt32(i)) : .v6(hi: 0x2001_0db8_0000_0000, lo: UInt64(i))
-            let key = ServiceKey(proto: proto, endpoint: Endpoint(address: address, port: UInt16(1000 + i)))
+            let key = ServiceKey(proto: proto, endpoint: L4Endpoint(address: address, port: UInt16(1000 + i)))
             try config.apply(.addService(key, scheduler: i % 2 == 0 ? .rr : .wrr))
             for j in 0..<(i % 4) {
                 let realAddress = i % 2 == 0 ? IPAddress.v4(0xC633_6400 | UInt32(j + 1))
                     : .v6(hi: 0x2001_0db8_0001_0000, lo: UInt64(j + 1))
-                try config.apply(.addServer(key, RealServerConfig(endpoint: Endpoint(address: realAddress, port: key.endpoint.port),
+                try config.apply(.addServer(key, RealServerConfig(endpoint: L4Endpoint(address: realAddress, port: key.endpoint.port),
                                                                   weight: Int32(j * 1000))))
             }
         }

@@ -86,7 +86,7 @@ final class RulesStateFileTests: XCTestCase {
                                      options: ServiceOptions(persistence: 120, netmask: 16)))
         try config.apply(.addServer(web, RealServerConfig(endpoint: endpoint("198.51.100.31:80"), weight: 5,
                                                           method: .tunnel,
-                                                          tunnel: TunnelSettings(kind: .gue, port: 5555, checksum: true),
+                                                          tunnel: TunnelParameters(type: .gue, port: 5555, checksum: true),
                                                           upperThreshold: 9, lowerThreshold: 3)))
         try config.apply(.setTimeouts(TimeoutSettings(tcp: 0, tcpFin: 30, udp: 0)))
         let file = RulesStateFile(path: path())

@@ -57,19 +57,19 @@ final class ConnectionStateFileTests: XCTestCase {
                                                     templateDirectoryEntriesPerWorker: 64, counterCells: 64, localAddresses: 4)
 
     private struct Server {
-        var service: VIPKey
+        var service: ServiceKey
         var route: DestinationRoute
         var mac: MACAddress
     }
 
-    private func vip(_ address: String) -> VIPKey { VIPKey(address: IPAddress(address)!, port: 80, proto: IPProtocolNumber.tcp) }
+    private func vip(_ address: String) -> ServiceKey { ServiceKey(proto: .tcp, address: IPAddress(address)!, port: 80) }
 
     private var servers: [Server] {
-        [Server(service: vip("203.0.113.10"), route: DestinationRoute(kind: .directRouting, address: IPAddress("198.51.100.21")!, port: 80), mac: realA),
-         Server(service: vip("203.0.113.10"), route: DestinationRoute(kind: .directRouting, address: IPAddress("198.51.100.22")!, port: 80), mac: realB),
-         Server(service: vip("203.0.113.20"), route: DestinationRoute(kind: .masquerading, address: IPAddress("198.51.100.11")!, port: 8080), mac: realA),
-         Server(service: vip("203.0.113.20"), route: DestinationRoute(kind: .masquerading, address: IPAddress("198.51.100.12")!, port: 8080), mac: realB),
-         Server(service: vip("203.0.113.30"), route: DestinationRoute(kind: .fullNAT, address: IPAddress("198.51.100.13")!, port: 80), mac: realA)]
+        [Server(service: vip("203.0.113.10"), route: DestinationRoute(method: .directRouting, address: IPAddress("198.51.100.21")!, port: 80), mac: realA),
+         Server(service: vip("203.0.113.10"), route: DestinationRoute(method: .directRouting, address: IPAddress("198.51.100.22")!, port: 80), mac: realB),
+         Server(service: vip("203.0.113.20"), route: DestinationRoute(method: .masquerading, address: IPAddress("198.51.100.11")!, port: 8080), mac: realA),
+         Server(service: vip("203.0.113.20"), route: DestinationRoute(method: .masquerading, address: IPAddress("198.51.100.12")!, port: 8080), mac: realB),
+         Server(service: vip("203.0.113.30"), route: DestinationRoute(method: .fullNAT, address: IPAddress("198.51.100.13")!, port: 80), mac: realA)]
     }
 
     /// rr services over `servers`, each server with its cell in `cells` (by route), counted in the file's store.
@@ -77,13 +77,13 @@ final class ConnectionStateFileTests: XCTestCase {
                           local: [String] = ["198.51.100.3"]) -> ForwardingSnapshot {
         var services: [SnapshotService] = []
         for server in servers {
-            let destination = SnapshotDestination(weight: 1, mac: server.mac, counterID: cells[server.route.address], route: server.route)
+            let destination = SnapshotDestination(weight: 1, mac: server.mac, cell: cells[server.route.address], route: server.route)
             if let index = services.firstIndex(where: { $0.key == server.service }) {
                 services[index].destinations.append(destination)
             } else {
                 services.append(SnapshotService(
                     key: server.service, policy: ServicePolicy(scheduler: .rr, ipv6: false), destinations: [destination],
-                    localAddresses: server.route.kind == .fullNAT ? local.map { IPAddress($0)! } : []))
+                    localAddresses: server.route.method == .fullNAT ? local.map { IPAddress($0)! } : []))
             }
         }
         return ForwardingSnapshot(interfaceMAC: interfaceMAC, services: services, counters: file.counters, mtu: 1500,
@@ -119,8 +119,8 @@ final class ConnectionStateFileTests: XCTestCase {
 
     /// A real server recorded but not configured (as a draining one would be): IPv6, GUE with a checksum.
     private let drainingServer = PersistedRealServer(
-        service: VIPKey(address: IPAddress("2001:db8::10")!, port: 443, proto: IPProtocolNumber.udp),
-        route: DestinationRoute(kind: .tunnel, address: IPAddress("2001:db8::99")!, port: 4443,
+        service: ServiceKey(proto: .udp, address: IPAddress("2001:db8::10")!, port: 443),
+        route: DestinationRoute(method: .tunnel, address: IPAddress("2001:db8::99")!, port: 4443,
                                 tunnel: TunnelParameters(type: .gue, port: 6080, checksum: true)),
         weight: -1, upperThreshold: 1000, lowerThreshold: 800)
 

@@ -15,10 +15,10 @@ final class ForwardingEngineTests: XCTestCase {
     private func snapshot(weights: (Int32, Int32) = (3, 1), macs: (MACAddress?, MACAddress?)? = nil) -> ForwardingSnapshot {
         let macs = macs ?? (realA, realB)
         return ForwardingSnapshot(interfaceMAC: interfaceMAC, services: [
-            SnapshotService(key: VIPKey(address: vip, port: 80, proto: IPProtocolNumber.tcp), scheduler: .wrr,
+            SnapshotService(key: ServiceKey(proto: .tcp, address: vip, port: 80), scheduler: .wrr,
                             destinations: [SnapshotDestination(weight: weights.0, mac: macs.0),
                                            SnapshotDestination(weight: weights.1, mac: macs.1)]),
-            SnapshotService(key: VIPKey(address: IPAddress("2001:db8:10::10")!, port: 53, proto: IPProtocolNumber.udp),
+            SnapshotService(key: ServiceKey(proto: .udp, address: IPAddress("2001:db8:10::10")!, port: 53),
                             scheduler: .rr, destinations: [SnapshotDestination(weight: 1, mac: realB)]),
         ])
     }

@@ -15,21 +15,21 @@ final class LiveChangeEngineTests: XCTestCase {
     private lazy var cells = (0..<4).map { _ in counterStore.allocate()! }
 
     private func server(_ index: Int) -> SnapshotDestination {
-        SnapshotDestination(weight: 1, mac: macs[index], counterID: cells[index],
+        SnapshotDestination(weight: 1, mac: macs[index], cell: cells[index],
                             endpointHash: StableHash.endpoint(.v4(0xC633_640B + UInt32(index)), port: 80),
-                            route: DestinationRoute(kind: .directRouting, address: .v4(0xC633_640B + UInt32(index)), port: 80))
+                            route: DestinationRoute(method: .directRouting, address: .v4(0xC633_640B + UInt32(index)), port: 80))
     }
 
     /// A DR service on 203.0.113.10:80 over `scheduled` (and `draining`) servers, a NAT service on
     /// 203.0.113.20:80 to 198.51.100.11:8080.
     private func snapshot(scheduled: [Int] = [0, 1, 2], draining: [Int] = [], persistence: UInt32 = 0) -> ForwardingSnapshot {
-        let nat = SnapshotDestination(weight: 1, mac: macs[0], counterID: cells[3],
-                                      route: DestinationRoute(kind: .masquerading, address: IPAddress("198.51.100.11")!, port: 8080))
+        let nat = SnapshotDestination(weight: 1, mac: macs[0], cell: cells[3],
+                                      route: DestinationRoute(method: .masquerading, address: IPAddress("198.51.100.11")!, port: 8080))
         return ForwardingSnapshot(interfaceMAC: interfaceMAC, services: [
-            SnapshotService(key: VIPKey(address: IPAddress("203.0.113.10")!, port: 80, proto: IPProtocolNumber.tcp),
+            SnapshotService(key: ServiceKey(proto: .tcp, address: IPAddress("203.0.113.10")!, port: 80),
                             policy: ServicePolicy(scheduler: .rr, persistenceTimeout: persistence),
                             destinations: scheduled.map(server), draining: draining.map(server)),
-            SnapshotService(key: VIPKey(address: IPAddress("203.0.113.20")!, port: 80, proto: IPProtocolNumber.tcp),
+            SnapshotService(key: ServiceKey(proto: .tcp, address: IPAddress("203.0.113.20")!, port: 80),
                             policy: ServicePolicy(scheduler: .rr), destinations: [nat]),
         ], counters: counterStore, traffic: traffic)
     }

@@ -13,12 +13,12 @@ final class TranslationEngineTests: XCTestCase {
     private let clientMAC = MACAddress("02:00:00:00:00:01")!
     private let director = IPAddress("198.51.100.2")!
 
-    private func route(_ kind: ForwardingKind, _ address: String, _ port: UInt16) -> SnapshotDestination {
-        SnapshotDestination(weight: 1, mac: realMAC, route: DestinationRoute(kind: kind, address: IPAddress(address)!, port: port))
+    private func route(_ kind: ForwardingMethod, _ address: String, _ port: UInt16) -> SnapshotDestination {
+        SnapshotDestination(weight: 1, mac: realMAC, route: DestinationRoute(method: kind, address: IPAddress(address)!, port: port))
     }
 
     private func service(_ vip: String, _ destination: SnapshotDestination, local: [String] = []) -> SnapshotService {
-        SnapshotService(key: VIPKey(address: IPAddress(vip)!, port: 80, proto: IPProtocolNumber.tcp),
+        SnapshotService(key: ServiceKey(proto: .tcp, address: IPAddress(vip)!, port: 80),
                         policy: ServicePolicy(scheduler: .rr, ipv6: false), destinations: [destination],
                         localAddresses: local.map { IPAddress($0)! })
     }

@@ -21,8 +21,8 @@ final class MetricsTests: XCTestCase {
     }
 
     static func services(withSecondReal: Bool = true) throws -> [ServiceListing] {
-        func endpoint(_ address: String, _ port: UInt16) throws -> Endpoint {
-            Endpoint(address: try XCTUnwrap(IPAddress(address)), port: port)
+        func endpoint(_ address: String, _ port: UInt16) throws -> L4Endpoint {
+            L4Endpoint(address: try XCTUnwrap(IPAddress(address)), port: port)
         }
         var reals = [RealServerListing(endpoint: try endpoint("10.0.0.2", 8080), method: .masquerading, weight: 3,
                                        activeConnections: 4, inactiveConnections: 1, persistentConnections: 2,

@@ -36,7 +36,7 @@ final class ConnectionIdentityTests: XCTestCase {
             let old = (policyBuffer, destinationBuffer)
             published = scheduled + draining
             var list = published.map { pool.list[$0] }
-            if withoutCells { for index in list.indices { list[index].counterID = SchedulingDestination.noCounters } }
+            if withoutCells { for index in list.indices { list[index].cell = SchedulingDestination.noCell } }
             destinationBuffer = .allocate(capacity: max(list.count, 1))
             _ = destinationBuffer.initialize(from: list)
             policy.first = 0
@@ -60,7 +60,7 @@ final class ConnectionIdentityTests: XCTestCase {
             }
         }
 
-        func counts(ofServer server: Int) -> DestinationCounts { pool.store.counts(pool.list[server].counterID) }
+        func counts(ofServer server: Int) -> DestinationCounts { pool.store.counts(pool.list[server].cell) }
     }
 
     func testRemovingAServerMidServiceKeepsEveryOtherConnectionWithoutAWalk() {

@@ -52,7 +52,7 @@ final class ConnectionTrackerTests: XCTestCase {
             tracker.admit(key, tcpFlags: flags, service: 0, now: now)
         }
 
-        func counts(_ index: Int) -> DestinationCounts { servers.store.counts(servers.list[index].counterID) }
+        func counts(_ index: Int) -> DestinationCounts { servers.store.counts(servers.list[index].cell) }
     }
 
     func destination(_ admission: Admission) -> Int? {

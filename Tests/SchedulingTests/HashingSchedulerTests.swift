@@ -67,8 +67,8 @@ final class HashingSchedulerTests: XCTestCase {
         let after = fewer.withUnsafeBufferPointer { MaglevHashing.lookupTable($0) }
         var moved = 0
         for index in 0..<MaglevHashing.tableSize {
-            let old = all.list[Int(before[index])].counterID
-            let new = fewer[Int(after[index])].counterID
+            let old = all.list[Int(before[index])].cell
+            let new = fewer[Int(after[index])].cell
             if old != new { moved += 1 }
         }
         // Entries of the removed server must move (1/N); Maglev moves only a little more.

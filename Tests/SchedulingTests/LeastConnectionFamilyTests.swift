@@ -10,13 +10,13 @@ final class CountedDestinations {
     init(_ weights: [Int32]) {
         for (index, weight) in weights.enumerated() {
             let id = store.allocate()!
-            list.append(SchedulingDestination(weight: weight, counterID: id, counters: store.cell(id),
+            list.append(SchedulingDestination(weight: weight, cell: id, counters: store.cell(id),
                                               endpointHash: StableHash.endpoint(.v4(0xC633_640B + UInt32(index)), port: 80)))
         }
     }
 
     func set(_ index: Int, active: Int32, inactive: Int32 = 0) {
-        let cell = store.cell(list[index].counterID)
+        let cell = store.cell(list[index].cell)
         cell.pointee.active.store(active, ordering: .relaxed)
         cell.pointee.inactive.store(inactive, ordering: .relaxed)
     }
@@ -101,7 +101,7 @@ final class LeastConnectionFamilyTests: XCTestCase {
 
     func testThresholdsSetAndClearOverloadWithHysteresis() {
         let d = CountedDestinations([1, 1])
-        let id = d.list[0].counterID
+        let id = d.list[0].cell
         d.store.setThresholds(id, upper: 2, lower: 1)
         let cell = d.store.cell(id)
         cell.pointee.bind(template: false)

@@ -44,19 +44,19 @@ final class ProvidedMemoryTests: XCTestCase {
             for n in UInt32(1)...20 {
                 let key = flow(n)
                 let slot = try XCTUnwrap(table.insert(key, service: 1, destination: n % 3, tcpFlags: syn, now: 1000,
-                                                      counter: cell))
+                                                      cell: cell))
                 table.update(at: slot, tcpFlags: ack, now: 1000)
                 expected.append((key, slot, try XCTUnwrap(table.entry(at: slot))))
             }
             // Short-lived: SYN_RECV (60 s) at 1000: live at 1010, gone from 1060.
             for n in UInt32(100)...104 {
                 let key = flow(n)
-                _ = try XCTUnwrap(table.insert(key, service: 2, destination: 0, tcpFlags: syn, now: 1000, counter: cell))
+                _ = try XCTUnwrap(table.insert(key, service: 2, destination: 0, tcpFlags: syn, now: 1000, cell: cell))
                 shortLived.append(key)
             }
             // Expired before the restart: inserted at 100, held (not yet swept) but no longer live.
             for n in UInt32(200)...202 {
-                _ = try XCTUnwrap(table.insert(flow(n), service: 2, destination: 0, tcpFlags: syn, now: 100, counter: cell))
+                _ = try XCTUnwrap(table.insert(flow(n), service: 2, destination: 0, tcpFlags: syn, now: 100, cell: cell))
             }
             table.sweep(now: 100, limit: 5)  // moves the cursor, reclaims nothing yet
             sweepCursor = table.sweepCursor
@@ -89,7 +89,7 @@ final class ProvidedMemoryTests: XCTestCase {
         XCTAssertEqual(table.count, 20)
         XCTAssertEqual(counters?.counts(cell), DestinationCounts(active: 20, inactive: 0))
         // New connections go in beside the restored ones.
-        XCTAssertNotNil(table.insert(flow(300), service: 1, destination: 0, tcpFlags: syn, now: 1060, counter: cell))
+        XCTAssertNotNil(table.insert(flow(300), service: 1, destination: 0, tcpFlags: syn, now: 1060, cell: cell))
         XCTAssertEqual(table.count, 21)
         for (key, slot, _) in expected { XCTAssertEqual(table.find(key, now: 1060), slot) }
     }

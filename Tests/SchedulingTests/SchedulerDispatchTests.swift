@@ -41,7 +41,7 @@ final class SchedulerDispatchTests: XCTestCase {
                     direct.clock = UInt32(n)
                     let picked = Scheduler.select(kind, state: &viaEnum, destinations: buffer, flow: flow, now: UInt32(n))
                     XCTAssertEqual(picked, type.select(state: &direct, destinations: buffer, flow: flow), "\(kind)")
-                    if let picked { d.store.cell(buffer[picked].counterID).pointee.active.add(1, ordering: .relaxed) }
+                    if let picked { d.store.cell(buffer[picked].cell).pointee.active.add(1, ordering: .relaxed) }
                 }
             }
         }

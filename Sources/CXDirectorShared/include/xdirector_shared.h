@@ -115,22 +115,36 @@ struct xd_heartbeat {
     __u64 pad[7];           /* zero */
 };
 
-/* Indices of the XDP program's per-CPU counters (`xdp_counters` map, one __u64 each). */
+/* The XDP program's per-CPU counters (`xdp_counters` map, one __u64 each), defined once: X(NAME, "name")
+ * gives the enum `XD_XDP_<NAME>` (the map's index) and the name operators and Prometheus see
+ * (`xd_xdp_counter_name`). Append only: the index is the map's layout. */
+#define XD_XDP_COUNTERS(X) \
+    X(RX, "rx")                                     /* every frame the program saw */ \
+    X(REDIRECTED, "redirected")                     /* handed to the queue's AF_XDP socket */ \
+    X(PASS_NOT_IP, "pass_not_ip")                   /* ARP, LLDP, other ethertypes: to the kernel */ \
+    X(PASS_NOT_SERVICE, "pass_not_service")         /* IP, but no virtual service matches: to the kernel */ \
+    X(PASS_OTHER_L4, "pass_other_l4")               /* ICMP and protocols other than TCP/UDP: to the kernel */ \
+    X(PASS_FRAGMENT, "pass_fragment")               /* IP fragments: to the kernel until reassembly lands */ \
+    X(PASS_NO_SOCKET, "pass_no_socket")             /* a service matched but the queue has no socket: to the kernel */ \
+    X(PASS_MALFORMED, "pass_malformed")             /* truncated or inconsistent headers: to the kernel, which drops them */ \
+    X(REDIRECTED_REPLY, "redirected_reply")         /* of the redirected: a NAT real server's reply or a reply to a local address */ \
+    X(REDIRECTED_ICMP, "redirected_icmp")           /* of the redirected: an ICMP error about one of our flows */ \
+    X(HELD_NO_WORKER, "held_no_worker")             /* ours, but the queue's worker is gone (restart): dropped within the grace period */ \
+    X(DROP_REPLY_NO_WORKER, "drop_reply_no_worker") /* a NAT/FULLNAT reply while the queue has no worker: dropped, never sent untranslated */
+
+/* Indices of the XDP program's counters. */
 enum xd_xdp_counter {
-    XD_XDP_RX = 0,              /* every frame the program saw */
-    XD_XDP_REDIRECTED,          /* handed to the queue's AF_XDP socket */
-    XD_XDP_PASS_NOT_IP,         /* ARP, LLDP, other ethertypes: to the kernel */
-    XD_XDP_PASS_NOT_SERVICE,    /* IP, but no virtual service matches: to the kernel */
-    XD_XDP_PASS_OTHER_L4,       /* ICMP and protocols other than TCP/UDP: to the kernel */
-    XD_XDP_PASS_FRAGMENT,       /* IP fragments: to the kernel until reassembly lands */
-    XD_XDP_PASS_NO_SOCKET,      /* a service matched but the queue has no socket: to the kernel */
-    XD_XDP_PASS_MALFORMED,      /* truncated or inconsistent headers: to the kernel, which drops them */
-    XD_XDP_REDIRECTED_REPLY,    /* of the redirected: a NAT real server's reply or a reply to a local address */
-    XD_XDP_REDIRECTED_ICMP,     /* of the redirected: an ICMP error about one of our flows */
-    XD_XDP_HELD_NO_WORKER,      /* ours, but the queue's worker is gone (restart): dropped within the grace period */
-    XD_XDP_DROP_REPLY_NO_WORKER,/* a NAT/FULLNAT reply while the queue has no worker: dropped, never sent untranslated */
+#define XD_XDP_COUNTER_ENUM(name, text) XD_XDP_##name,
+    XD_XDP_COUNTERS(XD_XDP_COUNTER_ENUM)
+#undef XD_XDP_COUNTER_ENUM
     XD_XDP_COUNTER_COUNT        /* number of counters; sizes the map */
 };
+
+#ifndef __bpf__
+/* The name of counter `counter` ("rx", "pass_not_service", ...); NULL past the last. User space only
+ * (shared.c), generated from XD_XDP_COUNTERS. */
+const char *xd_xdp_counter_name(unsigned int counter);
+#endif
 
 /* Names under which the maps are pinned, in /sys/fs/bpf/xdirector/<ifname>/. */
 #define XD_MAP_SERVICES "services"
