@@ -39,7 +39,7 @@ final class ForwardingEngineTests: XCTestCase {
         var chosen: [UInt16: MACAddress] = [:]
         for port in UInt16(40000)..<40008 {
             let (verdict, mac) = send(&engine, syn(port: port))
-            XCTAssertEqual(verdict, .transmit)
+            XCTAssertTrue(verdict.isTransmit)
             chosen[port] = mac
         }
         XCTAssertEqual(chosen.values.filter { $0 == realA }.count, 6, "wrr 3:1 over 8 connections")
@@ -47,7 +47,7 @@ final class ForwardingEngineTests: XCTestCase {
         for port in UInt16(40000)..<40008 {
             for _ in 0..<3 {
                 let (verdict, mac) = send(&engine, ack(port: port))
-                XCTAssertEqual(verdict, .transmit)
+                XCTAssertTrue(verdict.isTransmit)
                 XCTAssertEqual(mac, chosen[port], "every packet of connection \(port) goes to its real server")
             }
         }
@@ -70,7 +70,7 @@ final class ForwardingEngineTests: XCTestCase {
     func testUDPOverIPv6IsForwarded() {
         var engine = ForwardingEngine(snapshot: snapshot(), connectionCapacity: 1024, counters: WorkerCounterBlock())
         let (verdict, mac) = send(&engine, .udp("2001:db8:1::1", 5353, "2001:db8:10::10", 53, payload: [1, 2, 3]))
-        XCTAssertEqual(verdict, .transmit)
+        XCTAssertTrue(verdict.isTransmit)
         XCTAssertEqual(mac, realB)
     }
 
