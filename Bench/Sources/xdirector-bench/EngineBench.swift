@@ -328,31 +328,51 @@ struct EngineCommand: ParsableCommand {
     }
 
     /// Instructions (and last-level misses) per packet of one side: two callgrind runs, the difference.
+    /// Valgrind cannot read the DWARF of Swift's release binaries, so it runs a copy without debug
+    /// information (`objcopy --strip-debug`): the symbols `--toggle-collect` names stay.
     func countInstructions(side: String) throws -> (Double, Double?) {
         let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var results: [(Double, Double)] = []
+        let stripped = NSTemporaryDirectory() + "xdirector-bench-\(getpid())-nodebug"
+        defer { try? FileManager.default.removeItem(atPath: stripped) }
+        guard Self.execute("/usr/bin/objcopy", ["--strip-debug", own, stripped]).status == 0 else {
+            throw ValidationError("objcopy --strip-debug failed (binutils is needed for --callgrind)")
+        }
+        var results: [(packets: Double, instructions: Double, misses: Double)] = []
         for count in [packets, 2 * packets] {
             let output = NSTemporaryDirectory() + "xdirector-engine-\(getpid())-\(side)-\(count).callgrind"
             defer { try? FileManager.default.removeItem(atPath: output) }
             var arguments = ["--tool=callgrind", "--callgrind-out-file=\(output)",
                              "--toggle-collect=*\(side == "swift" ? "engineTurn" : "baselineTurn")*"]
             if cacheSim { arguments.append("--cache-sim=yes") }
-            arguments += [own, "engine", "--method", method.rawValue, "--flows", String(flows), "--packets", String(count),
+            arguments += [stripped, "engine", "--method", method.rawValue, "--flows", String(flows), "--packets", String(count),
                           "--capacity", String(tableCapacity), "--only", side]
             if newConnections { arguments.append("--new-connections") }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/valgrind")
-            process.arguments = arguments
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            process.waitUntilExit()
-            let text = try String(contentsOfFile: output, encoding: .utf8)
-            results.append(Self.summary(text))
+            let run = Self.execute("/usr/bin/valgrind", arguments)
+            // "...: N ns/packet, M Mpps, T of P transmitted": P is the packets the run timed.
+            guard run.status == 0, let line = run.output.split(separator: "\n").first(where: { $0.hasSuffix("transmitted") }),
+                  let timed = line.split(separator: " ").dropLast().last.flatMap({ Double($0) }),
+                  let text = try? String(contentsOfFile: output, encoding: .utf8)
+            else { throw ValidationError("valgrind --tool=callgrind failed: \(run.output.suffix(500))") }
+            let (instructions, misses) = Self.summary(text)
+            results.append((timed, instructions, misses))
         }
-        let instructions = (results[1].0 - results[0].0) / Double(packets)
-        let misses = cacheSim ? (results[1].1 - results[0].1) / Double(packets) : nil
+        let packetDifference = results[1].packets - results[0].packets
+        let instructions = (results[1].instructions - results[0].instructions) / packetDifference
+        let misses = cacheSim ? (results[1].misses - results[0].misses) / packetDifference : nil
         return (instructions, misses)
+    }
+
+    static func execute(_ path: String, _ arguments: [String]) -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return (-1, "\(error)") }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
     /// Ir and last-level misses (DLmr + DLmw + ILmr) from a callgrind output's summary.
