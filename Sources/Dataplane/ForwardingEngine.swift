@@ -214,7 +214,11 @@ public struct ForwardingEngine: ~Copyable {
     public mutating func process(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0,
                                  now: UInt32) -> FrameVerdict {
         answeredSender = false
-        let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &parsed)
+        // The IPv4 header checksum is checked only where it must be: where this packet creates state (a new
+        // connection, below) and in ICMP errors (whose own checksum is verified). Every other rewrite updates
+        // the checksum incrementally (RFC 1624), which keeps a wrong one wrong, so the receiver still drops a
+        // corrupt header as it would have without the director.
+        let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &parsed, verifyingIPv4Checksum: false)
         guard status == .ok else { return .drop(Self.dropReason(for: status)) }
         if parsed.isICMPError { return icmpError(frame, length: length, headroom: headroom, now: now) }
         guard let service = view.service(for: parsed.key) else { return reply(frame, length: length, now: now) }
@@ -227,6 +231,10 @@ public struct ForwardingEngine: ~Copyable {
             destination = chosen
             slot = found
         case .new(let chosen, let placed):
+            guard FrameParser.ipv4HeaderIsValid(frame, parsed: parsed) else {
+                if let placed { tracker.remove(at: placed) }
+                return .drop(.dropBadIPv4Checksum)
+            }
             destination = chosen
             slot = placed
             isNew = true
@@ -296,7 +304,8 @@ public struct ForwardingEngine: ~Copyable {
 
     @inline(__always)
     private func directRouting(_ frame: UnsafeMutableRawPointer, length: Int, mac: UInt64) -> FrameVerdict {
-        switch DirectRouting.rewrite(frame, parsed: parsed, source: view.interfaceMAC, destination: MACAddress(value: mac)) {
+        switch DirectRouting.rewrite(frame, l3Offset: parsed.l3Offset, isIPv4: parsed.isIPv4, source: view.interfaceMAC,
+                                     destination: MACAddress(value: mac)) {
         case .transmit: return .transmit(offset: 0, length: length)
         case .hopLimitExceeded: return .drop(.dropHopLimitExceeded)
         }
@@ -409,6 +418,7 @@ public struct ForwardingEngine: ~Copyable {
                                     now: UInt32) -> FrameVerdict {
         // As IPVS: a corrupt error is dropped here, before a translation would give it a valid checksum.
         guard ICMPTranslation.checksumIsValid(UnsafeRawPointer(frame), parsed: parsed) else { return .drop(.dropMalformed) }
+        guard FrameParser.ipv4HeaderIsValid(frame, parsed: parsed) else { return .drop(.dropBadIPv4Checksum) }
         let quoted = parsed.innerKey
         // The quoted packet, turned around, is the flow as its connection knows it.
         var flow = FlowKey()

@@ -214,8 +214,10 @@ public struct ConnectionTracker: ~Copyable {
         let isTCP = key.proto == IPProtocolNumber.tcp
         // As IPVS: only a SYN (without ACK, FIN or RST) opens a TCP connection.
         let opens = !isTCP || tcpFlags & 0x17 == 0x02
+        // The packet's one flow hash: the lookup and, for a new connection, the insertion use it.
+        let hash = key.flowHash
 
-        if let slot = connections.find(key, now: now) {
+        if let slot = connections.find(key, hash: hash, now: now) {
             let resolved = resolve(cell: connections.cell(at: slot), index: connections.destination(at: slot))
             if resolved == nil {
                 // expire_nodest_conn: the server is gone; a SYN (or datagram) is scheduled afresh below.
@@ -257,7 +259,7 @@ public struct ConnectionTracker: ~Copyable {
         }
         if policy.onePacket && key.proto == IPProtocolNumber.udp { return .new(destination: chosen, slot: nil) }
         if let slot = connections.insert(
-            key, service: UInt32(service), destination: UInt32(chosen), tcpFlags: tcpFlags, now: now,
+            key, hash: hash, service: UInt32(service), destination: UInt32(chosen), tcpFlags: tcpFlags, now: now,
             seesReplies: policy.seesReplies, counter: identity(of: chosen)) {
             return .new(destination: chosen, slot: slot)
         }
