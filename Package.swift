@@ -62,7 +62,8 @@ let package = Package(
         // The benchmark harness (Bench/): generator, sink, reflector and scenarios; embeds Bench/bpf/*.bpf.c.
         .executableTarget(
             name: "xdirector-bench",
-            dependencies: ["CXDP", "Topology", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["CXDP", "Topology", "Dataplane", "Packet", "Scheduling", "XDirectorEngineBaseline",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Bench/Sources/xdirector-bench",
             plugins: ["BPFObjectPlugin"]
         ),
@@ -70,8 +71,11 @@ let package = Package(
         .executableTarget(
             name: "xdirector-bench-ref",
             path: "Bench/reference",
+            exclude: ["baseline"],
             linkerSettings: [.linkedLibrary("xdp"), .linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
+        // The C baseline of the engine's per-packet work (`xdirector-bench engine`).
+        .target(name: "XDirectorEngineBaseline", path: "Bench/reference/baseline"),
         // LD_PRELOAD allocation counter for the benchmarked workers.
         .target(name: "XDirectorAllocCount", path: "Bench/alloccount", linkerSettings: [.linkedLibrary("dl")]),
         .testTarget(name: "PacketTests", dependencies: ["Packet", "XDirectorTestSupport"]),
@@ -83,6 +87,6 @@ let package = Package(
                                                          .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "Topology", "Packet"]),
         // The bench's pure logic (frames, medians, targets) and its live-frames program (root).
-        .testTarget(name: "BenchTests", dependencies: ["xdirector-bench", "CXDP", "XDirectorTestSupport"], path: "Bench/Tests"),
+        .testTarget(name: "BenchTests", dependencies: ["xdirector-bench", "CXDP", "Dataplane", "XDirectorTestSupport"], path: "Bench/Tests"),
     ]
 )

@@ -3,10 +3,18 @@ import Scheduling
 
 /// What happens to one frame.
 public enum FrameVerdict: Equatable, Sendable {
-    /// Rewritten in place; send `outputLength` bytes from `outputOffset` bytes off the frame's start.
-    case transmit
+    /// Rewritten in place; send `length` bytes from `offset` bytes off the received frame's start (negative
+    /// after encapsulation into the headroom).
+    case transmit(offset: Int, length: Int)
     /// Dropped, counted under the reason.
     case drop(WorkerCounter)
+
+    /// Whether the frame goes out.
+    @inline(__always)
+    public var isTransmit: Bool {
+        if case .transmit = self { return true }
+        return false
+    }
 }
 
 /// One connection or persistence template as `ipvsadm -Lc` lists it. A template's client is the client's
@@ -65,11 +73,6 @@ public struct ForwardingEngine: ~Copyable {
     private var traffic: DestinationTrafficWriter
     /// Set when the frame to transmit is an ICMP error back to its sender rather than the frame forwarded.
     private var answeredSender = false
-
-    /// Where the frame to transmit starts, relative to the received frame (negative after encapsulation).
-    public private(set) var outputOffset = 0
-    /// How many bytes to transmit.
-    public private(set) var outputLength = 0
 
     /// `replies` and `templates` are shared by all workers of the director, `worker` being this one's
     /// partition; without them the engine makes private ones (a single worker, as in tests).
@@ -210,10 +213,12 @@ public struct ForwardingEngine: ~Copyable {
     @inline(__always)
     public mutating func process(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0,
                                  now: UInt32) -> FrameVerdict {
-        outputOffset = 0
-        outputLength = length
         answeredSender = false
-        let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &parsed)
+        // The IPv4 header checksum is checked only where it must be: where this packet creates state (a new
+        // connection, below) and in ICMP errors (whose own checksum is verified). Every other rewrite updates
+        // the checksum incrementally (RFC 1624), which keeps a wrong one wrong, so the receiver still drops a
+        // corrupt header as it would have without the director.
+        let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &parsed, verifyingIPv4Checksum: false)
         guard status == .ok else { return .drop(Self.dropReason(for: status)) }
         if parsed.isICMPError { return icmpError(frame, length: length, headroom: headroom, now: now) }
         guard let service = view.service(for: parsed.key) else { return reply(frame, length: length, now: now) }
@@ -226,6 +231,10 @@ public struct ForwardingEngine: ~Copyable {
             destination = chosen
             slot = found
         case .new(let chosen, let placed):
+            guard FrameParser.ipv4HeaderIsValid(frame, parsed: parsed) else {
+                if let placed { tracker.remove(at: placed) }
+                return .drop(.dropBadIPv4Checksum)
+            }
             destination = chosen
             slot = placed
             isNew = true
@@ -262,7 +271,7 @@ public struct ForwardingEngine: ~Copyable {
         let route = view.routes[destination]
         switch route.method {
         case .directRouting:
-            return directRouting(frame, mac: mac)
+            return directRouting(frame, length: length, mac: mac)
         case .tunnel:
             return tunnel(frame, length: length, headroom: headroom, route: route, mac: mac, replyOnTooBig: true)
         case .masquerading, .fullNAT:
@@ -289,14 +298,15 @@ public struct ForwardingEngine: ~Copyable {
             let result = AddressTranslation.rewrite(frame, parsed: parsed, source: source,
                                                     destination: L4Endpoint(address: route.address, port: route.port),
                                                     sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
-            return result == .transmit ? .transmit : .drop(.dropHopLimitExceeded)
+            return result == .transmit ? .transmit(offset: 0, length: length) : .drop(.dropHopLimitExceeded)
         }
     }
 
     @inline(__always)
-    private func directRouting(_ frame: UnsafeMutableRawPointer, mac: UInt64) -> FrameVerdict {
-        switch DirectRouting.rewrite(frame, parsed: parsed, source: view.interfaceMAC, destination: MACAddress(value: mac)) {
-        case .transmit: return .transmit
+    private func directRouting(_ frame: UnsafeMutableRawPointer, length: Int, mac: UInt64) -> FrameVerdict {
+        switch DirectRouting.rewrite(frame, l3Offset: parsed.l3Offset, isIPv4: parsed.isIPv4, source: view.interfaceMAC,
+                                     destination: MACAddress(value: mac)) {
+        case .transmit: return .transmit(offset: 0, length: length)
         case .hopLimitExceeded: return .drop(.dropHopLimitExceeded)
         }
     }
@@ -311,9 +321,7 @@ public struct ForwardingEngine: ~Copyable {
                                   outerDestination: route.address, parameters: route.tunnel,
                                   sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac), mtu: view.mtu) {
         case .transmit(let start, let newLength):
-            outputOffset = start - frame
-            outputLength = newLength
-            return .transmit
+            return .transmit(offset: start - frame, length: newLength)
         case .tooBig(let mtu):
             guard replyOnTooBig, let source = view.source(family: parsed.key.source.family) else {
                 return .drop(.dropFragmentationNeeded)
@@ -321,10 +329,9 @@ public struct ForwardingEngine: ~Copyable {
             let errorLength = ICMPErrorBuilder.packetTooBig(frame, length: length, parsed: parsed, mtu: mtu,
                                                             source: source, sourceMAC: view.interfaceMAC)
             guard errorLength > 0 else { return .drop(.dropFragmentationNeeded) }
-            outputLength = errorLength
             counters.add(.icmpTooBigSent)
             answeredSender = true
-            return .transmit
+            return .transmit(offset: 0, length: errorLength)
         case .fragmentationRequired:
             return .drop(.dropFragmentationNeeded)
         case .hopLimitExceeded:
@@ -399,7 +406,7 @@ public struct ForwardingEngine: ~Copyable {
         counters.add(.repliesTranslated)
         if owner != replies.own { counters.add(.repliesOfOtherWorkers) }
         traffic.countOut(translation.cell, bytes: length)
-        return .transmit
+        return .transmit(offset: 0, length: length)
     }
 
     // MARK: ICMP errors
@@ -411,6 +418,7 @@ public struct ForwardingEngine: ~Copyable {
                                     now: UInt32) -> FrameVerdict {
         // As IPVS: a corrupt error is dropped here, before a translation would give it a valid checksum.
         guard ICMPTranslation.checksumIsValid(UnsafeRawPointer(frame), parsed: parsed) else { return .drop(.dropMalformed) }
+        guard FrameParser.ipv4HeaderIsValid(frame, parsed: parsed) else { return .drop(.dropBadIPv4Checksum) }
         let quoted = parsed.innerKey
         // The quoted packet, turned around, is the flow as its connection knows it.
         var flow = FlowKey()
@@ -423,7 +431,7 @@ public struct ForwardingEngine: ~Copyable {
         } else {
             verdict = icmpTowardsClient(frame, length: length, reply: flow, now: now)
         }
-        if verdict == .transmit { counters.add(.icmpErrorsForwarded) }
+        if verdict.isTransmit { counters.add(.icmpErrorsForwarded) }
         return verdict
     }
 
@@ -432,7 +440,7 @@ public struct ForwardingEngine: ~Copyable {
         guard let (slot, destination) = tracker.find(flow, now: now), destination < view.destinations.count
         else { return .drop(.dropICMPWithoutConnection) }
         let verdict = icmpTowardsServer(frame, length: length, headroom: headroom, slot: slot, destination: destination)
-        if verdict == .transmit {
+        if verdict.isTransmit {
             traffic.countIn(view.destinations[destination].cell, bytes: length, newConnection: false)
         }
         return verdict
@@ -447,7 +455,7 @@ public struct ForwardingEngine: ~Copyable {
         let result: TranslationResult
         switch route.method {
         case .directRouting:
-            return directRouting(frame, mac: mac)
+            return directRouting(frame, length: length, mac: mac)
         case .tunnel:
             return tunnel(frame, length: length, headroom: headroom, route: route, mac: mac, replyOnTooBig: false)
         case .masquerading:
@@ -463,7 +471,7 @@ public struct ForwardingEngine: ~Copyable {
                                              innerDestination: L4Endpoint(address: local, port: extra.localPort),
                                              sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
         }
-        return result == .transmit ? .transmit : .drop(.dropHopLimitExceeded)
+        return result == .transmit ? .transmit(offset: 0, length: length) : .drop(.dropHopLimitExceeded)
     }
 
     private mutating func icmpTowardsClient(_ frame: UnsafeMutableRawPointer, length: Int, reply: FlowKey,
@@ -480,7 +488,7 @@ public struct ForwardingEngine: ~Copyable {
             sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: translation.clientMAC))
         guard result == .transmit else { return .drop(.dropHopLimitExceeded) }
         traffic.countOut(translation.cell, bytes: length)
-        return .transmit
+        return .transmit(offset: 0, length: length)
     }
 
     // MARK: Helpers

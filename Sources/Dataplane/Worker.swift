@@ -130,7 +130,7 @@ public final class Worker: @unchecked Sendable {
         var (snapshot, generation) = exchange.load()
         var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters,
                                       replies: replies, templates: templates, worker: partition, state: state)
-        var loop = RingLoop(queue: queue, counters: counters.writer)
+        var loop = RingLoop(rings: queue.rings, counters: counters.writer)
         while !stopRequested.load(ordering: .relaxed) {
             if exchange.generation != generation {
                 (snapshot, generation) = exchange.load()
@@ -144,11 +144,7 @@ public final class Worker: @unchecked Sendable {
                 let list = engine.listConnections(now: now)
                 connectionsAnswer.withLock { $0 = list }
             }
-            let received = loop.runBatch(engine: &engine, now: now)
-            // Expired connections are reclaimed a little per busy batch (a full pass takes seconds even at
-            // line rate) and more while idle, so the work follows the traffic instead of taxing every batch.
-            engine.sweep(now: now, limit: received == 0 ? Self.idleSweep : Self.busySweep)
-            counters.writer.set(.activeConnections, UInt64(engine.connectionCount))
+            let received = loop.turn(engine: &engine, now: now)
             if received == 0 {
                 loop.idle(waitMode: waitMode)
                 runningCPU.store(Int(cxdp_current_cpu()), ordering: .relaxed)
@@ -167,9 +163,33 @@ public final class Worker: @unchecked Sendable {
     }
 }
 
+/// The four rings of one queue, the UMEM area they index and the socket to kick: an `XSKQueue`'s, or
+/// rings in plain memory (`MemoryRings`) that tests and the engine benchmark drive as the kernel would.
+public struct XSKRings {
+    public var fill: UnsafeMutablePointer<xsk_ring_prod>
+    public var completion: UnsafeMutablePointer<xsk_ring_cons>
+    public var rx: UnsafeMutablePointer<xsk_ring_cons>
+    public var tx: UnsafeMutablePointer<xsk_ring_prod>
+    public var area: UnsafeMutableRawPointer
+    /// The AF_XDP socket (-1 for rings in plain memory: their flags never ask for a wake-up).
+    public var fd: Int32
+    /// Bytes per UMEM chunk (a power of two).
+    public var frameSize: UInt32
+
+    public init(fill: UnsafeMutablePointer<xsk_ring_prod>, completion: UnsafeMutablePointer<xsk_ring_cons>,
+                rx: UnsafeMutablePointer<xsk_ring_cons>, tx: UnsafeMutablePointer<xsk_ring_prod>,
+                area: UnsafeMutableRawPointer, fd: Int32, frameSize: UInt32) {
+        precondition(frameSize.nonzeroBitCount == 1, "UMEM chunks are a power of two")
+        self.fill = fill; self.completion = completion; self.rx = rx; self.tx = tx
+        self.area = area; self.fd = fd; self.frameSize = frameSize
+    }
+}
+
 /// The rings of one queue as the worker drives them. Every frame RX hands us either goes out on TX (and
 /// comes back through the completion ring) or straight back to the fill ring.
-struct RingLoop {
+///
+/// Ownership: one worker thread (or one test, one benchmark) drives it; nothing in it is shared.
+public struct RingLoop {
     private let fill: UnsafeMutablePointer<xsk_ring_prod>
     private let completion: UnsafeMutablePointer<xsk_ring_cons>
     private let rx: UnsafeMutablePointer<xsk_ring_cons>
@@ -184,17 +204,34 @@ struct RingLoop {
     /// Frames submitted on TX whose completion has not come back yet.
     private var inFlight: UInt32 = 0
 
-    init(queue: XSKQueue, counters: CounterWriter) {
-        fill = queue.fill; completion = queue.completion; rx = queue.rx; tx = queue.tx
-        area = queue.area; fd = queue.fd
+    /// A loop over `rings` counting into `counters`, which the caller keeps alive while the loop runs.
+    public init(rings: XSKRings, counters: WorkerCounterBlock) {
+        self.init(rings: rings, counters: counters.writer)
+    }
+
+    init(rings: XSKRings, counters: CounterWriter) {
+        fill = rings.fill; completion = rings.completion; rx = rings.rx; tx = rings.tx
+        area = rings.area; fd = rings.fd
         self.counters = counters
         recycled = .allocate(capacity: Int(Worker.batchSize))
-        chunkMask = UInt64(queue.configuration.frameSize - 1)
+        chunkMask = UInt64(rings.frameSize - 1)
+    }
+
+    /// One turn of the worker's loop with frames to look at: a batch, then a little sweeping, then the
+    /// connection gauge. Returns how many frames RX delivered (0: the caller waits, see `idle`).
+    @inline(__always)
+    public mutating func turn(engine: inout ForwardingEngine, now: UInt32) -> UInt32 {
+        let received = runBatch(engine: &engine, now: now)
+        // Expired connections are reclaimed a little per busy batch (a full pass takes seconds even at
+        // line rate) and more while idle, so the work follows the traffic instead of taxing every batch.
+        engine.sweep(now: now, limit: received == 0 ? Worker.idleSweep : Worker.busySweep)
+        counters.set(.activeConnections, UInt64(engine.connectionCount))
+        return received
     }
 
     /// Processes up to one batch; returns how many frames RX delivered.
     @inline(__always)
-    mutating func runBatch(engine: inout ForwardingEngine, now: UInt32) -> UInt32 {
+    public mutating func runBatch(engine: inout ForwardingEngine, now: UInt32) -> UInt32 {
         reclaimCompletions()
         var rxIndex: UInt32 = 0
         let received = xsk_ring_cons__peek(rx, Worker.batchSize, &rxIndex)
@@ -222,14 +259,14 @@ struct RingLoop {
             // Aligned chunks: the offset within the chunk is the headroom the kernel left before the frame.
             let headroom = Int(descriptor.addr & chunkMask)
             var verdict = engine.process(frame, length: Int(descriptor.len), headroom: headroom, now: now)
-            if verdict == .transmit && sent == txSlots { verdict = .drop(.dropTXRingFull) }
+            if sent == txSlots, verdict.isTransmit { verdict = .drop(.dropTXRingFull) }
             switch verdict {
-            case .transmit:
+            case .transmit(let offset, let length):
                 let out = xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!
-                out.pointee.addr = UInt64(Int64(descriptor.addr) + Int64(engine.outputOffset))
-                out.pointee.len = UInt32(engine.outputLength)
+                out.pointee.addr = UInt64(bitPattern: Int64(bitPattern: descriptor.addr) &+ Int64(offset))
+                out.pointee.len = UInt32(truncatingIfNeeded: length)
                 out.pointee.options = 0
-                sentBytes &+= UInt64(engine.outputLength)
+                sentBytes &+= UInt64(truncatingIfNeeded: length)
                 sent &+= 1
             case .drop(let reason):
                 counters.add(reason)
@@ -257,7 +294,7 @@ struct RingLoop {
     }
 
     /// Waits for frames when RX was empty.
-    mutating func idle(waitMode: WaitMode) {
+    public mutating func idle(waitMode: WaitMode) {
         counters.add(.emptyPolls)
         guard waitMode == .poll else { return }
         var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -265,8 +302,12 @@ struct RingLoop {
         _ = poll(&descriptor, 1, inFlight > 0 ? 1 : 100)
     }
 
-    /// Before the worker ends: give the kernel a chance to finish what was submitted.
-    mutating func drainTransmissions() {
+    /// Frames submitted on TX whose completions have not come back.
+    public var framesInFlight: UInt32 { inFlight }
+
+    /// Before the worker ends: give the kernel a chance to finish what was submitted; frees the loop's
+    /// scratch memory (call it once, last).
+    public mutating func drainTransmissions() {
         for _ in 0..<100 where inFlight > 0 {
             kickTransmit()
             reclaimCompletions()

@@ -100,6 +100,11 @@ public final class XSKQueue {
         xsk_ring_prod__submit(fill, reserved)
     }
 
+    /// The rings as the worker's `RingLoop` drives them.
+    public var rings: XSKRings {
+        XSKRings(fill: fill, completion: completion, rx: rx, tx: tx, area: area, fd: fd, frameSize: configuration.frameSize)
+    }
+
     deinit {
         xsk_socket__delete(socket)
         xsk_umem__delete(umem)

@@ -17,9 +17,16 @@ public enum DirectRouting {
     @inline(__always)
     public static func rewrite(_ frame: UnsafeMutableRawPointer, parsed: ParsedFrame,
                                source: MACAddress, destination: MACAddress) -> Verdict {
-        let ip = frame + parsed.l3Offset
-        guard HopLimit.allowsForwarding(ip, isIPv4: parsed.isIPv4) else { return .hopLimitExceeded }
-        HopLimit.decrement(ip, isIPv4: parsed.isIPv4)
+        rewrite(frame, l3Offset: parsed.l3Offset, isIPv4: parsed.isIPv4, source: source, destination: destination)
+    }
+
+    /// `rewrite` given just what it reads of the parse: where the IP header starts and its family.
+    @inline(__always)
+    public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, isIPv4: Bool,
+                               source: MACAddress, destination: MACAddress) -> Verdict {
+        let ip = frame + l3Offset
+        guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
+        HopLimit.decrement(ip, isIPv4: isIPv4)
         Wire.storeMACs(frame, destination: destination, source: source)
         return .transmit
     }

@@ -89,8 +89,12 @@ public struct ParsedFrame: Sendable {
 public enum FrameParser {
     /// Parses the frame of `length` bytes at `frame` into `parsed`. Reads only within
     /// `[frame, frame + length)`, never traps, allocates nothing.
+    ///
+    /// `verifyingIPv4Checksum` false leaves the IPv4 header checksum to the caller (`ipv4HeaderIsValid`),
+    /// which checks it only where it must (the data plane: where a packet creates state).
     @inline(__always)
-    public static func parse(_ frame: UnsafeRawPointer, length: Int, into parsed: inout ParsedFrame) -> ParseStatus {
+    public static func parse(_ frame: UnsafeRawPointer, length: Int, into parsed: inout ParsedFrame,
+                             verifyingIPv4Checksum: Bool = true) -> ParseStatus {
         guard length >= HeaderLength.ethernet else { return .truncated }
         var l3 = HeaderLength.ethernet
         var etherType = Wire.load16(frame, FieldOffset.Ethernet.etherType)
@@ -100,12 +104,20 @@ public enum FrameParser {
             l3 = HeaderLength.ethernet &+ HeaderLength.vlanTag
         }
         guard etherType == EtherType.ipv4 || etherType == EtherType.ipv6 else { return .notIP }
-        return parseIP(frame, length: length, l3: l3, isIPv4: etherType == EtherType.ipv4, into: &parsed)
+        return parseIP(frame, length: length, l3: l3, isIPv4: etherType == EtherType.ipv4, into: &parsed,
+                       verifyingIPv4Checksum: verifyingIPv4Checksum)
+    }
+
+    /// Whether the IPv4 header of a frame `parse` accepted has a valid header checksum (true for IPv6).
+    @inline(__always)
+    public static func ipv4HeaderIsValid(_ frame: UnsafeRawPointer, parsed: ParsedFrame) -> Bool {
+        guard parsed.isIPv4 else { return true }
+        return InternetChecksum.checksum(frame + parsed.l3Offset, count: parsed.l4Offset &- parsed.l3Offset) == 0
     }
 
     @inline(__always)
     static func parseIP(_ frame: UnsafeRawPointer, length: Int, l3: Int, isIPv4: Bool,
-                        into parsed: inout ParsedFrame) -> ParseStatus {
+                        into parsed: inout ParsedFrame, verifyingIPv4Checksum: Bool = true) -> ParseStatus {
         let ip = frame + l3
         let available = length &- l3
         let (headerStatus, headerLength, proto) = parseIPHeader(ip, available: available, isIPv4: isIPv4)
@@ -115,7 +127,9 @@ public enum FrameParser {
             packetLength = Int(Wire.load16(ip, FieldOffset.IPv4.totalLength))
             guard packetLength >= headerLength else { return .malformed }
             guard available >= packetLength else { return .truncated }
-            guard InternetChecksum.checksum(ip, count: headerLength) == 0 else { return .badIPv4Checksum }
+            guard !verifyingIPv4Checksum || InternetChecksum.checksum(ip, count: headerLength) == 0 else {
+                return .badIPv4Checksum
+            }
             // MF (0x2000) or a non-zero offset (low 13 bits); DF (0x4000) is fine.
             guard Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else { return .fragment }
         } else {

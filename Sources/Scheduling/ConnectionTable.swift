@@ -253,7 +253,12 @@ public struct ConnectionTable: ~Copyable {
     /// A live (not expired at `now`) entry for `key`, as a slot index.
     @inlinable
     public func find(_ key: FlowKey, now: UInt32) -> Int? {
-        let hash = key.flowHash
+        find(key, hash: key.flowHash, now: now)
+    }
+
+    /// `find` with the flow's hash (`key.flowHash`) already computed: a packet's hash is computed once.
+    @inlinable @inline(__always)
+    public func find(_ key: FlowKey, hash: UInt32, now: UInt32) -> Int? {
         let tag = Self.tag(hash)
         var slot = Int(truncatingIfNeeded: hash) & mask
         for _ in 0..<Self.probeLimit {
@@ -282,7 +287,16 @@ public struct ConnectionTable: ~Copyable {
         seesReplies: Bool = false, cell: UInt32 = SchedulingDestination.noCell,
         template: Bool = false, templateTimeout: UInt32 = 0
     ) -> Int? {
-        let hash = key.flowHash
+        insert(key, hash: key.flowHash, service: service, destination: destination, tcpFlags: tcpFlags, now: now,
+               seesReplies: seesReplies, cell: cell, template: template, templateTimeout: templateTimeout)
+    }
+
+    /// `insert` with the flow's hash (`key.flowHash`) already computed.
+    public mutating func insert(
+        _ key: FlowKey, hash: UInt32, service: UInt32, destination: UInt32, tcpFlags: UInt8, now: UInt32,
+        seesReplies: Bool = false, cell: UInt32 = SchedulingDestination.noCell,
+        template: Bool = false, templateTimeout: UInt32 = 0
+    ) -> Int? {
         guard let slot = freeSlot(hash: hash, now: now, mayReclaim: true) else { return nil }
         let isTCP = key.proto == IPProtocolNumber.tcp && !template
         var flags: UInt8 = seesReplies ? 0 : Self.inputOnlyFlag
@@ -354,6 +368,12 @@ public struct ConnectionTable: ~Copyable {
         precondition(slot >= 0 && slot <= mask, "connection slot out of range")
         let entry = entries + slot
         var state = entry.pointee.state
+        // The common case: an ESTABLISHED connection's client segment with ACK and without SYN, FIN or RST
+        // stays ESTABLISHED in every table (see `TCPStateMachine.transitions`), so only the timer moves.
+        if state == .established && tcpFlags & 0x17 == 0x10 && direction == .input {
+            entry.pointee.expires = now &+ timeoutByState[Int(state.rawValue)]
+            return
+        }
         if state != .udp {
             let table: TCPStateMachine.Table
             if direction == .output {

@@ -1,4 +1,5 @@
 import Packet
+import Synchronization
 
 /// A worker's whole connection lifecycle behind one call per packet: finds the packet's connection or
 /// places a new one (scheduler, persistence template, thresholds), runs the TCP state machine, expires
@@ -38,6 +39,8 @@ public struct ConnectionTracker: ~Copyable {
     /// The cells set in `cellIndex`, so the next `adopt` clears just those.
     private var mappedCells: UnsafeMutableBufferPointer<UInt32>
     private let seed: UInt64
+    /// The director's shared rr/wrr turns (`DestinationCounterStore.turns`), nil without a counter store.
+    private let turns: UnsafeMutablePointer<Atomic<UInt64>>?
     /// New flows may be untracked because the table was full until this time: unknown TCP segments are then
     /// forwarded by hashing rather than dropped.
     private var overflowUntil: UInt32 = 0
@@ -91,6 +94,7 @@ public struct ConnectionTracker: ~Copyable {
         cellIndex.initialize(repeating: Self.noDestination, count: cellCapacity)
         mappedCells = .allocate(capacity: 0)
         self.seed = seed
+        turns = counters?.turns
     }
 
     deinit {
@@ -180,6 +184,9 @@ public struct ConnectionTracker: ~Copyable {
         for index in states.indices { Scheduler.release(&states[index]) }
         states.deallocate()
         states = newStates
+        for (index, policy) in newServices.enumerated() {
+            newStates[index].period = Self.period(policy.scheduler, Self.range(policy, in: newDestinations))
+        }
         services = newServices
         destinations = newDestinations
 
@@ -214,8 +221,10 @@ public struct ConnectionTracker: ~Copyable {
         let isTCP = key.proto == IPProtocolNumber.tcp
         // As IPVS: only a SYN (without ACK, FIN or RST) opens a TCP connection.
         let opens = !isTCP || tcpFlags & 0x17 == 0x02
+        // The packet's one flow hash: the lookup and, for a new connection, the insertion use it.
+        let hash = key.flowHash
 
-        if let slot = connections.find(key, now: now) {
+        if let slot = connections.find(key, hash: hash, now: now) {
             let resolved = resolve(cell: connections.cell(at: slot), index: connections.destination(at: slot))
             if resolved == nil {
                 // expire_nodest_conn: the server is gone; a SYN (or datagram) is scheduled afresh below.
@@ -253,15 +262,12 @@ public struct ConnectionTracker: ~Copyable {
             }
             chosen = destination
         } else {
-            guard let local = Scheduler.select(
-                policy.scheduler, state: &states[service], destinations: Self.range(policy, in: destinations),
-                flow: key, now: now)
-            else { return .drop(.noDestination) }
+            guard let local = schedule(policy, service: service, flow: key, now: now) else { return .drop(.noDestination) }
             chosen = Int(policy.first) + local
         }
         if policy.onePacket && key.proto == IPProtocolNumber.udp { return .new(destination: chosen, slot: nil) }
         if let slot = connections.insert(
-            key, service: UInt32(service), destination: UInt32(chosen), tcpFlags: tcpFlags, now: now,
+            key, hash: hash, service: UInt32(service), destination: UInt32(chosen), tcpFlags: tcpFlags, now: now,
             seesReplies: policy.seesReplies, cell: identity(of: chosen)) {
             return .new(destination: chosen, slot: slot)
         }
@@ -269,6 +275,47 @@ public struct ConnectionTracker: ~Copyable {
         overflowing = true
         overflowUntil = now &+ max(connections.timeouts.tcpEstablished, connections.timeouts.udp)
         return .overflow(destination: hashedChoice(key, policy) ?? chosen)
+    }
+
+    /// The service's scheduler's choice for a new connection, as an index into its range.
+    ///
+    /// rr and wrr follow the weights over the whole director, not per worker: the workers share a count of
+    /// the service's new connections (`DestinationCounterStore.turns`, one relaxed atomic add per new
+    /// connection, no lock), and a worker taking the director's n-th connection first advances its own
+    /// state past the selections other workers made since its last one (at most one cycle of the sequence),
+    /// so the n-th connection gets the n-th choice of the one sequence every worker computes alike. A state
+    /// made afresh starts the sequence at 0; adopted states keep their place. Quiesced or overloaded servers
+    /// changing between adopts shift the cycle, which the next adopt measures again.
+    @inline(__always)
+    private mutating func schedule(_ policy: ServicePolicy, service: Int, flow: FlowKey, now: UInt32) -> Int? {
+        let list = Self.range(policy, in: destinations)
+        if policy.scheduler == .rr || policy.scheduler == .wrr, let turns, service < DestinationCounterStore.turnCapacity {
+            let turn = turns[service].wrappingAdd(1, ordering: .relaxed).oldValue
+            let period = states[service].period
+            var behind = UInt32(truncatingIfNeeded: turn) &- states[service].sequence
+            if behind > UInt32(Int32.max) { behind = 0 }  // the count restarted behind this state
+            if period > 0 { behind %= period }
+            for _ in 0..<behind {
+                _ = Scheduler.select(policy.scheduler, state: &states[service], destinations: list, flow: flow, now: now)
+            }
+            states[service].sequence = UInt32(truncatingIfNeeded: turn) &+ 1
+        }
+        return Scheduler.select(policy.scheduler, state: &states[service], destinations: list, flow: flow, now: now)
+    }
+
+    /// One cycle of the rr or wrr sequence over `list`: rr takes each eligible server once, wrr each usable
+    /// server `weight / gcd` times; 0 for other schedulers, or when nothing is eligible.
+    static func period(_ kind: SchedulerKind, _ list: UnsafeBufferPointer<SchedulingDestination>) -> UInt32 {
+        switch kind {
+        case .rr:
+            return UInt32(list.reduce(0) { $0 + ($1.acceptsNewConnections ? 1 : 0) })
+        case .wrr:
+            let (step, _) = WeightedRoundRobin.weightParameters(list)
+            let cycle = list.reduce(UInt64(0)) { $0 + ($1.isUsable && $1.weight > 0 ? UInt64($1.weight / max(step, 1)) : 0) }
+            return UInt32(clamping: cycle)
+        default:
+            return 0
+        }
     }
 
     /// Applies a reply (real server to client through the director: NAT, FULLNAT) to the connection in `slot`.
@@ -322,10 +369,7 @@ public struct ConnectionTracker: ~Copyable {
         if let agreed {
             (chosen, origin) = agreed
         } else {
-            guard let local = Scheduler.select(
-                policy.scheduler, state: &states[service], destinations: Self.range(policy, in: destinations),
-                flow: key, now: now)
-            else { return nil }
+            guard let local = schedule(policy, service: service, flow: key, now: now) else { return nil }
             chosen = Int(policy.first) + local
             origin = TemplateOrigin(created: now, partition: directory.own, destination: chosen,
                                     endpointHash: destinations[chosen].endpointHash)

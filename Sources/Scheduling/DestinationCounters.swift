@@ -114,6 +114,12 @@ public final class DestinationCounterStore: @unchecked Sendable {
     private var freeHead = 0
     /// True when `init` allocated `cells` (freed in `deinit`).
     private let ownsMemory: Bool
+    /// rr and wrr: per service index, how many new connections the director's workers have scheduled, so
+    /// every worker's scheduler follows one sequence (see `ConnectionTracker`). Process memory: a restarted
+    /// director starts its sequences afresh, as its workers' scheduler states do.
+    public let turns: UnsafeMutablePointer<Atomic<UInt64>>
+    /// Service indices `turns` covers (the XDP program's `services` map holds at most as many).
+    public static let turnCapacity = 4096
 
     public init(capacity: Int = 65536) {
         Self.checkCapacity(capacity)
@@ -122,6 +128,13 @@ public final class DestinationCounterStore: @unchecked Sendable {
         for index in 0..<capacity { (cells + index).initialize(to: DestinationCounterCell()) }
         free = (0..<UInt32(capacity)).map { $0 }
         ownsMemory = true
+        turns = Self.makeTurns()
+    }
+
+    private static func makeTurns() -> UnsafeMutablePointer<Atomic<UInt64>> {
+        let turns = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: turnCapacity)
+        for index in 0..<turnCapacity { (turns + index).initialize(to: Atomic(0)) }
+        return turns
     }
 
     /// A store over `memory`, which the caller provides and keeps valid while the store (and every table
@@ -147,9 +160,12 @@ public final class DestinationCounterStore: @unchecked Sendable {
         }
         free = (0..<UInt32(capacity)).filter { !taken.contains($0) }
         ownsMemory = false
+        turns = Self.makeTurns()
     }
 
     deinit {
+        turns.deinitialize(count: Self.turnCapacity)
+        turns.deallocate()
         guard ownsMemory else { return }
         cells.deinitialize(count: capacity)
         cells.deallocate()

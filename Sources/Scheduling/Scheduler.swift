@@ -80,10 +80,16 @@ public struct SchedulerState: @unchecked Sendable, Equatable {
     public var weightStep: Int32
     /// The service's `-b` flags (sh, mh).
     public var flags: SchedulerFlags
+    /// rr, wrr: the length of one cycle of the sequence (0: unknown), set by `ConnectionTracker.adopt`.
+    /// (Here and `sequence` after `clock`: they fill padding, so a state stays 56 bytes.)
+    public var period: UInt32
     /// twos: the worker's random sequence (xorshift64*), never 0.
     public var random: UInt64
     /// The time of the selection in seconds, set by `Scheduler.select`; lblc and lblcr age their tables by it.
     public var clock: UInt32
+    /// rr, wrr over a director's workers: the service's shared turn (mod 2^32) this state has been advanced
+    /// to (see `ConnectionTracker`).
+    public var sequence: UInt32
     /// dh, sh, mh: the bucket table (destination indices, -1 for none); lblc, lblcr: the locality entries.
     public var storage: UnsafeMutableRawPointer?
     /// Entries in `storage`.
@@ -101,6 +107,8 @@ public struct SchedulerState: @unchecked Sendable, Equatable {
         self.clock = 0
         self.storage = nil
         self.storageCount = 0
+        self.sequence = 0
+        self.period = 0
     }
 
     /// The bucket table of dh, sh and mh.

@@ -39,7 +39,7 @@ final class ForwardingEngineTests: XCTestCase {
         var chosen: [UInt16: MACAddress] = [:]
         for port in UInt16(40000)..<40008 {
             let (verdict, mac) = send(&engine, syn(port: port))
-            XCTAssertEqual(verdict, .transmit)
+            XCTAssertTrue(verdict.isTransmit)
             chosen[port] = mac
         }
         XCTAssertEqual(chosen.values.filter { $0 == realA }.count, 6, "wrr 3:1 over 8 connections")
@@ -47,7 +47,7 @@ final class ForwardingEngineTests: XCTestCase {
         for port in UInt16(40000)..<40008 {
             for _ in 0..<3 {
                 let (verdict, mac) = send(&engine, ack(port: port))
-                XCTAssertEqual(verdict, .transmit)
+                XCTAssertTrue(verdict.isTransmit)
                 XCTAssertEqual(mac, chosen[port], "every packet of connection \(port) goes to its real server")
             }
         }
@@ -67,10 +67,30 @@ final class ForwardingEngineTests: XCTestCase {
         XCTAssertEqual(counters[.newConnections], 0)
     }
 
+    func testTheIPv4HeaderChecksumIsCheckedWhereAPacketCreatesState() {
+        let counters = WorkerCounterBlock()
+        var engine = ForwardingEngine(snapshot: snapshot(), connectionCapacity: 1024, counters: counters)
+        func corrupted(_ builder: PacketBuilder) -> [UInt8] {
+            var frame = builder.build()
+            frame[24] ^= 0x5A
+            return frame
+        }
+        var badSYN = corrupted(syn(port: 43000))
+        XCTAssertEqual(badSYN.withUnsafeMutableBytes { engine.process($0.baseAddress!, length: $0.count, now: 100) },
+                       .drop(.dropBadIPv4Checksum), "a corrupt SYN opens nothing")
+        XCTAssertEqual(engine.connectionCount, 0)
+        XCTAssertTrue(send(&engine, syn(port: 43000)).0.isTransmit)
+        // Established: forwarded, the checksum updated incrementally, so it stays wrong for the receiver to see.
+        var badACK = corrupted(ack(port: 43000))
+        XCTAssertTrue(badACK.withUnsafeMutableBytes { engine.process($0.baseAddress!, length: $0.count, now: 100) }.isTransmit)
+        XCTAssertNotEqual(ReferenceChecksum.onesComplementSum(Array(badACK[14..<34])), 0xFFFF)
+        XCTAssertEqual(counters[.newConnections], 1)
+    }
+
     func testUDPOverIPv6IsForwarded() {
         var engine = ForwardingEngine(snapshot: snapshot(), connectionCapacity: 1024, counters: WorkerCounterBlock())
         let (verdict, mac) = send(&engine, .udp("2001:db8:1::1", 5353, "2001:db8:10::10", 53, payload: [1, 2, 3]))
-        XCTAssertEqual(verdict, .transmit)
+        XCTAssertTrue(verdict.isTransmit)
         XCTAssertEqual(mac, realB)
     }
 

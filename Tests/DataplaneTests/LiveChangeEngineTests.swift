@@ -53,7 +53,7 @@ final class LiveChangeEngineTests: XCTestCase {
     func testDirectRoutingCountsConnectionsAndInboundTraffic() {
         var e = engine(snapshot())
         let (verdict, mac, synLength) = send(&e, dr(40000, TCPFlags.syn))
-        XCTAssertEqual(verdict, .transmit)
+        XCTAssertTrue(verdict.isTransmit)
         let cell = cells[macs.firstIndex(of: mac)!]
         let (_, _, ackLength) = send(&e, dr(40000, TCPFlags.ack, payload: Array(repeating: 7, count: 100)))
         _ = send(&e, dr(40000, TCPFlags.ack))
@@ -72,11 +72,11 @@ final class LiveChangeEngineTests: XCTestCase {
         var a = engine(s, replies: replies, worker: 0)
         var b = engine(s, replies: replies, worker: 1)
         let (verdict, _, requestLength) = send(&a, .tcp("198.51.100.1", 40000, "203.0.113.20", 80, flags: TCPFlags.syn))
-        XCTAssertEqual(verdict, .transmit)
+        XCTAssertTrue(verdict.isTransmit)
         let reply = PacketBuilder.tcp("198.51.100.11", 8080, "198.51.100.1", 40000, flags: TCPFlags.syn | TCPFlags.ack,
                                       payload: [1, 2, 3])
         let (replyVerdict, _, replyLength) = send(&b, reply)
-        XCTAssertEqual(replyVerdict, .transmit)
+        XCTAssertTrue(replyVerdict.isTransmit)
         XCTAssertEqual(traffic.totals(cells[3]), TrafficStats(connections: 1, inPackets: 1, outPackets: 1,
                                                              inBytes: UInt64(requestLength), outBytes: UInt64(replyLength)))
         XCTAssertEqual(traffic.worker(1, cells[3]), TrafficStats(outPackets: 1, outBytes: UInt64(replyLength)),
@@ -90,7 +90,7 @@ final class LiveChangeEngineTests: XCTestCase {
         let sent = PacketBuilder.tcp("198.51.100.1", 40000, "198.51.100.11", 8080, flags: TCPFlags.syn)
         let fromServer = PacketBuilder.icmpError("198.51.100.11", "198.51.100.1", type: 3, code: 3, quoting: sent, quoteLength: 28)
         let (outVerdict, _, outLength) = send(&e, fromServer)
-        XCTAssertEqual(outVerdict, .transmit)
+        XCTAssertTrue(outVerdict.isTransmit)
         XCTAssertEqual(traffic.totals(cells[3]).outPackets, 1)
         XCTAssertEqual(traffic.totals(cells[3]).outBytes, UInt64(outLength))
         // DR: the client reports a problem with a reply (from the VIP); it goes to the connection's server.
@@ -98,7 +98,7 @@ final class LiveChangeEngineTests: XCTestCase {
         let reply = PacketBuilder.tcp("203.0.113.10", 80, "198.51.100.1", 40001, flags: TCPFlags.syn | TCPFlags.ack)
         let fromClient = PacketBuilder.icmpError("198.51.100.1", "203.0.113.10", type: 3, code: 3, quoting: reply, quoteLength: 28)
         let (inVerdict, inMAC, inLength) = send(&e, fromClient)
-        XCTAssertEqual(inVerdict, .transmit)
+        XCTAssertTrue(inVerdict.isTransmit)
         XCTAssertEqual(inMAC, mac)
         let cell = cells[macs.firstIndex(of: mac)!]
         XCTAssertEqual(traffic.totals(cell), TrafficStats(connections: 1, inPackets: 2, inBytes: UInt64(synLength + inLength)))
@@ -109,8 +109,8 @@ final class LiveChangeEngineTests: XCTestCase {
         var chosen: [UInt16: MACAddress] = [:]
         for port in UInt16(41000)..<41000 + UInt16(count) {
             let (verdict, mac, _) = send(&e, dr(port, TCPFlags.syn))
-            XCTAssertEqual(verdict, .transmit)
-            XCTAssertEqual(send(&e, dr(port, TCPFlags.ack)).0, .transmit)
+            XCTAssertTrue(verdict.isTransmit)
+            XCTAssertTrue(send(&e, dr(port, TCPFlags.ack)).0.isTransmit)
             chosen[port] = mac
         }
         return chosen
@@ -126,7 +126,7 @@ final class LiveChangeEngineTests: XCTestCase {
             if mac == macs[1] {
                 XCTAssertEqual(verdict, .drop(.dropTCPWithoutConnection), "the removed server's connection ends")
             } else {
-                XCTAssertEqual(verdict, .transmit)
+                XCTAssertTrue(verdict.isTransmit)
                 XCTAssertEqual(now, mac, "connection \(port) stays on its server")
             }
         }
@@ -141,12 +141,12 @@ final class LiveChangeEngineTests: XCTestCase {
         e.adopt(snapshot(scheduled: [0, 2], draining: [1]))
         for (port, mac) in chosen {
             let (verdict, now, _) = send(&e, dr(port, TCPFlags.ack))
-            XCTAssertEqual(verdict, .transmit)
+            XCTAssertTrue(verdict.isTransmit)
             XCTAssertEqual(now, mac)
         }
         for port in UInt16(42000)..<42020 {
             let (verdict, mac, _) = send(&e, dr(port, TCPFlags.syn))
-            XCTAssertEqual(verdict, .transmit)
+            XCTAssertTrue(verdict.isTransmit)
             XCTAssertNotEqual(mac, macs[1], "nothing new to a draining server")
         }
         XCTAssertEqual(traffic.totals(cells[1]).inPackets, 3 * 2 + 3, "its connections' frames are still counted")

@@ -71,6 +71,7 @@ enum BenchMain {
         case "_generate": GenerateCommand.main(Array(arguments.dropFirst()))
         case "_sink": SinkCommand.main(Array(arguments.dropFirst()))
         case "_reflect": ReflectCommand.main(Array(arguments.dropFirst()))
+        case "engine": EngineCommand.main(Array(arguments.dropFirst()))
         default: XDirectorBench.main(arguments)
         }
     }

@@ -1,0 +1,110 @@
+import Dataplane
+import Packet
+import Scheduling
+import XCTest
+import XDirectorTestSupport
+
+/// The worker's batch loop over rings in plain memory (no socket, no root): batching, giving back unused
+/// TX reservations, returning dropped frames to the fill ring, and completions back to fill.
+final class RingLoopTests: XCTestCase {
+    private let interfaceMAC = MACAddress("02:aa:00:00:00:01")!
+    private let realMAC = MACAddress("0e:00:00:00:00:0a")!
+
+    private func engine(_ counters: WorkerCounterBlock) -> ForwardingEngine {
+        let snapshot = ForwardingSnapshot(interfaceMAC: interfaceMAC, services: [
+            SnapshotService(key: ServiceKey(proto: .tcp, address: IPAddress("203.0.113.10")!, port: 80),
+                            scheduler: .rr, destinations: [SnapshotDestination(weight: 1, mac: realMAC)]),
+        ])
+        return ForwardingEngine(snapshot: snapshot, connectionCapacity: 1024, counters: counters)
+    }
+
+    /// Delivers `count` frames: SYNs to the service, or (`bad`) frames that are not IP.
+    private func deliver(_ rings: MemoryRings, _ count: Int, firstPort: UInt16 = 40000, bad: Bool = false) -> Int {
+        rings.receive(count: count) { frame, index in
+            var bytes = PacketBuilder.tcp("198.51.100.1", firstPort + UInt16(index), "203.0.113.10", 80, flags: TCPFlags.syn).build()
+            if bad { bytes[12] = 0x08; bytes[13] = 0x06 }  // ARP
+            bytes.withUnsafeBytes { frame.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            return bytes.count
+        }
+    }
+
+    func testBatchesTransmitInPlaceAndCompletionsGoBackToFill() {
+        let rings = MemoryRings(frameCount: 256, ringSize: 128)
+        let counters = WorkerCounterBlock()
+        var engine = engine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        XCTAssertEqual(deliver(rings, 100), 100)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 64, "one batch at most")
+        XCTAssertEqual(rings.txLevel, 64)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 36)
+        XCTAssertEqual(rings.txLevel, 100)
+        XCTAssertEqual(loop.framesInFlight, 100)
+        var sent = 0
+        rings.transmit { frame, length in
+            XCTAssertEqual(length, 54, "no padding: 14 + 20 + 20")
+            XCTAssertEqual(MACAddress(bytes: Array(UnsafeRawBufferPointer(start: frame, count: 6))), self.realMAC)
+            XCTAssertEqual(frame.load(fromByteOffset: 22, as: UInt8.self), 63, "TTL decremented")
+            sent += 1
+        }
+        XCTAssertEqual(sent, 100)
+        XCTAssertEqual(rings.fillLevel, 156)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 0)
+        XCTAssertEqual(rings.fillLevel, 256, "completions went back to the fill ring")
+        XCTAssertEqual(loop.framesInFlight, 0)
+        XCTAssertEqual(counters[.rxPackets], 100)
+        XCTAssertEqual(counters[.txPackets], 100)
+        XCTAssertEqual(counters[.newConnections], 100)
+        XCTAssertEqual(counters[.activeConnections], 100)
+    }
+
+    func testDroppedFramesGoStraightBackToFillAndUnusedReservationsAreGivenBack() {
+        let rings = MemoryRings(frameCount: 256, ringSize: 128)
+        let counters = WorkerCounterBlock()
+        var engine = engine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        XCTAssertEqual(deliver(rings, 10, bad: true), 10)
+        XCTAssertEqual(deliver(rings, 10, firstPort: 41000), 10)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 20)
+        XCTAssertEqual(counters[.dropNotIP], 10)
+        XCTAssertEqual(rings.txLevel, 10, "20 reserved, 10 given back")
+        XCTAssertEqual(rings.fillLevel, 256 - 20 + 10, "the dropped frames are back on the fill ring")
+        // The next batch's reservation starts right after the 10 submitted: nothing was lost in between.
+        XCTAssertEqual(deliver(rings, 5, firstPort: 42000), 5)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 5)
+        XCTAssertEqual(rings.txLevel, 15)
+        XCTAssertEqual(rings.transmit(), 15)
+        XCTAssertEqual(counters[.txPackets], 15)
+    }
+
+    func testAFullTXRingDropsAndRecyclesTheFrames() {
+        let rings = MemoryRings(frameCount: 256, ringSize: 64)
+        let counters = WorkerCounterBlock()
+        var engine = engine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        XCTAssertEqual(deliver(rings, 64), 64)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 64)
+        XCTAssertEqual(rings.txLevel, 64, "TX full, and the kernel takes nothing")
+        XCTAssertEqual(deliver(rings, 8, firstPort: 43000), 8)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 8)
+        XCTAssertEqual(counters[.dropTXRingFull], 8)
+        XCTAssertEqual(rings.fillLevel, 256 - 64, "the 8 frames went back to fill")
+        XCTAssertEqual(counters[.txKicks], 0, "no wake-up asked, none made")
+    }
+
+    func testWakeUpsAreMadeOnlyWhenTheRingsAskForThem() {
+        let rings = MemoryRings(frameCount: 256, ringSize: 128)
+        let counters = WorkerCounterBlock()
+        var engine = engine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        rings.setNeedsWakeup(true)
+        XCTAssertEqual(deliver(rings, 4), 4)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 4)
+        XCTAssertEqual(counters[.txKicks], 1)
+        XCTAssertEqual(counters[.txKickErrors], 1, "there is no socket behind these rings")
+        XCTAssertEqual(counters[.rxWakeups], 1)
+    }
+}
