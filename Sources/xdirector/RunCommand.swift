@@ -2,6 +2,8 @@ import ArgumentParser
 import Control
 import Dataplane
 import Foundation
+import Health
+import Keepalived
 import Logging
 import Packet
 import XDirectorMetrics
@@ -28,6 +30,9 @@ struct RunCommand: ParsableCommand {
 
     @Option(help: "Rules in ipvsadm-save syntax (default: the state file's, when there is one).")
     var rules: String?
+
+    @Option(help: "Take the virtual services, real servers and health checkers from keepalived's own configuration file (SIGHUP rereads it).")
+    var keepalived: String?
 
     @Option(name: .customLong("state-file"),
             help: "Where the running configuration is saved after every change, and restored from without --rules (default: /var/lib/xdirector/<interface>.rules).")
@@ -63,6 +68,7 @@ struct RunCommand: ParsableCommand {
     var restartGrace: Double = 30
 
     func validate() throws {
+        if rules != nil && keepalived != nil { throw ValidationError("--rules and --keepalived exclude each other") }
         guard connections >= 1024 else { throw ValidationError("--connections must be at least 1024") }
         guard drain >= 0 && drain <= 3600 else { throw ValidationError("--drain must be between 0 and 3600 seconds") }
         guard restartGrace >= 0 && restartGrace <= 3600 else { throw ValidationError("--restart-grace must be between 0 and 3600 seconds") }
@@ -77,9 +83,16 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let logger = makeLogger()
         let state = RulesStateFile(path: stateFile ?? RulesStateFile.defaultPath(instance: DirectorInstance.name(interface: interface)))
-        let configuration: DirectorConfig
+        var configuration: DirectorConfig
+        var health: HealthMonitor? = nil
         do {
-            if let rules {
+            if let keepalived {
+                let config = try Self.loadKeepalived(keepalived, logger: logger)
+                let monitor = HealthMonitor(config: config, logger: logger)
+                health = monitor
+                configuration = monitor.initialTable()
+                logger.info("\(keepalived): \(config.director.services.count) virtual services, \(config.checkerCount) checkers")
+            } else if let rules {
                 configuration = try Self.loadRules(rules)
             } else if let saved = try state.load() {
                 configuration = saved
@@ -88,7 +101,7 @@ struct RunCommand: ParsableCommand {
                 configuration = DirectorConfig()
             }
         } catch {
-            throw failure("\(rules ?? state.path): \(error)")
+            throw failure(keepalived != nil ? "\(error)" : "\(rules ?? state.path): \(error)")
         }
 
         var options = DirectorOptions(interface: interface)
@@ -102,7 +115,8 @@ struct RunCommand: ParsableCommand {
         options.allowZeroCopy = !noZeroCopy
         options.connectionsPerWorker = connections
         options.restartGrace = restartGrace
-        options.rulesStateFile = state
+        // With --keepalived, its file is the source of truth, as it is for keepalived: no state file.
+        options.rulesStateFile = keepalived == nil ? state : nil
 
         // Signals are taken synchronously by the control loop; block them before any worker exists.
         // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
@@ -134,10 +148,13 @@ struct RunCommand: ParsableCommand {
                 let (host, port) = try MetricsServer.parseAddress(metrics)
                 // The endpoint's thread reads the control loop's last reading (at most a second old).
                 let readings = director.latestReading
-                let exporter = MetricsExporter {
+                var additional: (@Sendable () -> String)? = nil
+                if let text = health?.exposition { additional = { text.value } }
+                let provider: MetricsExporter.Provider = {
                     let reading = readings.current
                     return (reading?.statistics ?? DirectorStatistics(workers: [], xdp: []), reading?.services ?? [])
                 }
+                let exporter = MetricsExporter(provider: provider, additional: additional)
                 let server = try MetricsServer(host: host, port: port, exporter: exporter)
                 try server.start()
                 metricsServer = server
@@ -171,10 +188,19 @@ struct RunCommand: ParsableCommand {
                 systemd.watchdog()
                 lastWatchdog = Date()
             }
+            health?.tick(apply: { try director.reload($0) }, expire: { service, server in
+                do { try director.expireConnections(service: service, server: server) } catch {
+                    logger.error("health: cannot expire the connections of \(server) of \(service): \(error)")
+                }
+            })
             var none = timespec(tv_sec: 0, tv_nsec: 0)
             let received = sigtimedwait(&signals, nil, &none)
             if received == SIGHUP {
-                reload(director)
+                if let health, let keepalived {
+                    reloadKeepalived(keepalived, health: health, logger: logger)
+                } else {
+                    reload(director)
+                }
                 return false
             }
             if received == SIGUSR2 {
@@ -192,8 +218,15 @@ struct RunCommand: ParsableCommand {
                 return false
             }
             return drainingUntil.map { Date() >= $0 } ?? false
-        }, idle: { control.serve(handler.handle) })
+        }, idle: {
+            control.serve { request in
+                guard request.command == "health" else { return handler.handle(request) }
+                guard let health else { return .failure("xdirector: this director runs no health checks (start it with --keepalived)") }
+                return ControlResponse(output: health.report())
+            }
+        })
         systemd?.stopping()
+        health?.shutdown()
         if handingOver {
             // The next director (systemd restarts this one: the exit status counts as a failure) takes over.
             director.handOver()
@@ -216,6 +249,24 @@ extension RunCommand {
             throw ControlError("cannot read rules file \(path)")
         }
         return try RulesFile.load(text)
+    }
+
+    static func loadKeepalived(_ path: String, logger: Logger) throws -> KeepalivedConfig {
+        let config = try KeepalivedParser.load(path: path)
+        for line in config.skipped { logger.info("\(line)") }
+        return config
+    }
+
+    /// SIGHUP with --keepalived: rereads the file as keepalived's reload does; the next turn of the loop
+    /// applies what it and the checkers' state make (connections stay). A bad file keeps the running one.
+    func reloadKeepalived(_ path: String, health: HealthMonitor, logger: Logger) {
+        do {
+            health.reload(try Self.loadKeepalived(path, logger: logger))
+            print("xdirector: reloaded \(path)")
+        } catch {
+            print("xdirector: reload of \(path) refused, keeping the running configuration: \(error)")
+        }
+        fflush(nil)
     }
 
     /// SIGHUP: reads the rules file again and applies it whole, or keeps the running rules on any error.
