@@ -1,3 +1,0 @@
-import XCTest
-@testable import Health
-final class HealthPlaceholderTests: XCTestCase { func testNothing() {} }
