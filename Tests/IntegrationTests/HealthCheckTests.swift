@@ -295,4 +295,48 @@ final class HealthCheckTests: LabTestCase {
         XCTAssertNotNil(left, "the sorry server leaves: \(listing())")
         XCTAssertEqual(try answers(lab, url: "http://\(vip):\(httpPort)/", count: 5), ["rs2": 5])
     }
+
+    /// rs1 black-holed (its interface down: its checks can only time out) does not slow the checks of the
+    /// others: rs2, stopped at the same moment, leaves within its own bound.
+    func testBlackHoledServerDoesNotSlowTheOthers() throws {
+        let lab = try XCTUnwrap(lab)
+        func server(_ index: Int, timeout: Int) -> String {
+            """
+                real_server \(real(index)) \(httpPort) {
+                    HTTP_GET {
+                        url {
+                            path /
+                        }
+                        connect_timeout \(timeout)
+                        retry 1
+                        delay_before_retry 1
+                    }
+                }
+            """
+        }
+        let path = try writeKeepalived("""
+            virtual_server \(vip) \(httpPort) {
+                delay_loop 1
+                lb_algo rr
+                lb_kind DR
+            \(server(0, timeout: 5))
+            \(server(1, timeout: 1))
+            \(server(2, timeout: 1))
+            }
+            """)
+        try startDirector(keepalived: path)
+        usleep(1_500_000)
+        _ = try lab.exec(lab.real(0), ["ip", "link", "set", "dev", "\(lab.prefix)r0", "down"])
+        stopHTTP(1)
+        let bound = 1.0 + 1 * (1.0 + 1.0) + 1
+        let removed = waitUntil(seconds: bound + 3) { !listing().contains("\(real(1)):\(httpPort)") }
+        let elapsed = try XCTUnwrap(removed, "rs2 leaves: \(listing())")
+        XCTAssertLessThanOrEqual(elapsed, bound + 0.3, "rs2's checks are not held up by rs1's timeouts")
+        XCTAssertTrue(listing().contains("\(real(0)):\(httpPort)"), "rs1's checks are still waiting on their 5 s timeouts")
+        let black = waitUntil(seconds: 15) { !listing().contains("\(real(0)):\(httpPort)") }
+        XCTAssertNotNil(black, "rs1 leaves once its checks time out: \(listing())")
+        let health = try cli("health", [])
+        XCTAssertTrue(health.output.contains("timed out after 5 s") || health.output.contains("no route to host"), health.output)
+        XCTAssertEqual(try answers(lab, url: "http://\(vip):\(httpPort)/", count: 6), ["rs3": 6])
+    }
 }
