@@ -5,6 +5,7 @@ import Foundation
 import Health
 import Keepalived
 import Logging
+import Synchronization
 import Packet
 import XDirectorMetrics
 
@@ -82,6 +83,19 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         let logger = makeLogger()
+        // Signals are taken synchronously by the control loop; block them before any thread exists
+        // (workers, the health checks' event loop).
+        // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
+        // A thread a library starts with the signals unblocked (a subprocess monitor) would take them by
+        // their default action, killing the director: a handler there hands them to the loop instead.
+        for number in [SIGINT, SIGTERM, SIGHUP, SIGUSR2] { signal(number, { RunCommand.strayedSignal.store($0, ordering: .relaxed) }) }
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGHUP)
+        sigaddset(&signals, SIGUSR2)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
         let state = RulesStateFile(path: stateFile ?? RulesStateFile.defaultPath(instance: DirectorInstance.name(interface: interface)))
         var configuration: DirectorConfig
         var health: HealthMonitor? = nil
@@ -118,19 +132,6 @@ struct RunCommand: ParsableCommand {
         // With --keepalived, its file is the source of truth, as it is for keepalived: no state file.
         options.rulesStateFile = keepalived == nil ? state : nil
 
-        // Signals are taken synchronously by the control loop; block them before any worker exists.
-        // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
-        signal(SIGINT, SIG_DFL)
-        signal(SIGTERM, SIG_DFL)
-        signal(SIGHUP, SIG_DFL)
-        signal(SIGUSR2, SIG_DFL)
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        sigaddset(&signals, SIGHUP)
-        sigaddset(&signals, SIGUSR2)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         // Every check that can refuse the start runs before anything is attached: the director's own
         // (interface, owner of the interface, queues, cores, rules), the control socket, the metrics port.
@@ -194,7 +195,8 @@ struct RunCommand: ParsableCommand {
                 }
             })
             var none = timespec(tv_sec: 0, tv_nsec: 0)
-            let received = sigtimedwait(&signals, nil, &none)
+            var received = sigtimedwait(&signals, nil, &none)
+            if received <= 0 { received = Self.strayedSignal.exchange(0, ordering: .relaxed) }
             if received == SIGHUP {
                 if let health, let keepalived {
                     reloadKeepalived(keepalived, health: health, logger: logger)
@@ -243,6 +245,9 @@ struct RunCommand: ParsableCommand {
 extension RunCommand {
     /// The exit status after `SIGUSR2`: EX_TEMPFAIL, so systemd's `Restart=on-failure` starts the successor.
     static let handOverStatus: Int32 = 75
+
+    /// A signal delivered to a thread other than the control loop's (which takes them with sigtimedwait).
+    static let strayedSignal = Atomic<Int32>(0)
 
     static func loadRules(_ path: String) throws -> DirectorConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {

@@ -294,6 +294,16 @@ final class HealthCheckTests: LabTestCase {
         let left = try waitUntil(seconds: 4) { !(try ipvsadm("-Ln").contains("\(real(2)):\(httpPort)")) }
         XCTAssertNotNil(left, "the sorry server leaves: \(listing())")
         XCTAssertEqual(try answers(lab, url: "http://\(vip):\(httpPort)/", count: 5), ["rs2": 5])
+
+        // SIGHUP rereads the file as keepalived's reload does; a file it refuses leaves the running one.
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        try text.replacingOccurrences(of: "weight 2", with: "weight 4").write(toFile: path, atomically: true, encoding: .utf8)
+        kill(try XCTUnwrap(director).processIdentifier, SIGHUP)
+        XCTAssertNotNil(waitUntil(seconds: 3) { weight(of: "\(real(1)):\(httpPort)") == 4 }, "reloaded: \(listing())")
+        try (text + "\nbogus_block {\n}\n").write(toFile: path, atomically: true, encoding: .utf8)
+        kill(try XCTUnwrap(director).processIdentifier, SIGHUP)
+        XCTAssertTrue(directorOutput?.waitFor("'bogus_block' is not supported by XDirector", seconds: 3) == true, directorOutput?.text ?? "")
+        XCTAssertEqual(weight(of: "\(real(1)):\(httpPort)"), 4)
     }
 
     /// rs1 black-holed (its interface down: its checks can only time out) does not slow the checks of the
