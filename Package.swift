@@ -13,6 +13,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
     ],
     targets: [
         // Structs and constants shared by the BPF program and Swift: one definition, two consumers.
@@ -50,11 +53,23 @@ let package = Package(
             dependencies: ["Control", .product(name: "Prometheus", package: "swift-prometheus")],
             path: "Sources/Metrics"
         ),
+        // keepalived's semantics as pure logic: keepalived.conf parsed into a DirectorConfig and checker
+        // definitions, the checkers' state machine on a virtual clock, and the table health makes of the rules.
+        .target(name: "Keepalived", dependencies: ["Control", "Packet"]),
+        // Health checkers on a swift-nio event loop (TCP, HTTP, SSL, UDP, DNS, scripts) and the monitor that
+        // feeds their results to the state machine and the director.
+        .target(
+            name: "Health",
+            dependencies: ["Keepalived", "Control", "Packet", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                           .product(name: "Subprocess", package: "swift-subprocess")]
+        ),
         // Network-namespace labs: the demo, the integration tests and the benchmarks build them.
         .target(name: "Topology", dependencies: ["Packet"], plugins: ["BPFObjectPlugin"]),
         .executableTarget(
             name: "xdirector",
-            dependencies: ["Control", "XDirectorMetrics", "Topology", "Packet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["Control", "XDirectorMetrics", "Keepalived", "Health", "Topology", "Packet", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Packet builders and topology helpers shared by the tests (and later the benchmarks).
@@ -81,6 +96,10 @@ let package = Package(
         .testTarget(name: "PacketTests", dependencies: ["Packet", "XDirectorTestSupport"]),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling", "Packet"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Dataplane", "Packet", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "KeepalivedTests", dependencies: ["Keepalived", "Control", "Packet"]),
+        .testTarget(name: "HealthTests", dependencies: ["Health", "Keepalived", "Control", "Packet",
+                                                     .product(name: "NIOCore", package: "swift-nio"),
+                                                     .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "XDirectorMetricsTests", dependencies: ["XDirectorMetrics", "Control", "Dataplane", "Packet"],
                     path: "Tests/MetricsTests"),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "Scheduling", "XDirectorTestSupport",

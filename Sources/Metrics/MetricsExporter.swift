@@ -16,15 +16,18 @@ public final class MetricsExporter: Sendable {
     public typealias Provider = @Sendable () -> (statistics: DirectorStatistics, services: [ServiceListing])
 
     private let provider: Provider
+    /// More families in exposition text, appended as they are (health checking's gauges).
+    private let additional: (@Sendable () -> String)?
 
-    public init(provider: @escaping Provider) {
+    public init(provider: @escaping Provider, additional: (@Sendable () -> String)? = nil) {
         self.provider = provider
+        self.additional = additional
     }
 
     /// The exposition of a reading taken now.
     public func render() -> String {
         let reading = provider()
-        return Self.render(statistics: reading.statistics, services: reading.services)
+        return Self.render(statistics: reading.statistics, services: reading.services) + (additional?() ?? "")
     }
 
     /// The exposition of one reading.

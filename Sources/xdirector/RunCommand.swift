@@ -2,7 +2,10 @@ import ArgumentParser
 import Control
 import Dataplane
 import Foundation
+import Health
+import Keepalived
 import Logging
+import Synchronization
 import Packet
 import XDirectorMetrics
 
@@ -28,6 +31,9 @@ struct RunCommand: ParsableCommand {
 
     @Option(help: "Rules in ipvsadm-save syntax (default: the state file's, when there is one).")
     var rules: String?
+
+    @Option(help: "Take the virtual services, real servers and health checkers from keepalived's own configuration file (SIGHUP rereads it).")
+    var keepalived: String?
 
     @Option(name: .customLong("state-file"),
             help: "Where the running configuration is saved after every change, and restored from without --rules (default: /var/lib/xdirector/<interface>.rules).")
@@ -70,6 +76,7 @@ struct RunCommand: ParsableCommand {
     var restartGrace: Double = 30
 
     func validate() throws {
+        if rules != nil && keepalived != nil { throw ValidationError("--rules and --keepalived exclude each other") }
         guard connections >= 1024 else { throw ValidationError("--connections must be at least 1024") }
         guard (birdSocket == nil) == (birdInclude == nil) else {
             throw ValidationError("--bird-socket and --bird-include go together")
@@ -86,10 +93,30 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         let logger = makeLogger()
+        // Signals are taken synchronously by the control loop; block them before any thread exists
+        // (workers, the health checks' event loop).
+        // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
+        // A thread a library starts with the signals unblocked (a subprocess monitor) would take them by
+        // their default action, killing the director: a handler there hands them to the loop instead.
+        for number in [SIGINT, SIGTERM, SIGHUP, SIGUSR2] { signal(number, { RunCommand.strayedSignal.store($0, ordering: .relaxed) }) }
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGHUP)
+        sigaddset(&signals, SIGUSR2)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
         let state = RulesStateFile(path: stateFile ?? RulesStateFile.defaultPath(instance: DirectorInstance.name(interface: interface)))
-        let configuration: DirectorConfig
+        var configuration: DirectorConfig
+        var health: HealthMonitor? = nil
         do {
-            if let rules {
+            if let keepalived {
+                let config = try Self.loadKeepalived(keepalived, logger: logger)
+                let monitor = HealthMonitor(config: config, logger: logger)
+                health = monitor
+                configuration = monitor.initialTable()
+                logger.info("\(keepalived): \(config.director.services.count) virtual services, \(config.checkerCount) checkers")
+            } else if let rules {
                 configuration = try Self.loadRules(rules)
             } else if let saved = try state.load() {
                 configuration = saved
@@ -98,7 +125,7 @@ struct RunCommand: ParsableCommand {
                 configuration = DirectorConfig()
             }
         } catch {
-            throw failure("\(rules ?? state.path): \(error)")
+            throw failure(keepalived != nil ? "\(error)" : "\(rules ?? state.path): \(error)")
         }
 
         var options = DirectorOptions(interface: interface)
@@ -112,21 +139,8 @@ struct RunCommand: ParsableCommand {
         options.allowZeroCopy = !noZeroCopy
         options.connectionsPerWorker = connections
         options.restartGrace = restartGrace
-        options.rulesStateFile = state
-
-        // Signals are taken synchronously by the control loop; block them before any worker exists.
-        // A parent may have left them ignored (ignored signals are never pending), so restore defaults.
-        signal(SIGINT, SIG_DFL)
-        signal(SIGTERM, SIG_DFL)
-        signal(SIGHUP, SIG_DFL)
-        signal(SIGUSR2, SIG_DFL)
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        sigaddset(&signals, SIGHUP)
-        sigaddset(&signals, SIGUSR2)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        // With --keepalived, its file is the source of truth, as it is for keepalived: no state file.
+        options.rulesStateFile = keepalived == nil ? state : nil
 
         // Every check that can refuse the start runs before anything is attached: the director's own
         // (interface, owner of the interface, queues, cores, rules), the control socket, the metrics port.
@@ -144,10 +158,13 @@ struct RunCommand: ParsableCommand {
                 let (host, port) = try MetricsServer.parseAddress(metrics)
                 // The endpoint's thread reads the control loop's last reading (at most a second old).
                 let readings = director.latestReading
-                let exporter = MetricsExporter {
+                var additional: (@Sendable () -> String)? = nil
+                if let text = health?.exposition { additional = { text.value } }
+                let provider: MetricsExporter.Provider = {
                     let reading = readings.current
                     return (reading?.statistics ?? DirectorStatistics(workers: [], xdp: []), reading?.services ?? [])
                 }
+                let exporter = MetricsExporter(provider: provider, additional: additional)
                 let server = try MetricsServer(host: host, port: port, exporter: exporter)
                 try server.start()
                 metricsServer = server
@@ -168,8 +185,6 @@ struct RunCommand: ParsableCommand {
             + "\(director.plan.assignments.count) queue\(director.plan.assignments.count == 1 ? "" : "s"), "
             + "control socket \(control.path); ready")
         fflush(nil)
-        // Under systemd (Type=notify): ready once attached with the workers running; the control loop feeds
-        // the watchdog, so a stalled loop gets the director restarted.
         // Routes last: a VIP is announced only once the director serves it.
         var routes: RouteAnnouncing? = nil
         if let birdSocket, let birdInclude {
@@ -182,6 +197,8 @@ struct RunCommand: ParsableCommand {
             }
             routes?.update(director, now: true)
         }
+        // Under systemd (Type=notify): ready once attached with the workers running; the control loop feeds
+        // the watchdog, so a stalled loop gets the director restarted.
         let systemd = SystemdNotifier()
         systemd?.ready(status: "serving \(services) virtual services on \(interface)")
         var lastWatchdog = Date.distantPast
@@ -194,10 +211,20 @@ struct RunCommand: ParsableCommand {
                 systemd.watchdog()
                 lastWatchdog = Date()
             }
+            health?.tick(apply: { try director.reload($0) }, expire: { service, server in
+                do { try director.expireConnections(service: service, server: server) } catch {
+                    logger.error("health: cannot expire the connections of \(server) of \(service): \(error)")
+                }
+            })
             var none = timespec(tv_sec: 0, tv_nsec: 0)
-            let received = sigtimedwait(&signals, nil, &none)
+            var received = sigtimedwait(&signals, nil, &none)
+            if received <= 0 { received = Self.strayedSignal.exchange(0, ordering: .relaxed) }
             if received == SIGHUP {
-                reload(director)
+                if let health, let keepalived {
+                    reloadKeepalived(keepalived, health: health, logger: logger)
+                } else {
+                    reload(director)
+                }
                 return false
             }
             if received == SIGUSR2 {
@@ -205,9 +232,9 @@ struct RunCommand: ParsableCommand {
                 return true
             }
             if received > 0 {
-                // A second signal while draining stops at once.
                 // Withdrawn first, so the routers stop sending new flows before anything else changes.
                 routes?.withdraw()
+                // A second signal while draining stops at once.
                 guard drain > 0, drainingUntil == nil else { return true }
                 director.quiesce()
                 systemd?.status("draining: no new connections")
@@ -217,8 +244,15 @@ struct RunCommand: ParsableCommand {
                 return false
             }
             return drainingUntil.map { Date() >= $0 } ?? false
-        }, idle: { control.serve(handler.handle) })
+        }, idle: {
+            control.serve { request in
+                guard request.command == "health" else { return handler.handle(request) }
+                guard let health else { return .failure("xdirector: this director runs no health checks (start it with --keepalived)") }
+                return ControlResponse(output: health.report())
+            }
+        })
         systemd?.stopping()
+        health?.shutdown()
         routes?.finish(handingOver: handingOver)
         if handingOver {
             // The next director (systemd restarts this one: the exit status counts as a failure) takes over.
@@ -237,11 +271,32 @@ extension RunCommand {
     /// The exit status after `SIGUSR2`: EX_TEMPFAIL, so systemd's `Restart=on-failure` starts the successor.
     static let handOverStatus: Int32 = 75
 
+    /// A signal delivered to a thread other than the control loop's (which takes them with sigtimedwait).
+    static let strayedSignal = Atomic<Int32>(0)
+
     static func loadRules(_ path: String) throws -> DirectorConfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ControlError("cannot read rules file \(path)")
         }
         return try RulesFile.load(text)
+    }
+
+    static func loadKeepalived(_ path: String, logger: Logger) throws -> KeepalivedConfig {
+        let config = try KeepalivedParser.load(path: path)
+        for line in config.skipped { logger.info("\(line)") }
+        return config
+    }
+
+    /// SIGHUP with --keepalived: rereads the file as keepalived's reload does; the next turn of the loop
+    /// applies what it and the checkers' state make (connections stay). A bad file keeps the running one.
+    func reloadKeepalived(_ path: String, health: HealthMonitor, logger: Logger) {
+        do {
+            health.reload(try Self.loadKeepalived(path, logger: logger))
+            print("xdirector: reloaded \(path)")
+        } catch {
+            print("xdirector: reload of \(path) refused, keeping the running configuration: \(error)")
+        }
+        fflush(nil)
     }
 
     /// SIGHUP: reads the rules file again and applies it whole, or keeps the running rules on any error.
