@@ -66,3 +66,13 @@ int cxdp_xdp_query(int ifindex, __u32 *prog_id, __u8 *attach_mode) {
     *attach_mode = options.attach_mode;
     return 0;
 }
+
+int cxdp_xdp_test_run(int prog_fd, const void *data, __u32 size, int ifindex, __u32 queue, __u32 *action) {
+    struct xdp_md ctx = { .data_end = size, .ingress_ifindex = ifindex, .rx_queue_index = queue };
+    LIBBPF_OPTS(bpf_test_run_opts, options, .data_in = data, .data_size_in = size, .ctx_in = &ctx,
+                .ctx_size_in = sizeof(ctx), .repeat = 1);
+    int result = bpf_prog_test_run_opts(prog_fd, &options);
+    if (result) return result;
+    *action = options.retval;
+    return 0;
+}

@@ -95,6 +95,17 @@ public final class XDPProgram {
         munmap(UnsafeMutableRawPointer(heartbeats), heartbeatBytes)
     }
 
+    /// What the program decides for one frame received on `queue` (BPF_PROG_RUN: nothing is sent), for
+    /// tests and diagnostics: `XDP_PASS`, `XDP_DROP` or `XDP_REDIRECT`. The counters count it.
+    public func run(frame: [UInt8], queue: UInt32 = 0) throws(DataplaneError) -> UInt32 {
+        var action: UInt32 = 0
+        let result = frame.withUnsafeBytes { bytes in
+            cxdp_xdp_test_run(programFD, bytes.baseAddress, UInt32(bytes.count), Int32(interface.index), queue, &action)
+        }
+        guard result == 0 else { throw DataplaneError("cannot run the XDP program on a frame", errno: result) }
+        return action
+    }
+
     /// Records this process as the program's owner and how long frames of a queue whose worker stopped
     /// beating are held (`--restart-grace`), before the program is attached.
     public func setOwner(_ owner: ProcessIdentity, restartGrace seconds: Double) throws(DataplaneError) {

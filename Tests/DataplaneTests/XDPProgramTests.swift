@@ -1,0 +1,100 @@
+import CXDP
+import Dataplane
+import Foundation
+import Logging
+import Packet
+import XCTest
+import XDirectorTestSupport
+
+/// The XDP program itself, run by the kernel on fixture frames (BPF_PROG_RUN; nothing is sent): which frames
+/// it claims for the workers and which it leaves to the kernel, and the counter each one lands in. No socket
+/// is registered, so a frame the program claims meets the "no worker" rule: services and ICMP errors go to
+/// the kernel (or are held within the restart grace after a heartbeat), replies are dropped. Needs root.
+final class XDPProgramTests: XCTestCase {
+    private let vip = "203.0.113.10", client = "198.51.100.1", real = "198.51.100.11", local = "198.51.100.3"
+    private var program: XDPProgram!
+
+    override func setUpWithError() throws {
+        guard getuid() == 0 else { throw XCTSkip("loading an XDP program needs root") }
+        program = try XDPProgram(interface: try NetworkInterface(name: "lo"), instance: "xdtest-\(getpid())",
+                                 logger: Logger(label: "test"))
+        try program.setService(ServiceKey(proto: .tcp, address: IPAddress(vip)!, port: 80), index: 0)
+        try program.setService(ServiceKey(proto: .udp, address: IPAddress("2001:db8:10::10")!, port: 53), index: 1)
+        try program.setNATReal(ServiceKey(proto: .tcp, address: IPAddress(real)!, port: 8080))
+        try program.setLocalAddress(IPAddress(local)!)
+    }
+
+    override func tearDown() {
+        program?.close()
+        program = nil
+    }
+
+    /// Runs `frame` and returns the action and the counters that moved (besides `rx`).
+    private func run(_ frame: [UInt8]) throws -> (action: UInt32, moved: [String: UInt64]) {
+        let before = program.counters()
+        let action = try program.run(frame: frame)
+        let after = program.counters()
+        var moved: [String: UInt64] = [:]
+        for (index, name) in XDPProgram.counterNames.enumerated() where name != "rx" && after[index] != before[index] {
+            moved[name] = after[index] - before[index]
+        }
+        XCTAssertEqual(after[0] - before[0], 1, "rx counts every frame")
+        return (action, moved)
+    }
+
+    func testEachFrameGoesWhereItBelongsWithItsCounter() throws {
+        let toService = PacketBuilder.tcp(client, 40000, vip, 80, flags: TCPFlags.syn)
+        var fragment = PacketBuilder.udp(client, 40000, vip, 80, payload: [1, 2, 3])
+        fragment.ipv4.moreFragments = true
+        let truncated = Array(toService.build().prefix(14 + 20 + 2))  // the TCP header cut after the source port
+        let cases: [(String, [UInt8], UInt32, [String: UInt64])] = [
+            ("a service (no worker: to the kernel)", toService.build(), UInt32(XDP_PASS.rawValue),
+             ["redirected": 0, "pass_no_socket": 1]),
+            ("an IPv6 service", PacketBuilder.udp("2001:db8:1::1", 5353, "2001:db8:10::10", 53).build(), UInt32(XDP_PASS.rawValue),
+             ["pass_no_socket": 1]),
+            ("not a service (another port)", PacketBuilder.tcp(client, 40000, vip, 81).build(), UInt32(XDP_PASS.rawValue),
+             ["pass_not_service": 1]),
+            ("a NAT real server's reply (never to the kernel untranslated)",
+             PacketBuilder.tcp(real, 8080, client, 40000).build(), UInt32(XDP_DROP.rawValue), ["drop_reply_no_worker": 1]),
+            ("a reply to a FULLNAT local address", PacketBuilder.tcp(real, 80, local, 2000).build(), UInt32(XDP_DROP.rawValue),
+             ["drop_reply_no_worker": 1]),
+            ("an ICMP error quoting a reply from the service",
+             PacketBuilder.icmpError("192.0.2.77", client, type: 3, code: 4, rest: 1400,
+                                     quoting: PacketBuilder.tcp(vip, 80, client, 40000)).build(),
+             UInt32(XDP_PASS.rawValue), ["pass_no_socket": 1]),
+            ("an ICMP error about another flow", PacketBuilder.icmpError("192.0.2.77", client, type: 3, code: 4,
+                                                                         quoting: PacketBuilder.tcp(client, 1, "192.0.2.9", 22)).build(),
+             UInt32(XDP_PASS.rawValue), ["pass_other_l4": 1]),
+            ("a fragment", fragment.build(), UInt32(XDP_PASS.rawValue), ["pass_fragment": 1]),
+            ("a truncated header", truncated, UInt32(XDP_PASS.rawValue), ["pass_malformed": 1]),
+            ("ARP", PacketBuilder(network: .other(etherType: 0x0806, payload: [UInt8](repeating: 0, count: 28)),
+                                  transport: .other(proto: 0, payload: [])).build(),
+             UInt32(XDP_PASS.rawValue), ["pass_not_ip": 1]),
+        ]
+        for (name, frame, action, counters) in cases {
+            let (got, moved) = try run(frame)
+            XCTAssertEqual(got, action, name)
+            XCTAssertEqual(moved, counters.filter { $0.value != 0 }, name)
+        }
+    }
+
+    /// After the workers' last heartbeat the program holds their queue's frames for the restart grace: a
+    /// restarted director resumes the connections, so the kernel must not reset them meanwhile.
+    func testFramesAreHeldWithinTheRestartGraceAfterAHeartbeat() throws {
+        let frame = PacketBuilder.tcp(client, 40000, vip, 80).build()
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let beat = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        program.heartbeat(queue: 0).pointee.store(beat, ordering: .relaxed)
+        try program.setOwner(.current, restartGrace: 30)
+        XCTAssertEqual(try run(frame).action, UInt32(XDP_DROP.rawValue))
+        XCTAssertEqual(try run(frame).moved, ["held_no_worker": 1])
+        // A beat older than the grace: the kernel's again.
+        program.heartbeat(queue: 0).pointee.store(beat - 31_000_000_000, ordering: .relaxed)
+        XCTAssertEqual(try run(frame).moved, ["pass_no_socket": 1])
+        // A grace of 0 holds nothing.
+        program.heartbeat(queue: 0).pointee.store(beat, ordering: .relaxed)
+        try program.setOwner(.current, restartGrace: 0)
+        XCTAssertEqual(try run(frame).moved, ["pass_no_socket": 1])
+    }
+}
