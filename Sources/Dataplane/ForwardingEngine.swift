@@ -108,8 +108,7 @@ public struct ForwardingEngine: ~Copyable {
         tracker.adopt(services: snapshot.view.policies, destinations: snapshot.view.destinations)
         self.counters = counters.writer
         counterBlock = counters
-        let index = state?.file.replies ?? replies ?? (try? ReplyIndex(partitions: 1, entriesPerPartition: connectionCapacity))
-            ?? { fatalError("cannot reserve memory for the reply index") }()
+        let index = state?.file.replies ?? replies ?? ReplyIndex(partitions: 1, entriesPerPartition: connectionCapacity)
         replyIndex = index
         self.replies = index.view(partition: worker)
         self.worker = worker
@@ -396,7 +395,9 @@ public struct ForwardingEngine: ~Copyable {
     private mutating func reply(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt32) -> FrameVerdict {
         var owner = 0
         guard let translation = replies.lookup(parsed.key, now: now, partition: &owner) else {
-            return .drop(.dropNoReplyState)
+            // The program steered it here for a service this snapshot no longer has (deleted in between), or
+            // as a reply whose connection is gone.
+            return .drop(view.mayBeReply(parsed.key) ? .dropNoReplyState : .dropNoService)
         }
         let result = AddressTranslation.rewrite(frame, parsed: parsed, source: translation.source,
                                                 destination: translation.fullNAT ? translation.client : nil,

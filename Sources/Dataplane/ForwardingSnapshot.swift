@@ -250,6 +250,15 @@ struct SnapshotView {
     @inline(__always)
     func source(family: IPAddress.Family) -> IPAddress? { family == .ipv4 ? source4 : source6 }
 
+    /// Whether `key` can be the reply of a translated connection: from a NAT or FULLNAT real server's address
+    /// and port, or to a local address. A walk of the routes: only for frames nothing else claimed.
+    func mayBeReply(_ key: FlowKey) -> Bool {
+        let source = key.source, destination = key.destination
+        return localAddresses.contains(destination) || routes.contains { route in
+            (route.method == .masquerading || route.method == .fullNAT) && route.port == key.srcPort && route.address == source
+        }
+    }
+
     @inline(__always)
     static func hash(_ key: ServiceMatch) -> UInt32 {
         hash(hi: key.addressHi, lo: key.addressLo, port: key.port, proto: key.proto, family: key.family)

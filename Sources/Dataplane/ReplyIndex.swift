@@ -29,11 +29,8 @@ public final class ReplyIndex: @unchecked Sendable {
     public let table: SharedFlowTable
     public var partitions: Int { table.partitions }
 
-    public init(partitions: Int, entriesPerPartition: Int) throws(DataplaneError) {
-        guard let table = SharedFlowTable(partitions: partitions, entriesPerPartition: entriesPerPartition) else {
-            throw DataplaneError("cannot reserve memory for the reply index (\(partitions) × \(entriesPerPartition) entries)")
-        }
-        self.table = table
+    public init(partitions: Int, entriesPerPartition: Int) {
+        table = SharedFlowTable(partitions: partitions, entriesPerPartition: entriesPerPartition)
     }
 
     /// An index over an existing table, e.g. one laid over a `ConnectionStateFile` (which keeps it).

@@ -11,6 +11,8 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     case connectionTableFull
     // Drops, by reason. The first six mirror Packet.ParseStatus.
     case dropTruncated, dropNotIP, dropFragment, dropUnsupportedProtocol, dropMalformed, dropBadIPv4Checksum
+    /// Steered here but neither a service of the snapshot nor a translated connection's possible reply (a
+    /// service deleted between the program's look-up and the worker's).
     case dropNoService
     /// The service has no real server that can take a new connection (all weight 0 or unresolved).
     case dropNoDestination

@@ -80,9 +80,7 @@ public struct ConnectionTracker: ~Copyable {
             self.directory = directory
             ownDirectory = nil
         } else {
-            guard let own = SharedFlowTable(partitions: 1, entriesPerPartition: templateCapacity) else {
-                fatalError("cannot allocate the persistence template directory")
-            }
+            let own = SharedFlowTable(partitions: 1, entriesPerPartition: templateCapacity)
             self.directory = own.view(partition: 0)
             ownDirectory = own
         }

@@ -33,12 +33,16 @@ public final class SharedFlowTable: @unchecked Sendable {
     /// True when `init` allocated `words` (freed in `deinit`).
     private let ownsMemory: Bool
 
-    /// `entriesPerPartition` is rounded up to a power of two; nil when the memory cannot be had.
-    public init?(partitions: Int, entriesPerPartition: Int) {
+    /// `entriesPerPartition` is rounded up to a power of two. Memory the process cannot have stops it, as
+    /// Swift's own allocator does (the convention for every table reserved in process memory; what comes
+    /// from outside, a file or a map, throws instead).
+    public init(partitions: Int, entriesPerPartition: Int) {
         let entries = Self.roundedEntries(entriesPerPartition)
         self.partitions = max(partitions, 1)
         self.entriesPerPartition = entries
-        guard let memory = calloc(self.partitions * entries, Self.entryWords * 8) else { return nil }
+        guard let memory = calloc(self.partitions * entries, Self.entryWords * 8) else {
+            fatalError("cannot reserve \(self.partitions * entries * Self.entryWords * 8) bytes for a shared flow table")
+        }
         // Zeroed memory is a valid array of Atomic<UInt64>(0): every entry empty.
         words = memory.bindMemory(to: Atomic<UInt64>.self, capacity: self.partitions * entries * Self.entryWords)
         ownsMemory = true

@@ -58,8 +58,8 @@ final class ForwardingEngineTests: XCTestCase {
         let counters = WorkerCounterBlock()
         var engine = ForwardingEngine(snapshot: snapshot(), connectionCapacity: 1024, counters: counters)
         XCTAssertEqual(send(&engine, ack(port: 41000)).0, .drop(.dropTCPWithoutConnection), "as IPVS: only a SYN is scheduled")
-        XCTAssertEqual(send(&engine, .tcp("198.51.100.1", 41001, "203.0.113.10", 81, flags: TCPFlags.syn)).0, .drop(.dropNoReplyState),
-                       "not a service, and no connection's reply either")
+        XCTAssertEqual(send(&engine, .tcp("198.51.100.1", 41001, "203.0.113.10", 81, flags: TCPFlags.syn)).0, .drop(.dropNoService),
+                       "not a service (any more), and no translated connection's reply either")
         var truncated = syn(port: 41002).build()
         truncated.removeLast(10)
         let verdict = truncated.withUnsafeMutableBytes { engine.process($0.baseAddress!, length: $0.count, now: 100) }

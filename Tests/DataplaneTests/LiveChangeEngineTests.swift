@@ -67,7 +67,7 @@ final class LiveChangeEngineTests: XCTestCase {
     }
 
     func testMasqueradingCountsTheReplyOnTheServerOfItsConnection() throws {
-        let replies = try ReplyIndex(partitions: 2, entriesPerPartition: 1024)
+        let replies = ReplyIndex(partitions: 2, entriesPerPartition: 1024)
         let s = snapshot()
         var a = engine(s, replies: replies, worker: 0)
         var b = engine(s, replies: replies, worker: 1)

@@ -19,7 +19,7 @@ final class ReplyIndexTests: XCTestCase {
     }
 
     func testEntriesAreFoundFromEveryPartitionUntilTheyExpire() throws {
-        let index = try ReplyIndex(partitions: 3, entriesPerPartition: 64)
+        let index = ReplyIndex(partitions: 3, entriesPerPartition: 64)
         let owner = index.view(partition: 2), other = index.view(partition: 0)
         let entry = try XCTUnwrap(owner.insert(reply(40000), translation(40000), expires: 110, now: 100))
         var partition = -1
@@ -34,7 +34,7 @@ final class ReplyIndexTests: XCTestCase {
     }
 
     func testExpiredEntriesAreReusedAndLiveOnesNeverOverwritten() throws {
-        let index = try ReplyIndex(partitions: 1, entriesPerPartition: 64)
+        let index = ReplyIndex(partitions: 1, entriesPerPartition: 64)
         let view = index.view(partition: 0)
         var inserted = 0
         for port in UInt16(1)...2000 where view.insert(reply(port), translation(port), expires: 1000, now: 100) != nil {
@@ -50,7 +50,7 @@ final class ReplyIndexTests: XCTestCase {
     }
 
     func testAReaderSeesAnEntryWholeWhileItsOwnerRewritesIt() throws {
-        let index = try ReplyIndex(partitions: 2, entriesPerPartition: 64)
+        let index = ReplyIndex(partitions: 2, entriesPerPartition: 64)
         let reader = index.view(partition: 1)
         let key = reply(40000)
         // Write n has every field derived from n; a read mixing two writes breaks the relation.

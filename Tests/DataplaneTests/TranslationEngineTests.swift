@@ -55,7 +55,7 @@ final class TranslationEngineTests: XCTestCase {
     }
 
     func testMasqueradingRewritesTheRequestAndAnotherWorkerTranslatesTheReply() throws {
-        let replies = try ReplyIndex(partitions: 2, entriesPerPartition: 1024)
+        let replies = ReplyIndex(partitions: 2, entriesPerPartition: 1024)
         let countersB = WorkerCounterBlock()
         var a = ForwardingEngine(snapshot: snapshot, connectionCapacity: 1024, counters: WorkerCounterBlock(), replies: replies, worker: 0)
         var b = ForwardingEngine(snapshot: snapshot, connectionCapacity: 1024, counters: countersB, replies: replies, worker: 1)

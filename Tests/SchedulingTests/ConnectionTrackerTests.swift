@@ -194,7 +194,7 @@ final class ConnectionTrackerTests: XCTestCase {
 
     func testWorkersAgreeOnAPersistentClientsServer() throws {
         // Two workers (their own scheduler positions) sharing one template directory.
-        let directory = try XCTUnwrap(SharedFlowTable(partitions: 2, entriesPerPartition: 64))
+        let directory = SharedFlowTable(partitions: 2, entriesPerPartition: 64)
         let policy = ServicePolicy(scheduler: .rr, persistenceTimeout: 300)
         let a = Fixture([1, 1, 1], policy: policy, directory: directory.view(partition: 0))
         let b = Fixture([1, 1, 1], policy: policy, directory: directory.view(partition: 1))
