@@ -64,7 +64,7 @@ struct xd_local_addr_key {
 
 /* Key of the `real_servers` map: a real server of a virtual service. 40 bytes, no implicit padding. */
 struct xd_real_key {
-    struct xd_service_key service;
+    struct xd_service_key service;  /* the virtual service, as the `services` map keys it */
     __u8 addr[16];  /* network order; IPv4 in addr[0..3] */
     __u16 port;     /* network order */
     __u8 family;    /* XD_FAMILY_IPV4 or XD_FAMILY_IPV6 (a tunnelled real server may differ from its service) */
