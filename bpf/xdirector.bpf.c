@@ -36,6 +36,15 @@ struct {
     __type(value, __u32);
 } local_addrs SEC(".maps");
 
+/* The director host's own addresses on the interface (its kernel's): a packet from a NAT real server to one
+ * of them is the host's own traffic (a health check's answer), not a reply to translate. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, XD_MAX_HOST_ADDRS);
+    __type(key, struct xd_local_addr_key);
+    __type(value, __u32);
+} host_addrs SEC(".maps");
+
 /* Written by the control thread, never read here: the live real servers for `bpftool map dump`. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -133,11 +142,19 @@ static __always_inline int parse_ipv6(struct cursor *c, struct l3 *l3)
     return -1;
 }
 
-static __always_inline int is_local_address(struct xd_service_key *address)
+static __always_inline int is_in(void *map, struct xd_service_key *address)
 {
     struct xd_local_addr_key key = { .family = address->family };
     __builtin_memcpy(key.addr, address->addr, 16);
-    return bpf_map_lookup_elem(&local_addrs, &key) != NULL;
+    return bpf_map_lookup_elem(map, &key) != NULL;
+}
+
+static __always_inline int is_local_address(struct xd_service_key *address) { return is_in(&local_addrs, address); }
+
+/* A NAT real server's packet is a reply to translate unless it is addressed to the host itself. */
+static __always_inline int is_nat_reply(struct xd_service_key *source, struct xd_service_key *destination)
+{
+    return bpf_map_lookup_elem(&nat_reals, source) && !is_in(&host_addrs, destination);
 }
 
 /* Fills the ports and protocol of both keys from a TCP or UDP header; 0 when the header is cut short. */
@@ -203,8 +220,8 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct cursor *c, stru
         return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
     if ((inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP) || !take_ports(c, &inner))
         return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
-    if (bpf_map_lookup_elem(&services, &inner.src) || bpf_map_lookup_elem(&nat_reals, &inner.dst)
-        || is_local_address(&outer->dst))
+    if (bpf_map_lookup_elem(&services, &inner.src) || is_local_address(&outer->dst)
+        || (bpf_map_lookup_elem(&nat_reals, &inner.dst) && !is_in(&host_addrs, &outer->dst)))
         return redirect(ctx, XD_XDP_REDIRECTED_ICMP);
     return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
 }
@@ -239,7 +256,7 @@ int xdirector_xdp(struct xdp_md *ctx)
 
     if (bpf_map_lookup_elem(&services, &l3.dst))
         return redirect(ctx, XD_XDP_REDIRECTED);
-    if (bpf_map_lookup_elem(&nat_reals, &l3.src) || is_local_address(&l3.dst))
+    if (is_local_address(&l3.dst) || is_nat_reply(&l3.src, &l3.dst))
         return redirect(ctx, XD_XDP_REDIRECTED_REPLY);
     return count(XD_XDP_PASS_NOT_SERVICE, XDP_PASS);
 }

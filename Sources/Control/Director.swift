@@ -181,6 +181,7 @@ public final class Director {
             if let stale, let owner = stale.owner {
                 logger.notice("taking over \(interface.name) from a director that died (pid \(owner.pid), XDP program \(stale.id))")
             }
+            syncHostAddresses()
             try program.attach(preferring: options.xdpMode, replacing: stale)
             // Pinned once attached: until then a dead director's pins (if any) still describe the interface.
             program.pin()
@@ -242,6 +243,7 @@ public final class Director {
             lastRefresh = now
             if resolver?.refresh(realAddresses, now: now) == true { republish() }
             releaseDrained(now: now)
+            syncHostAddresses()
             latestReading.store(DirectorReading(statistics: statistics(), services: listing(connections: false).services))
         }
     }
@@ -351,6 +353,24 @@ public final class Director {
         return ForwardingSnapshot(interfaceMAC: interface.mac, services: services, counters: counters,
                                   timeouts: configuration.connectionTimeouts, mtu: interface.mtu,
                                   sourceAddresses: sourceAddresses, traffic: traffic)
+    }
+
+    /// The interface's addresses as the program last had them.
+    private var hostAddresses: Set<IPAddress> = []
+
+    /// Tells the program the host's own addresses (read once a second: an operator may add one), so a NAT
+    /// real server's answers to the host itself (health checks) reach the kernel, not the workers.
+    private func syncHostAddresses() {
+        guard let program else { return }
+        let current = Set(InterfaceAddresses.all(of: interface.name))
+        guard current != hostAddresses else { return }
+        do {
+            for address in current.subtracting(hostAddresses) { try program.setHostAddress(address) }
+            for address in hostAddresses.subtracting(current) { try program.removeHostAddress(address) }
+            hostAddresses = current
+        } catch {
+            logger.error("\(error)")
+        }
     }
 
     /// Releases the cells of draining real servers whose connections and templates have all ended (at least

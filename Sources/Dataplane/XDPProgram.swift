@@ -40,6 +40,7 @@ public final class XDPProgram {
     let countersFD: Int32
     let natRealsFD: Int32
     let localAddressesFD: Int32
+    let hostAddressesFD: Int32
     let realServersFD: Int32
     let directorFD: Int32
     private let programFD: Int32
@@ -75,12 +76,13 @@ public final class XDPProgram {
         countersFD = fd(ofMap: XD_MAP_XDP_COUNTERS)
         natRealsFD = fd(ofMap: XD_MAP_NAT_REALS)
         localAddressesFD = fd(ofMap: XD_MAP_LOCAL_ADDRS)
+        hostAddressesFD = fd(ofMap: XD_MAP_HOST_ADDRS)
         realServersFD = fd(ofMap: XD_MAP_REAL_SERVERS)
         directorFD = fd(ofMap: XD_MAP_DIRECTOR)
         let heartbeatsFD = fd(ofMap: XD_MAP_HEARTBEATS)
         let heartbeatBytes = Int(XD_MAX_QUEUES) * MemoryLayout<xd_heartbeat>.stride
         let mapped = heartbeatsFD >= 0 ? mmap(nil, heartbeatBytes, PROT_READ | PROT_WRITE, MAP_SHARED, heartbeatsFD, 0) : MAP_FAILED
-        guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0, natRealsFD >= 0, localAddressesFD >= 0,
+        guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0, natRealsFD >= 0, localAddressesFD >= 0, hostAddressesFD >= 0,
               realServersFD >= 0, directorFD >= 0, let mapped, mapped != MAP_FAILED else {
             bpf_object__close(object)
             self.object = nil
@@ -230,6 +232,18 @@ public final class XDPProgram {
         try delete(localAddressesFD, &key, "cannot remove local address \(address) from the XDP map")
     }
 
+    /// Records one of the host's own addresses: a NAT real server's packets to it are the host's (health
+    /// checks), left to the kernel.
+    public func setHostAddress(_ address: IPAddress) throws(DataplaneError) {
+        var key = XDPMapFormat.localAddressKey(address), value: UInt32 = 0
+        try update(hostAddressesFD, &key, &value, "cannot add host address \(address) to the XDP map")
+    }
+
+    public func removeHostAddress(_ address: IPAddress) throws(DataplaneError) {
+        var key = XDPMapFormat.localAddressKey(address)
+        try delete(hostAddressesFD, &key, "cannot remove host address \(address) from the XDP map")
+    }
+
     private func update<Key, Value>(_ fd: Int32, _ key: inout Key, _ value: inout Value, _ message: @autoclosure () -> String)
         throws(DataplaneError) {
         let result = bpf_map_update_elem(fd, &key, &value, UInt64(BPF_ANY))
@@ -266,7 +280,7 @@ public final class XDPProgram {
     // MARK: Pinning
 
     private static let pinnedMaps = [XD_MAP_SERVICES, XD_MAP_NAT_REALS, XD_MAP_LOCAL_ADDRS, XD_MAP_REAL_SERVERS, XD_MAP_XSKS,
-                                     XD_MAP_XDP_COUNTERS, XD_MAP_DIRECTOR, XD_MAP_HEARTBEATS]
+                                     XD_MAP_XDP_COUNTERS, XD_MAP_DIRECTOR, XD_MAP_HEARTBEATS, XD_MAP_HOST_ADDRS]
 
     private func pinMaps() {
         guard let object else { return }

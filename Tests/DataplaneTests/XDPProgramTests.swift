@@ -12,6 +12,8 @@ import XDirectorTestSupport
 /// the kernel (or are held within the restart grace after a heartbeat), replies are dropped. Needs root.
 final class XDPProgramTests: XCTestCase {
     private let vip = "203.0.113.10", client = "198.51.100.1", real = "198.51.100.11", local = "198.51.100.3"
+    /// The director host's own address (health checks leave from it).
+    private let host = "198.51.100.2"
     private var program: XDPProgram!
 
     override func setUpWithError() throws {
@@ -22,6 +24,7 @@ final class XDPProgramTests: XCTestCase {
         try program.setService(ServiceKey(proto: .udp, address: IPAddress("2001:db8:10::10")!, port: 53), index: 1)
         try program.setNATReal(ServiceKey(proto: .tcp, address: IPAddress(real)!, port: 8080))
         try program.setLocalAddress(IPAddress(local)!)
+        try program.setHostAddress(IPAddress(host)!)
     }
 
     override func tearDown() {
@@ -56,6 +59,12 @@ final class XDPProgramTests: XCTestCase {
              ["pass_not_service": 1]),
             ("a NAT real server's reply (never to the kernel untranslated)",
              PacketBuilder.tcp(real, 8080, client, 40000).build(), UInt32(XDP_DROP.rawValue), ["drop_reply_no_worker": 1]),
+            ("a NAT real server answering the host itself (a health check): the kernel's",
+             PacketBuilder.tcp(real, 8080, host, 51000, flags: TCPFlags.syn | TCPFlags.ack).build(), UInt32(XDP_PASS.rawValue),
+             ["pass_not_service": 1]),
+            ("an ICMP error to the host about its own packet to a NAT real server",
+             PacketBuilder.icmpError(real, host, type: 3, code: 3, quoting: PacketBuilder.tcp(host, 51000, real, 8080)).build(),
+             UInt32(XDP_PASS.rawValue), ["pass_other_l4": 1]),
             ("a reply to a FULLNAT local address", PacketBuilder.tcp(real, 80, local, 2000).build(), UInt32(XDP_DROP.rawValue),
              ["drop_reply_no_worker": 1]),
             ("an ICMP error quoting a reply from the service",

@@ -250,6 +250,50 @@ final class HealthCheckTests: LabTestCase {
 
     /// misc_dynamic sets the weight the script returns; with every real server down the sorry server
     /// answers, and it leaves when one comes back.
+    /// NAT real servers answer the director's own health checks from the address their replies to clients
+    /// come from: the program leaves those answers (addressed to the host) to the kernel, so the checks see
+    /// them, while the clients' replies are still translated.
+    func testNATRealServersAreCheckedAndServed() throws {
+        let lab = try XCTUnwrap(lab)
+        try lab.routeClientThroughDirector()
+        let path = try writeKeepalived("""
+            virtual_server \(vip) 80 {
+                delay_loop 1
+                lb_algo rr
+                lb_kind NAT
+                protocol TCP
+                real_server \(real(0)) \(httpPort) {
+                    TCP_CHECK {
+                        connect_timeout 1
+                        retry 0
+                    }
+                }
+                real_server \(real(1)) \(httpPort) {
+                    HTTP_GET {
+                        url {
+                            path /
+                            status_code 200
+                        }
+                        connect_timeout 1
+                        retry 0
+                    }
+                }
+            }
+            """)
+        try startDirector(keepalived: path)
+        usleep(3_500_000)  // three rounds of checks
+        let listing = self.listing()
+        XCTAssertTrue(listing.contains("\(real(0)):\(httpPort)") && listing.contains("\(real(1)):\(httpPort)"),
+                      "both NAT real servers pass their checks: \(listing)\n\((try? cli("health", [])).map { $0.output } ?? "")")
+        XCTAssertEqual(try answers(lab, url: "http://\(vip)/", count: 10), ["rs1": 5, "rs2": 5], "translated both ways")
+        stopHTTP(1)
+        XCTAssertNotNil(waitUntil(seconds: 4) { !self.listing().contains("\(real(1)):\(httpPort)") }, "a failed NAT server leaves")
+        XCTAssertEqual(try answers(lab, url: "http://\(vip)/", count: 4), ["rs1": 4])
+        let stats = try stopDirector()
+        XCTAssertEqual(stats.detail("drop_no_reply_state"), 0, "no answer to a health check was taken for a reply: \(stats.text)")
+        XCTAssertGreaterThan(stats.detail("replies_translated"), 40, stats.text)
+    }
+
     func testDynamicWeightAndSorryServer() throws {
         let lab = try XCTUnwrap(lab)
         let weightFile = NSTemporaryDirectory() + "\(lab.prefix)-weight"

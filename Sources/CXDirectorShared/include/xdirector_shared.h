@@ -20,6 +20,11 @@
 #define XD_MAX_LOCAL_ADDRS 1024
 #endif
 
+/* Capacity of the `host_addrs` map (the addresses of the director's own interface). */
+#ifndef XD_MAX_HOST_ADDRS
+#define XD_MAX_HOST_ADDRS 256
+#endif
+
 /* Capacity of the `real_servers` map (every real server of every service, draining ones included). */
 #ifndef XD_MAX_REALS
 #define XD_MAX_REALS 65536
@@ -154,6 +159,7 @@ const char *xd_xdp_counter_name(unsigned int counter);
 #define XD_MAP_LOCAL_ADDRS "local_addrs"
 #define XD_MAP_REAL_SERVERS "real_servers"
 #define XD_MAP_DIRECTOR "director"
+#define XD_MAP_HOST_ADDRS "host_addrs"
 #define XD_MAP_HEARTBEATS "heartbeats"
 #define XD_PROG_NAME "xdirector_xdp"
 
