@@ -187,6 +187,8 @@ public final class CheckRunner: Sendable {
                 let result = try await Subprocess.run(.path("/bin/sh"), arguments: ["-c", misc.path], input: .none,
                                                       output: .discarded, error: .discarded) { execution in
                     outcome.onTimeout = {
+                        // Decided before the kill: the script's end, which the kill brings, must not report first.
+                        outcome.finish(false, "timed out")
                         try? execution.send(signal: .kill, toProcessGroup: false)
                         return (false, "timed out")
                     }

@@ -55,7 +55,31 @@ public enum KeepalivedParser {
                 }
             }
         }
+        try checkScriptSecurity(statements)
         return result
+    }
+
+    /// keepalived runs no script as root unless `global_defs` says `enable_script_security`, and refuses a
+    /// file that configures one without it (`keepalived -t`: "SECURITY VIOLATION"); so does XDirector, which
+    /// runs its scripts (MISC_CHECK, notify, quorum) as root: a `script_user` other than root is refused.
+    static func checkScriptSecurity(_ statements: [KeepalivedStatement]) throws(KeepalivedConfigError) {
+        let globals = statements.filter { $0.keyword == "global_defs" }.flatMap { $0.block ?? [] }
+        if let user = globals.first(where: { $0.keyword == "script_user" }), user.arguments.first != "root" {
+            throw KeepalivedConfigError(user.location, "'script_user \(user.arguments.joined(separator: " "))' is not supported by "
+                + "XDirector: its scripts run as root (script_user root, with enable_script_security)")
+        }
+        guard !globals.contains(where: { $0.keyword == "enable_script_security" }) else { return }
+        func firstScript(_ statements: [KeepalivedStatement]) -> KeepalivedStatement? {
+            for statement in statements {
+                if ["misc_path", "notify_up", "notify_down", "quorum_up", "quorum_down"].contains(statement.keyword) { return statement }
+                if let found = statement.block.flatMap(firstScript) { return found }
+            }
+            return nil
+        }
+        if let script = firstScript(statements.filter { $0.keyword == "virtual_server" }) {
+            throw KeepalivedConfigError(script.location, "'\(script.keyword)' runs a script as root, but script security is not "
+                + "enabled: add enable_script_security to global_defs (keepalived refuses such a file too)")
+        }
     }
 
     static func unsupported(_ statement: KeepalivedStatement, in context: String? = nil) -> KeepalivedConfigError {

@@ -103,6 +103,7 @@ final class HealthCheckTests: LabTestCase {
         ! keepalived drives VRRP from the same file
         global_defs {
             router_id LAB
+            enable_script_security
             notification_email {
                 ops@example.com
             }
@@ -300,6 +301,9 @@ final class HealthCheckTests: LabTestCase {
         try "7".write(toFile: weightFile, atomically: true, encoding: .utf8)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: weightFile) }
         let path = try writeKeepalived("""
+            global_defs {
+                enable_script_security
+            }
             virtual_server \(vip) \(httpPort) {
                 delay_loop 1
                 lb_algo wrr

@@ -14,6 +14,9 @@ final class HealthStateTests: XCTestCase {
 
     func threeServers(extra: String = "", checker: String = "TCP_CHECK {\nconnect_timeout 2\nretry 2\ndelay_before_retry 1\n}") throws -> KeepalivedConfig {
         try config("""
+            global_defs {
+                enable_script_security
+            }
             virtual_server 192.0.2.10 80 {
                 lb_algo rr
                 lb_kind DR

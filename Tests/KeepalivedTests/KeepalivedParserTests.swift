@@ -101,6 +101,9 @@ final class KeepalivedParserTests: XCTestCase {
     func testGroupsIncludesAndEveryChecker() throws {
         let files: [String: String] = [
             "/etc/keepalived/keepalived.conf": """
+            global_defs {
+                enable_script_security
+            }
             include conf.d/*
             virtual_server_group web {
                 192.0.2.10 80
@@ -210,7 +213,7 @@ final class KeepalivedParserTests: XCTestCase {
         XCTAssertEqual(tcp.warmup, 4)
         XCTAssertEqual(tcp.target(for: web.reals[1].endpoint).description, "198.51.100.112:8080")
         XCTAssertEqual(tcp.bindTo, IPAddress("198.51.100.1"))
-        XCTAssertEqual(tcp.location, SourceLocation(file: "/etc/keepalived/keepalived.conf", line: 37))
+        XCTAssertEqual(tcp.location, SourceLocation(file: "/etc/keepalived/keepalived.conf", line: 40))
     }
 
     /// Persistence granularity as a dotted mask, a sorry server with its own method and inhibit.
