@@ -83,7 +83,8 @@ final class HATests: XCTestCase {
     /// 300 long-lived connections spread by ECMP over three directors; kill -9 one: its route is withdrawn
     /// within a second, and every connection continues (those of the dead director on the survivors, by
     /// the same Maglev choice) with no reset. Then a fourth director joins, the first is stopped (SIGTERM),
-    /// and a real server leaves every director.
+    /// a real server leaves every director, and the third is stopped: the fourth takes its new connections
+    /// on the same real servers.
     func testConnectionsSurviveADirectorsLossAFourthDirectorAndARealServerLeaving() throws {
         let lab = try XCTUnwrap(lab)
         let (probe, probeOutput) = try probe(connections: 300, seconds: 22)
@@ -135,9 +136,25 @@ final class HATests: XCTestCase {
         XCTAssertEqual(summary["broken"] as? Int, 0, "no connection breaks: \(summary)")
         XCTAssertEqual(summary["changed"] as? Int, 0, "no connection changes real server: \(summary)")
         XCTAssertEqual(summary["answers"] as? Int, summary["questions"] as? Int, "every question is answered")
-        let (fresh, freshOutput) = try self.probe(connections: 60, seconds: 1)
-        let servers = try report(fresh, freshOutput)["tcp_servers"] as? [String] ?? []
+        // New connections after the removal avoid rs3; and the directors agree on them too: stop the third
+        // director, and every connection it held goes on, on the same real server, on the fourth.
+        let (fresh, freshOutput) = try self.probe(connections: 60, seconds: 6)
+        usleep(1_500_000)
+        // Only the new probe's connections: the first probe's, closed by now, may still be listed.
+        let third = try connections(2).filter { before[$0.key] == nil && survivors[$0.key] == nil }
+        XCTAssertFalse(third.isEmpty, "ECMP gave the third director some of the new connections")
+        let (thirdDirector, _) = try XCTUnwrap(directors[2])
+        thirdDirector.terminate()
+        XCTAssertTrue(lab.waitForNextHops(1, seconds: 5), "only the fourth director is left: \(lab.nextHops())")
+        usleep(1_500_000)
+        let fourthHolds = try connections(fourth)
+        let disagreements = third.filter { fourthHolds[$0.key] != $0.value }
+        XCTAssertTrue(disagreements.isEmpty, "the fourth director picks the same real servers: \(disagreements.prefix(5))")
+        let freshSummary = try report(fresh, freshOutput)
+        let servers = freshSummary["tcp_servers"] as? [String] ?? []
         XCTAssertEqual(servers.count, 60)
         XCTAssertFalse(servers.contains("rs3"), "new connections avoid the removed real server: \(servers)")
+        XCTAssertEqual(freshSummary["broken"] as? Int, 0, "\(freshSummary)")
+        XCTAssertEqual(freshSummary["changed"] as? Int, 0, "\(freshSummary)")
     }
 }
