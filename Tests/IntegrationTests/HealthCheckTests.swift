@@ -50,13 +50,13 @@ final class HealthCheckTests: LabTestCase {
         return path
     }
 
-    private func startDirector(keepalived path: String) throws {
+    private func startDirector(keepalived path: String, arguments: [String] = []) throws {
         let lab = try XCTUnwrap(lab)
         let output = CollectedOutput()
         let socket = NSTemporaryDirectory() + "\(lab.prefix)-\(UUID().uuidString.prefix(8)).sock"
         socketPath = socket
         director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--keepalived", path,
-                                                "--socket", socket], output: output.pipe)
+                                                "--socket", socket] + arguments, output: output.pipe)
         directorOutput = output
         guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
     }
@@ -257,7 +257,12 @@ final class HealthCheckTests: LabTestCase {
     func testNATRealServersAreCheckedAndServed() throws {
         let lab = try XCTUnwrap(lab)
         try lab.routeClientThroughDirector()
+        let events = NSTemporaryDirectory() + "\(lab.prefix)-events"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: events) }
         let path = try writeKeepalived("""
+            global_defs {
+                enable_script_security
+            }
             virtual_server \(vip) 80 {
                 delay_loop 1
                 lb_algo rr
@@ -270,6 +275,8 @@ final class HealthCheckTests: LabTestCase {
                     }
                 }
                 real_server \(real(1)) \(httpPort) {
+                    notify_up "echo up >> \(events)"
+                    notify_down "echo down >> \(events)"
                     HTTP_GET {
                         url {
                             path /
@@ -281,7 +288,7 @@ final class HealthCheckTests: LabTestCase {
                 }
             }
             """)
-        try startDirector(keepalived: path)
+        try startDirector(keepalived: path, arguments: ["--metrics", "127.0.0.1:9469"])
         usleep(3_500_000)  // three rounds of checks
         let listing = self.listing()
         XCTAssertTrue(listing.contains("\(real(0)):\(httpPort)") && listing.contains("\(real(1)):\(httpPort)"),
@@ -289,6 +296,14 @@ final class HealthCheckTests: LabTestCase {
         XCTAssertEqual(try answers(lab, url: "http://\(vip)/", count: 10), ["rs1": 5, "rs2": 5], "translated both ways")
         stopHTTP(1)
         XCTAssertNotNil(waitUntil(seconds: 4) { !self.listing().contains("\(real(1)):\(httpPort)") }, "a failed NAT server leaves")
+        XCTAssertNotNil(waitUntil(seconds: 3) { (try? String(contentsOfFile: events, encoding: .utf8))?.contains("down") == true },
+                        "notify_down ran: \((try? String(contentsOfFile: events, encoding: .utf8)) ?? "(nothing)")")
+        usleep(1_200_000)  // the metrics reading is at most a second old
+        let scrape = try lab.exec(lab.director, ["curl", "-s", "-m", "2", "http://127.0.0.1:9469/metrics"])
+        let rs2Up = scrape.split(separator: "\n").filter { $0.hasPrefix("xdirector_health_real_up{") && $0.contains("real=\"\(real(1))\",real_port=\"\(httpPort)\"") }
+        XCTAssertEqual(rs2Up.count, 1, scrape)
+        XCTAssertTrue(rs2Up.first?.hasSuffix(" 0") == true, "the endpoint shows rs2 down: \(rs2Up)")
+        XCTAssertTrue(scrape.contains("xdirector_health_check_latency_seconds{"), "check latencies are exported")
         XCTAssertEqual(try answers(lab, url: "http://\(vip)/", count: 4), ["rs1": 4])
         let stats = try stopDirector()
         XCTAssertEqual(stats.detail("drop_no_reply_state"), 0, "no answer to a health check was taken for a reply: \(stats.text)")
