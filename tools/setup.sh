@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(libxdp-dev libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute2 ethtool curl bpftool procps iputils-ping
           gnuplot-nox util-linux   # the benchmark's plot and taskset
           bird2                    # announcing VIPs over BGP (run --bird-socket), and its tests
-          keepalived)              # `keepalived -t`: the tests check that XDirector reads its files alike
+          keepalived               # `keepalived -t`: the tests check that XDirector reads its files alike
+          openssl)                 # a certificate for the SSL_GET test
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

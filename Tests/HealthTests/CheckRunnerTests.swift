@@ -3,6 +3,7 @@ import Foundation
 import Keepalived
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Packet
 import XCTest
 @testable import Health
@@ -70,6 +71,46 @@ final class CheckRunnerTests: XCTestCase {
         let wrongStatus = HTTPCheck(urls: [HTTPCheck.URL(path: "/", statusCodes: [500...599])])
         let status = try runner.run(CheckerDefinition(kind: .http(wrongStatus), connectTimeout: 2), endpoint: endpoint(port)).wait()
         XCTAssertEqual(status.reason, "HTTP status 200 for /")
+    }
+
+    /// SSL_GET against a real TLS server (a certificate made for the test, not verified, as keepalived does):
+    /// the status and digest are judged through TLS; a plain-text server fails the handshake.
+    func testSSLGetThroughTLS() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl") else { throw XCTSkip("openssl is not installed") }
+        let directory = NSTemporaryDirectory() + "xd-tls-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                             "-subj", "/CN=rs.example", "-keyout", "\(directory)/key.pem", "-out", "\(directory)/cert.pem"]
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        XCTAssertEqual(openssl.terminationStatus, 0)
+        let context = try NIOSSLContext(configuration: .makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile("\(directory)/cert.pem").map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: "\(directory)/key.pem", format: .pem))))
+        let server = try ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(CannedResponse("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).wait()
+        defer { try? server.close().wait() }
+        let port = UInt16(server.localAddress!.port!)
+        let check = HTTPCheck(tls: true, urls: [HTTPCheck.URL(path: "/", statusCodes: [200...200], digest: MD5.hex(Array("hello".utf8)))])
+        let up = try runner.run(CheckerDefinition(kind: .http(check), connectTimeout: 3), endpoint: endpoint(port)).wait()
+        XCTAssertTrue(up.success, up.reason)
+        let wrong = HTTPCheck(tls: true, urls: [HTTPCheck.URL(path: "/", statusCodes: [404...404])])
+        let down = try runner.run(CheckerDefinition(kind: .http(wrong), connectTimeout: 3), endpoint: endpoint(port)).wait()
+        XCTAssertEqual(down.reason, "HTTP status 200 for /")
+        let (plain, plainPort) = try serve("HTTP/1.0 200 OK\r\n\r\n")
+        defer { try? plain.close().wait() }
+        let handshake = try runner.run(CheckerDefinition(kind: .http(check), connectTimeout: 3), endpoint: endpoint(plainPort)).wait()
+        XCTAssertFalse(handshake.success, "a server that speaks no TLS fails SSL_GET: \(handshake.reason)")
     }
 
     /// A server that never answers: the check ends at its timeout, and others are not held up meanwhile.
