@@ -155,6 +155,51 @@ final class CheckRunnerTests: XCTestCase {
         XCTAssertEqual(slow.reason, "timed out")
     }
 
+    /// DNS_CHECK over the loopback against a responder that answers as a resolver does (the query echoed with
+    /// QR set and one answer), and one that answers NXDOMAIN.
+    func testDNSCheckAgainstAResponder() throws {
+        func responder(answers: Bool) throws -> (Int32, UInt16, Thread) {
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                getsockname(fd, $0, &length) } }
+            let thread = Thread {
+                var buffer = [UInt8](repeating: 0, count: 512)
+                var peer = sockaddr_storage()
+                var peerLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                let count = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(fd, &buffer, buffer.count, 0, $0, &peerLength) } }
+                guard count >= 12 else { return }
+                var reply = Array(buffer[0..<count])
+                reply[2] = 0x81
+                reply[3] = answers ? 0x80 : 0x83  // NOERROR, or NXDOMAIN
+                if answers {
+                    reply[7] = 1  // one answer: the question's name, A, IN, TTL 60, 192.0.2.1
+                    reply += [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]
+                }
+                _ = withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, reply, reply.count, 0, $0, peerLength) } }
+            }
+            thread.start()
+            return (fd, UInt16(bigEndian: address.sin_port), thread)
+        }
+        for (answers, expected) in [(true, true), (false, false)] {
+            let (fd, port, _) = try responder(answers: answers)
+            defer { close(fd) }
+            var dns = DNSCheck()
+            dns.type = "A"
+            dns.name = "rs.example"
+            let result = try runner.run(CheckerDefinition(kind: .dns(dns), connectTimeout: 2), endpoint: endpoint(port)).wait()
+            XCTAssertEqual(result.success, expected, result.reason)
+            if !answers { XCTAssertEqual(result.reason, "DNS rcode 3") }
+        }
+    }
+
     func testDNSQueryAndJudgement() {
         let query = DNSQuery.make(id: 0x1234, name: "example.com", type: 1)
         XCTAssertEqual(query, [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7] + Array("example".utf8) + [3] + Array("com".utf8) + [0, 0, 1, 0, 1])
