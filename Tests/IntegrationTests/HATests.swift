@@ -66,9 +66,7 @@ final class HATests: XCTestCase {
     }
 
     private func report(_ process: Process, _ output: CollectedOutput) throws -> [String: Any] {
-        Topology.wait(process, seconds: 90)
-        let line = try XCTUnwrap(output.text.split(separator: "\n").last { $0.hasPrefix("{") }, output.text)
-        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        try sessionProbeReport(process, output, seconds: 90)
     }
 
     private func waitUntil(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {

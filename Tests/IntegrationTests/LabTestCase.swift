@@ -142,3 +142,10 @@ struct CLIResult {
     let output: String
     let error: String
 }
+
+/// What `xdirector session-probe` reported (its last JSON line), once it has ended (at most `seconds`).
+func sessionProbeReport(_ process: Process, _ output: CollectedOutput, seconds: Double) throws -> [String: Any] {
+    Topology.wait(process, seconds: seconds)
+    let line = try XCTUnwrap(output.text.split(separator: "\n").last { $0.hasPrefix("{") }, output.text)
+    return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+}

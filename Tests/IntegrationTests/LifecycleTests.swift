@@ -114,9 +114,7 @@ final class LifecycleTests: LabTestCase {
     }
 
     private func report(_ process: Process, _ output: CollectedOutput) throws -> [String: Any] {
-        Topology.wait(process, seconds: 60)
-        let line = try XCTUnwrap(output.text.split(separator: "\n").last { $0.hasPrefix("{") }, output.text)
-        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        try sessionProbeReport(process, output, seconds: 60)
     }
 
     // MARK: Tests
