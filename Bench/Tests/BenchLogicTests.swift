@@ -132,4 +132,24 @@ final class BenchLogicTests: XCTestCase {
         line.lost = 1
         XCTAssertTrue(Report(info: info, results: [line]).targets().last!.contains("NOT met"))
     }
+
+    func testThreadCPUReadsStatAndSplitsUserAndSystem() throws {
+        // A thread name with spaces and parentheses: the fields are counted after the last ")".
+        let stat = "4242 (xd-q0 (x) y) S 1 4242 4242 0 -1 4194368 10 0 0 0 30 70 0 0 20 0 3 0 100 0 0"
+        let (user, system) = try XCTUnwrap(ThreadCPU.ticks(stat))
+        XCTAssertEqual(user, 30)
+        XCTAssertEqual(system, 70)
+        let start = ThreadCPU(nanoseconds: 1_000, userTicks: 10, systemTicks: 10, threads: 1)
+        let end = ThreadCPU(nanoseconds: 1_001_000, userTicks: 40, systemTicks: 80, threads: 1)
+        let cpu = try XCTUnwrap(end.perPacket(since: start, packets: 10_000))
+        XCTAssertEqual(cpu.total, 100, accuracy: 1e-9)
+        XCTAssertEqual(cpu.user, 30, accuracy: 1e-9)
+        XCTAssertEqual(cpu.system, 70, accuracy: 1e-9)
+        XCTAssertNil(end.perPacket(since: start, packets: 0))
+        // This process's own threads are found by name (the test runner's main thread at least).
+        let name = try String(contentsOfFile: "/proc/self/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let own = try XCTUnwrap(ThreadCPU.read(pid: getpid(), prefix: String(name.prefix(4))))
+        XCTAssertGreaterThan(own.nanoseconds, 0)
+        XCTAssertNil(ThreadCPU.read(pid: getpid(), prefix: "no-such-thread-name"))
+    }
 }

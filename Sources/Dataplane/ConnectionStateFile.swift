@@ -64,7 +64,8 @@ public final class ConnectionStateFile: @unchecked Sendable {
     public static func defaultPath(instance: String) -> String { "\(directory)/\(instance).connections" }
 
     /// Bump whenever anything the file holds changes meaning or layout (the header, a record, a table).
-    public static let layoutVersion: UInt32 = 1
+    /// 2: connection entries carry an occupied flag, which lookups read instead of the tags.
+    public static let layoutVersion: UInt32 = 2
     /// `XDCSTATE`.
     static let magic: UInt64 = 0x5844_4353_5441_5445
     static let headerBytes = 4096

@@ -252,13 +252,19 @@ public struct RingLoop {
         var dropped = 0
         var bytes: UInt64 = 0
         var sentBytes: UInt64 = 0
+        // Two passes: every frame parsed and its connection line prefetched, then every frame processed.
+        for i in 0..<received {
+            let descriptor = xsk_ring_cons__rx_desc(rx, rxIndex &+ i)!.pointee
+            engine.prepare(area + Int(descriptor.addr), length: Int(descriptor.len), index: Int(i))
+        }
         for i in 0..<received {
             let descriptor = xsk_ring_cons__rx_desc(rx, rxIndex &+ i)!.pointee
             bytes &+= UInt64(descriptor.len)
             let frame = area + Int(descriptor.addr)
             // Aligned chunks: the offset within the chunk is the headroom the kernel left before the frame.
             let headroom = Int(descriptor.addr & chunkMask)
-            var verdict = engine.process(frame, length: Int(descriptor.len), headroom: headroom, now: now)
+            var verdict = engine.process(prepared: Int(i), frame, length: Int(descriptor.len), headroom: headroom,
+                                         now: now)
             if sent == txSlots, verdict.isTransmit { verdict = .drop(.dropTXRingFull) }
             switch verdict {
             case .transmit(let offset, let length):

@@ -69,6 +69,9 @@ public struct ConnectionTable: ~Copyable {
     @usableFromInline static var activeFlag: UInt8 { 0x04 }
     /// `Entry.flags`: a persistence template (counted as persistent; no state machine).
     @usableFromInline static var templateFlag: UInt8 { 0x08 }
+    /// `Entry.flags`: the slot holds an entry (mirrors its tag being above `tombstone`), so a lookup can decide
+    /// a hit in the home slot from the entry's own cache line, without reading the tags.
+    @usableFromInline static var occupiedFlag: UInt8 { 0x10 }
     /// The tag of a deleted slot that still lies inside a run.
     @usableFromInline static var tombstone: UInt16 { 1 }
 
@@ -259,8 +262,11 @@ public struct ConnectionTable: ~Copyable {
     /// `find` with the flow's hash (`key.flowHash`) already computed: a packet's hash is computed once.
     @inlinable @inline(__always)
     public func find(_ key: FlowKey, hash: UInt32, now: UInt32) -> Int? {
-        let tag = Self.tag(hash)
         var slot = Int(truncatingIfNeeded: hash) & mask
+        // One cache line for the common hit: the home slot's entry holds the flow's hash and whether it is
+        // occupied, so a flow found where it hashes to reads neither the tags nor another line.
+        if Self.holds(entries + slot, key, hash: hash, now: now) { return slot }
+        let tag = Self.tag(hash)
         for _ in 0..<Self.probeLimit {
             let slotTag = tags[slot]
             if slotTag == 0 { return nil }
@@ -299,7 +305,7 @@ public struct ConnectionTable: ~Copyable {
     ) -> Int? {
         guard let slot = freeSlot(hash: hash, now: now, mayReclaim: true) else { return nil }
         let isTCP = key.proto == IPProtocolNumber.tcp && !template
-        var flags: UInt8 = seesReplies ? 0 : Self.inputOnlyFlag
+        var flags: UInt8 = Self.occupiedFlag | (seesReplies ? 0 : Self.inputOnlyFlag)
         if template { flags |= Self.templateFlag }
         if let cells = counterCells, Int(cell) < counterCapacity {
             cells[Int(cell)].bind(template: template)
@@ -396,6 +402,26 @@ public struct ConnectionTable: ~Copyable {
         entry.pointee.expires = now &+ timeoutByState[Int(state.rawValue)]
     }
 
+    /// The fast path of a client packet: the live entry of `key` when the packet leaves its state as it is
+    /// (a datagram, or a segment of an ESTABLISHED connection with ACK and without SYN, FIN or RST: see
+    /// `update`), its timer restarted; -1 otherwise (nothing changed: the caller goes the full way, `find`
+    /// then `update`).
+    @inlinable @inline(__always)
+    public mutating func touchSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, now: UInt32) -> Int {
+        guard let slot = find(key, hash: hash, now: now) else { return -1 }
+        let entry = entries + slot
+        let state = entry.pointee.state
+        guard state == .udp || (state == .established && tcpFlags & 0x17 == 0x10) else { return -1 }
+        entry.pointee.expires = now &+ timeoutByState[Int(state.rawValue)]
+        return slot
+    }
+
+    /// The cache line a lookup of `hash` reads first (its home slot's entry), for a prefetch ahead of it.
+    @inlinable @inline(__always)
+    public func homeEntry(hash: UInt32) -> UnsafeRawPointer {
+        UnsafeRawPointer(entries + (Int(truncatingIfNeeded: hash) & mask))
+    }
+
     /// Records a client packet of the entry in `slot` at `now`: true when it is the first since the second
     /// changed (`insert` counts as one), for work that a packet repeats to no effect within a second.
     @inlinable
@@ -449,7 +475,10 @@ public struct ConnectionTable: ~Copyable {
 
     /// Deletes every entry.
     public mutating func removeAll() {
-        for slot in 0...mask where tags[slot] > Self.tombstone { release(slot) }
+        for slot in 0...mask where tags[slot] > Self.tombstone {
+            release(slot)
+            entries[slot].flags &= ~Self.occupiedFlag
+        }
         tags.update(repeating: 0, count: slotCount)
         count = 0
         sweepCursor = 0
@@ -489,6 +518,7 @@ public struct ConnectionTable: ~Copyable {
     /// A tombstone followed by an empty slot ends its run: it and the tombstones before it become empty.
     private mutating func vacate(_ slot: Int) {
         release(slot)
+        entries[slot].flags &= ~Self.occupiedFlag
         tags[slot] = Self.tombstone
         count -= 1
         if tags[(slot &+ 1) & mask] == 0 {
@@ -566,6 +596,13 @@ public struct ConnectionTable: ~Copyable {
     @inlinable @inline(__always)
     static func isLive(_ expires: UInt32, _ now: UInt32) -> Bool {
         Int32(bitPattern: expires &- now) > 0
+    }
+
+    /// Whether the entry at `entry` is the live one of `key`, whose hash is `hash`: the entry's line only.
+    @inlinable @inline(__always)
+    static func holds(_ entry: UnsafeMutablePointer<Entry>, _ key: FlowKey, hash: UInt32, now: UInt32) -> Bool {
+        entry.pointee.hash == hash && entry.pointee.flags & occupiedFlag != 0 && sameFlow(entry.pointee.key, key)
+            && isLive(entry.pointee.expires, now)
     }
 
     @inlinable @inline(__always)

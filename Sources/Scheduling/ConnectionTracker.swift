@@ -141,6 +141,10 @@ public struct ConnectionTracker: ~Copyable {
         return current == Self.noDestination ? nil : Int(current)
     }
 
+    /// Where a lookup of `hash` starts reading (the home slot's entry), to prefetch a batch's lookups.
+    @inline(__always)
+    public func connectionLine(hash: UInt32) -> UnsafeRawPointer { connections.homeEntry(hash: hash) }
+
     /// The cell a new entry keeps as its server's identity.
     @inline(__always)
     private func identity(of destination: Int) -> UInt32 {
@@ -214,13 +218,38 @@ public struct ConnectionTracker: ~Copyable {
     /// its connection. `tcpFlags` is the TCP header's flag byte (ignored for other protocols); `now` is in
     /// seconds.
     public mutating func admit(_ key: FlowKey, tcpFlags: UInt8, service: Int, now: UInt32) -> Admission {
+        admit(key, hash: key.flowHash, tcpFlags: tcpFlags, service: service, now: now)
+    }
+
+    /// The fast path of `admit`, for most packets: the live connection of a packet that changes nothing but
+    /// its timer (a datagram, or an ESTABLISHED segment with ACK and without SYN, FIN or RST) in a service
+    /// without persistence, whose real server is still configured. Returns its slot and the server's
+    /// index, the timer restarted; nil when the packet needs `admit` (called with the same hash), having
+    /// changed nothing. `hash` is `key.flowHash`.
+    @inline(__always)
+    public mutating func admitSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int,
+                                     now: UInt32) -> (slot: Int, destination: Int)? {
+        // A TCP segment other than a plain ACK (a SYN above all) is never steady: it goes straight to `admit`.
+        guard key.proto != IPProtocolNumber.tcp || tcpFlags & 0x17 == 0x10,
+              service < services.count && services[service].persistenceTimeout == 0 else { return nil }
+        let slot = connections.touchSteady(key, hash: hash, tcpFlags: tcpFlags, now: now)
+        guard slot >= 0 else { return nil }
+        let entry = connections.entries + slot
+        guard let destination = resolve(cell: entry.pointee.cell, index: entry.pointee.destination) else {
+            // Its server left: `admit` expires it (the timer just restarted does not matter, it is removed).
+            return nil
+        }
+        return (slot, destination)
+    }
+
+    /// `admit` with the packet's flow hash (`key.flowHash`) already computed: the lookup and, for a new
+    /// connection, the insertion use it.
+    public mutating func admit(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int, now: UInt32) -> Admission {
         guard service >= 0 && service < services.count else { return .drop(.noDestination) }
         let policy = services[service]
         let isTCP = key.proto == IPProtocolNumber.tcp
         // As IPVS: only a SYN (without ACK, FIN or RST) opens a TCP connection.
         let opens = !isTCP || tcpFlags & 0x17 == 0x02
-        // The packet's one flow hash: the lookup and, for a new connection, the insertion use it.
-        let hash = key.flowHash
 
         if let slot = connections.find(key, hash: hash, now: now) {
             let resolved = resolve(cell: connections.cell(at: slot), index: connections.destination(at: slot))

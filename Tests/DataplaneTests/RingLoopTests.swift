@@ -78,6 +78,42 @@ final class RingLoopTests: XCTestCase {
         XCTAssertEqual(counters[.txPackets], 15)
     }
 
+    func testAFlowOpenedAndUsedWithinOneBatchKeepsItsServer() {
+        // The batch is parsed (and its lookups prefetched) before any frame is processed: a SYN and the
+        // segments after it in the same batch must still see the connection the SYN made.
+        let rings = MemoryRings(frameCount: 256, ringSize: 128)
+        let counters = WorkerCounterBlock()
+        let snapshot = ForwardingSnapshot(interfaceMAC: interfaceMAC, services: [
+            SnapshotService(key: ServiceKey(proto: .tcp, address: IPAddress("203.0.113.10")!, port: 80), scheduler: .rr,
+                            destinations: (1...4).map { SnapshotDestination(weight: 1, mac: MACAddress(value: 0x0E00_0000_0000 | UInt64($0))) }),
+        ])
+        var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: 1024, counters: counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        let flags = [TCPFlags.syn, TCPFlags.ack, TCPFlags.ack | TCPFlags.psh, TCPFlags.ack, TCPFlags.fin | TCPFlags.ack]
+        XCTAssertEqual(rings.receive(count: 2 * flags.count) { frame, index in
+            // Two flows interleaved: 40000 and 40001, each SYN, ACK, ACK+PSH, ACK, FIN+ACK.
+            let bytes = PacketBuilder.tcp("198.51.100.1", 40000 + UInt16(index % 2), "203.0.113.10", 80,
+                                          flags: flags[index / 2]).build()
+            bytes.withUnsafeBytes { frame.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            return bytes.count
+        }, 10)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100), 10)
+        var servers: [[UInt64]] = [[], []]
+        var index = 0
+        XCTAssertEqual(rings.transmit { frame, _ in
+            servers[index % 2].append(MACAddress(bytes: Array(UnsafeRawBufferPointer(start: frame, count: 6)))!.value)
+            index += 1
+        }, 10)
+        XCTAssertEqual(Set(servers[0]).count, 1, "every segment of a flow to the server its SYN got")
+        XCTAssertEqual(Set(servers[1]).count, 1)
+        XCTAssertNotEqual(servers[0][0], servers[1][0], "round robin")
+        XCTAssertEqual(counters[.newConnections], 2)
+        XCTAssertEqual(counters[.dropTCPWithoutConnection], 0)
+        let states = engine.listConnections(now: 100).map(\.state)
+        XCTAssertEqual(states, [.finWait, .finWait])
+    }
+
     func testAFullTXRingDropsAndRecyclesTheFrames() {
         let rings = MemoryRings(frameCount: 256, ringSize: 64)
         let counters = WorkerCounterBlock()

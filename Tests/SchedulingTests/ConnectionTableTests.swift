@@ -55,6 +55,46 @@ final class ConnectionTableTests: XCTestCase {
         XCTAssertEqual(table.liveEntries(now: 1000), [entry])
     }
 
+    func testRemovedEntryIsNotFoundInItsHomeSlot() throws {
+        // A lookup decides a hit in the home slot from the entry alone: a removed entry, whose key and hash
+        // stay in the slot, must not be found there, nor after `removeAll`.
+        var table = ConnectionTable(capacity: 16)
+        let key = tcpFlow(1)
+        let slot = try XCTUnwrap(table.insert(key, service: 0, destination: 0, tcpFlags: syn, now: 100))
+        XCTAssertEqual(slot, Int(key.flowHash) & (table.slotCount - 1))
+        table.remove(at: slot)
+        XCTAssertNil(table.find(key, now: 100))
+        XCTAssertEqual(table.insert(key, service: 0, destination: 1, tcpFlags: syn, now: 100), slot)
+        XCTAssertEqual(table.find(key, now: 100), slot)
+        table.removeAll()
+        XCTAssertNil(table.find(key, now: 100))
+        // Reclaimed by the sweep once expired: not found either, even at a clock that wrapped back.
+        _ = try XCTUnwrap(table.insert(key, service: 0, destination: 0, tcpFlags: syn, now: 100))
+        XCTAssertEqual(table.sweep(now: 200, limit: table.slotCount), 1)
+        XCTAssertNil(table.find(key, now: 100))
+    }
+
+    func testTouchSteadyMovesOnlyTheTimerOfAnUnchangedState() throws {
+        var table = ConnectionTable(capacity: 16)
+        let key = tcpFlow(1), hash = tcpFlow(1).flowHash
+        let slot = try XCTUnwrap(table.insert(key, service: 0, destination: 0, tcpFlags: syn, now: 100))
+        // SYN_RECV + ACK changes the state: not the fast path, nothing touched.
+        XCTAssertEqual(table.touchSteady(key, hash: hash, tcpFlags: ack, now: 110), -1)
+        XCTAssertEqual(table.expiry(at: slot), 160)
+        table.update(at: slot, tcpFlags: ack, now: 110)
+        XCTAssertEqual(table.state(at: slot), .established)
+        XCTAssertEqual(table.touchSteady(key, hash: hash, tcpFlags: ack | psh, now: 120), slot)
+        XCTAssertEqual(table.expiry(at: slot), 120 + ConnectionTimeouts().tcpEstablished)
+        for flags in [syn, fin | ack, rst, ack | syn] {
+            XCTAssertEqual(table.touchSteady(key, hash: hash, tcpFlags: flags, now: 130), -1, "flags \(flags)")
+        }
+        XCTAssertEqual(table.touchSteady(tcpFlow(2), hash: tcpFlow(2).flowHash, tcpFlags: ack, now: 130), -1)
+        let datagram = udpFlow(3)
+        let udpSlot = try XCTUnwrap(table.insert(datagram, service: 0, destination: 0, tcpFlags: 0, now: 100))
+        XCTAssertEqual(table.touchSteady(datagram, hash: datagram.flowHash, tcpFlags: 0, now: 140), udpSlot)
+        XCTAssertEqual(table.expiry(at: udpSlot), 140 + ConnectionTimeouts().udp)
+    }
+
     func testExpiryAtExactBoundary() throws {
         var table = ConnectionTable(capacity: 16)
         let slot = try XCTUnwrap(table.insert(tcpFlow(1), service: 0, destination: 0, tcpFlags: syn, now: 500))

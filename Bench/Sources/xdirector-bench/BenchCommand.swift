@@ -43,6 +43,12 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Packets per second of the live-change scenario.")
     var liveRate = 100_000
 
+    @Option(help: "ndr: the highest rate tried, in Mpps (the first trial).")
+    var ndrMax = 2.0
+
+    @Option(help: "ndr: trials per forwarder (bisection steps).")
+    var ndrSteps = 7
+
     mutating func validate() throws {
         guard duration >= 0.5, warmup >= 0.2 else { throw ValidationError("--duration is at least 0.5 s, --warmup 0.2 s") }
         guard (1...15).contains(repetitions) else { throw ValidationError("--repeat is 1 to 15") }
@@ -50,6 +56,7 @@ struct BenchOptions: ParsableArguments {
         guard flows >= 1, flowCounts.allSatisfy({ $0 > 0 }) else { throw ValidationError("--flows and --flow-counts are positive") }
         guard (1...16).contains(maxQueues) else { throw ValidationError("--max-queues is 1 to 16") }
         guard latencyRate >= 1000, liveRate >= 1000 else { throw ValidationError("--latency-rate and --live-rate are at least 1000") }
+        guard ndrMax > 0, (1...20).contains(ndrSteps) else { throw ValidationError("--ndr-max is positive, --ndr-steps 1 to 20") }
     }
 }
 
@@ -96,7 +103,7 @@ struct XDirectorBench: ParsableCommand {
 
     @OptionGroup var options: BenchOptions
 
-    @Option(help: "auto (pktgen when the kernel has it, else afxdp), afxdp, live (XDP live frames; paced runs use AF_XDP), or pktgen.")
+    @Option(help: "auto (pktgen when the kernel has it, else afxdp), afxdp, live (XDP live frames, paced or not; probes use AF_XDP), or pktgen.")
     var generator = "auto"
 
     @Option(help: "Directory for report.json, report.md and throughput.png.")

@@ -207,10 +207,14 @@ struct AFXDPGenerator {
 /// The live-frames generator: `bench_gen.bpf.c` run by BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, which
 /// sends XDP frames into the interface with no socket buffer and no copy per packet (several times the AF_XDP
 /// generator's rate in copy mode). One thread per queue, pinned to CPU q: veth hands an XDP frame to the
-/// peer's queue of the sending CPU. As fast as possible only; paced runs and probes use the AF_XDP generator.
+/// peer's queue of the sending CPU. As fast as possible, or paced (`spec.rate`): each thread sends what its
+/// share of the rate owes since its start, in calls of at most `pacedBurst` packets, and sleeps 50 µs when it
+/// is ahead, so bursts stay far below a forwarder's RX ring. Probes use the AF_XDP generator.
 struct LiveFramesGenerator {
     /// Packets per BPF_PROG_RUN call: tens of milliseconds at the rates seen here.
     static let packetsPerCall: Int32 = 1 << 16
+    /// Paced: the most packets one call sends (a burst the forwarder's 2048-frame RX ring absorbs).
+    static let pacedBurst = 256
 
     let interface: String
     let queues: Int
@@ -239,10 +243,22 @@ struct LiveFramesGenerator {
         let cpus = max(Int(ProcessInfo.processInfo.activeProcessorCount), 1)
         let finished = DispatchSemaphore(value: 0)
         for queue in 0..<queues {
+            let perQueueRate = Double(spec.rate) / Double(queues)
             Thread {
                 _ = cxdp_pin_thread_to_cpu(Int32(queue % cpus))
-                while monotonicNanoseconds() < end {
-                    if Self.send(fd, frame: frame, interfaceIndex: interfaceIndex, count: Self.packetsPerCall) != 0 { break }
+                let start = monotonicNanoseconds()
+                var sent = 0
+                while true {
+                    let now = monotonicNanoseconds()
+                    if now >= end { break }
+                    var count = Self.packetsPerCall
+                    if perQueueRate > 0 {
+                        let owed = Int(Double(now &- start) * 1e-9 * perQueueRate) - sent
+                        guard owed > 0 else { usleep(50); continue }
+                        count = Int32(min(owed, Self.pacedBurst))
+                    }
+                    if Self.send(fd, frame: frame, interfaceIndex: interfaceIndex, count: count) != 0 { break }
+                    sent += Int(count)
                 }
                 finished.signal()
             }.start()

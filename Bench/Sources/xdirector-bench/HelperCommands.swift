@@ -42,7 +42,7 @@ struct GenerateCommand: ParsableCommand {
                                destinationPort: UInt16(port))
         switch generator {
         case "pktgen": try PktgenGenerator(interface: interface, spec: spec, statsPath: stats).run()
-        case "live" where rate == 0 && probeEvery == 0:
+        case "live" where probeEvery == 0:
             do {
                 return try LiveFramesGenerator(interface: interface, queues: queues, spec: spec, statsPath: stats).run()
             } catch {

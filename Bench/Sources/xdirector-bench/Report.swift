@@ -24,7 +24,7 @@ struct Report {
     private static func number(_ value: Double?, _ format: String) -> String { value.map { String(format: format, $0) } ?? "-" }
 
     var header: [String] {
-        ["scenario", "case", "forwarder", "q", "size", "Mpps", "min-max", "Gbit/s", "offered", "lost", "bad", "allocs/pkt",
+        ["scenario", "case", "forwarder", "q", "size", "Mpps", "min-max", "Gbit/s", "offered", "lost", "bad", "cpu ns/pkt", "usr/sys", "allocs/pkt",
          "x reflector", "x C ref", "p50 us", "p99 us", "max us", "status / notes"]
     }
 
@@ -36,6 +36,8 @@ struct Report {
                 ok ? m.mppsRange.map { String(format: "%.3f-%.3f", $0.lowerBound, $0.upperBound) } ?? "-" : "-",
                 ok ? Self.number(m.gbps, "%.2f") : "-",
                 ok ? Self.number(m.offeredMpps, "%.3f") : "-", ok ? "\(m.lost)" : "-", ok ? "\(m.badRewrites)" : "-",
+                ok ? Self.number(m.cpuNsPerPacket, "%.0f") : "-",
+                ok && m.userNsPerPacket != nil ? String(format: "%.0f/%.0f", m.userNsPerPacket!, m.systemNsPerPacket ?? 0) : "-",
                 m.forwarder == Forwarder.reflector.rawValue && ok ? "0 (kernel)" : Self.number(m.allocationsPerPacket, "%.4f"),
                 Self.number(m.ratioToReflector, "%.2f"), Self.number(m.ratioToReference, "%.2f"),
                 Self.number(m.latencyP50us, "%.1f"), Self.number(m.latencyP99us, "%.1f"), Self.number(m.latencyMaxUs, "%.1f"), tail]
@@ -60,7 +62,9 @@ struct Report {
             + "references and XDirector interleaved; every figure is the median of the runs (`min-max`: the runs' spread, ratios "
             + "are ratios of medians); Mpps and Gbit/s are what the sink "
             + "received (Gbit/s counts the 4-byte FCS, not preamble and gap); `lost` = sent - received over the whole run; "
-            + "`bad` = frames without the expected rewrite.\n\n"
+            + "`bad` = frames without the expected rewrite; `cpu ns/pkt` = CPU time of the forwarder's packet threads per forwarded "
+            + "packet over the window, `usr/sys` its user and kernel parts (from /proc/<pid>/task/<tid>/schedstat and stat; "
+            + "softirq work on other cores is not in it).\n\n"
         text += "| " + header.joined(separator: " | ") + " |\n"
         text += "|" + header.map { _ in "---" }.joined(separator: "|") + "|\n"
         for m in results { text += "| " + row(m).map { $0.replacingOccurrences(of: "|", with: "/") }.joined(separator: " | ") + " |\n" }

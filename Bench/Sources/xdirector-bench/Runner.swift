@@ -21,6 +21,8 @@ struct RunPlan {
     var connections = 1 << 18
     /// The measured window, when the run needs another than --duration.
     var duration: Double?
+    /// The generator, when the run needs another than the bench's (the no-drop search's live frames).
+    var generator: String?
     /// Actions during the window (seconds after it opens), e.g. a rules change and SIGHUP.
     var events: [(at: Double, action: (Child, String) -> String?)] = []
 }
@@ -43,6 +45,13 @@ struct Measurement: Codable {
     /// Frames the generator sent minus frames the sink saw, over the whole run (after draining).
     var lost: Int64 = 0
     var badRewrites: UInt64 = 0
+    /// Frames the generator sent over the whole run (`lost` is out of these).
+    var sent: UInt64 = 0
+    /// CPU time of the forwarder's packet threads (XDirector's workers, the C reference's queue threads) per
+    /// forwarded packet over the window, in ns: in all, in user space, in the kernel (see `ThreadCPU`).
+    var cpuNsPerPacket: Double?
+    var userNsPerPacket: Double?
+    var systemNsPerPacket: Double?
     var allocationsPerPacket: Double?
     var workerAllocations: UInt64?
     var latencyP50us: Double?
@@ -73,6 +82,10 @@ struct Measurement: Codable {
         line.gbps = middle(samples.map(\.gbps))
         line.offeredMpps = middle(samples.map(\.offeredMpps))
         line.lost = middle(samples.map(\.lost))
+        line.sent = middle(samples.map(\.sent))
+        line.cpuNsPerPacket = middle(samples.map(\.cpuNsPerPacket))
+        line.userNsPerPacket = middle(samples.map(\.userNsPerPacket))
+        line.systemNsPerPacket = middle(samples.map(\.systemNsPerPacket))
         line.badRewrites = samples.reduce(0) { $0 + $1.badRewrites }
         let allocations = samples.compactMap(\.allocationsPerPacket)
         line.allocationsPerPacket = allocations.count == samples.count ? allocations.max() : first.allocationsPerPacket
@@ -174,14 +187,21 @@ final class Runner {
                          "--proto", traffic.proto.rawValue, "--size", "\(traffic.wireSize)", "--flows", "\(traffic.flows)",
                          "--rate", "\(traffic.rate)", "--seconds", "\(seconds)", "--source-mac", formatMAC(lab.generatorMAC),
                          "--destination-mac", formatMAC(lab.directorMAC), "--destination", BenchTopology.vip, "--port", "80",
-                         "--stats", genStats, "--generator", generatorKind]
+                         "--stats", genStats, "--generator", plan.generator ?? generatorKind]
         if traffic.probeEvery > 0 { arguments += ["--probe-after", "\(options.warmup)", "--probe-every", "\(traffic.probeEvery)"] }
         if cpuCount > 1 { arguments = ["taskset", "-c", "\(generatorCore)"] + arguments }
         let generator = try Child("generator", BenchTopology.command(in: genNS, arguments))
         defer { generator.stop() }
 
         // The window: read every counter at its start and its end.
+        // The forwarder's packet threads, by name: XDirector's workers and the C reference's queue threads.
+        let threads: String? = switch plan.forwarder {
+        case .xdirector: "xd-q"
+        case .reference: "xdb-ref-q"
+        case .reflector: nil  // XDP_TX runs in the kernel's softirq: no thread of its own
+        }
         Thread.sleep(forTimeInterval: options.warmup)
+        let cpuStart = threads.flatMap { ThreadCPU.read(pid: forwarder.pid, prefix: $0) }
         let start = try readings(genStats, sinkStats, allocStats)
         var elapsed = 0.0
         var phaseStart = start
@@ -194,6 +214,7 @@ final class Runner {
         }
         if duration > elapsed { Thread.sleep(forTimeInterval: duration - elapsed) }
         let end = try readings(genStats, sinkStats, allocStats)
+        let cpuEnd = threads.flatMap { ThreadCPU.read(pid: forwarder.pid, prefix: $0) }
         if !plan.events.isEmpty { result.phaseHits.append(zip(end.hits, phaseStart.hits).map { $0 &- $1 }) }
         Topology.wait(generator.process, seconds: 10)
         if generator.process.isRunning { generator.stop() }
@@ -212,6 +233,10 @@ final class Runner {
         result.gbps = window > 0 ? Double(bytes &+ 4 &* forwarded) * 8 / window / 1e9 : 0
         result.offeredMpps = genWindow > 0 ? Double(offered) / genWindow / 1e6 : 0
         result.lost = Int64(bitPattern: final.gen[0]) - Int64(bitPattern: final.sink[Int(BenchBPF.rx)])
+        result.sent = final.gen[0]
+        if let cpuStart, let cpuEnd, let cpu = cpuEnd.perPacket(since: cpuStart, packets: forwarded) {
+            (result.cpuNsPerPacket, result.userNsPerPacket, result.systemNsPerPacket) = (cpu.total, cpu.user, cpu.system)
+        }
         result.badRewrites = final.sink[Int(BenchBPF.bad)]
         if let before = start.allocations, let after = end.allocations, plan.forwarder != .reflector {
             result.workerAllocations = after &- before

@@ -3,7 +3,7 @@ import Foundation
 /// The issue's scenarios. References (reflector, C AF_XDP forwarder) are measured in the same run, on the
 /// same path and cores, interleaved with the cases they are compared with.
 final class Scenarios {
-    static let all = ["dr", "tun", "nat", "conns", "flows", "queues", "latency", "live"]
+    static let all = ["dr", "tun", "nat", "conns", "flows", "queues", "latency", "live", "ndr"]
     static let help = """
         dr       DR (-g) throughput at each --sizes, with the XDP_TX reflector and the C AF_XDP reference
         tun      TUN (-i) throughput: ipip at each size, gue and gre at the smallest
@@ -13,6 +13,8 @@ final class Scenarios {
         queues   1..N queues (N: --max-queues), reference and XDirector, smallest size
         latency  p50/p99/max of timestamped probes at a fixed load (--latency-rate), all three forwarders
         live     a weight change then a real-server removal under UDP load (SIGHUP reloads --rules): packets lost, split
+        ndr      no-drop rate (RFC 2544 style: the highest paced rate with loss ≤ 0.01 %), C reference and XDirector, DR,
+                 smallest size, paced XDP live frames: a bisection of --ndr-steps trials
         all      every scenario above, in this order
         """
 
@@ -46,6 +48,7 @@ final class Scenarios {
         case "queues": queueScaling()
         case "latency": latency()
         case "live": liveChange()
+        case "ndr": noDropRate()
         default: FileHandle.standardError.write(Data("unknown scenario \(name)\n".utf8))
         }
     }
@@ -202,6 +205,49 @@ final class Scenarios {
     /// (TCP connections to a removed server are dropped by design, as IPVS's expire_nodest_conn does), so
     /// no packet may be lost. Two runs: established flows (the removal moves them), and a new flow per
     /// packet (each phase's split must follow its weights: 1:1, 3:1, 1:0).
+    /// RFC 2544's throughput test, as a no-drop rate: for each forwarder, the highest offered rate (paced)
+    /// whose run loses at most 0.01 % of what was sent, found by bisection between 0 and --ndr-max Mpps in
+    /// --ndr-steps trials (one run each). The paced live-frames generator offers several times what the
+    /// AF_XDP generator can on veth, so it is the one used here. The line is the highest passing trial; its
+    /// notes list every trial.
+    func noDropRate() {
+        let size = smallest
+        // Live frames where the kernel has them (`_generate` falls back to AF_XDP and says so where not).
+        let generator = "live"
+        let candidates: [(Forwarder, String)] = [(.reference, "\(size)B q1"), (.xdirector, "DR \(size)B")]
+        for (forwarder, label) in candidates {
+            var low = 0.0, high = options.ndrMax * 1e6
+            var best: Measurement?
+            var trials: [String] = []
+            var rate = high
+            for _ in 0..<options.ndrSteps {
+                var plan = forwarder == .xdirector
+                    ? director("ndr", label, traffic: traffic(size: size, rate: Int(rate)), rules: rules(method: "-g"))
+                    : RunPlan(scenario: "ndr", label: label, forwarder: forwarder, traffic: traffic(size: size, rate: Int(rate)))
+                plan.generator = generator
+                let trial = runner.run(plan)
+                if trial.skipped { best = best ?? trial; break }
+                let loss = trial.sent > 0 ? Double(max(trial.lost, 0)) / Double(trial.sent) : 1
+                let passed = loss <= 1e-4
+                trials.append(String(format: "%.3f %@ (loss %.3f%%)", rate / 1e6, passed ? "ok" : "lost", loss * 100))
+                if passed {
+                    low = rate
+                    best = trial  // bisection: each passing rate is above the previous one
+                    if rate >= high { break }  // the top of the range passes: nothing above it is searched
+                } else {
+                    high = rate
+                }
+                rate = (low + high) / 2
+            }
+            var line = best ?? Measurement(scenario: "ndr", label: label, forwarder: forwarder.rawValue, queues: 1, size: size,
+                                           proto: options.proto.rawValue, flows: options.flows)
+            if best == nil { line.status = "no trial passed (lowest tried \(trials.last ?? "-"))" }
+            line.notes.append(String(format: "no-drop rate %.3f Mpps offered", low / 1e6))
+            line.notes.append("paced live frames; trials (Mpps): " + trials.joined(separator: ", "))
+            results.append(line)
+        }
+    }
+
     func liveChange() {
         let rate = options.liveRate
         let initial = rules(method: "-g", weights: [1, 1], scheduler: "wrr")
