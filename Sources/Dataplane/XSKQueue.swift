@@ -16,6 +16,17 @@ public struct XSKConfiguration: Codable, Sendable {
 
     public init() {}
     var fillRingSize: UInt32 { frameCount }
+
+    /// What the kernel keeps before each received packet in a frame (`XDP_PACKET_HEADROOM`).
+    public static let kernelHeadroom = 256
+    /// An Ethernet header with one 802.1Q tag: what a frame carries beyond the MTU.
+    public static let linkHeaderBytes = 14 + 4
+
+    /// The largest frame a UMEM frame receives whole: the kernel drops a longer one (`rx_dropped`).
+    public var largestFrame: Int { Int(frameSize) - Self.kernelHeadroom }
+
+    /// The largest interface MTU whose frames (a VLAN tag included) fit a UMEM frame: 3822 for 4096-byte frames.
+    public var largestMTU: Int { largestFrame - Self.linkHeaderBytes }
 }
 
 /// One queue's UMEM, its four rings and its AF_XDP socket, created through libxdp without letting libxdp
