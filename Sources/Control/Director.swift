@@ -285,11 +285,13 @@ public final class Director {
         logger.notice("handed over: the XDP program stays attached on \(interface.name) and holds its frames for \(options.restartGrace) s; start the next director now")
     }
 
-    /// Per-queue worker counters and the XDP program's counters.
+    /// Per-queue worker counters, with each socket's kernel counts read now, and the XDP program's counters.
+    /// Called on request and once a second by the control loop, never per batch.
     public func statistics() -> DirectorStatistics {
         DirectorStatistics(
             workers: workers.map { worker in
-                DirectorStatistics.WorkerRow(queue: worker.queue.queue, core: worker.core, cpu: worker.cpu,
+                if let socket = worker.queue.statistics() { worker.counters.record(socket) }
+                return DirectorStatistics.WorkerRow(queue: worker.queue.queue, core: worker.core, cpu: worker.cpu,
                                              zeroCopy: worker.queue.zeroCopy, threadID: worker.threadID,
                                              rings: worker.queue.configuration, counters: worker.counters.values())
             },

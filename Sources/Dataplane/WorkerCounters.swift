@@ -43,6 +43,22 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     case dropNoSourceAddress
     // Ring and wake-up events.
     case emptyPolls, fillRingShortfalls, rxWakeups, txKicks, txKickErrors
+    // The kernel's counts for the worker's socket (`XDP_STATISTICS`), copied in by the control thread, the
+    // only writer of these slots, once a second and on request: frames redirected to the socket and lost
+    // before the worker saw them, and descriptors the kernel refused.
+    /// The RX ring was full: the worker fell behind (`rx_ring_full`).
+    case dropSocketRXRingFull
+    /// No free frame in the fill ring, or a frame longer than a UMEM frame (`rx_dropped`).
+    case dropSocketRX
+    /// TX descriptors the kernel refused; those frames were not sent (`tx_invalid_descs`).
+    case dropSocketTXInvalid
+    /// Times the kernel found the fill ring empty (`rx_fill_ring_empty_descs`); the frames lost then are in
+    /// `dropSocketRX`.
+    case socketFillRingEmpty
+    /// Fill-ring addresses the kernel refused (`rx_invalid_descs`).
+    case socketRXInvalid
+    /// Times the kernel found nothing to send when woken (`tx_ring_empty_descs`).
+    case socketTXRingEmpty
 
     /// snake_case for listings, JSON and metrics; an acronym stays one word (`dropNotIP` → `drop_not_ip`,
     /// `dropTXRingFull` → `drop_tx_ring_full`, `dropBadIPv4Checksum` → `drop_bad_ipv4_checksum`).
@@ -81,6 +97,17 @@ public final class WorkerCounterBlock: @unchecked Sendable {
     public subscript(counter: WorkerCounter) -> UInt64 { base[counter.rawValue].load(ordering: .relaxed) }
 
     public func values() -> [UInt64] { WorkerCounter.allCases.map { self[$0] } }
+
+    /// Copies the kernel's counts for the worker's socket into their slots. The control thread alone calls
+    /// it (the worker never writes these slots), so each slot keeps a single writer.
+    public func record(_ socket: XSKSocketStatistics) {
+        writer.set(.dropSocketRXRingFull, socket.rxRingFull)
+        writer.set(.dropSocketRX, socket.rxDropped)
+        writer.set(.dropSocketTXInvalid, socket.txInvalidDescriptors)
+        writer.set(.socketFillRingEmpty, socket.fillRingEmpty)
+        writer.set(.socketRXInvalid, socket.rxInvalidDescriptors)
+        writer.set(.socketTXRingEmpty, socket.txRingEmpty)
+    }
 
     /// A trivial handle for the hot path (no ARC when copied).
     var writer: CounterWriter { CounterWriter(base: base) }
