@@ -144,29 +144,3 @@ public final class XSKQueue {
         rings.0.deallocate(); rings.1.deallocate(); rings.2.deallocate(); rings.3.deallocate()
     }
 }
-
-/// What the kernel counts for one AF_XDP socket (`struct xdp_statistics`), cumulative since the socket opened.
-public struct XSKSocketStatistics: Equatable, Sendable {
-    /// Redirected frames dropped: longer than a frame, or no free frame in the fill ring (`rx_dropped`).
-    public var rxDropped: UInt64
-    /// Fill-ring addresses the kernel refused (`rx_invalid_descs`).
-    public var rxInvalidDescriptors: UInt64
-    /// TX descriptors the kernel refused: those frames were not sent (`tx_invalid_descs`).
-    public var txInvalidDescriptors: UInt64
-    /// Redirected frames dropped because the RX ring was full: the worker fell behind (`rx_ring_full`).
-    public var rxRingFull: UInt64
-    /// Times the kernel found the fill ring empty (`rx_fill_ring_empty_descs`): explains part of `rxDropped`.
-    public var fillRingEmpty: UInt64
-    /// Times the kernel found the TX ring empty when woken (`tx_ring_empty_descs`).
-    public var txRingEmpty: UInt64
-
-    public init(rxDropped: UInt64 = 0, rxInvalidDescriptors: UInt64 = 0, txInvalidDescriptors: UInt64 = 0,
-                rxRingFull: UInt64 = 0, fillRingEmpty: UInt64 = 0, txRingEmpty: UInt64 = 0) {
-        self.rxDropped = rxDropped
-        self.rxInvalidDescriptors = rxInvalidDescriptors
-        self.txInvalidDescriptors = txInvalidDescriptors
-        self.rxRingFull = rxRingFull
-        self.fillRingEmpty = fillRingEmpty
-        self.txRingEmpty = txRingEmpty
-    }
-}
