@@ -69,6 +69,45 @@ final class HostileClientTests: LabTestCase {
         XCTAssertEqual(director.terminationStatus, 0, output.text)
     }
 
+    /// A worker that stops taking frames (the director stopped with SIGSTOP) while a flood arrives: its
+    /// socket's RX ring overflows, and every frame the program redirected is either received by a worker or
+    /// counted lost by the kernel (`drop_socket_rx_ring_full`, `drop_socket_rx`), among the drops.
+    func testFramesLostOnAFullReceiveRingAreCounted() throws {
+        let lab = try XCTUnwrap(lab)
+        try startDirector(rules: """
+            -A -u \(Topology.vip4):\(port) -s rr
+            -a -u \(Topology.vip4):\(port) -r \(Topology.realAddress4(0)):\(port) -g -w 1
+            """)
+        let director = try XCTUnwrap(self.director)
+        func reading() throws -> (totals: [String: Any], xdp: [String: Any]) {
+            let stats = try cli("stats", ["--json"])
+            XCTAssertEqual(stats.status, 0, stats.error)
+            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(stats.output.utf8)) as? [String: Any], stats.output)
+            return (try XCTUnwrap(json["totals"] as? [String: Any]), try XCTUnwrap(json["xdp"] as? [String: Any]))
+        }
+        func number(_ object: [String: Any], _ key: String) -> Int { (object[key] as? NSNumber)?.intValue ?? -1 }
+        let before = try reading()
+        XCTAssertEqual(number(before.totals, "drop_socket_rx_ring_full"), 0)
+
+        kill(director.processIdentifier, SIGSTOP)
+        // 8000 datagrams, each from a new port, so both queues get more than their 2048-entry RX ring holds.
+        try lab.exec(lab.client, ["bash", "-c", "for i in $(seq 8000); do echo x > /dev/udp/\(Topology.vip4)/\(port); done"])
+        Thread.sleep(forTimeInterval: 0.5)
+        kill(director.processIdentifier, SIGCONT)
+        Thread.sleep(forTimeInterval: 1.5)
+
+        let after = try reading()
+        let redirected = number(after.xdp, "redirected") - number(before.xdp, "redirected")
+        let received = number(after.totals, "rx_packets") - number(before.totals, "rx_packets")
+        let ringFull = number(after.totals, "drop_socket_rx_ring_full")
+        let lost = ringFull + number(after.totals, "drop_socket_rx")
+        XCTAssertGreaterThan(ringFull, 0, "the RX rings overflowed: \(after.totals)")
+        XCTAssertEqual(received + lost, redirected, "every redirected frame is received or counted lost: \(after)")
+        XCTAssertGreaterThanOrEqual(number(after.totals, "drops"), lost, "the losses are among the drops")
+        let report = try stopDirector()
+        XCTAssertTrue(report.text.contains("drop_socket_rx_ring_full"), "the exit table lists them: \(report.text)")
+    }
+
     // MARK: Clients
 
     static func connect(unix path: String) throws -> Int32 {

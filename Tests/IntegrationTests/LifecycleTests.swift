@@ -32,7 +32,14 @@ final class LifecycleTests: LabTestCase {
         for index in 0..<lab.realCount {
             _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-session", "--name", "rs\(index + 1)", "--port", "\(port)"])
         }
-        holder = try lab.spawn(lab.director, ["sleep", "900"])
+        let holder = try lab.spawn(lab.director, ["sleep", "900"])
+        self.holder = holder
+        // `ip netns exec` enters the namespaces, then executes sleep: until then, nsenter would find the host's.
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline,
+              (try? String(contentsOfFile: "/proc/\(holder.processIdentifier)/comm", encoding: .utf8))?.hasPrefix("sleep") != true {
+            usleep(10_000)
+        }
         stateFile = NSTemporaryDirectory() + "\(lab.prefix)-state/\(lab.directorInterface).rules"
     }
 
