@@ -45,12 +45,14 @@ let package = Package(
         // (MapSyncer, CellRegistry, TrafficLedger), the director's lifecycle. Never imports CXDirectorShared.
         .target(
             name: "Control",
-            dependencies: ["Dataplane", "Scheduling", "Packet", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Dataplane", "Scheduling", "Packet", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
         // The Prometheus exporter and its HTTP endpoint (`run --metrics`). Not named Metrics: swift-metrics has one.
         .target(
             name: "XDirectorMetrics",
-            dependencies: ["Control", .product(name: "Prometheus", package: "swift-prometheus")],
+            dependencies: ["Control", .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             path: "Sources/Metrics"
         ),
         // keepalived's semantics as pure logic: keepalived.conf parsed into a DirectorConfig and checker

@@ -1,26 +1,44 @@
 import Dataplane
 import Foundation
 import Glibc
+import NIOCore
+import NIOPosix
+import Synchronization
 
 /// The running director's Unix socket: `/run/xdirector/<interface>.sock` by default, owner root, mode 0600.
-/// The control thread accepts and answers on it between its other duties (`serve`), one request at a time;
-/// a client gets a few seconds to send its request, so a stuck one cannot stall the director.
-public final class ControlSocket {
+///
+/// A swift-nio event loop thread of its own accepts the clients and reads their requests, each within a
+/// deadline and a size bound, so no client (slow, idle, or one of many) holds up another or the control loop.
+/// A complete request waits in a queue the control thread drains on each turn (`serve`): only the control
+/// thread touches the director, so handlers need no locks. The answer is written back on the event loop.
+public final class ControlSocket: @unchecked Sendable {
     public static let directory = "/run/xdirector"
     /// A request larger than this is refused (a restore of a few hundred thousand rules fits).
     static let maximumRequest = 64 << 20
-    static let clientTimeoutSeconds = 5
+    /// How long a client has to send its whole request (from its connection), and to take its answer.
+    static let requestDeadline = TimeAmount.seconds(5)
+    static let answerDeadline = TimeAmount.seconds(30)
+    /// Connections held at once; more are closed at once (each costs a descriptor and its buffer).
+    static let maximumConnections = 1024
 
     public let path: String
     private var listener: Int32 = -1
+    private var group: MultiThreadedEventLoopGroup?
+    private var channel: Channel?
+    /// Complete requests for the control thread, each with the promise its connection answers from; once
+    /// `closing`, a request is refused at once instead.
+    private let pending = Mutex<(closing: Bool, queue: [(ControlRequest, EventLoopPromise<ControlResponse>)])>((false, []))
+    private static let stopping = ControlResponse.failure("xdirector: the director is stopping", status: 1)
+    private let connections = Atomic<Int>(0)
 
     /// `/run/xdirector/<instance>.sock`: the instance name is the interface's, unique per network namespace.
     public static func defaultPath(interface: String) -> String {
         "\(directory)/\(DirectorInstance.name(interface: interface)).sock"
     }
 
-    /// Binds and listens. Refuses a path where another director answers, and anything at the path that is
-    /// not a socket (a file or a link is never deleted); replaces a socket nobody answers (a director that died).
+    /// Binds, listens and starts accepting on the event loop. Refuses a path where another director answers,
+    /// and anything at the path that is not a socket (a file or a link is never deleted); replaces a socket
+    /// nobody answers (a director that died).
     public init(path: String) throws {
         self.path = path
         var address = try ControlClient.address(path)
@@ -44,13 +62,31 @@ public final class ControlSocket {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard bound == 0, listen(fd, 16) == 0 else {
+        guard bound == 0, listen(fd, 256) == 0 else {
             let reason = String(cString: strerror(errno))
             Glibc.close(fd)
             throw ControlError("cannot listen on \(path): \(reason)")
         }
         chmod(path, 0o600)
         listener = fd
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            channel = try ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelInitializer { [weak self] channel in
+                    guard let self else { return channel.close() }
+                    return self.admit(channel)
+                }
+                .withBoundSocket(fd).wait()
+            self.group = group
+        } catch {
+            try? group.syncShutdownGracefully()
+            Glibc.close(fd)
+            listener = -1
+            unlink(path)
+            throw ControlError("cannot serve \(path): \(error)")
+        }
     }
 
     deinit { close() }
@@ -69,40 +105,146 @@ public final class ControlSocket {
         }
     }
 
-    /// The listening descriptor, for poll().
-    public var descriptor: Int32 { listener }
-
-    /// Answers every client waiting now, each with `handle`; returns without waiting when none is.
-    public func serve(_ handle: (ControlRequest) -> ControlResponse) {
-        guard listener >= 0 else { return }
-        while true {
-            // The accepted socket does not inherit O_NONBLOCK: reads below block, bounded by the timeouts.
-            let client = accept(listener, nil, nil)
-            guard client >= 0 else { return }
-            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            defer { Glibc.close(client) }
-            var timeout = timeval(tv_sec: Self.clientTimeoutSeconds, tv_usec: 0)
-            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let response: ControlResponse
-            if let data = ControlClient.readAll(client, limit: Self.maximumRequest) {
-                if let request = try? JSONDecoder().decode(ControlRequest.self, from: data) {
-                    response = handle(request)
-                } else {
-                    response = .failure("xdirector: the request is not one this director understands", status: 2)
-                }
-            } else {
-                response = .failure("xdirector: the request was cut short or too large", status: 2)
+    /// Sets up a new connection on the event loop, or closes it when too many are held.
+    private func admit(_ channel: Channel) -> EventLoopFuture<Void> {
+        guard connections.wrappingAdd(1, ordering: .relaxed).newValue <= Self.maximumConnections else {
+            connections.wrappingSubtract(1, ordering: .relaxed)
+            return channel.close()
+        }
+        channel.closeFuture.whenComplete { [weak self] _ in self?.connections.wrappingSubtract(1, ordering: .relaxed) }
+        let handler = ControlConnectionHandler(limit: Self.maximumRequest, deadline: Self.requestDeadline,
+                                               answerDeadline: Self.answerDeadline) { [weak self] request, promise in
+            let queued = self?.pending.withLock { pending in
+                if !pending.closing { pending.queue.append((request, promise)) }
+                return !pending.closing
             }
-            if let encoded = try? JSONEncoder().encode(response) { ControlClient.writeAll(client, encoded) }
+            if queued != true { promise.succeed(Self.stopping) }
+        }
+        do {
+            try channel.pipeline.syncOperations.addHandler(handler)
+            return channel.eventLoop.makeSucceededVoidFuture()
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
         }
     }
 
+    /// Answers every complete request waiting now, each with `handle`, on the calling (control) thread;
+    /// never waits for a client.
+    public func serve(_ handle: (ControlRequest) -> ControlResponse) {
+        let waiting = pending.withLock { pending in
+            defer { pending.queue.removeAll() }
+            return pending.queue
+        }
+        for (request, promise) in waiting { promise.succeed(handle(request)) }
+    }
+
+    /// Stops accepting, answers requests still waiting with a refusal, closes every connection and ends
+    /// the event loop's thread; removes the socket file.
     public func close() {
         guard listener >= 0 else { return }
-        Glibc.close(listener)
         listener = -1
+        try? channel?.close().wait()
+        channel = nil
+        let waiting = pending.withLock { pending in
+            pending.closing = true
+            defer { pending.queue.removeAll() }
+            return pending.queue
+        }
+        for (_, promise) in waiting { promise.succeed(Self.stopping) }
+        try? group?.syncShutdownGracefully()
+        group = nil
         unlink(path)
+    }
+}
+
+/// One control connection on the event loop: gathers the request until the client shuts its write side,
+/// within `limit` bytes and a deadline counted from the connection; hands it on, then writes the answer
+/// and closes.
+final class ControlConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let limit: Int
+    private let deadline: TimeAmount
+    private let answerDeadline: TimeAmount
+    private let submit: (ControlRequest, EventLoopPromise<ControlResponse>) -> Void
+    private var received: ByteBuffer?
+    private var timer: Scheduled<Void>?
+    private var done = false
+
+    init(limit: Int, deadline: TimeAmount, answerDeadline: TimeAmount,
+         submit: @escaping (ControlRequest, EventLoopPromise<ControlResponse>) -> Void) {
+        self.limit = limit
+        self.deadline = deadline
+        self.answerDeadline = answerDeadline
+        self.submit = submit
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: deadline) {
+            let (handler, context) = bound.value
+            handler.finish(context, .failure("xdirector: the request was cut short or too large", status: 2))
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else { return }
+        var chunk = unwrapInboundIn(data)
+        if received == nil { received = context.channel.allocator.buffer(capacity: chunk.readableBytes) }
+        received!.writeBuffer(&chunk)
+        if received!.readableBytes > limit {
+            finish(context, .failure("xdirector: the request was cut short or too large", status: 2))
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, event == .inputClosed, !done else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        timer?.cancel()
+        let bytes = received.map { Data($0.readableBytesView) } ?? Data()
+        guard let request = try? JSONDecoder().decode(ControlRequest.self, from: bytes) else {
+            return finish(context, .failure("xdirector: the request is not one this director understands", status: 2))
+        }
+        done = true
+        received = nil
+        let promise = context.eventLoop.makePromise(of: ControlResponse.self)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        promise.futureResult.whenSuccess { response in
+            let (handler, context) = bound.value
+            handler.write(context, response)
+        }
+        submit(request, promise)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    /// Answers without the control thread (a refusal) and closes.
+    private func finish(_ context: ChannelHandlerContext, _ response: ControlResponse) {
+        guard !done else { return }
+        done = true
+        received = nil
+        timer?.cancel()
+        write(context, response)
+    }
+
+    /// Writes the answer and closes once it is out, or after `answerDeadline` when the client does not take it.
+    private func write(_ context: ChannelHandlerContext, _ response: ControlResponse) {
+        guard context.channel.isActive else { return }
+        let encoded = (try? JSONEncoder().encode(response)) ?? Data()
+        var buffer = context.channel.allocator.buffer(capacity: encoded.count)
+        buffer.writeBytes(encoded)
+        let channel = context.channel
+        let giveUp = context.eventLoop.scheduleTask(in: answerDeadline) { channel.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
+            giveUp.cancel()
+            channel.close(promise: nil)
+        }
     }
 }
 

@@ -74,12 +74,22 @@ public final class Director {
         self.logger = logger
         interface = try NetworkInterface(name: options.interface)
         instance = DirectorInstance.name(interface: options.interface)
+        try Self.checkMTU(of: interface)
         stale = try Self.checkOwnership(of: interface)
         plan = try QueuePlan(queues: options.queues, cores: options.cores, interfaceQueueCount: interface.rxQueueCount)
         sourceAddresses = options.sourceAddresses.isEmpty ? InterfaceAddresses.primary(of: options.interface)
                                                            : options.sourceAddresses
         ledger = TrafficLedger(workers: plan.assignments.count, capacity: Self.counterCells)
         _ = try planChange(to: configuration)
+    }
+
+    /// Refuses an interface whose MTU makes frames larger than a UMEM frame holds: the kernel would drop
+    /// them (or the driver refuse native XDP), and the director serves no multi-buffer frames.
+    static func checkMTU(of interface: NetworkInterface, frames: XSKConfiguration = XSKConfiguration()) throws {
+        guard interface.mtu > frames.largestMTU else { return }
+        throw ControlError("\(interface.name) has MTU \(interface.mtu): its frames do not fit the director's \(frames.frameSize)-byte "
+            + "UMEM frames (\(XSKConfiguration.kernelHeadroom) bytes of headroom, an Ethernet header with a VLAN tag); the largest MTU "
+            + "that works is \(frames.largestMTU) (ip link set dev \(interface.name) mtu \(frames.largestMTU))")
     }
 
     /// Refuses an interface that a live director serves (whatever its queues) or that carries another XDP
@@ -182,7 +192,7 @@ public final class Director {
                 logger.notice("taking over \(interface.name) from a director that died (pid \(owner.pid), XDP program \(stale.id))")
             }
             syncHostAddresses()
-            try program.attach(preferring: options.xdpMode, replacing: stale)
+            try program.attach(mode: options.xdpMode, replacing: stale)
             // Pinned once attached: until then a dead director's pins (if any) still describe the interface.
             program.pin()
             saveConfiguration()
@@ -277,11 +287,13 @@ public final class Director {
         logger.notice("handed over: the XDP program stays attached on \(interface.name) and holds its frames for \(options.restartGrace) s; start the next director now")
     }
 
-    /// Per-queue worker counters and the XDP program's counters.
+    /// Per-queue worker counters, with each socket's kernel counts read now, and the XDP program's counters.
+    /// Called on request and once a second by the control loop, never per batch.
     public func statistics() -> DirectorStatistics {
         DirectorStatistics(
             workers: workers.map { worker in
-                DirectorStatistics.WorkerRow(queue: worker.queue.queue, core: worker.core, cpu: worker.cpu,
+                if let socket = worker.queue.statistics() { worker.counters.record(socket) }
+                return DirectorStatistics.WorkerRow(queue: worker.queue.queue, core: worker.core, cpu: worker.cpu,
                                              zeroCopy: worker.queue.zeroCopy, threadID: worker.threadID,
                                              rings: worker.queue.configuration, counters: worker.counters.values())
             },

@@ -45,6 +45,22 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     case dropNoSourceAddress
     // Ring and wake-up events.
     case emptyPolls, fillRingShortfalls, rxWakeups, txKicks, txKickErrors
+    // The kernel's counts for the worker's socket (`XDP_STATISTICS`), copied in by the control thread, the
+    // only writer of these slots, once a second and on request: frames redirected to the socket and lost
+    // before the worker saw them, and descriptors the kernel refused.
+    /// The RX ring was full: the worker fell behind (`rx_ring_full`).
+    case dropSocketRXRingFull
+    /// No free frame in the fill ring, or a frame longer than a UMEM frame (`rx_dropped`).
+    case dropSocketRX
+    /// TX descriptors the kernel refused; those frames were not sent (`tx_invalid_descs`).
+    case dropSocketTXInvalid
+    /// Times the kernel found the fill ring empty (`rx_fill_ring_empty_descs`); the frames lost then are in
+    /// `dropSocketRX`.
+    case socketFillRingEmpty
+    /// Fill-ring addresses the kernel refused (`rx_invalid_descs`).
+    case socketRXInvalid
+    /// Times the kernel found nothing to send when woken (`tx_ring_empty_descs`).
+    case socketTXRingEmpty
 
     /// snake_case for listings, JSON and metrics; an acronym stays one word (`dropNotIP` → `drop_not_ip`,
     /// `dropTXRingFull` → `drop_tx_ring_full`, `dropBadIPv4Checksum` → `drop_bad_ipv4_checksum`).
@@ -84,6 +100,17 @@ public final class WorkerCounterBlock: @unchecked Sendable {
 
     public func values() -> [UInt64] { WorkerCounter.allCases.map { self[$0] } }
 
+    /// Copies the kernel's counts for the worker's socket into their slots. The control thread alone calls
+    /// it (the worker never writes these slots), so each slot keeps a single writer.
+    public func record(_ socket: XSKSocketStatistics) {
+        writer.set(.dropSocketRXRingFull, socket.rxRingFull)
+        writer.set(.dropSocketRX, socket.rxDropped)
+        writer.set(.dropSocketTXInvalid, socket.txInvalidDescriptors)
+        writer.set(.socketFillRingEmpty, socket.fillRingEmpty)
+        writer.set(.socketRXInvalid, socket.rxInvalidDescriptors)
+        writer.set(.socketTXRingEmpty, socket.txRingEmpty)
+    }
+
     /// A trivial handle for the hot path (no ARC when copied).
     var writer: CounterWriter { CounterWriter(base: base) }
 }
@@ -101,5 +128,31 @@ struct CounterWriter {
     func add(_ counter: WorkerCounter, _ amount: UInt64 = 1) {
         let slot = base + counter.rawValue
         slot.pointee.store(slot.pointee.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
+    }
+}
+
+/// What the kernel counts for one AF_XDP socket (`struct xdp_statistics`), cumulative since the socket opened.
+public struct XSKSocketStatistics: Equatable, Sendable {
+    /// Redirected frames dropped: longer than a frame, or no free frame in the fill ring (`rx_dropped`).
+    public var rxDropped: UInt64
+    /// Fill-ring addresses the kernel refused (`rx_invalid_descs`).
+    public var rxInvalidDescriptors: UInt64
+    /// TX descriptors the kernel refused: those frames were not sent (`tx_invalid_descs`).
+    public var txInvalidDescriptors: UInt64
+    /// Redirected frames dropped because the RX ring was full: the worker fell behind (`rx_ring_full`).
+    public var rxRingFull: UInt64
+    /// Times the kernel found the fill ring empty (`rx_fill_ring_empty_descs`): explains part of `rxDropped`.
+    public var fillRingEmpty: UInt64
+    /// Times the kernel found the TX ring empty when woken (`tx_ring_empty_descs`).
+    public var txRingEmpty: UInt64
+
+    public init(rxDropped: UInt64 = 0, rxInvalidDescriptors: UInt64 = 0, txInvalidDescriptors: UInt64 = 0,
+                rxRingFull: UInt64 = 0, fillRingEmpty: UInt64 = 0, txRingEmpty: UInt64 = 0) {
+        self.rxDropped = rxDropped
+        self.rxInvalidDescriptors = rxInvalidDescriptors
+        self.txInvalidDescriptors = txInvalidDescriptors
+        self.rxRingFull = rxRingFull
+        self.fillRingEmpty = fillRingEmpty
+        self.txRingEmpty = txRingEmpty
     }
 }

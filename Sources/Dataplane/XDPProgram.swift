@@ -132,7 +132,7 @@ public final class XDPProgram {
     /// Attaches the program to the interface, atomically in place of `replacing` (the program of a director
     /// that died, found by `AttachedProgram.inspect`), so no frame meets the kernel between the two; otherwise
     /// only where no program is attached.
-    public func attach(preferring mode: AttachMode, replacing stale: AttachedProgram? = nil) throws(DataplaneError) {
+    public func attach(mode: AttachMode, replacing stale: AttachedProgram? = nil) throws(DataplaneError) {
         let ifindex = Int32(interface.index)
         if let stale {
             let expected = bpf_prog_get_fd_by_id(stale.id)
@@ -143,15 +143,19 @@ public final class XDPProgram {
             attachedMode = stale.mode
             return
         }
-        var result = cxdp_xdp_attach(ifindex, programFD, mode.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), -1)
-        var used = mode
-        if result != 0, mode == .native {
-            logger.warning("native XDP attach on \(interface.name) failed (\(String(cString: strerror(-result)))); using generic XDP, copy mode only")
-            used = .generic
-            result = cxdp_xdp_attach(ifindex, programFD, used.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), -1)
+        // Never falls back to generic mode by itself: generic XDP is slow and copy mode only, and a driver
+        // that refuses native XDP may refuse it for a reason (an MTU too large) that generic mode would
+        // only hide. The operator chooses it with `--xdp-mode generic`.
+        let result = cxdp_xdp_attach(ifindex, programFD, mode.flags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), -1)
+        guard result == 0 else {
+            if mode == .native {
+                let reason = String(cString: strerror(abs(result)))
+                throw DataplaneError("cannot attach XDP to \(interface.name) in native mode: \(reason) (errno \(abs(result))); "
+                    + "if its driver lacks native XDP, start with --xdp-mode generic (the kernel's generic hook: slower, copy mode only)")
+            }
+            throw DataplaneError("cannot attach XDP to \(interface.name)", errno: result)
         }
-        guard result == 0 else { throw DataplaneError("cannot attach XDP to \(interface.name)", errno: result) }
-        attachedMode = used
+        attachedMode = mode
     }
 
     /// Detaches the program if it is still ours, so a program someone else attached since is left alone.

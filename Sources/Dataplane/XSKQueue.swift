@@ -16,6 +16,17 @@ public struct XSKConfiguration: Codable, Sendable {
 
     public init() {}
     var fillRingSize: UInt32 { frameCount }
+
+    /// What the kernel keeps before each received packet in a frame (`XDP_PACKET_HEADROOM`).
+    public static let kernelHeadroom = 256
+    /// An Ethernet header with one 802.1Q tag: what a frame carries beyond the MTU.
+    public static let linkHeaderBytes = 14 + 4
+
+    /// The largest frame a UMEM frame receives whole: the kernel drops a longer one (`rx_dropped`).
+    public var largestFrame: Int { Int(frameSize) - Self.kernelHeadroom }
+
+    /// The largest interface MTU whose frames (a VLAN tag included) fit a UMEM frame: 3822 for 4096-byte frames.
+    public var largestMTU: Int { largestFrame - Self.linkHeaderBytes }
 }
 
 /// One queue's UMEM, its four rings and its AF_XDP socket, created through libxdp without letting libxdp
@@ -103,6 +114,19 @@ public final class XSKQueue {
     /// The rings as the worker's `RingLoop` drives them.
     public var rings: XSKRings {
         XSKRings(fill: fill, completion: completion, rx: rx, tx: tx, area: area, fd: fd, frameSize: configuration.frameSize)
+    }
+
+    /// The kernel's counts for this socket (`getsockopt(SOL_XDP, XDP_STATISTICS)`): frames it could not
+    /// deliver. A system call: read once a second or on request, never per batch. Nil when the kernel
+    /// answers nothing.
+    public func statistics() -> XSKSocketStatistics? {
+        var raw = xdp_statistics()
+        var length = socklen_t(MemoryLayout<xdp_statistics>.size)
+        guard getsockopt(fd, SOL_XDP, XDP_STATISTICS, &raw, &length) == 0 else { return nil }
+        // An older kernel fills only the first three fields (and says so in `length`): the rest stay 0.
+        return XSKSocketStatistics(rxDropped: raw.rx_dropped, rxInvalidDescriptors: raw.rx_invalid_descs,
+                                   txInvalidDescriptors: raw.tx_invalid_descs, rxRingFull: raw.rx_ring_full,
+                                   fillRingEmpty: raw.rx_fill_ring_empty_descs, txRingEmpty: raw.tx_ring_empty_descs)
     }
 
     deinit {

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Why the metrics endpoint cannot listen.
@@ -10,23 +12,27 @@ public struct MetricsServerError: Error, CustomStringConvertible {
     }
 }
 
-/// `run --metrics HOST:PORT`: serves `GET /metrics` over HTTP/1.1 on a thread of its own, one connection at a
-/// time, every connection closed after its answer. Scrapes are rare and small, so a blocking loop is enough;
-/// what keeps a slow or hostile client from holding it is the bound on the request's size and on the time
-/// to receive it.
+/// `run --metrics HOST:PORT`: serves `GET /metrics` over HTTP/1.1 on a swift-nio event loop thread of its
+/// own, every connection closed after its answer. Each connection has its own deadline and size bound for
+/// its request, and the loop never waits for one client: a slow, idle or hostile client (or hundreds of
+/// them) delays no scrape. The answer is the control loop's latest reading, rendered on the event loop.
 public final class MetricsServer: @unchecked Sendable {
     /// The bound port (the kernel's choice when asked for port 0).
     public private(set) var boundPort: UInt16
 
     static let maximumRequestBytes = 8192
-    static let requestTimeoutMilliseconds: Int32 = 2000
-    /// How often the loop looks at `stopRequested` while no one connects.
-    static let acceptPollMilliseconds: Int32 = 200
+    static let requestTimeoutMilliseconds: Int64 = 2000
+    /// How long an answered connection may keep sending before it is closed (its unread input discarded).
+    static let lingerMilliseconds: Int64 = 500
+    /// Connections held at once; more are closed at once.
+    static let maximumConnections = 1024
 
     private let exporter: MetricsExporter
-    private let listener: Int32
-    private let stopRequested = Atomic<Bool>(false)
-    private var thread: pthread_t?
+    /// The listening socket until `start` hands it to the event loop.
+    private var listener: Int32
+    private var group: MultiThreadedEventLoopGroup?
+    private var channel: Channel?
+    private let connections = Atomic<Int>(0)
 
     public init(host: String, port: UInt16, exporter: MetricsExporter) throws {
         self.exporter = exporter
@@ -45,7 +51,7 @@ public final class MetricsServer: @unchecked Sendable {
         guard fd >= 0 else { throw MetricsServerError("cannot create the metrics socket", errno: errno) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard bind(fd, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0, listen(fd, 16) == 0 else {
+        guard bind(fd, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0, listen(fd, 256) == 0 else {
             let code = errno
             close(fd)
             throw MetricsServerError("cannot listen on \(Self.format(host: host, port: port))", errno: code)
@@ -67,112 +73,51 @@ public final class MetricsServer: @unchecked Sendable {
 
     deinit {
         stop()
-        close(listener)
+        if listener >= 0 { close(listener) }
     }
 
-    /// Starts serving on a thread of its own.
+    /// Starts serving on an event loop thread of its own.
     public func start() throws {
-        guard thread == nil else { return }
-        stopRequested.store(false, ordering: .relaxed)
-        var handle = pthread_t()
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&handle, nil, { context in
-            let server = Unmanaged<MetricsServer>.fromOpaque(context!).takeRetainedValue()
-            server.serve()
-            return nil
-        }, context)
-        guard result == 0 else {
-            Unmanaged<MetricsServer>.fromOpaque(context).release()
-            throw MetricsServerError("cannot start the metrics thread", errno: result)
+        guard group == nil, listener >= 0 else { return }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let exporter = exporter
+        do {
+            channel = try ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelInitializer { [weak self] channel in
+                    guard let self,
+                          self.connections.wrappingAdd(1, ordering: .relaxed).newValue <= Self.maximumConnections else {
+                        self?.connections.wrappingSubtract(1, ordering: .relaxed)
+                        return channel.close()
+                    }
+                    channel.closeFuture.whenComplete { [weak self] _ in self?.connections.wrappingSubtract(1, ordering: .relaxed) }
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(MetricsConnectionHandler(render: { exporter.render() }))
+                        return channel.eventLoop.makeSucceededVoidFuture()
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
+                .withBoundSocket(listener).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw MetricsServerError("cannot serve the metrics: \(error)")
         }
-        thread = handle
+        // The event loop owns the descriptor now and closes it.
+        listener = -1
+        self.group = group
     }
 
-    /// Asks the loop to end and waits for it: at most one accept poll, or one request's timeout.
+    /// Stops accepting, closes every connection and ends the event loop's thread.
     public func stop() {
-        stopRequested.store(true, ordering: .relaxed)
-        if let thread { pthread_join(thread, nil) }
-        thread = nil
-    }
-
-    private func serve() {
-        while !stopRequested.load(ordering: .relaxed) {
-            var waiting = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-            guard poll(&waiting, 1, Self.acceptPollMilliseconds) > 0 else { continue }
-            let client = accept(listener, nil, nil)
-            guard client >= 0 else {
-                // Out of descriptors (EMFILE) leaves the listener readable: pause rather than spin.
-                if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED { usleep(50_000) }
-                continue
-            }
-            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            answer(client)
-            Self.closeGracefully(client)
-        }
-    }
-
-    private func answer(_ client: Int32) {
-        var timeout = timeval(tv_sec: Int(Self.requestTimeoutMilliseconds / 1000), tv_usec: 0)
-        setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let response: [UInt8]
-        switch Self.readRequestHead(client) {
-        case .complete(let head):
-            response = Self.respond(to: head, metrics: { self.exporter.render() })
-        case .tooLarge:
-            response = Self.response(status: "431 Request Header Fields Too Large", body: "request too large\n")
-        case .incomplete:
-            return  // timed out or closed: nothing worth answering
-        }
-        Self.writeAll(client, response)
-    }
-
-    /// Closes after the client has seen the answer: closing with unread input (a request cut short by the
-    /// size bound) would reset the connection and could discard the answer in flight. Bounded in time and bytes.
-    static func closeGracefully(_ fd: Int32) {
-        shutdown(fd, Int32(SHUT_WR))
-        var discard = [UInt8](repeating: 0, count: 4096)
-        let deadline = ContinuousClock.now + .milliseconds(500)
-        for _ in 0..<64 {
-            var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard ContinuousClock.now < deadline, poll(&waiting, 1, 100) > 0 else { break }
-            let count = discard.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard count > 0 else { break }
-        }
-        close(fd)
+        try? channel?.close().wait()
+        channel = nil
+        try? group?.syncShutdownGracefully()
+        group = nil
     }
 
     // MARK: Reading the request
-
-    enum RequestHead: Equatable {
-        case complete(String)
-        case tooLarge
-        case incomplete
-    }
-
-    /// Reads until the blank line that ends the head, within `maximumRequestBytes` and one overall deadline
-    /// (a client sending a byte at a time cannot stretch it).
-    static func readRequestHead(_ fd: Int32) -> RequestHead {
-        var received: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 2048)
-        let deadline = ContinuousClock.now + .milliseconds(Int(requestTimeoutMilliseconds))
-        while received.count < maximumRequestBytes {
-            let left = ContinuousClock.now.duration(to: deadline)
-            guard left > .zero else { return .incomplete }
-            var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let milliseconds = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
-            let ready = poll(&waiting, 1, milliseconds)
-            if ready < 0 && errno == EINTR { continue }
-            guard ready > 0 else { return .incomplete }
-            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, min($0.count, maximumRequestBytes - received.count), 0) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { return .incomplete }
-            received += chunk[..<count]
-            if let end = headEnd(received) {
-                return .complete(String(decoding: received[..<end], as: UTF8.self))
-            }
-        }
-        return .tooLarge
-    }
 
     /// Where the head ends (before "\r\n\r\n", or "\n\n" from lenient clients).
     static func headEnd(_ bytes: [UInt8]) -> Int? {
@@ -219,17 +164,6 @@ public final class MetricsServer: @unchecked Sendable {
         return Array((headers.joined(separator: "\r\n") + "\r\n\r\n").utf8) + (headOnly ? [] : bodyBytes)
     }
 
-    /// Writes everything, or gives up at the send timeout (`SO_SNDTIMEO`) or when the client goes away.
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
-            if sent < 0 && errno == EINTR { continue }
-            guard sent > 0 else { return }
-            offset += sent
-        }
-    }
-
     // MARK: Addresses
 
     /// `HOST:PORT`, `[IPV6]:PORT`, or `:PORT` (every address).
@@ -257,5 +191,79 @@ public final class MetricsServer: @unchecked Sendable {
 
     static func format(host: String, port: UInt16) -> String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// One metrics connection on the event loop: gathers the request head within `maximumRequestBytes` and one
+/// deadline from the connection (a client sending a byte at a time cannot stretch it), answers, shuts its
+/// write side, and closes once the client has closed too or `lingerMilliseconds` later: closing with unread
+/// input (a request cut short by the size bound) would reset the connection and could discard the answer.
+final class MetricsConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let render: () -> String
+    private var received: [UInt8] = []
+    private var answered = false
+    private var written = false
+    private var inputClosed = false
+    private var timer: Scheduled<Void>?
+
+    init(render: @escaping () -> String) { self.render = render }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        // No complete head in time: nothing worth answering.
+        timer = context.eventLoop.scheduleTask(in: .milliseconds(MetricsServer.requestTimeoutMilliseconds)) {
+            channel.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }  // unread input after the answer: discarded
+        let chunk = unwrapInboundIn(data)
+        received += chunk.readableBytesView.prefix(MetricsServer.maximumRequestBytes - received.count)
+        if let end = MetricsServer.headEnd(received) {
+            let head = String(decoding: received[..<end], as: UTF8.self)
+            answer(context, MetricsServer.respond(to: head, metrics: render))
+        } else if received.count >= MetricsServer.maximumRequestBytes {
+            answer(context, MetricsServer.response(status: "431 Request Header Fields Too Large", body: "request too large\n"))
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // The client is done: before an answer there is nothing to answer; once the answer is out,
+            // nothing to wait for; while it is on its way, it closes when written.
+            inputClosed = true
+            if !answered || written { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    private func answer(_ context: ChannelHandlerContext, _ response: [UInt8]) {
+        answered = true
+        received = []
+        timer?.cancel()
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: .milliseconds(MetricsServer.requestTimeoutMilliseconds + MetricsServer.lingerMilliseconds)) {
+            channel.close(promise: nil)
+        }
+        var buffer = context.channel.allocator.buffer(capacity: response.count)
+        buffer.writeBytes(response)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { result in
+            let handler = bound.value
+            handler.written = true
+            guard case .success = result, !handler.inputClosed else { return channel.close(promise: nil) }
+            channel.close(mode: .output, promise: nil)
+        }
     }
 }

@@ -139,6 +139,32 @@ final class StatisticsReportTests: XCTestCase {
         XCTAssertEqual((xdp["redirected"] as? NSNumber)?.doubleValue, 250)
     }
 
+    /// The kernel's counts for a worker's socket land in their own counters: ring-full and fill-empty apart,
+    /// the losses among the drops, everywhere the counters are shown.
+    func testSocketStatisticsAreCountedAsDropsAndEvents() throws {
+        let block = WorkerCounterBlock()
+        block.record(XSKSocketStatistics(rxDropped: 5, rxInvalidDescriptors: 1, txInvalidDescriptors: 2, rxRingFull: 700,
+                                         fillRingEmpty: 4, txRingEmpty: 9))
+        XCTAssertEqual(block[.dropSocketRXRingFull], 700)
+        XCTAssertEqual(block[.dropSocketRX], 5)
+        XCTAssertEqual(block[.socketFillRingEmpty], 4)
+        XCTAssertEqual(WorkerCounter.dropSocketRXRingFull.name, "drop_socket_rx_ring_full")
+        XCTAssertEqual(WorkerCounter.socketFillRingEmpty.name, "socket_fill_ring_empty")
+        let reading = DirectorStatistics(workers: [.init(queue: 0, core: 0, cpu: 0, zeroCopy: false, counters: block.values())],
+                                         xdp: [])
+        let report = StatisticsReport(reading)
+        XCTAssertEqual(report.totalDrops(rate: false), .count(707), "ring full, rx dropped and tx invalid are losses")
+        let table = report.table(rate: false)
+        for name in ["drop_socket_rx_ring_full", "drop_socket_rx", "drop_socket_tx_invalid", "socket_fill_ring_empty",
+                     "socket_rx_invalid", "socket_tx_ring_empty"] {
+            XCTAssertTrue(table.contains(name), "\(name) in the table:\n\(table)")
+        }
+        let json = try parse(report.json(rate: false))
+        let totals = try XCTUnwrap(json["totals"] as? [String: Any])
+        XCTAssertEqual(totals["drop_socket_rx_ring_full"] as? Int, 700)
+        XCTAssertEqual(totals["drops"] as? Int, 707)
+    }
+
     func testShortAndEmptyReadingsDoNotCrash() throws {
         let short = DirectorStatistics(workers: [.init(queue: 0, core: 0, cpu: -1, zeroCopy: false, counters: [1, 2])], xdp: [1])
         let report = StatisticsReport(short, previous: DirectorStatistics(workers: [], xdp: []), interval: 0)

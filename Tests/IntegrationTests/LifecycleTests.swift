@@ -32,7 +32,14 @@ final class LifecycleTests: LabTestCase {
         for index in 0..<lab.realCount {
             _ = try lab.spawn(lab.real(index), [Self.xdirector, "backend-session", "--name", "rs\(index + 1)", "--port", "\(port)"])
         }
-        holder = try lab.spawn(lab.director, ["sleep", "900"])
+        let holder = try lab.spawn(lab.director, ["sleep", "900"])
+        self.holder = holder
+        // `ip netns exec` enters the namespaces, then executes sleep: until then, nsenter would find the host's.
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline,
+              (try? String(contentsOfFile: "/proc/\(holder.processIdentifier)/comm", encoding: .utf8))?.hasPrefix("sleep") != true {
+            usleep(10_000)
+        }
         stateFile = NSTemporaryDirectory() + "\(lab.prefix)-state/\(lab.directorInterface).rules"
     }
 
@@ -126,6 +133,8 @@ final class LifecycleTests: LabTestCase {
             let (director, output) = try runDirector(rules: rules)
             let running = try traces()
             XCTAssertTrue(running.link.contains("xdp"), "cycle \(cycle): attached")
+            XCTAssertFalse(running.link.contains("xdpgeneric"), "cycle \(cycle): attached natively: \(running.link)")
+            XCTAssertTrue(output.text.contains("(native)"), "cycle \(cycle): attached natively: \(output.text)")
             XCTAssertTrue(running.pins.contains("/services"), "cycle \(cycle): pinned: \(running.pins)")
             stop(director)
             XCTAssertFalse(director.isRunning, "cycle \(cycle): stopped")
@@ -218,6 +227,35 @@ final class LifecycleTests: LabTestCase {
         XCTAssertEqual(try traces().link, foreign.link, "the foreign program stays")
         XCTAssertEqual(try traces().pins, clean.pins)
         try lab.exec(lab.director, ["ip", "link", "set", "dev", lab.directorInterface, "xdp", "off"])
+    }
+
+    /// An interface whose MTU makes frames larger than a UMEM frame: refused before anything is attached,
+    /// with the reason and the largest MTU that works; at that MTU the director starts (natively).
+    func testMTUTooLargeForAFrameIsRefused() throws {
+        let lab = try XCTUnwrap(lab)
+        let rulesPath = try writeRules(rules + "\n")
+        func mtu() throws -> String {
+            try lab.exec(lab.director, ["cat", "/sys/class/net/\(lab.directorInterface)/mtu"])
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let original = try mtu()
+        addTeardownBlock { _ = try? lab.exec(lab.director, ["ip", "link", "set", "dev", lab.directorInterface, "mtu", original]) }
+        let clean = try traces()
+        try lab.exec(lab.director, ["ip", "link", "set", "dev", lab.directorInterface, "mtu", "9000"])
+        let (status, text) = try refusedStart(["--rules", rulesPath, "--socket", defaultSocket])
+        XCTAssertNotEqual(status, 0, text)
+        XCTAssertTrue(text.contains("MTU 9000"), "the reason: \(text)")
+        XCTAssertTrue(text.contains("largest MTU that works is 3822"), "the MTU that works: \(text)")
+        XCTAssertEqual(try traces().link, clean.link, "nothing attached")
+        XCTAssertEqual(try traces().pins, clean.pins, "no pins")
+        XCTAssertEqual(try mtu(), "9000", "the interface is as it was")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: defaultSocket), "no socket file")
+
+        try lab.exec(lab.director, ["ip", "link", "set", "dev", lab.directorInterface, "mtu", "3822"])
+        let (director, output) = try runDirector(rules: rules)
+        XCTAssertFalse(try traces().link.contains("xdpgeneric"), "attached natively")
+        stop(director)
+        XCTAssertEqual(director.terminationStatus, 0, output.text)
     }
 
     /// Changes made at run time survive kill -9: the next director, started without --rules on the same

@@ -133,6 +133,25 @@ final class MetricsTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(4))
     }
 
+    /// 200 connections that never send, and one sending a byte every 100 ms: a scrape still answers at once.
+    func testManyIdleClientsDelayNoScrape() throws {
+        let server = try MetricsServer(host: "127.0.0.1", port: 0, exporter: MetricsExporter { (Self.statistics(), []) })
+        try server.start()
+        defer { server.stop() }
+        let idle = try (0..<200).map { _ in try connect(port: server.boundPort) }
+        defer { for fd in idle { close(fd) } }
+        let dripping = try connect(port: server.boundPort)
+        defer { close(dripping) }
+        for byte in "GET /met".utf8 {
+            _ = withUnsafePointer(to: byte) { send(dripping, $0, 1, Int32(MSG_NOSIGNAL)) }
+            let start = ContinuousClock.now
+            let answer = try httpExchange(port: server.boundPort, request: "GET /metrics HTTP/1.1\r\n\r\n")
+            XCTAssertTrue(answer.hasPrefix("HTTP/1.1 200 OK"), answer)
+            XCTAssertLessThan(ContinuousClock.now - start, .seconds(1))
+            usleep(100_000)
+        }
+    }
+
     func testStopEndsTheThread() throws {
         let server = try MetricsServer(host: "127.0.0.1", port: 0, exporter: MetricsExporter { (Self.statistics(), []) })
         try server.start()
