@@ -5,15 +5,15 @@ import Packet
 /// Which VIPs a director offers to the routers: the decision, apart from files and sockets.
 public enum VIPAnnouncement {
     /// The VIPs to announce, as host prefixes (`203.0.113.10/32`, `2001:db8::10/128`), sorted: a VIP is
-    /// announced while at least one of its services has `quorum` real servers that can take new connections
-    /// (`isAvailable`: weight above 0, resolved). Every port of a VIP follows the route, so one healthy
-    /// service is enough to draw its traffic; a service with none left answers nothing on any director.
-    public static func prefixes(_ configuration: DirectorConfig, quorum: Int = 1,
+    /// announced while at least one of its services has a real server that can take new connections
+    /// (`isAvailable`: weight above 0, resolved) and, with health checks, its quorum (`hasQuorum`: keepalived's
+    /// quorum with hysteresis; a service that lost it is served by its sorry server at most). Every port of a
+    /// VIP follows the route, so one healthy service is enough to draw its traffic.
+    public static func prefixes(_ configuration: DirectorConfig, hasQuorum: (ServiceConfig) -> Bool = { _ in true },
                                 isAvailable: (ServiceConfig, RealServerConfig) -> Bool) -> [String] {
         var addresses = Set<IPAddress>()
-        for service in configuration.services {
-            let available = service.reals.filter { isAvailable(service, $0) }.count
-            if available >= max(quorum, 1) { addresses.insert(service.endpoint.address) }
+        for service in configuration.services where hasQuorum(service) {
+            if service.reals.contains(where: { isAvailable(service, $0) }) { addresses.insert(service.endpoint.address) }
         }
         return addresses.map { "\($0)/\($0.family == .ipv4 ? 32 : 128)" }.sorted()
     }

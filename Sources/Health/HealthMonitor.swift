@@ -38,6 +38,13 @@ public final class HealthMonitor {
     deinit { try? group.syncShutdownGracefully() }
 
     /// The table to start the director with: every real server up, except alpha ones.
+    /// Whether the service holds its quorum (keepalived's, with hysteresis); true for a service health does
+    /// not know.
+    public func hasQuorum(_ key: ServiceKey) -> Bool {
+        guard let index = state.config.services.firstIndex(where: { $0.keys.contains(key) }) else { return true }
+        return state.quorumUp[index]
+    }
+
     public func initialTable() -> DirectorConfig {
         let table = state.desired()
         applied = table

@@ -35,12 +35,13 @@ final class RouteAnnouncing {
         guardInput = pipe.fileHandleForWriting
     }
 
-    /// Announces the VIPs of the services that can take connections now; at most once a second unless `now`.
-    func update(_ director: Director, now: Bool = false) {
+    /// Announces the VIPs of the services that can take connections now (with health checks, those that
+    /// hold their quorum); at most once a second unless `now`.
+    func update(_ director: Director, hasQuorum: (ServiceConfig) -> Bool = { _ in true }, now: Bool = false) {
         guard !withdrawn, now || Date().timeIntervalSince(lastUpdate) >= 1 else { return }
         lastUpdate = Date()
         let unresolved = director.unresolvedRealServers
-        announcer.announce(VIPAnnouncement.prefixes(director.configuration) { _, real in
+        announcer.announce(VIPAnnouncement.prefixes(director.configuration, hasQuorum: hasQuorum) { _, real in
             real.weight > 0 && !unresolved.contains(real.endpoint.address)
         })
     }

@@ -195,7 +195,7 @@ struct RunCommand: ParsableCommand {
                 director.stop()
                 throw failure("cannot start the route guard: \(error)")
             }
-            routes?.update(director, now: true)
+            routes?.update(director, hasQuorum: { health?.hasQuorum($0.key) ?? true }, now: true)
         }
         // Under systemd (Type=notify): ready once attached with the workers running; the control loop feeds
         // the watchdog, so a stalled loop gets the director restarted.
@@ -206,7 +206,7 @@ struct RunCommand: ParsableCommand {
         var drainingUntil: Date? = nil
         var handingOver = false
         director.run(until: {
-            routes?.update(director)
+            routes?.update(director, hasQuorum: { health?.hasQuorum($0.key) ?? true })
             if let systemd, let interval = systemd.watchdogInterval, Date().timeIntervalSince(lastWatchdog) >= interval {
                 systemd.watchdog()
                 lastWatchdog = Date()

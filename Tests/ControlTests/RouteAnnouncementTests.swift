@@ -26,8 +26,8 @@ final class RouteAnnouncementTests: XCTestCase {
         XCTAssertEqual(VIPAnnouncement.prefixes(config) { service, real in
             real.weight > 0 && service.endpoint.address.family == .ipv6
         }, ["2001:db8::10/128"])
-        XCTAssertEqual(VIPAnnouncement.prefixes(config, quorum: 2) { _, _ in true }, ["203.0.113.10/32"],
-                       "a quorum of 2: only the TCP service of 203.0.113.10 has two real servers")
+        XCTAssertEqual(VIPAnnouncement.prefixes(config, hasQuorum: { $0.endpoint.port == 80 }) { _, _ in true },
+                       ["203.0.113.10/32"], "only the services with their quorum count: the :80 ones")
         XCTAssertEqual(VIPAnnouncement.prefixes(DirectorConfig()) { _, _ in true }, [])
     }
 

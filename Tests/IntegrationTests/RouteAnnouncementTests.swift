@@ -105,6 +105,45 @@ final class RouteAnnouncementTests: LabTestCase {
         Topology.wait(director, seconds: 5)
     }
 
+    /// With health checks, a VIP is announced while its service holds keepalived's quorum: a real server
+    /// failing below it withdraws the route; back above it, the route returns.
+    func testAVIPIsWithdrawnWhenItsServiceLosesQuorum() throws {
+        let lab = try XCTUnwrap(lab)
+        let keepalived = scratch + "/keepalived.conf"
+        try """
+            virtual_server \(Topology.vip4) 80 {
+                delay_loop 1
+                lb_algo mh
+                lb_kind DR
+                protocol TCP
+                quorum 2
+                real_server \(Topology.realAddress4(0)) 80 {
+                    TCP_CHECK {
+                        connect_timeout 1
+                        retry 0
+                    }
+                }
+                real_server \(Topology.realAddress4(1)) 80 {
+                    TCP_CHECK {
+                        connect_timeout 1
+                        retry 0
+                    }
+                }
+            }
+            """.write(toFile: keepalived, atomically: true, encoding: .utf8)
+        let output = CollectedOutput()
+        socketPath = scratch + "/director.sock"
+        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--keepalived", keepalived,
+                                                "--socket", scratch + "/director.sock", "--bird-socket", directorBIRDSocket,
+                                                "--bird-include", include], output: output.pipe)
+        XCTAssertTrue(output.waitFor("ready", seconds: 30), output.text)
+        XCTAssertTrue(waitUntil(seconds: 5, routerHasVIP), "announced with its quorum")
+        try lab.exec(lab.real(1), ["pkill", "-f", "backend-http --name rs2"])
+        XCTAssertTrue(waitUntil(seconds: 6) { !self.routerHasVIP() }, "withdrawn once the quorum is lost: \(output.text)")
+        _ = try lab.spawn(lab.real(1), [Self.xdirector, "backend-http", "--name", "rs2", "--port", "80"])
+        XCTAssertTrue(waitUntil(seconds: 6, routerHasVIP), "announced again with its quorum back")
+    }
+
     func testSIGTERMWithdrawsBeforeTheProgramIsDetached() throws {
         let lab = try XCTUnwrap(lab)
         try startDirector(rules: rules, arguments: ["--bird-socket", directorBIRDSocket, "--bird-include", include, "--drain", "2"])
