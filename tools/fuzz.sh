@@ -17,7 +17,12 @@ only="${1:-}"
 seconds="${2:-${FUZZ_SECONDS:-60}}"
 build=.build/fuzz
 mkdir -p "$build/modules" "$build/bin"
-flags=(-sanitize=fuzzer,address -use-ld=lld -parse-as-library -O -g -enable-testing -swift-version 6 -I "$build/modules" -L "$build/modules")
+# CXDP: the engine uses its inline helpers only (a prefetch), so its header is enough, through a module map.
+root=$(pwd)
+mkdir -p "$build/modules"
+printf 'module CXDP {\n    header "%s/Sources/CXDP/include/cxdp.h"\n    export *\n}\n' "$root" > "$build/modules/cxdp.modulemap"
+flags=(-sanitize=fuzzer,address -use-ld=lld -parse-as-library -O -g -enable-testing -swift-version 6 -I "$build/modules" -L "$build/modules"
+       -Xcc "-fmodule-map-file=$build/modules/cxdp.modulemap" -Xcc -I -Xcc "$root/Sources/CXDirectorShared/include")
 
 # One static library and module per layer, each compiled with the fuzzer's coverage instrumentation
 # (swift-log, which the engine's connection-state file logs through, without it).

@@ -69,7 +69,7 @@ public struct ForwardingEngine: ~Copyable {
         unsafeMutableAddress { current }
     }
     /// The most frames `prepare` takes before they are processed: the worker's batch.
-    public static var batchCapacity: Int { Int(Worker.batchSize) }
+    public static let batchCapacity = 64
     private let counters: CounterWriter
     /// Keeps the block `counters` writes into alive as long as the engine (the writer holds a raw pointer).
     private let counterBlock: WorkerCounterBlock

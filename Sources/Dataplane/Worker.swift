@@ -15,7 +15,7 @@ public enum WaitMode: String, Sendable, CaseIterable {
 /// One queue's worker: a thread pinned to a core that owns the queue's UMEM and rings and runs the
 /// canonical AF_XDP batch loop (completions back to fill, peek RX, reserve TX, process, submit, release).
 public final class Worker: @unchecked Sendable {
-    public static let batchSize: UInt32 = 64
+    public static let batchSize = UInt32(ForwardingEngine.batchCapacity)
     /// Connection-table slots examined after a batch with frames, and after an empty poll.
     static let busySweep = 8, idleSweep = 1024
 
