@@ -1,3 +1,4 @@
+import Dataplane
 import Glibc
 
 /// Files replaced whole, so a reader (a restarted director, BIRD) sees the previous text or the new one,
@@ -47,14 +48,8 @@ enum AtomicFile {
 
     /// Creates `directory` (and missing parents) with mode 0700; an existing one is left as it is.
     static func makeDirectory(_ directory: String) throws(ControlError) {
-        if mkdir(directory, 0o700) == 0 || errno == EEXIST { return }
-        guard errno == ENOENT, directory != "/", directory != "." else {
-            throw failure("cannot create the directory", directory)
-        }
-        try makeDirectory(parent(of: directory))
-        guard mkdir(directory, 0o700) == 0 || errno == EEXIST else {
-            throw failure("cannot create the directory", directory)
-        }
+        guard let failure = Directories.make(directory, mode: 0o700) else { return }
+        throw ControlError("cannot create the directory \(failure.directory): \(String(cString: strerror(failure.errno)))")
     }
 
     /// The file's bytes; nil when it does not exist.

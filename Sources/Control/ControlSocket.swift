@@ -43,7 +43,9 @@ public final class ControlSocket: @unchecked Sendable {
         self.path = path
         var address = try ControlClient.address(path)
         let parent = (path as NSString).deletingLastPathComponent
-        if !parent.isEmpty { try Self.makeDirectory(parent) }
+        if !parent.isEmpty, let failure = Directories.make(parent, mode: 0o755) {
+            throw ControlError("cannot create \(failure.directory) for the control socket: \(String(cString: strerror(failure.errno)))")
+        }
         var existing = stat()
         if lstat(path, &existing) == 0 {
             guard existing.st_mode & S_IFMT == S_IFSOCK else {
@@ -90,20 +92,6 @@ public final class ControlSocket: @unchecked Sendable {
     }
 
     deinit { close() }
-
-    /// Creates `path` and its missing parents (mode 0755), with the reason when it cannot.
-    private static func makeDirectory(_ path: String) throws {
-        var info = stat()
-        if stat(path, &info) == 0 {
-            guard info.st_mode & S_IFMT == S_IFDIR else { throw ControlError("cannot use \(path) for the control socket: not a directory") }
-            return
-        }
-        let parent = (path as NSString).deletingLastPathComponent
-        if !parent.isEmpty && parent != path { try makeDirectory(parent) }
-        guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
-            throw ControlError("cannot create \(path) for the control socket: \(String(cString: strerror(errno)))")
-        }
-    }
 
     /// Sets up a new connection on the event loop, or closes it when too many are held.
     private func admit(_ channel: Channel) -> EventLoopFuture<Void> {

@@ -330,13 +330,8 @@ public final class ConnectionStateFile: @unchecked Sendable {
 
     private static func makeDirectory(of path: String) throws(DataplaneError) {
         guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
-        let directory = String(path[..<slash])
-        var prefix = ""
-        for component in directory.split(separator: "/", omittingEmptySubsequences: true) {
-            prefix += (prefix.isEmpty && !directory.hasPrefix("/") ? "" : "/") + component
-            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                throw DataplaneError("cannot make the directory \(prefix) for the connection state file", errno: errno)
-            }
+        if let failure = Directories.make(String(path[..<slash]), mode: 0o700) {
+            throw DataplaneError("cannot make the directory \(failure.directory) for the connection state file", errno: failure.errno)
         }
     }
 
