@@ -125,9 +125,6 @@ public final class XDPProgram {
         return heartbeats + Int(queue) * (MemoryLayout<xd_heartbeat>.stride / 8)
     }
 
-    /// Pins the maps under `pinRoot/<instance>/`, replacing the pins of a director that died (the caller
-    /// has checked that no live director owns the interface: `AttachedProgram.inspect`).
-    public func pin() { pinMaps() }
 
     /// Attaches the program to the interface, atomically in place of `replacing` (the program of a director
     /// that died, found by `AttachedProgram.inspect`), so no frame meets the kernel between the two; otherwise
@@ -286,7 +283,9 @@ public final class XDPProgram {
     private static let pinnedMaps = [XD_MAP_SERVICES, XD_MAP_NAT_REALS, XD_MAP_LOCAL_ADDRS, XD_MAP_REAL_SERVERS, XD_MAP_XSKS,
                                      XD_MAP_XDP_COUNTERS, XD_MAP_DIRECTOR, XD_MAP_HEARTBEATS, XD_MAP_HOST_ADDRS]
 
-    private func pinMaps() {
+    /// Pins the maps under `pinRoot/<instance>/`, replacing the pins of a director that died (the caller
+    /// has checked that no live director owns the interface: `AttachedProgram.inspect`).
+    public func pin() {
         guard let object else { return }
         // `ip netns exec` remounts /sys without bpffs: mount an instance for this mount namespace then.
         if !Self.isBPFFS("/sys/fs/bpf") && mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") == 0 {

@@ -54,11 +54,6 @@ public final class HATopology: @unchecked Sendable {
     public func teardown() {
         lab.teardown()
         try? FileManager.default.removeItem(atPath: directory)
-        // The connection state a killed director left (/dev/shm/xdirector/<interface>@<namespace>.connections).
-        let shm = "/dev/shm/xdirector"
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: shm)) ?? [] where name.hasPrefix(prefix) {
-            try? FileManager.default.removeItem(atPath: "\(shm)/\(name)")
-        }
     }
 
     @discardableResult
@@ -132,16 +127,14 @@ public final class HATopology: @unchecked Sendable {
     }
 
     /// Adds a director namespace on the segment and starts its BIRD, which peers with the router and
-    /// exports what the director's include file announces (protocols `<name>_4`, see `VIPAnnouncement`
-    /// in Control: the name is `xdirector_` and the instance, `<interface>_<namespace>` here, made of
-    /// letters, digits and `_`). Returns its index.
+    /// exports what the director's include file announces (its static protocols `xdirector_…_4`). Returns
+    /// its index.
     public func addDirector(queues: Int = 1) throws -> Int {
         let index = directorCount
         let namespace = director(index), device = directorInterface(index)
         try lab.add(namespace)
         try attach(namespace, device, address: "\(Self.directorAddress(index))/24", queues: queues)
         directorCount += 1
-        let name = "xdirector_" + "\(device)@\(namespace)".map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
         // The include file exists (empty) before BIRD starts, as on a real director.
         try "".write(toFile: birdInclude(index), atomically: true, encoding: .utf8)
         try """
@@ -152,7 +145,7 @@ public final class HATopology: @unchecked Sendable {
                 local \(Self.directorAddress(index)) as \(Self.directorAS);
                 neighbor \(Self.routerAddress) as \(Self.routerAS);
                 hold time 3; connect delay time 1; connect retry time 1;
-                ipv4 { import none; export where proto = "\(name)_4"; };
+                ipv4 { import none; export where proto ~ "xdirector_*_4"; };
             }
             """.write(toFile: "\(directory)/d\(index + 1).conf", atomically: true, encoding: .utf8)
         _ = try spawn(namespace, ["bird", "-f", "-c", "\(directory)/d\(index + 1).conf", "-s", birdSocket(index)])

@@ -40,6 +40,12 @@ public final class NamespaceLab: @unchecked Sendable {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
         for namespace in made { _ = try? Topology.run(["ip", "netns", "del", namespace], check: false) }
+        // What a director killed in the lab left: its connection state (a clean stop removes its own). Lab
+        // directors' instances are named after their interfaces, which carry the prefix.
+        let shm = "/dev/shm/xdirector"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: shm)) ?? [] where name.hasPrefix(prefix) {
+            try? FileManager.default.removeItem(atPath: "\(shm)/\(name)")
+        }
     }
 
     /// Runs a command in a namespace and returns its standard output; throws on a non-zero exit.

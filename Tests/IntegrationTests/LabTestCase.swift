@@ -27,11 +27,6 @@ class LabTestCase: XCTestCase {
 
     override func tearDown() {
         if let director, director.isRunning { director.terminate(); Topology.wait(director, seconds: 10) }
-        // What a director killed in the test left in /dev/shm (a clean stop removes its own).
-        let shm = "/dev/shm/xdirector"
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: shm)) ?? [] where name.hasPrefix(directorInstance + ".") {
-            try? FileManager.default.removeItem(atPath: "\(shm)/\(name)")
-        }
         lab?.teardown()
         lab = nil
     }

@@ -41,7 +41,7 @@ final class RouteAnnouncementTests: LabTestCase {
                 local \(director) as 65001;
                 neighbor \(client) as 65000;
                 connect delay time 1; connect retry time 1; hold time 3;
-                ipv4 { import none; export where proto = "xdirector_\(lab.directorInterface)_\(lab.director.replacingOccurrences(of: "-", with: "_"))_4"; };
+                ipv4 { import none; export where proto ~ "xdirector_*_4"; };
             }
             """.write(toFile: scratch + "/director.conf", atomically: true, encoding: .utf8)
         let routerOutput = CollectedOutput(), directorOutput = CollectedOutput()
