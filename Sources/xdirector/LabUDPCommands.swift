@@ -63,7 +63,7 @@ struct UDPProbeCommand: ParsableCommand {
     @Option(help: "Service port.")
     var port: UInt16
 
-    @Option(help: "Datagrams to send, each from a new socket.")
+    @Option(help: "Datagrams to send, each from a new socket (a new flow: the sockets stay open until the end, so no port is reused).")
     var count: Int = 10
 
     @Option(help: "Payload size in bytes.")
@@ -75,9 +75,11 @@ struct UDPProbeCommand: ParsableCommand {
     func run() throws {
         guard let target = IPAddress(address) else { throw failure("--address \(address): not an address") }
         let payload = [UInt8](repeating: UInt8(ascii: "u"), count: max(size, 1))
+        var sockets: [Int32] = []
+        defer { for fd in sockets { close(fd) } }
         for _ in 0..<count {
             let fd = try LabSocket.udp(bound: nil, family: target.family, port: 0)
-            defer { close(fd) }
+            sockets.append(fd)
             if dontFragment {
                 var mode = target.family == .ipv4 ? IP_PMTUDISC_DO : IPV6_PMTUDISC_DO
                 setsockopt(fd, target.family == .ipv4 ? Int32(IPPROTO_IP) : Int32(IPPROTO_IPV6),
