@@ -37,7 +37,7 @@ log_sources=$(find .build/checkouts/swift-log/Sources/Logging -name '*.swift' | 
 # The parts of Dataplane and Control the targets reach, without the kernel-facing files (libxdp, rtnetlink).
 dataplane=()
 for file in ForwardingEngine ForwardingSnapshot ReplyIndex LocalPortAllocator TrafficStats DestinationTraffic WorkerCounters \
-            ConnectionStateFile DataplaneError; do dataplane+=("Sources/Dataplane/$file.swift"); done
+            ConnectionStateFile Directories DataplaneError; do dataplane+=("Sources/Dataplane/$file.swift"); done
 dataplane+=(Fuzz/Support/Imports.swift)
 control=()
 for file in IPVSCommand IPVSRequest IPVSOptions IPVSEndpoint RulesFile Configuration; do control+=("Sources/Control/$file.swift"); done
