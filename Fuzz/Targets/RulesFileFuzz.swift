@@ -4,8 +4,7 @@ import Control
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRulesFile(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
-    guard let config = try? RulesFile.load(text) else { return 0 }
+    guard let config = try? RulesFile.load(bytes: Array(UnsafeBufferPointer(start: data, count: size))) else { return 0 }
     let saved = RulesFile.save(config)
     guard let again = try? RulesFile.load(saved) else { fatalError("a saved configuration does not load again:\n\(saved)") }
     if RulesFile.save(again) != saved { fatalError("saving is not stable:\n\(saved)") }

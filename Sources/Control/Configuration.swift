@@ -259,6 +259,8 @@ public struct DirectorConfig: Equatable, Sendable {
 /// Why an ipvsadm command was refused: its syntax, its values, or the state it would change.
 public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     // Syntax.
+    /// The line is not UTF-8 text (a rules file is).
+    case notText
     /// No command option (`-A`, `-E`, `-D`, `-a`, `-e`, `-d`, `-C`) was given.
     case missingCommand
     /// Two commands in one argument vector (the options as the operator wrote them).
@@ -334,6 +336,8 @@ public enum ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
+        case .notText:
+            return "not UTF-8 text"
         case .missingCommand:
             return "no command given (one of -A, -E, -D, -a, -e, -d, -C)"
         case .multipleCommands(let first, let second):

@@ -7,6 +7,33 @@ public enum RulesFile {
         try apply(text, to: DirectorConfig(), source: source)
     }
 
+    /// `load` on a file's bytes: a line that is not UTF-8 is refused with its number, as any bad line is.
+    public static func load(bytes: [UInt8], source: String = "rules") throws(RulesFileError) -> DirectorConfig {
+        if let text = String(validating: bytes, as: UTF8.self) { return try load(text, source: source) }
+        // Lines end as `lines(of:)` ends them (LF, CRLF or CR); the first that is not UTF-8 is named.
+        var line = 1, start = 0, index = 0
+        while true {
+            let atEnd = index == bytes.count
+            if atEnd || bytes[index] == UInt8(ascii: "\n") || bytes[index] == UInt8(ascii: "\r") {
+                let slice = bytes[start..<index]
+                if String(validating: slice, as: UTF8.self) == nil {
+                    throw RulesFileError(source: source, line: line,
+                                         text: String(decoding: slice, as: UTF8.self).trimmingWhitespace(),
+                                         reason: .notText)
+                }
+                if atEnd { break }
+                if bytes[index] == UInt8(ascii: "\r"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "\n") {
+                    index += 1
+                }
+                line += 1
+                start = index + 1
+            }
+            index += 1
+        }
+        // Not reached: bytes that are not UTF-8 have a line that is not (line ends are ASCII).
+        throw RulesFileError(source: source, line: line, text: "", reason: .notText)
+    }
+
     /// Applies every line of `text`, in order, to `config` (`ipvsadm -R` on a running director): all of
     /// them, or, at the first bad line, none.
     public static func apply(_ text: String, to config: DirectorConfig, source: String = "rules") throws(RulesFileError)

@@ -50,9 +50,6 @@ public struct RulesStateFile: Sendable {
     /// read, and `RulesFileError` (which names the file and the line) when a line is refused.
     public func load() throws -> DirectorConfig? {
         guard let bytes = try AtomicFile.read(path) else { return nil }
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw ControlError("\(path): not a rules file (the text is not UTF-8)")
-        }
-        return try RulesFile.load(text, source: path)
+        return try RulesFile.load(bytes: bytes, source: path)
     }
 }

@@ -275,10 +275,10 @@ extension RunCommand {
     static let strayedSignal = Atomic<Int32>(0)
 
     static func loadRules(_ path: String) throws -> DirectorConfig {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path) else {
             throw ControlError("cannot read rules file \(path)")
         }
-        return try RulesFile.load(text)
+        return try RulesFile.load(bytes: [UInt8](data))
     }
 
     static func loadKeepalived(_ path: String, logger: Logger) throws -> KeepalivedConfig {

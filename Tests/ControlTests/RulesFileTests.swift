@@ -108,6 +108,22 @@ final class RulesFileTests: XCTestCase {
         assertLoadFails("# a\r# b\r-K\r", line: 3, "-K", .unknownOption("-K"), "rules:3: -K: unknown option -K")
     }
 
+    func testBytesThatAreNotUTF8AreRefusedWithTheirLine() throws {
+        let good = Array("-A -t 192.0.2.10:80 -s rr\r\n".utf8)
+        XCTAssertEqual(try RulesFile.load(bytes: good), try RulesFile.load("-A -t 192.0.2.10:80 -s rr\n"))
+        for ending in ["\n", "\r\n", "\r"] {
+            let bytes = Array("# a\(ending)-A -t 192.0.2.10:80 -s rr\(ending)-a -t 192.0.2.10:80 -r ".utf8) + [0xFF, 0xFE]
+                + Array("\(ending)# after\(ending)".utf8)
+            XCTAssertThrowsError(try RulesFile.load(bytes: bytes, source: "f.rules")) { error in
+                let error = error as? RulesFileError
+                XCTAssertEqual(error?.line, 3, "line ends \(Array(ending.utf8))")
+                XCTAssertEqual(error?.reason, .notText)
+                XCTAssertEqual(error?.description.hasPrefix("f.rules:3: -a -t 192.0.2.10:80 -r "), true)
+                XCTAssertEqual(error?.description.hasSuffix(": not UTF-8 text"), true)
+            }
+        }
+    }
+
     func testLaterCommandsSeeEarlierOnes() throws {
         let config = try RulesFile.load("""
             -A -t 192.0.2.10:80 -s rr
