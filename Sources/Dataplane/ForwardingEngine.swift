@@ -275,13 +275,21 @@ public struct ForwardingEngine: ~Copyable {
         let hash = preparedHash[index]
 
         // Most packets: an established flow whose packet moves only its timer. No scheduling, no state
-        // machine, no new-connection work; DR, the commonest method, rewritten right here.
+        // machine, no new-connection work; DR, NAT and FULLNAT rewritten right here.
         if let (slot, destination) = tracker.admitSteady(parsed.key, hash: hash, tcpFlags: parsed.tcpFlags,
                                                          service: service, now: now) {
             let verdict: FrameVerdict
             let mac = view.macs[destination]
-            if view.routes[destination].method == .directRouting && mac != 0 {
+            let method = view.routes[destination].method
+            if method == .directRouting && mac != 0 {
                 verdict = directRouting(frame, length: length, mac: mac)
+            } else if method == .masquerading && mac != 0 {
+                verdict = translate(frame, length: length, slot: slot, destination: destination, mac: mac, source: nil)
+            } else if method == .fullNAT && mac != 0 && extras[slot].localAddress >= 0 {
+                let extra = extras[slot]
+                verdict = translate(frame, length: length, slot: slot, destination: destination, mac: mac,
+                                    source: L4Endpoint(address: view.localAddresses[Int(extra.localAddress)],
+                                                       port: extra.localPort))
             } else {
                 verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                                   slot: slot, isNew: false, now: now)
@@ -359,16 +367,31 @@ public struct ForwardingEngine: ~Copyable {
                 if let verdict = publish(reply, slot: slot, destination: destination, fullNAT: false, frame: frame,
                                          now: now) { return verdict }
             }
-            if let slot {
-                let expires = tracker.expiry(at: slot)
+            return translate(frame, length: length, slot: slot, destination: destination, mac: mac, source: source)
+        }
+    }
+
+    /// NAT or FULLNAT towards real server `destination` (whose MAC is `mac`): the destination becomes the
+    /// server, the source `source` (FULLNAT) or stays (NAT); the connection in `slot` keeps its reply entry
+    /// as long-lived as itself.
+    @inline(__always)
+    private mutating func translate(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int?, destination: Int,
+                                    mac: UInt64, source: L4Endpoint?) -> FrameVerdict {
+        if let slot {
+            // Expiry is in whole seconds: the reply entry (a seqlocked write other workers read) is
+            // refreshed when it moved, about once a second per connection rather than per packet.
+            let expires = tracker.expiry(at: slot)
+            if extras[slot].expires != expires {
                 extras[slot].expires = expires
                 if extras[slot].replyEntry >= 0 { replies.refresh(extras[slot].replyEntry, expires: expires) }
             }
-            let result = AddressTranslation.rewrite(frame, parsed: parsed, source: source,
-                                                    destination: L4Endpoint(address: route.address, port: route.port),
-                                                    sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
-            return result == .transmit ? .transmit(offset: 0, length: length) : .drop(.dropHopLimitExceeded)
         }
+        let server = L4Endpoint(address: view.routes[destination].address, port: view.routes[destination].port)
+        let result = AddressTranslation.rewrite(frame, l3Offset: parsed.l3Offset, l4Offset: parsed.l4Offset,
+                                                isIPv4: parsed.isIPv4, isTCP: parsed.key.proto == IPProtocolNumber.tcp,
+                                                source: source, destination: server,
+                                                sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
+        return result == .transmit ? .transmit(offset: 0, length: length) : .drop(.dropHopLimitExceeded)
     }
 
     @inline(__always)

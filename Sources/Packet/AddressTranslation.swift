@@ -17,17 +17,26 @@ public enum AddressTranslation {
     ///
     /// `parsed` must be the `.ok` result of `FrameParser.parse` for this frame with `isICMPError` false
     /// (errors go through `ICMPTranslation`), and the endpoints must have the packet's family.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func rewrite(_ frame: UnsafeMutableRawPointer, parsed: ParsedFrame, source: L4Endpoint?,
                                destination: L4Endpoint?, sourceMAC: MACAddress,
                                destinationMAC: MACAddress) -> TranslationResult {
-        let ip = frame + parsed.l3Offset
-        let isIPv4 = parsed.isIPv4
+        rewrite(frame, l3Offset: parsed.l3Offset, l4Offset: parsed.l4Offset, isIPv4: parsed.isIPv4,
+                isTCP: parsed.key.proto == IPProtocolNumber.tcp, source: source, destination: destination,
+                sourceMAC: sourceMAC, destinationMAC: destinationMAC)
+    }
+
+    /// `rewrite` given just what it reads of the parse: where the IP and TCP/UDP headers start, the family
+    /// and whether it is TCP (else UDP). The per-packet path passes these rather than the whole parse.
+    @inlinable @inline(__always)
+    public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, l4Offset: Int, isIPv4: Bool,
+                               isTCP: Bool, source: L4Endpoint?, destination: L4Endpoint?, sourceMAC: MACAddress,
+                               destinationMAC: MACAddress) -> TranslationResult {
+        let ip = frame + l3Offset
         guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
         HopLimit.decrement(ip, isIPv4: isIPv4)
 
-        let l4 = frame + parsed.l4Offset
-        let isTCP = parsed.key.proto == IPProtocolNumber.tcp
+        let l4 = frame + l4Offset
         let checksumOffset = isTCP ? FieldOffset.TCP.checksum : FieldOffset.UDP.checksum
         // The addresses count in the IPv4 header checksum and in the pseudo-header; the TCP/UDP checksum
         // also covers the ports. One delta, summed once (RFC 1624 eqn. 3), serves both.
@@ -63,7 +72,7 @@ public enum AddressTranslation {
     }
 
     /// Stores `address` at `offset` of the IP header, adding the change to `delta`.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func replaceAddress(_ ip: UnsafeMutableRawPointer, at offset: Int, with address: IPAddress, isIPv4: Bool,
                                delta: inout ChecksumDelta) {
         // The flat form: an IPv4 address is the low half (the family is the packet's, known already).

@@ -14,14 +14,14 @@ public enum DirectRouting {
     /// The TCP/UDP checksum does not cover the TTL or the MACs and stays valid.
     ///
     /// `parsed` must be the `.ok` result of `FrameParser.parse` for this frame.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func rewrite(_ frame: UnsafeMutableRawPointer, parsed: ParsedFrame,
                                source: MACAddress, destination: MACAddress) -> Verdict {
         rewrite(frame, l3Offset: parsed.l3Offset, isIPv4: parsed.isIPv4, source: source, destination: destination)
     }
 
     /// `rewrite` given just what it reads of the parse: where the IP header starts and its family.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, isIPv4: Bool,
                                source: MACAddress, destination: MACAddress) -> Verdict {
         let ip = frame + l3Offset

@@ -92,7 +92,7 @@ public enum FrameParser {
     ///
     /// `verifyingIPv4Checksum` false leaves the IPv4 header checksum to the caller (`ipv4HeaderIsValid`),
     /// which checks it only where it must (the data plane: where a packet creates state).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func parse(_ frame: UnsafeRawPointer, length: Int, into parsed: inout ParsedFrame,
                              verifyingIPv4Checksum: Bool = true) -> ParseStatus {
         guard length >= HeaderLength.ethernet else { return .truncated }
@@ -109,13 +109,13 @@ public enum FrameParser {
     }
 
     /// Whether the IPv4 header of a frame `parse` accepted has a valid header checksum (true for IPv6).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func ipv4HeaderIsValid(_ frame: UnsafeRawPointer, parsed: ParsedFrame) -> Bool {
         guard parsed.isIPv4 else { return true }
         return InternetChecksum.checksum(frame + parsed.l3Offset, count: parsed.l4Offset &- parsed.l3Offset) == 0
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func parseIP(_ frame: UnsafeRawPointer, length: Int, l3: Int, isIPv4: Bool,
                         into parsed: inout ParsedFrame, verifyingIPv4Checksum: Bool = true) -> ParseStatus {
         let ip = frame + l3
@@ -156,7 +156,7 @@ public enum FrameParser {
     /// header and a header quoted in an ICMP error agree: the fixed part fits, the version is right, and an
     /// IPv4 IHL is at least 5 with all of its options present. On `.ok` also returns the header length and
     /// the protocol (IPv4) or next header (IPv6).
-    @inline(__always)
+    @inlinable @inline(__always)
     static func parseIPHeader(_ ip: UnsafeRawPointer, available: Int,
                               isIPv4: Bool) -> (status: ParseStatus, headerLength: Int, proto: UInt8) {
         if isIPv4 {
@@ -174,7 +174,7 @@ public enum FrameParser {
     }
 
     /// Reads the source and destination addresses of the IP header at `ip` into `key`, with its family.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func loadAddresses(_ ip: UnsafeRawPointer, isIPv4: Bool, into key: inout FlowKey) {
         if isIPv4 {
             key.family = IPAddress.Family.ipv4.rawValue
@@ -194,7 +194,7 @@ public enum FrameParser {
     /// Validates the TCP or UDP header at `l4`, whose IP header says the segment is `segmentLength` bytes.
     /// The caller has already checked that the whole segment lies inside the frame, so a header that does
     /// not fit in `segmentLength` is an inconsistency (`.malformed`), not a truncation.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func parseL4(_ frame: UnsafeRawPointer, l4: Int, segmentLength: Int, proto: UInt8,
                         into parsed: inout ParsedFrame) -> ParseStatus {
         let header = frame + l4

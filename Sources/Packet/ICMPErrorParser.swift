@@ -6,7 +6,8 @@
 extension FrameParser {
     /// Parses the ICMP message of `messageLength` bytes at `l4` (already known to lie inside the frame).
     /// On `.ok` fills the ICMP fields and the outer key's ports and protocol; the caller fills the rest.
-    @inline(__always)
+    // Not inlined into `parse`'s callers: ICMP errors are rare, and the common path stays short.
+    @usableFromInline @inline(never)
     static func parseICMPError(_ frame: UnsafeRawPointer, l4: Int, messageLength: Int, isIPv4: Bool,
                                into parsed: inout ParsedFrame) -> ParseStatus {
         guard messageLength >= 1 else { return .unsupportedProtocol }

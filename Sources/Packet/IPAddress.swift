@@ -136,7 +136,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
 
 extension IPAddress {
     /// The flat form, as `FlowKey` holds addresses: host-order halves, an IPv4 address in the low half.
-    @inline(__always)
+    @inlinable @inline(__always)
     var v6Halves: (hi: UInt64, lo: UInt64) {
         switch self {
         case .v4(let value): return (0, UInt64(value))

@@ -20,7 +20,7 @@ public enum InternetChecksum {
 
     /// The one's complement sum of `count` bytes at `bytes` plus `initial`, folded to 16 bits, not
     /// complemented. An odd final byte counts as the high byte of a word whose low byte is zero.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func sum(_ bytes: UnsafeRawPointer, count: Int, initial: UInt32 = 0) -> UInt32 {
         // 64-bit words with end-around carry: 2^64 ≡ 2^32 ≡ 2^16 ≡ 1 (mod 0xFFFF), so folding the 64-bit
         // one's complement sum gives the 16-bit one (RFC 1071 section 2(B), "parallel summation").
@@ -48,27 +48,27 @@ public enum InternetChecksum {
     }
 
     /// `sum(_:count:initial:)` over a buffer.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func sum(_ buffer: UnsafeRawBufferPointer, initial: UInt32 = 0) -> UInt32 {
         guard let base = buffer.baseAddress else { return UInt32(fold(UInt64(initial))) }
         return sum(base, count: buffer.count, initial: initial)
     }
 
     /// The checksum to store: the complement of the folded partial sum.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func finish(_ partialSum: UInt32) -> UInt16 {
         ~fold(UInt64(partialSum))
     }
 
     /// The checksum of `count` bytes at `bytes` (with an optional partial sum of other data, such as a
     /// pseudo-header, already added in). Over data that contains its own correct checksum, it is 0.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func checksum(_ bytes: UnsafeRawPointer, count: Int, initial: UInt32 = 0) -> UInt16 {
         finish(sum(bytes, count: count, initial: initial))
     }
 
     /// `checksum(_:count:initial:)` over a buffer.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func checksum(_ buffer: UnsafeRawBufferPointer, initial: UInt32 = 0) -> UInt16 {
         finish(sum(buffer, initial: initial))
     }
@@ -77,7 +77,7 @@ public enum InternetChecksum {
 
     /// The partial sum of the IPv4 pseudo-header (RFC 793 / RFC 768): source, destination, zero, protocol,
     /// and the TCP/UDP length (header plus data). Addresses in host order.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func pseudoHeaderSum(ipv4Source source: UInt32, destination: UInt32,
                                        proto: UInt8, length: Int) -> UInt32 {
         var accumulator = UInt64(source) &+ UInt64(destination)
@@ -87,7 +87,7 @@ public enum InternetChecksum {
 
     /// The partial sum of the IPv6 pseudo-header (RFC 8200 section 8.1): source, destination, the 32-bit
     /// upper-layer length and the next header. Addresses as host-order halves, like `IPAddress.v6`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func pseudoHeaderSum(ipv6Source source: (hi: UInt64, lo: UInt64),
                                        destination: (hi: UInt64, lo: UInt64),
                                        proto: UInt8, length: Int) -> UInt32 {
@@ -99,7 +99,7 @@ public enum InternetChecksum {
     }
 
     /// The pseudo-header partial sum for a flow's addresses and protocol, by its family.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func pseudoHeaderSum(_ key: FlowKey, length: Int) -> UInt32 {
         if key.family == IPAddress.Family.ipv4.rawValue {
             return pseudoHeaderSum(ipv4Source: UInt32(truncatingIfNeeded: key.srcLo),
@@ -116,16 +116,26 @@ public enum InternetChecksum {
     ///
     /// Eqn. 3 never yields 0xFFFF for data that is not all zeros, so the result matches a full
     /// recomputation, including the case where that is 0x0000 (RFC 1624 section 3).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func updated(_ checksum: UInt16, replacing old: UInt16, with new: UInt16) -> UInt16 {
         var delta = ChecksumDelta()
         delta.replace(old, with: new)
         return delta.apply(to: checksum)
     }
 
+    /// The IPv4 header checksum after the TTL (the high byte of its 16-bit word) went down by one: eqn. 3
+    /// with m' = m - 0x0100 is HC + 0x0100 in one's complement, -0 (0xFFFF) written as +0 as eqn. 3 gives
+    /// it. The same value as `updated(_:replacing:with:)` on the TTL word, in a few instructions.
+    @inlinable @inline(__always)
+    public static func updatedForTTLDecrement(_ checksum: UInt16) -> UInt16 {
+        var sum = UInt32(checksum) &+ 0x0100
+        sum = (sum & 0xFFFF) &+ (sum >> 16)
+        return sum == 0xFFFF ? 0 : UInt16(truncatingIfNeeded: sum)
+    }
+
     /// The checksum after a 32-bit field (an IPv4 address, a TCP sequence number) changed. The field must
     /// start at an even offset of the checksummed data, as every such field does.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func updated(_ checksum: UInt16, replacing old: UInt32, with new: UInt32) -> UInt16 {
         var delta = ChecksumDelta()
         delta.replace(old, with: new)
@@ -133,7 +143,7 @@ public enum InternetChecksum {
     }
 
     /// The checksum after a 128-bit field (an IPv6 address, as host-order halves) changed.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func updated(_ checksum: UInt16, replacing old: (hi: UInt64, lo: UInt64),
                                with new: (hi: UInt64, lo: UInt64)) -> UInt16 {
         var delta = ChecksumDelta()
@@ -145,14 +155,14 @@ public enum InternetChecksum {
     // MARK: Arithmetic
 
     /// One's complement addition of 64-bit words (the carry out of bit 63 wraps into bit 0).
-    @inline(__always)
+    @inlinable @inline(__always)
     static func add(_ a: UInt64, _ b: UInt64) -> UInt64 {
         let (result, overflow) = a.addingReportingOverflow(b)
         return result &+ (overflow ? 1 : 0)
     }
 
     /// Folds a 64-bit one's complement sum to 16 bits. Only 0 folds to 0.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func fold(_ value: UInt64) -> UInt16 {
         var s = (value >> 32) &+ (value & 0xFFFF_FFFF)  // ≤ 0x1_FFFF_FFFE
         s = (s >> 32) &+ (s & 0xFFFF_FFFF)              // ≤ 0xFFFF_FFFF
@@ -164,27 +174,30 @@ public enum InternetChecksum {
 
 /// Changes to 16-, 32- or 64-bit fields at even offsets of checksummed data, accumulated as ~old + new
 /// and applied to a checksum in one step (RFC 1624 eqn. 3: HC' = ~(~HC + Σ~m + Σm')).
+@usableFromInline
 struct ChecksumDelta {
-    var sum: UInt64 = 0
+    @usableFromInline var sum: UInt64 = 0
 
-    @inline(__always)
+    @inlinable init() {}
+
+    @inlinable @inline(__always)
     mutating func replace(_ old: UInt16, with new: UInt16) {
         sum = InternetChecksum.add(sum, UInt64(~old) &+ UInt64(new))
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func replace(_ old: UInt32, with new: UInt32) {
         sum = InternetChecksum.add(sum, UInt64(~old) &+ UInt64(new))
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func replace(_ old: UInt64, with new: UInt64) {
         sum = InternetChecksum.add(sum, ~old)
         sum = InternetChecksum.add(sum, new)
     }
 
     /// The checksum after the recorded changes.
-    @inline(__always)
+    @inlinable @inline(__always)
     func apply(to checksum: UInt16) -> UInt16 {
         ~InternetChecksum.fold(InternetChecksum.add(sum, UInt64(~checksum)))
     }

@@ -1,41 +1,42 @@
 /// Big-endian loads and stores at byte offsets, for the rewrites (which hold mutable pointers).
+@usableFromInline
 enum Wire {
-    @inline(__always)
+    @inlinable @inline(__always)
     static func load8(_ base: UnsafeRawPointer, _ offset: Int) -> UInt8 {
         base.load(fromByteOffset: offset, as: UInt8.self)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func load16(_ base: UnsafeRawPointer, _ offset: Int) -> UInt16 {
         UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func load32(_ base: UnsafeRawPointer, _ offset: Int) -> UInt32 {
         UInt32(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func load64(_ base: UnsafeRawPointer, _ offset: Int) -> UInt64 {
         UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func store8(_ base: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt8) {
         base.storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func store16(_ base: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt16) {
         base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func store32(_ base: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt32) {
         base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func store64(_ base: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt64) {
         base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
@@ -73,7 +74,7 @@ enum Wire {
     }
 
     /// Writes the destination and source MACs of the Ethernet header at `frame`.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func storeMACs(_ frame: UnsafeMutableRawPointer, destination: MACAddress, source: MACAddress) {
         // The 12 bytes as two stores: the destination and the source's first two bytes, then the rest.
         let head = destination.value << 16 | source.value >> 32
@@ -97,25 +98,24 @@ enum Wire {
 }
 
 /// The TTL / hop limit check and decrement every forwarding rewrite does.
+@usableFromInline
 enum HopLimit {
     /// True when the IP packet at `ip` may be forwarded (TTL / hop limit > 1); nothing is changed.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func allowsForwarding(_ ip: UnsafeRawPointer, isIPv4: Bool) -> Bool {
         Wire.load8(ip, isIPv4 ? FieldOffset.IPv4.ttl : FieldOffset.IPv6.hopLimit) > 1
     }
 
     /// Decrements the TTL (updating the IPv4 header checksum, RFC 1624 eqn. 3) or the hop limit.
     /// The caller has checked `allowsForwarding`.
-    @inline(__always)
+    @inlinable @inline(__always)
     static func decrement(_ ip: UnsafeMutableRawPointer, isIPv4: Bool) {
         if isIPv4 {
             // TTL is the high byte of the 16-bit word it shares with the protocol.
-            let oldWord = Wire.load16(ip, FieldOffset.IPv4.ttl)
-            let newWord = oldWord &- 0x0100
-            let checksum = Wire.load16(ip, FieldOffset.IPv4.checksum)
-            Wire.store16(ip, FieldOffset.IPv4.ttl, newWord)
+            let ttl = Wire.load8(ip, FieldOffset.IPv4.ttl)
+            Wire.store8(ip, FieldOffset.IPv4.ttl, ttl &- 1)
             Wire.store16(ip, FieldOffset.IPv4.checksum,
-                         InternetChecksum.updated(checksum, replacing: oldWord, with: newWord))
+                         InternetChecksum.updatedForTTLDecrement(Wire.load16(ip, FieldOffset.IPv4.checksum)))
         } else {
             Wire.store8(ip, FieldOffset.IPv6.hopLimit, Wire.load8(ip, FieldOffset.IPv6.hopLimit) &- 1)
         }

@@ -22,20 +22,20 @@ public struct ConnectionTracker: ~Copyable {
     /// "No server": the index a cell maps to while its real server is not configured.
     public static let noDestination = UInt32.max
 
-    private var connections: ConnectionTable
+    @usableFromInline var connections: ConnectionTable
     /// This worker's persistence templates: they count as persistent connections and are listed.
     private var templates: ConnectionTable
     /// Every worker's templates, so a client whose connections land on different queues keeps one server.
     private let directory: SharedFlowTableView
     /// Holds the directory's memory when this tracker made its own (a single worker).
     private let ownDirectory: SharedFlowTable?
-    private var services: UnsafeBufferPointer<ServicePolicy>
-    private var destinations: UnsafeBufferPointer<SchedulingDestination>
+    @usableFromInline var services: UnsafeBufferPointer<ServicePolicy>
+    @usableFromInline var destinations: UnsafeBufferPointer<SchedulingDestination>
     private var states: UnsafeMutableBufferPointer<SchedulerState>
     /// Cell → index into `destinations` (`noDestination` when the cell's server is not configured), for
     /// cells below `cellCapacity`; larger ones are not used as identities.
-    private let cellIndex: UnsafeMutablePointer<UInt32>
-    private let cellCapacity: Int
+    @usableFromInline let cellIndex: UnsafeMutablePointer<UInt32>
+    @usableFromInline let cellCapacity: Int
     /// The cells set in `cellIndex`, so the next `adopt` clears just those.
     private var mappedCells: UnsafeMutableBufferPointer<UInt32>
     private let seed: UInt64
@@ -133,8 +133,8 @@ public struct ConnectionTracker: ~Copyable {
 
     /// The current index of a connection's server: through its cell when it has one (nil when that server
     /// left the configuration), else the index it was placed with while that is still in range.
-    @inline(__always)
-    private func resolve(cell: UInt32, index: UInt32) -> Int? {
+    @inlinable @inline(__always)
+    func resolve(cell: UInt32, index: UInt32) -> Int? {
         if cell == SchedulingDestination.noCell { return Int(index) < destinations.count ? Int(index) : nil }
         guard Int(cell) < cellCapacity else { return nil }
         let current = cellIndex[Int(cell)]
@@ -226,7 +226,7 @@ public struct ConnectionTracker: ~Copyable {
     /// without persistence, whose real server is still configured. Returns its slot and the server's
     /// index, the timer restarted; nil when the packet needs `admit` (called with the same hash), having
     /// changed nothing. `hash` is `key.flowHash`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public mutating func admitSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int,
                                      now: UInt32) -> (slot: Int, destination: Int)? {
         // A TCP segment other than a plain ACK (a SYN above all) is never steady: it goes straight to `admit`.

@@ -158,6 +158,19 @@ final class InternetChecksumTests: XCTestCase {
         }
     }
 
+    /// The TTL shortcut equals eqn. 3 on the TTL/protocol word for every checksum and every TTL that may be
+    /// decremented (the protocol byte does not matter: it is the same before and after).
+    func testTTLDecrementMatchesTheGeneralUpdate() {
+        for checksum in 0...0xFFFF {
+            for ttl in [2, 3, 64, 128, 255] {
+                let word = UInt16(ttl << 8 | 6)
+                XCTAssertEqual(InternetChecksum.updatedForTTLDecrement(UInt16(checksum)),
+                               InternetChecksum.updated(UInt16(checksum), replacing: word, with: word &- 0x0100),
+                               "checksum \(checksum), ttl \(ttl)")
+            }
+        }
+    }
+
     /// Replacing a field with itself changes nothing; replacing 0x0000 by 0xFFFF (the two zeros) neither.
     func testIdentityUpdates() {
         var random = SeededGenerator(seed: 0xC5C5_0006)
