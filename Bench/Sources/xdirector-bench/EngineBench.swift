@@ -250,7 +250,8 @@ struct EngineCommand: ParsableCommand {
             Instructions per packet, repeatable: --callgrind runs each side under valgrind --tool=callgrind twice, \
             collecting only inside the turn (--toggle-collect=*engineTurn* or *baselineTurn*), with --packets and \
             2 x --packets, and divides the difference by --packets, which cancels the set-up (flows opened, first \
-            touches). With --cache-sim it also counts last-level cache misses per packet (--cache-sim=yes).
+            touches). With --cache-sim it also counts last-level cache misses per packet, simulating a last-level \
+            cache of --last-level-mib (32) rather than the host's.
             """
     )
 
@@ -277,6 +278,11 @@ struct EngineCommand: ParsableCommand {
 
     @Flag(help: "With --callgrind: simulate the caches and report last-level misses per packet.")
     var cacheSim = false
+
+    // callgrind simulates the host's last-level cache unless told otherwise; some hosts report hundreds of
+    // megabytes (every CCX's L3 summed), which holds a million connections and hides every miss.
+    @Option(help: "With --cache-sim: the simulated last-level cache in MiB (16-way, 64-byte lines), as one socket's L3 share.")
+    var lastLevelMiB = 32
 
     func validate() throws {
         guard flows >= 1, packets >= Int(Worker.batchSize) else { throw ValidationError("--flows ≥ 1, --packets ≥ 64") }
@@ -343,7 +349,7 @@ struct EngineCommand: ParsableCommand {
             defer { try? FileManager.default.removeItem(atPath: output) }
             var arguments = ["--tool=callgrind", "--callgrind-out-file=\(output)",
                              "--toggle-collect=*\(side == "swift" ? "engineTurn" : "baselineTurn")*"]
-            if cacheSim { arguments.append("--cache-sim=yes") }
+            if cacheSim { arguments += ["--cache-sim=yes", "--LL=\(lastLevelMiB << 20),16,64"] }
             arguments += [stripped, "engine", "--method", method.rawValue, "--flows", String(flows), "--packets", String(count),
                           "--capacity", String(tableCapacity), "--only", side]
             if newConnections { arguments.append("--new-connections") }
