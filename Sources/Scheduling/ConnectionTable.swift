@@ -1,3 +1,4 @@
+import Glibc
 import Packet
 import Synchronization
 
@@ -126,7 +127,12 @@ public struct ConnectionTable: ~Copyable {
     /// capacity (the slot count is a power of two), at least 64 slots.
     public init(capacity: Int, timeouts: ConnectionTimeouts = .init(), counters: DestinationCounterStore? = nil) {
         Self.checkCapacity(capacity)
-        let memory = UnsafeMutableRawPointer.allocate(byteCount: Self.byteCount(capacity: capacity), alignment: 64)
+        // Huge pages where the host allows them (THP "madvise" or "always"): a lookup in a table of a million
+        // connections then costs one cache miss rather than a miss and a page walk (the TLB covers 2 MiB per
+        // entry instead of 4 KiB). The hint is all: the table works alike without it.
+        let bytes = Self.byteCount(capacity: capacity)
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: bytes >= Self.hugePage ? Self.hugePage : 64)
+        if bytes >= Self.hugePage { _ = madvise(memory, bytes, MADV_HUGEPAGE) }
         self.init(capacity: capacity, timeouts: timeouts, counters: counters, memory: memory, owned: true, restoring: false)
     }
 
@@ -195,6 +201,9 @@ public struct ConnectionTable: ~Copyable {
         if ownsMemory { memory.deallocate() }
         timeoutByState.deallocate()
     }
+
+    /// The x86-64 and arm64 (4 KiB granule) transparent huge page.
+    static let hugePage = 2 << 20
 
     private static func checkCapacity(_ capacity: Int) {
         precondition(capacity > 0 && capacity <= 1 << 28, "connection table capacity out of range")
