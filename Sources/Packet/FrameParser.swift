@@ -10,7 +10,9 @@ public enum ParseStatus: UInt8, CaseIterable, Sendable {
     case truncated
     /// The ethertype is not IPv4 or IPv6 (after an optional single VLAN tag; a second tag counts as not IP).
     case notIP
-    /// IPv4 with MF set or a non-zero fragment offset; IPv6 whose next header is a fragment header (44).
+    /// A later fragment (IPv4 fragment offset > 0; IPv6 fragment header with offset > 0) of a TCP or UDP
+    /// datagram: it has no ports. `key` holds the addresses, protocol and family (ports 0), `fragmentID` the
+    /// datagram's identification, `l4Offset` where the fragment's data starts.
     case fragment
     /// IP, but the layer 4 protocol is not TCP or UDP: ICMP and ICMPv6 other than the errors above (echo,
     /// ...), errors quoting anything but TCP/UDP (or a non-first IPv4 fragment), and for IPv6 any
@@ -22,6 +24,9 @@ public enum ParseStatus: UInt8, CaseIterable, Sendable {
     case malformed
     /// The IPv4 header checksum does not verify.
     case badIPv4Checksum
+    /// The first fragment (offset 0, more to come) of a TCP or UDP datagram: everything `.ok` gives, with
+    /// `fragmentID` set. Its UDP length counts the whole datagram, so it may exceed the fragment.
+    case firstFragment
 }
 
 /// The facts about a frame that the data plane needs, filled in by `FrameParser.parse`. Only meaningful
@@ -38,6 +43,9 @@ public struct ParsedFrame: Sendable {
     public var ipPacketLength: Int
     /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...); 0 for UDP and ICMP.
     public var tcpFlags: UInt8
+    /// `.firstFragment` and `.fragment`: the datagram's identification (IPv4: 16 bits; IPv6: the fragment
+    /// header's 32 bits). Its fragments share it with their addresses and protocol.
+    public var fragmentID: UInt32
 
     // ICMP errors. The fields below are meaningful only when `isICMPError` is true.
 
@@ -59,6 +67,7 @@ public struct ParsedFrame: Sendable {
         l4Offset = 0
         ipPacketLength = 0
         tcpFlags = 0
+        fragmentID = 0
         isICMPError = false
         icmpType = 0
         icmpCode = 0
@@ -79,9 +88,10 @@ public struct ParsedFrame: Sendable {
 /// Parses Ethernet / [802.1Q] / IPv4|IPv6 / TCP|UDP frames, and ICMP errors about TCP/UDP, in place.
 ///
 /// The parser accepts the same frames as the XDP program's own parsing: one optional VLAN tag, IPv4 with or
-/// without options, and IPv6 only when TCP or UDP directly follows the fixed header. IPv6 packets with
-/// extension headers are never redirected to the workers by the XDP program; here they are reported as
-/// `.fragment` (next header 44) or `.unsupportedProtocol` (anything else), so both sides agree.
+/// without options, and IPv6 when TCP or UDP directly follows the fixed header or a fragment header right
+/// after it (the only extension header walked, as the program does). Other IPv6 extension headers are
+/// `.unsupportedProtocol`, so both sides agree. A fragment is `.firstFragment` (with its ports) or
+/// `.fragment` (without); an IPv6 atomic fragment (offset 0, no more) is a whole packet and `.ok`.
 ///
 /// Checks run outside-in: each header's length is checked before any of its fields is read, then its
 /// fields are validated, then the next header is located. IP lengths are checked before the protocol, so a
@@ -120,9 +130,12 @@ public enum FrameParser {
                         into parsed: inout ParsedFrame, verifyingIPv4Checksum: Bool = true) -> ParseStatus {
         let ip = frame + l3
         let available = length &- l3
-        let (headerStatus, headerLength, proto) = parseIPHeader(ip, available: available, isIPv4: isIPv4)
+        let (headerStatus, fixedLength, headerProto) = parseIPHeader(ip, available: available, isIPv4: isIPv4)
         guard headerStatus == .ok else { return headerStatus }
         let packetLength: Int
+        // The IPv6 fragment header, when there is one, moves both.
+        var headerLength = fixedLength, proto = headerProto
+        var fragment = FragmentPosition.none
         if isIPv4 {
             packetLength = Int(Wire.load16(ip, FieldOffset.IPv4.totalLength))
             guard packetLength >= headerLength else { return .malformed }
@@ -131,25 +144,58 @@ public enum FrameParser {
                 return .badIPv4Checksum
             }
             // MF (0x2000) or a non-zero offset (low 13 bits); DF (0x4000) is fine.
-            guard Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else { return .fragment }
+            let flagsFragment = Wire.load16(ip, FieldOffset.IPv4.flagsFragment)
+            if flagsFragment & 0x3FFF != 0 {
+                fragment = flagsFragment & 0x1FFF == 0 ? .first : .later
+                parsed.fragmentID = UInt32(Wire.load16(ip, FieldOffset.IPv4.identification))
+            }
         } else {
             packetLength = HeaderLength.ipv6 &+ Int(Wire.load16(ip, FieldOffset.IPv6.payloadLength))
             guard available >= packetLength else { return .truncated }
-            // Extension headers are not walked (see the type's comment).
-            if proto == IPv6NextHeader.fragment { return .fragment }
+            // Only a fragment header directly after the fixed header is walked (see the type's comment).
+            if proto == IPv6NextHeader.fragment {
+                guard packetLength >= HeaderLength.ipv6 &+ HeaderLength.ipv6Fragment else { return .malformed }
+                let header = ip + HeaderLength.ipv6
+                let offsetFlags = Wire.load16(header, FieldOffset.IPv6Fragment.offsetFlags)
+                proto = Wire.load8(header, FieldOffset.IPv6Fragment.nextHeader)
+                // Behind a fragment header only TCP and UDP, atomic fragments included: what the program steers.
+                guard proto == IPProtocolNumber.tcp || proto == IPProtocolNumber.udp else { return .unsupportedProtocol }
+                headerLength = HeaderLength.ipv6 &+ HeaderLength.ipv6Fragment
+                if offsetFlags & 0xFFF9 != 0 {  // offset (high 13 bits) or M (bit 0): not atomic
+                    fragment = offsetFlags >> 3 == 0 ? .first : .later
+                    parsed.fragmentID = Wire.load32(header, FieldOffset.IPv6Fragment.identification)
+                }
+            }
+        }
+        if fragment != .none {
+            // Only TCP and UDP datagrams are forwarded piecewise.
+            guard proto == IPProtocolNumber.tcp || proto == IPProtocolNumber.udp else { return .unsupportedProtocol }
+            if fragment == .later {
+                loadAddresses(ip, isIPv4: isIPv4, into: &parsed.key)
+                parsed.key.srcPort = 0
+                parsed.key.dstPort = 0
+                parsed.key.proto = proto
+                parsed.tcpFlags = 0
+                parsed.isICMPError = false
+                parsed.l3Offset = l3
+                parsed.l4Offset = l3 &+ headerLength
+                parsed.ipPacketLength = packetLength
+                return .fragment
+            }
         }
 
         let l4 = l3 &+ headerLength
         let segmentLength = packetLength &- headerLength
         let status = proto == (isIPv4 ? IPProtocolNumber.icmp : IPProtocolNumber.icmpv6)
             ? parseICMPError(frame, l4: l4, messageLength: segmentLength, isIPv4: isIPv4, into: &parsed)
-            : parseL4(frame, l4: l4, segmentLength: segmentLength, proto: proto, into: &parsed)
+            : parseL4(frame, l4: l4, segmentLength: segmentLength, proto: proto, isFirstFragment: fragment == .first,
+                      into: &parsed)
         guard status == .ok else { return status }
         loadAddresses(ip, isIPv4: isIPv4, into: &parsed.key)
         parsed.l3Offset = l3
         parsed.l4Offset = l4
         parsed.ipPacketLength = packetLength
-        return .ok
+        return fragment == .first ? .firstFragment : .ok
     }
 
     /// Checks the IP header at `ip`, of which `available` bytes lie in the frame, as far as a packet's own
@@ -193,10 +239,11 @@ public enum FrameParser {
 
     /// Validates the TCP or UDP header at `l4`, whose IP header says the segment is `segmentLength` bytes.
     /// The caller has already checked that the whole segment lies inside the frame, so a header that does
-    /// not fit in `segmentLength` is an inconsistency (`.malformed`), not a truncation.
+    /// not fit in `segmentLength` is an inconsistency (`.malformed`), not a truncation. A first fragment
+    /// must hold the whole TCP or UDP header (RFC 1858: no tiny fragments); its UDP length is the datagram's.
     @inline(__always)
     static func parseL4(_ frame: UnsafeRawPointer, l4: Int, segmentLength: Int, proto: UInt8,
-                        into parsed: inout ParsedFrame) -> ParseStatus {
+                        isFirstFragment: Bool = false, into parsed: inout ParsedFrame) -> ParseStatus {
         let header = frame + l4
         if proto == IPProtocolNumber.tcp {
             guard segmentLength >= HeaderLength.tcp else { return .malformed }
@@ -206,7 +253,7 @@ public enum FrameParser {
         } else if proto == IPProtocolNumber.udp {
             guard segmentLength >= HeaderLength.udp else { return .malformed }
             let udpLength = Int(Wire.load16(header, FieldOffset.UDP.length))
-            guard udpLength >= HeaderLength.udp, udpLength <= segmentLength else { return .malformed }
+            guard udpLength >= HeaderLength.udp, udpLength <= segmentLength || isFirstFragment else { return .malformed }
             parsed.tcpFlags = 0
         } else {
             return .unsupportedProtocol
@@ -218,4 +265,14 @@ public enum FrameParser {
         parsed.isICMPError = false
         return .ok
     }
+}
+
+/// Where a packet lies in its datagram.
+enum FragmentPosition {
+    /// Not fragmented (or an IPv6 atomic fragment).
+    case none
+    /// Offset 0, more to come: it has the ports.
+    case first
+    /// Offset > 0: no ports.
+    case later
 }
