@@ -667,12 +667,12 @@ public struct ForwardingEngine: ~Copyable {
     private mutating func laterFragment(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
                                         now: UInt32) -> FrameVerdict? {
         guard let rewrite = fragments.lookup(FragmentTableView.key(of: parsed), now: now) else { return nil }
-        guard rewrite.kind != .drop else { return .drop(.dropFragment) }
-        guard rewrite.mac != 0 else { return .drop(.dropUnresolvedDestination) }
         let verdict: FrameVerdict
         switch rewrite.kind {
         case .drop:
             return .drop(.dropFragment)
+        case _ where rewrite.mac == 0:
+            return .drop(.dropUnresolvedDestination)
         case .directRouting:
             verdict = directRouting(frame, length: length, mac: rewrite.mac)
         case .tunnel:

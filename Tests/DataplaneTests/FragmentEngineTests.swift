@@ -29,6 +29,13 @@ final class FragmentEngineTests: XCTestCase {
         udpService("2001:db8:10::10", DestinationRoute(method: .masquerading, address: IPAddress("2001:db8:20::11")!, port: 5353)),
         SnapshotService(key: ServiceKey(proto: .udp, address: IPAddress("203.0.113.99")!, port: 53), scheduler: .rr,
                         destinations: [SnapshotDestination(weight: 0, mac: realMAC)]),
+        SnapshotService(key: ServiceKey(proto: .udp, address: IPAddress("203.0.113.20")!, port: 53),
+                        policy: ServicePolicy(scheduler: .rr),
+                        destinations: [SnapshotDestination(weight: 1, mac: realMAC, route: DestinationRoute(
+                            method: .fullNAT, address: IPAddress("198.51.100.12")!, port: 53))],
+                        localAddresses: [IPAddress("198.51.100.3")!]),
+        udpService("203.0.113.31", DestinationRoute(method: .tunnel, address: IPAddress("198.51.100.13")!, port: 53,
+                                                    tunnel: TunnelParameters(type: .gue, port: 6080))),
     ], mtu: 1500, sourceAddresses: [IPAddress("198.51.100.2")!])
 
     private struct Workers: ~Copyable {
@@ -149,6 +156,48 @@ final class FragmentEngineTests: XCTestCase {
             outer.destination = realMAC
             XCTAssertEqual(out, outer.build(), "fragment \(index)")
         }
+    }
+
+    /// GUE: the outer UDP source port comes from the flow hash; a later fragment has no ports of its own but
+    /// takes its first's, so the whole datagram travels as one flow through the network.
+    func testTunnelledFragmentsOfADatagramShareTheirFlowHash() {
+        var w = workers()
+        let input = PacketBuilder.udp(client, 40000, "203.0.113.31", 53, payload: payload)
+            .fragments(dataPerFragment: 1400, identification: 0x5152)
+        var ports: [UInt16] = []
+        for (index, fragment) in input.enumerated() {
+            let (verdict, out) = index == 0 ? run(&w.a, fragment) : run(&w.b, fragment)
+            guard case .transmit(let offset, _) = verdict else { return XCTFail("fragment \(index): \(verdict)") }
+            XCTAssertEqual(offset, -32, "IPv4, UDP and GUE headers")
+            XCTAssertEqual(Array(out[36..<38]), [0x17, 0xc0], "to the GUE port")
+            ports.append(UInt16(out[34]) << 8 | UInt16(out[35]))
+        }
+        XCTAssertEqual(Set(ports).count, 1, "\(ports)")
+    }
+
+    /// FULLNAT: the first fragment takes a local address and port; the later ones get the same addresses, and
+    /// the real server's fragmented reply comes back to the client.
+    func testFullNATFragmentsBothWays() {
+        var w = workers()
+        let input = PacketBuilder.udp(client, 40000, "203.0.113.20", 53, payload: payload)
+            .fragments(dataPerFragment: 1480, identification: 21)
+        let (verdict, first) = run(&w.a, input[0])
+        XCTAssertTrue(verdict.isTransmit)
+        let port = UInt16(first[34]) << 8 | UInt16(first[35])
+        let expected = forwarded(.udp("198.51.100.3", port, "198.51.100.12", 53, payload: payload), to: realMAC)
+            .fragments(dataPerFragment: 1480, identification: 21)
+        XCTAssertEqual(first, expected[0])
+        for index in 1..<input.count { XCTAssertEqual(run(&w.b, input[index]).1, expected[index], "fragment \(index)") }
+
+        let reply = PacketBuilder.udp("198.51.100.12", 53, "198.51.100.3", port, payload: payload)
+            .fragments(dataPerFragment: 1480, identification: 22)
+        let back = forwarded(.udp("203.0.113.20", 53, client, 40000, payload: payload), to: clientMAC)
+            .fragments(dataPerFragment: 1480, identification: 22)
+        for index in reply.indices.reversed() {  // last first: held until the first comes
+            let (verdict, out) = index == 0 ? run(&w.a, reply[index]) : run(&w.b, reply[index])
+            if index > 0 { XCTAssertEqual(verdict, .hold) } else { XCTAssertEqual(out, back[0]) }
+        }
+        for index in 1..<reply.count { XCTAssertEqual(run(&w.b, reply[index], .held).1, back[index], "reply fragment \(index)") }
     }
 
     /// IPv4 fragments that no longer fit once encapsulated (no DF: the director does not fragment) are dropped,

@@ -27,7 +27,7 @@
 
 /* Capacity of the `fragment_addrs` map (per protocol: each VIP, each NAT real server's address). */
 #ifndef XD_MAX_FRAGMENT_ADDRS
-#define XD_MAX_FRAGMENT_ADDRS 65536
+#define XD_MAX_FRAGMENT_ADDRS (XD_MAX_SERVICES + XD_MAX_NAT_REALS)
 #endif
 
 /* Capacity of the `real_servers` map (every real server of every service, draining ones included). */
