@@ -210,6 +210,8 @@ public struct RingLoop {
     /// Later fragments the engine holds for their first (`.hold`), in arrival order, offered again each turn.
     private let held: UnsafeMutablePointer<HeldFrame>
     private var heldCount = 0
+    /// The current turn's milliseconds (kept here, not in a local live across the batch loop).
+    private var clock: UInt64 = 0
     /// Fragments held at once: a few datagrams whose first is late; each keeps a UMEM frame out of the rings.
     public static let holdCapacity = Int(Worker.batchSize)
     /// How long a fragment waits for its first (reordering on the path, or the first on a slower queue).
@@ -245,12 +247,12 @@ public struct RingLoop {
     /// Processes up to one batch, then offers the held fragments again; returns how many frames RX delivered.
     @inline(__always)
     public mutating func runBatch(engine: inout ForwardingEngine, now: UInt32, milliseconds: UInt64? = nil) -> UInt32 {
-        let clock = milliseconds ?? UInt64(now) &* 1000
+        clock = milliseconds ?? UInt64(now) &* 1000
         reclaimCompletions()
         var rxIndex: UInt32 = 0
         let received = xsk_ring_cons__peek(rx, Worker.batchSize, &rxIndex)
         guard received > 0 else {
-            if heldCount > 0 { offerHeld(engine: &engine, now: now, clock: clock) }
+            if heldCount > 0 { offerHeld(engine: &engine, now: now) }
             if inFlight > 0 { kickTransmit() }
             return 0
         }
@@ -265,6 +267,8 @@ public struct RingLoop {
         }
         var sent: UInt32 = 0
         var dropped = 0
+        // Frames held, this batch's included: a local, so the loop calls nothing that could change `self`.
+        var holding = heldCount
         var bytes: UInt64 = 0
         var sentBytes: UInt64 = 0
         // Two passes: every frame parsed and its connection line prefetched, then every frame processed.
@@ -294,12 +298,20 @@ public struct RingLoop {
                 recycled[dropped] = descriptor.addr
                 dropped += 1
             case .hold:
-                if hold(descriptor, deadline: clock &+ Self.holdMilliseconds) { continue }
-                recycled[dropped] = descriptor.addr
-                dropped += 1
+                if holding < Self.holdCapacity {
+                    held[holding] = HeldFrame(address: descriptor.addr, length: descriptor.len,
+                                              deadline: clock &+ Self.holdMilliseconds)
+                    holding += 1
+                    counters.add(.fragmentsHeld)
+                } else {
+                    counters.add(.dropFragmentHoldFull)
+                    recycled[dropped] = descriptor.addr
+                    dropped += 1
+                }
             }
         }
         xsk_ring_cons__release(rx, received)
+        heldCount = holding
         counters.add(.rxPackets, UInt64(received))
         counters.add(.rxBytes, bytes)
         if sent < txSlots { tx.pointee.cached_prod &-= txSlots - sent }  // give back unused reservations
@@ -316,27 +328,14 @@ public struct RingLoop {
             _ = recvfrom(fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil)
         }
         // After the batch, whose first fragments may be what the held ones wait for.
-        if heldCount > 0 { offerHeld(engine: &engine, now: now, clock: clock) }
+        if heldCount > 0 { offerHeld(engine: &engine, now: now) }
         return received
-    }
-
-    /// Keeps a later fragment's frame for its first; false (counted) when the hold is full.
-    @inline(never)
-    private mutating func hold(_ descriptor: xdp_desc, deadline: UInt64) -> Bool {
-        guard heldCount < Self.holdCapacity else {
-            counters.add(.dropFragmentHoldFull)
-            return false
-        }
-        held[heldCount] = HeldFrame(address: descriptor.addr, length: descriptor.len, deadline: deadline)
-        heldCount += 1
-        counters.add(.fragmentsHeld)
-        return true
     }
 
     /// Offers every held fragment to the engine again: sent once its first is known, dropped when its time
     /// is up, else kept (in order).
     @inline(never)
-    private mutating func offerHeld(engine: inout ForwardingEngine, now: UInt32, clock: UInt64) {
+    private mutating func offerHeld(engine: inout ForwardingEngine, now: UInt32) {
         var txIndex: UInt32 = 0
         let slots = xsk_ring_prod__reserve(tx, UInt32(heldCount), &txIndex)
         var sent: UInt32 = 0, sentBytes: UInt64 = 0

@@ -43,16 +43,17 @@ public struct ParsedFrame: Sendable {
     public var ipPacketLength: Int
     /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...); 0 for UDP and ICMP.
     public var tcpFlags: UInt8
-    /// `.firstFragment` and `.fragment`: the datagram's identification (IPv4: 16 bits; IPv6: the fragment
-    /// header's 32 bits). Its fragments share it with their addresses and protocol.
-    public var fragmentID: UInt32
 
-    // ICMP errors. The fields below are meaningful only when `isICMPError` is true.
+    // ICMP errors. The fields below, `fragmentID` aside, are meaningful only when `isICMPError` is true.
 
     /// ICMP types 3, 11, 12 or ICMPv6 types 1, 2, 3, 4 quoting a TCP or UDP packet.
     public var isICMPError: Bool
     public var icmpType: UInt8
     public var icmpCode: UInt8
+    /// `.firstFragment` and `.fragment`: the datagram's identification (IPv4: 16 bits; IPv6: the fragment
+    /// header's 32 bits). Its fragments share it with their addresses and protocol. (Declared here, it fills
+    /// the padding before the offsets below: the struct stays 128 bytes, which the engine copies inline.)
+    public var fragmentID: UInt32
     /// Offset of the quoted IP header (`l4Offset + 8`).
     public var innerL3Offset: Int
     /// Offset of the quoted TCP or UDP header, of which at least the 8 bytes with the ports are present.
@@ -130,12 +131,9 @@ public enum FrameParser {
                         into parsed: inout ParsedFrame, verifyingIPv4Checksum: Bool = true) -> ParseStatus {
         let ip = frame + l3
         let available = length &- l3
-        let (headerStatus, fixedLength, headerProto) = parseIPHeader(ip, available: available, isIPv4: isIPv4)
+        let (headerStatus, headerLength, proto) = parseIPHeader(ip, available: available, isIPv4: isIPv4)
         guard headerStatus == .ok else { return headerStatus }
         let packetLength: Int
-        // The IPv6 fragment header, when there is one, moves both.
-        var headerLength = fixedLength, proto = headerProto
-        var fragment = FragmentPosition.none
         if isIPv4 {
             packetLength = Int(Wire.load16(ip, FieldOffset.IPv4.totalLength))
             guard packetLength >= headerLength else { return .malformed }
@@ -143,44 +141,18 @@ public enum FrameParser {
             guard !verifyingIPv4Checksum || InternetChecksum.checksum(ip, count: headerLength) == 0 else {
                 return .badIPv4Checksum
             }
-            // MF (0x2000) or a non-zero offset (low 13 bits); DF (0x4000) is fine.
-            let flagsFragment = Wire.load16(ip, FieldOffset.IPv4.flagsFragment)
-            if flagsFragment & 0x3FFF != 0 {
-                fragment = flagsFragment & 0x1FFF == 0 ? .first : .later
-                parsed.fragmentID = UInt32(Wire.load16(ip, FieldOffset.IPv4.identification))
+            // MF (0x2000) or a non-zero offset (low 13 bits): a fragment, parsed apart. DF (0x4000) is fine.
+            guard Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else {
+                return parseFragment(frame, l3: l3, isIPv4: true, headerLength: headerLength, packetLength: packetLength,
+                                     into: &parsed)
             }
         } else {
             packetLength = HeaderLength.ipv6 &+ Int(Wire.load16(ip, FieldOffset.IPv6.payloadLength))
             guard available >= packetLength else { return .truncated }
             // Only a fragment header directly after the fixed header is walked (see the type's comment).
             if proto == IPv6NextHeader.fragment {
-                guard packetLength >= HeaderLength.ipv6 &+ HeaderLength.ipv6Fragment else { return .malformed }
-                let header = ip + HeaderLength.ipv6
-                let offsetFlags = Wire.load16(header, FieldOffset.IPv6Fragment.offsetFlags)
-                proto = Wire.load8(header, FieldOffset.IPv6Fragment.nextHeader)
-                // Behind a fragment header only TCP and UDP, atomic fragments included: what the program steers.
-                guard proto == IPProtocolNumber.tcp || proto == IPProtocolNumber.udp else { return .unsupportedProtocol }
-                headerLength = HeaderLength.ipv6 &+ HeaderLength.ipv6Fragment
-                if offsetFlags & 0xFFF9 != 0 {  // offset (high 13 bits) or M (bit 0): not atomic
-                    fragment = offsetFlags >> 3 == 0 ? .first : .later
-                    parsed.fragmentID = Wire.load32(header, FieldOffset.IPv6Fragment.identification)
-                }
-            }
-        }
-        if fragment != .none {
-            // Only TCP and UDP datagrams are forwarded piecewise.
-            guard proto == IPProtocolNumber.tcp || proto == IPProtocolNumber.udp else { return .unsupportedProtocol }
-            if fragment == .later {
-                loadAddresses(ip, isIPv4: isIPv4, into: &parsed.key)
-                parsed.key.srcPort = 0
-                parsed.key.dstPort = 0
-                parsed.key.proto = proto
-                parsed.tcpFlags = 0
-                parsed.isICMPError = false
-                parsed.l3Offset = l3
-                parsed.l4Offset = l3 &+ headerLength
-                parsed.ipPacketLength = packetLength
-                return .fragment
+                return parseFragment(frame, l3: l3, isIPv4: false, headerLength: headerLength, packetLength: packetLength,
+                                     into: &parsed)
             }
         }
 
@@ -188,14 +160,60 @@ public enum FrameParser {
         let segmentLength = packetLength &- headerLength
         let status = proto == (isIPv4 ? IPProtocolNumber.icmp : IPProtocolNumber.icmpv6)
             ? parseICMPError(frame, l4: l4, messageLength: segmentLength, isIPv4: isIPv4, into: &parsed)
-            : parseL4(frame, l4: l4, segmentLength: segmentLength, proto: proto, isFirstFragment: fragment == .first,
-                      into: &parsed)
+            : parseL4(frame, l4: l4, segmentLength: segmentLength, proto: proto, into: &parsed)
         guard status == .ok else { return status }
         loadAddresses(ip, isIPv4: isIPv4, into: &parsed.key)
         parsed.l3Offset = l3
         parsed.l4Offset = l4
         parsed.ipPacketLength = packetLength
-        return fragment == .first ? .firstFragment : .ok
+        return .ok
+    }
+
+    /// A fragment (IPv4 MF or offset; an IPv6 fragment header after the fixed one), whose IP header of
+    /// `headerLength` bytes and length `packetLength` are checked: `.firstFragment` with its ports, `.fragment`
+    /// without (see `ParseStatus`), `.ok` for an IPv6 atomic fragment (a whole packet). Apart from `parseIP`,
+    /// so whole packets take the same path as before fragments were forwarded.
+    @inline(never)
+    static func parseFragment(_ frame: UnsafeRawPointer, l3: Int, isIPv4: Bool, headerLength fixedLength: Int,
+                              packetLength: Int, into parsed: inout ParsedFrame) -> ParseStatus {
+        let ip = frame + l3
+        var headerLength = fixedLength
+        let proto: UInt8
+        let first: Bool, atomic: Bool
+        if isIPv4 {
+            proto = Wire.load8(ip, FieldOffset.IPv4.proto)
+            first = Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x1FFF == 0
+            atomic = false
+            parsed.fragmentID = UInt32(Wire.load16(ip, FieldOffset.IPv4.identification))
+        } else {
+            guard packetLength >= HeaderLength.ipv6 &+ HeaderLength.ipv6Fragment else { return .malformed }
+            let header = ip + HeaderLength.ipv6
+            proto = Wire.load8(header, FieldOffset.IPv6Fragment.nextHeader)
+            headerLength = HeaderLength.ipv6 &+ HeaderLength.ipv6Fragment
+            let offsetFlags = Wire.load16(header, FieldOffset.IPv6Fragment.offsetFlags)
+            first = offsetFlags >> 3 == 0
+            atomic = offsetFlags & 0xFFF9 == 0  // neither an offset (high 13 bits) nor M (bit 0)
+            parsed.fragmentID = Wire.load32(header, FieldOffset.IPv6Fragment.identification)
+        }
+        // Only TCP and UDP datagrams are forwarded piecewise (and, behind a fragment header, only they at all:
+        // what the program steers).
+        guard proto == IPProtocolNumber.tcp || proto == IPProtocolNumber.udp else { return .unsupportedProtocol }
+        loadAddresses(ip, isIPv4: isIPv4, into: &parsed.key)
+        parsed.l3Offset = l3
+        parsed.l4Offset = l3 &+ headerLength
+        parsed.ipPacketLength = packetLength
+        guard first else {
+            parsed.key.srcPort = 0
+            parsed.key.dstPort = 0
+            parsed.key.proto = proto
+            parsed.tcpFlags = 0
+            parsed.isICMPError = false
+            return .fragment
+        }
+        let status = parseL4(frame, l4: l3 &+ headerLength, segmentLength: packetLength &- headerLength, proto: proto,
+                             isFirstFragment: !atomic, into: &parsed)
+        guard status == .ok else { return status }
+        return atomic ? .ok : .firstFragment
     }
 
     /// Checks the IP header at `ip`, of which `available` bytes lie in the frame, as far as a packet's own
@@ -265,14 +283,4 @@ public enum FrameParser {
         parsed.isICMPError = false
         return .ok
     }
-}
-
-/// Where a packet lies in its datagram.
-enum FragmentPosition {
-    /// Not fragmented (or an IPv6 atomic fragment).
-    case none
-    /// Offset 0, more to come: it has the ports.
-    case first
-    /// Offset > 0: no ports.
-    case later
 }

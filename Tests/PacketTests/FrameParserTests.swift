@@ -355,6 +355,11 @@ final class FrameParserTests: XCTestCase {
         XCTAssertEqual(parsed.l4Offset, 62)
     }
 
+    /// Rewrites take the parse by value: at 128 bytes the copy is inline, larger ones become memcpy calls.
+    func testParsedFrameStaysSmall() {
+        XCTAssertLessThanOrEqual(MemoryLayout<ParsedFrame>.size, 128)
+    }
+
     /// The parser does not depend on the struct's previous contents: after an IPv6 TCP frame with a VLAN
     /// tag (every field non-zero), an IPv4 UDP frame reports exactly its own fields (the high address
     /// halves zero, no TCP flags), and after that, an IPv6 UDP frame its own.
