@@ -15,8 +15,9 @@ public enum ParseStatus: UInt8, CaseIterable, Sendable {
     /// datagram's identification, `l4Offset` where the fragment's data starts.
     case fragment
     /// IP, but the layer 4 protocol is not TCP or UDP: ICMP and ICMPv6 other than the errors above (echo,
-    /// ...), errors quoting anything but TCP/UDP (or a non-first IPv4 fragment), and for IPv6 any
-    /// extension header other than the fragment header (hop-by-hop, routing, destination options, ...).
+    /// ...), errors quoting anything but TCP/UDP (or a non-first IPv4 fragment), fragments of anything but
+    /// TCP/UDP, and for IPv6 any extension header other than the fragment header (hop-by-hop, routing,
+    /// destination options, ...) and anything but TCP/UDP behind a fragment header.
     case unsupportedProtocol
     /// Bad IP version, IPv4 IHL < 5, an IP length shorter than the headers it must contain, TCP data
     /// offset < 5, a UDP length outside 8...IP payload length; in an ICMP error's quoted packet, a bad IP
@@ -30,7 +31,8 @@ public enum ParseStatus: UInt8, CaseIterable, Sendable {
 }
 
 /// The facts about a frame that the data plane needs, filled in by `FrameParser.parse`. Only meaningful
-/// when `parse` returned `.ok`; after another status its fields are unspecified.
+/// when `parse` returned `.ok`, `.firstFragment` or `.fragment` (see each); after another status its fields
+/// are unspecified.
 public struct ParsedFrame: Sendable {
     /// The 5-tuple; ports in host order. For an ICMP error, the outer addresses with ports 0 and protocol
     /// 1 or 58.
