@@ -27,6 +27,14 @@ static __always_inline void *cursor_take(struct cursor *c, __u32 size)
     return start;
 }
 
+/* The IPv6 fragment header (RFC 8200 4.5). */
+struct ipv6_fragment {
+    __u8 nexthdr;
+    __u8 reserved;
+    __be16 offset_flags;  /* offset in 8-byte units (high 13 bits), 2 reserved bits, M (bit 0) */
+    __be32 identification;
+};
+
 struct vlan_tag {
     __be16 tci;
     __be16 encapsulated_proto;

@@ -1,5 +1,6 @@
 /* xdirector.bpf.c: decides which frames are the director's. Frames for a virtual service, replies from NAT
- * real servers, replies to FULLNAT local addresses and ICMP errors about any of those go to the AF_XDP
+ * real servers, replies to FULLNAT local addresses, IP fragments of those (by address: see fragment())
+ * and ICMP errors about any of those go to the AF_XDP
  * socket of the queue they arrived on; everything else, and anything the program cannot vouch for, goes to
  * the kernel (XDP_PASS), so the host stays reachable. The program schedules and rewrites nothing. */
 #include <linux/bpf.h>
@@ -44,6 +45,14 @@ struct {
     __type(key, struct xd_local_addr_key);
     __type(value, __u32);
 } host_addrs SEC(".maps");
+
+/* Addresses whose fragments are ours, by role (struct xd_fragment_key): later fragments carry no ports. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, XD_MAX_FRAGMENT_ADDRS);
+    __type(key, struct xd_fragment_key);
+    __type(value, __u32);
+} fragment_addrs SEC(".maps");
 
 /* Written by the control thread, never read here: the live real servers for `bpftool map dump`. */
 struct {
@@ -98,6 +107,7 @@ struct l3 {
     struct xd_service_key src;  /* address + family; port and proto filled later */
     struct xd_service_key dst;
     __u8 proto;
+    __u8 fragment;              /* IPv4 MF or offset, or an IPv6 fragment header: no ports to be had */
 };
 
 #define ICMP_DEST_UNREACH_ 3
@@ -111,8 +121,7 @@ static __always_inline int parse_ipv4(struct cursor *c, struct l3 *l3)
     struct iphdr *ip = cursor_take(c, sizeof(*ip));
     if (!ip || ip->version != 4 || ip->ihl < 5)
         return XD_XDP_PASS_MALFORMED;
-    if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET_MASK))
-        return XD_XDP_PASS_FRAGMENT;
+    l3->fragment = (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET_MASK)) != 0;
     /* Skip IPv4 options. The header length is masked so the verifier sees it bounded (at most 60 bytes)
      * on every path, also where this function is inlined a second time for a quoted header. */
     __u32 header = (ip->ihl * 4) & 0x3c;
@@ -132,13 +141,18 @@ static __always_inline int parse_ipv6(struct cursor *c, struct l3 *l3)
     struct ipv6hdr *ip6 = cursor_take(c, sizeof(*ip6));
     if (!ip6 || ip6->version != 6)
         return XD_XDP_PASS_MALFORMED;
-    /* Extension headers are not walked: the workers would not either. */
-    if (ip6->nexthdr == IPPROTO_FRAGMENT)
-        return XD_XDP_PASS_FRAGMENT;
     __builtin_memcpy(l3->src.addr, &ip6->saddr, 16);
     __builtin_memcpy(l3->dst.addr, &ip6->daddr, 16);
     l3->src.family = l3->dst.family = XD_FAMILY_IPV6;
     l3->proto = ip6->nexthdr;
+    /* The one extension header walked, as the workers do: a fragment header right after the fixed one. */
+    if (ip6->nexthdr == IPPROTO_FRAGMENT) {
+        struct ipv6_fragment *fragment = cursor_take(c, sizeof(*fragment));
+        if (!fragment)
+            return XD_XDP_PASS_MALFORMED;
+        l3->proto = fragment->nexthdr;
+        l3->fragment = 1;
+    }
     return -1;
 }
 
@@ -174,26 +188,50 @@ static __always_inline int take_ports(struct cursor *c, struct l3 *l3)
  * heartbeat its frames are dropped (TCP retransmits) rather than handed to a kernel that would reset them;
  * then they fall back to the kernel. Replies of translated connections are never handed to the kernel,
  * which would forward them untranslated. A queue never served passes at once. */
-static __always_inline int no_worker(struct xdp_md *ctx, enum xd_xdp_counter kind)
+static __always_inline int no_worker(struct xdp_md *ctx, int reply)
 {
     __u32 queue = ctx->rx_queue_index, zero = 0;
     struct xd_heartbeat *beat = bpf_map_lookup_elem(&heartbeats, &queue);
     struct xd_director *owner = bpf_map_lookup_elem(&director, &zero);
     if (beat && owner && beat->ns && bpf_ktime_get_ns() - beat->ns < owner->grace_ns)
         return count(XD_XDP_HELD_NO_WORKER, XDP_DROP);
-    if (kind == XD_XDP_REDIRECTED_REPLY)
+    if (reply)
         return count(XD_XDP_DROP_REPLY_NO_WORKER, XDP_DROP);
     return count(XD_XDP_PASS_NO_SOCKET, XDP_PASS);
 }
 
-static __always_inline int redirect(struct xdp_md *ctx, enum xd_xdp_counter kind)
+/* `reply`: a frame to translate back, never handed to the kernel (see no_worker). */
+static __always_inline int redirect(struct xdp_md *ctx, enum xd_xdp_counter kind, int reply)
 {
     int verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
     if (verdict != XDP_REDIRECT)
-        return no_worker(ctx, kind);
+        return no_worker(ctx, reply);
     if (kind != XD_XDP_REDIRECTED)
         count(kind, 0);
     return count(XD_XDP_REDIRECTED, verdict);
+}
+
+static __always_inline int has_fragment_role(struct xd_service_key *address, __u8 proto, __u8 role)
+{
+    struct xd_fragment_key key = { .proto = proto, .family = address->family, .role = role };
+    __builtin_memcpy(key.addr, address->addr, 16);
+    return bpf_map_lookup_elem(&fragment_addrs, &key) != NULL;
+}
+
+/* An IP fragment (IPv6: also an atomic one). Later fragments carry no ports, so fragments are steered by
+ * address alone: to a VIP of a service of their protocol, from a NAT real server's address (not to the host),
+ * or to a FULLNAT local address. Any port of such an address is the director's then: the worker schedules a
+ * datagram's first fragment by its ports, and its later fragments follow it. */
+static __always_inline int fragment(struct xdp_md *ctx, struct l3 *l3)
+{
+    if (l3->proto != IPPROTO_TCP && l3->proto != IPPROTO_UDP)
+        return count(XD_XDP_PASS_FRAGMENT, XDP_PASS);
+    if (has_fragment_role(&l3->dst, l3->proto, XD_FRAGMENT_TO_SERVICE))
+        return redirect(ctx, XD_XDP_REDIRECTED_FRAGMENT, 0);
+    if (is_local_address(&l3->dst)
+        || (has_fragment_role(&l3->src, l3->proto, XD_FRAGMENT_FROM_NAT_REAL) && !is_in(&host_addrs, &l3->dst)))
+        return redirect(ctx, XD_XDP_REDIRECTED_FRAGMENT, 1);
+    return count(XD_XDP_PASS_FRAGMENT, XDP_PASS);
 }
 
 /* An ICMP error is ours when the packet it quotes is: a reply from a virtual service (quoted source is a
@@ -216,13 +254,14 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct cursor *c, stru
             return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
         pass = parse_ipv6(c, &inner);
     }
-    if (pass >= 0)
+    /* A quoted fragment: only a first one has ports, and the kernel answers those well enough. */
+    if (pass >= 0 || inner.fragment)
         return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
     if ((inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP) || !take_ports(c, &inner))
         return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
     if (bpf_map_lookup_elem(&services, &inner.src) || is_local_address(&outer->dst)
         || (bpf_map_lookup_elem(&nat_reals, &inner.dst) && !is_in(&host_addrs, &outer->dst)))
-        return redirect(ctx, XD_XDP_REDIRECTED_ICMP);
+        return redirect(ctx, XD_XDP_REDIRECTED_ICMP, 0);
     return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
 }
 
@@ -243,6 +282,8 @@ int xdirector_xdp(struct xdp_md *ctx)
         return count(proto ? XD_XDP_PASS_NOT_IP : XD_XDP_PASS_MALFORMED, XDP_PASS);
     if (pass >= 0)
         return count(pass, XDP_PASS);
+    if (l3.fragment)
+        return fragment(ctx, &l3);
 
     if (l3.proto == IPPROTO_ICMP && l3.src.family == XD_FAMILY_IPV4)
         return icmp_error(ctx, &c, &l3);
@@ -255,8 +296,8 @@ int xdirector_xdp(struct xdp_md *ctx)
         return count(XD_XDP_PASS_MALFORMED, XDP_PASS);
 
     if (bpf_map_lookup_elem(&services, &l3.dst))
-        return redirect(ctx, XD_XDP_REDIRECTED);
+        return redirect(ctx, XD_XDP_REDIRECTED, 0);
     if (is_local_address(&l3.dst) || is_nat_reply(&l3.src, &l3.dst))
-        return redirect(ctx, XD_XDP_REDIRECTED_REPLY);
+        return redirect(ctx, XD_XDP_REDIRECTED_REPLY, 1);
     return count(XD_XDP_PASS_NOT_SERVICE, XDP_PASS);
 }

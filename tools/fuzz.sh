@@ -36,7 +36,7 @@ log_sources=$(find .build/checkouts/swift-log/Sources/Logging -name '*.swift' | 
 
 # The parts of Dataplane and Control the targets reach, without the kernel-facing files (libxdp, rtnetlink).
 dataplane=()
-for file in ForwardingEngine ForwardingSnapshot ReplyIndex LocalPortAllocator TrafficStats DestinationTraffic WorkerCounters \
+for file in ForwardingEngine ForwardingSnapshot ReplyIndex FragmentTable LocalPortAllocator TrafficStats DestinationTraffic WorkerCounters \
             ConnectionStateFile Directories DataplaneError; do dataplane+=("Sources/Dataplane/$file.swift"); done
 dataplane+=(Fuzz/Support/Imports.swift)
 control=()

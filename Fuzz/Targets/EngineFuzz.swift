@@ -42,7 +42,10 @@ public func fuzzEngine(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     buffer.initializeMemory(as: UInt8.self, repeating: 0, count: headroom)
     (buffer + headroom).copyMemory(from: data, byteCount: size)
     clock &+= UInt32(size & 3)
-    _ = engine.process(buffer + headroom, length: size, headroom: headroom, now: clock)
+    // A later fragment before its first is held: offered again as the ring loop would (untouched meanwhile).
+    if engine.process(buffer + headroom, length: size, headroom: headroom, now: clock) == .hold {
+        _ = engine.processHeld(buffer + headroom, length: size, headroom: headroom, now: clock, final: size & 1 == 1)
+    }
     if size & 0xff == 0x7f { engine.sweep(now: clock, limit: 64) }
     return 0
 }

@@ -22,6 +22,13 @@ XD_ASSERT_OFFSET(xd_local_addr_key, addr, 0);
 XD_ASSERT_OFFSET(xd_local_addr_key, family, 16);
 XD_ASSERT_OFFSET(xd_local_addr_key, pad, 17);
 
+XD_ASSERT_SIZE(xd_fragment_key, 20);
+XD_ASSERT_OFFSET(xd_fragment_key, addr, 0);
+XD_ASSERT_OFFSET(xd_fragment_key, proto, 16);
+XD_ASSERT_OFFSET(xd_fragment_key, family, 17);
+XD_ASSERT_OFFSET(xd_fragment_key, role, 18);
+XD_ASSERT_OFFSET(xd_fragment_key, pad, 19);
+
 XD_ASSERT_SIZE(xd_real_key, 40);
 XD_ASSERT_OFFSET(xd_real_key, service, 0);
 XD_ASSERT_OFFSET(xd_real_key, addr, 20);

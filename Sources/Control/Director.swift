@@ -177,10 +177,13 @@ public final class Director {
             self.exchange = exchange
             var socketConfig = XSKConfiguration()
             socketConfig.allowZeroCopy = options.allowZeroCopy
+            // Fragments are remembered for seconds only: nothing to resume after a restart.
+            let fragments = FragmentTable(partitions: plan.assignments.count)
             for (partition, assignment) in plan.assignments.enumerated() {
                 let queue = try XSKQueue(interface: interface, queue: assignment.queue, configuration: socketConfig)
                 let worker = Worker(queue: queue, core: assignment.core, exchange: exchange, waitMode: options.waitMode,
-                                    connectionCapacity: options.connectionsPerWorker, state: state.partition(partition),
+                                    connectionCapacity: options.connectionsPerWorker, fragments: fragments,
+                                    partition: partition, state: state.partition(partition),
                                     heartbeat: program.heartbeat(queue: assignment.queue), logger: logger)
                 try program.registerSocket(queue: assignment.queue, fd: queue.fd)
                 try worker.start()

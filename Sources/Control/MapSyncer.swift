@@ -12,6 +12,8 @@ protocol XDPMaps: AnyObject {
     func removeNATReal(_ real: ServiceKey) throws(DataplaneError)
     func setLocalAddress(_ address: IPAddress) throws(DataplaneError)
     func removeLocalAddress(_ address: IPAddress) throws(DataplaneError)
+    func setFragmentAddress(_ entry: FragmentAddress) throws(DataplaneError)
+    func removeFragmentAddress(_ entry: FragmentAddress) throws(DataplaneError)
 }
 
 extension XDPProgram: XDPMaps {}
@@ -52,6 +54,10 @@ final class MapSyncer {
                 try maps.setLocalAddress(address)
                 done.localAddresses.insert(address)
             }
+            for entry in writes.fragmentAddresses {
+                try maps.setFragmentAddress(entry)
+                done.fragmentAddresses.insert(entry)
+            }
         } catch {
             undo(done)
             throw error
@@ -60,6 +66,7 @@ final class MapSyncer {
         mapped.reals.merge(done.reals) { $1 }
         mapped.natReals.formUnion(done.natReals)
         mapped.localAddresses.formUnion(done.localAddresses)
+        mapped.fragmentAddresses.formUnion(done.fragmentAddresses)
     }
 
     /// Puts back what `done` overwrote: previous values rewritten, new entries deleted.
@@ -85,6 +92,9 @@ final class MapSyncer {
         for address in done.localAddresses where !mapped.localAddresses.contains(address) {
             attempt { () throws(DataplaneError) in try maps.removeLocalAddress(address) }
         }
+        for entry in done.fragmentAddresses where !mapped.fragmentAddresses.contains(entry) {
+            attempt { () throws(DataplaneError) in try maps.removeFragmentAddress(entry) }
+        }
         if failures.isEmpty {
             logger.warning("a map refused the change; the entries written before it were put back")
         } else {
@@ -109,6 +119,10 @@ final class MapSyncer {
         }
         for address in keys.localAddresses where attempt({ () throws(DataplaneError) in try maps.removeLocalAddress(address) }) {
             mapped.localAddresses.remove(address)
+        }
+        for entry in keys.fragmentAddresses
+        where attempt({ () throws(DataplaneError) in try maps.removeFragmentAddress(entry) }) {
+            mapped.fragmentAddresses.remove(entry)
         }
     }
 

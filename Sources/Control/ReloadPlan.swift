@@ -38,12 +38,14 @@ enum CellAssignment: Equatable, Sendable {
 
 /// What the XDP maps hold, in the project's types: the virtual services with their snapshot index, every real
 /// server (draining ones flagged), the NAT real servers whose replies come back through us (draining ones
-/// too: their connections still reply) and the FULLNAT local addresses.
+/// too: their connections still reply), the FULLNAT local addresses, and the addresses of the services and
+/// NAT real servers again, by protocol alone, for fragments.
 struct MapState: Equatable, Sendable {
     var services: [ServiceKey: Int] = [:]
     var reals: [RealServerIdentity: RealServerEntry] = [:]
     var natReals: Set<ServiceKey> = []
     var localAddresses: Set<IPAddress> = []
+    var fragmentAddresses: Set<FragmentAddress> = []
 
     /// The maps for `configuration` with `draining` servers (those of services that still exist are listed).
     init(_ configuration: DirectorConfig, draining: [RealServerIdentity: DrainingServer]) {
@@ -58,6 +60,12 @@ struct MapState: Equatable, Sendable {
         for (identity, server) in draining {
             if services[identity.service] != nil { reals[identity] = Self.entry(server.real, draining: true) }
             if server.real.method == .masquerading { natReals.insert(ServiceKey(proto: identity.service.proto, endpoint: identity.endpoint)) }
+        }
+        for service in services.keys {
+            fragmentAddresses.insert(FragmentAddress(address: service.endpoint.address, proto: service.proto, role: .toService))
+        }
+        for real in natReals {
+            fragmentAddresses.insert(FragmentAddress(address: real.endpoint.address, proto: real.proto, role: .fromNATReal))
         }
     }
 
@@ -75,6 +83,7 @@ struct MapState: Equatable, Sendable {
         writes.reals = reals.filter { mapped.reals[$0.key] != $0.value }
         writes.natReals = natReals.subtracting(mapped.natReals)
         writes.localAddresses = localAddresses.subtracting(mapped.localAddresses)
+        writes.fragmentAddresses = fragmentAddresses.subtracting(mapped.fragmentAddresses)
         return writes
     }
 
@@ -83,10 +92,13 @@ struct MapState: Equatable, Sendable {
         MapKeys(services: Set(mapped.services.keys).subtracting(services.keys),
                 reals: Set(mapped.reals.keys).subtracting(reals.keys),
                 natReals: mapped.natReals.subtracting(natReals),
-                localAddresses: mapped.localAddresses.subtracting(localAddresses))
+                localAddresses: mapped.localAddresses.subtracting(localAddresses),
+                fragmentAddresses: mapped.fragmentAddresses.subtracting(fragmentAddresses))
     }
 
-    var isEmpty: Bool { services.isEmpty && reals.isEmpty && natReals.isEmpty && localAddresses.isEmpty }
+    var isEmpty: Bool {
+        services.isEmpty && reals.isEmpty && natReals.isEmpty && localAddresses.isEmpty && fragmentAddresses.isEmpty
+    }
 }
 
 /// Map entries to delete, by key.
@@ -95,8 +107,11 @@ struct MapKeys: Equatable, Sendable {
     var reals: Set<RealServerIdentity> = []
     var natReals: Set<ServiceKey> = []
     var localAddresses: Set<IPAddress> = []
+    var fragmentAddresses: Set<FragmentAddress> = []
 
-    var isEmpty: Bool { services.isEmpty && reals.isEmpty && natReals.isEmpty && localAddresses.isEmpty }
+    var isEmpty: Bool {
+        services.isEmpty && reals.isEmpty && natReals.isEmpty && localAddresses.isEmpty && fragmentAddresses.isEmpty
+    }
 }
 
 /// The limits a configuration must fit: the XDP maps' and the counter store's.

@@ -9,6 +9,9 @@ public enum FrameVerdict: Equatable, Sendable {
     case transmit(offset: Int, length: Int)
     /// Dropped, counted under the reason.
     case drop(WorkerCounter)
+    /// A later fragment whose first has not been seen: the caller keeps the frame untouched and offers it
+    /// again (`processHeld`) until its first comes or the hold time runs out.
+    case hold
 
     /// Whether the frame goes out.
     @inline(__always)
@@ -86,9 +89,12 @@ public struct ForwardingEngine: ~Copyable {
     private var traffic: DestinationTrafficWriter
     /// Set when the frame to transmit is an ICMP error back to its sender rather than the frame forwarded.
     private var answeredSender = false
+    /// Keeps the shared fragment table alive while `fragments` points into it.
+    private let fragmentTable: FragmentTable
+    private let fragments: FragmentTableView
 
-    /// `replies` and `templates` are shared by all workers of the director, `worker` being this one's
-    /// partition; without them the engine makes private ones (a single worker, as in tests).
+    /// `replies`, `templates` and `fragments` are shared by all workers of the director, `worker` being this
+    /// one's partition; without them the engine makes private ones (a single worker, as in tests).
     ///
     /// `state`: the memory of this worker's partition of a `ConnectionStateFile`
     /// (`ConnectionStateFile.partition(_:)`). The engine then keeps its connection and template tables,
@@ -100,8 +106,8 @@ public struct ForwardingEngine: ~Copyable {
     /// file's `Layout.localAddresses` get no FULLNAT ports. Without `state` the engine allocates everything
     /// (nothing outlives it).
     public init(snapshot: ForwardingSnapshot, connectionCapacity: Int, counters: WorkerCounterBlock,
-                replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil, worker: Int = 0,
-                state: WorkerStateMemory? = nil) {
+                replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil, fragments: FragmentTable? = nil,
+                worker: Int = 0, state: WorkerStateMemory? = nil) {
         if let state {
             precondition(connectionCapacity == state.connectionCapacity,
                          "the connection capacity differs from the state file's")
@@ -133,6 +139,8 @@ public struct ForwardingEngine: ~Copyable {
         self.replies = index.view(partition: worker)
         self.worker = worker
         self.state = state
+        fragmentTable = fragments ?? FragmentTable(partitions: 1)
+        self.fragments = fragmentTable.view(partition: worker)
         traffic = Self.trafficWriter(snapshot.traffic, worker: worker)
         if let state {
             // The file was initialised when it was made: ports and per-slot data are resumed as found.
@@ -268,7 +276,14 @@ public struct ForwardingEngine: ~Copyable {
         answeredSender = false
         current = prepared + index
         let status = preparedStatus[index]
-        guard status == .ok else { return .drop(Self.dropReason(for: status)) }
+        guard status == .ok else { return unusual(status, prepared: index, frame, length: length, headroom: headroom, now: now) }
+        return decide(prepared: index, frame, length: length, headroom: headroom, now: now)
+    }
+
+    /// A whole TCP or UDP packet or an ICMP error (`.ok`), or a first fragment: where it goes, rewritten.
+    @inline(__always)
+    private mutating func decide(prepared index: Int, _ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
+                                 now: UInt32) -> FrameVerdict {
         if parsed.isICMPError { return icmpError(frame, length: length, headroom: headroom, now: now) }
         guard let service = view.service(for: parsed.key) else { return reply(frame, length: length, now: now) }
         // The packet's one flow hash: the fast path's lookup and `admit`'s (and its insertion) share it.
@@ -585,6 +600,131 @@ public struct ForwardingEngine: ~Copyable {
         return .transmit(offset: 0, length: length)
     }
 
+    // MARK: Fragments
+
+    // A datagram's fragments are forwarded as they come, never reassembled (as IPVS forwards them after the
+    // kernel's defragmentation would, but without holding the whole datagram): the first fragment has the
+    // ports and is scheduled as a whole packet; how it went is recorded in the shared fragment table under
+    // (source, destination, protocol, identification); later fragments, on any worker, follow the record.
+    // One that comes before its first is held by the ring loop (`.hold`) and offered again each turn.
+
+    /// A frame that is not a whole packet: a fragment, or a drop for the parser's reason.
+    @inline(never)
+    private mutating func unusual(_ status: ParseStatus, prepared index: Int, _ frame: UnsafeMutableRawPointer,
+                                  length: Int, headroom: Int, now: UInt32) -> FrameVerdict {
+        switch status {
+        case .firstFragment: return firstFragment(prepared: index, frame, length: length, headroom: headroom, now: now)
+        case .fragment: return laterFragment(frame, length: length, headroom: headroom, now: now) ?? .hold
+        default: return .drop(Self.dropReason(for: status))
+        }
+    }
+
+    /// Offers again a frame this engine answered `.hold` for, untouched since: forwarded once its first
+    /// fragment is known, `.hold` while it is not, dropped (`dropFragmentWithoutFirst`) when `final` (the
+    /// hold time is up).
+    public mutating func processHeld(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0, now: UInt32,
+                                     final: Bool) -> FrameVerdict {
+        prepare(frame, length: length, index: Self.batchCapacity)
+        answeredSender = false
+        current = prepared + Self.batchCapacity
+        let status = preparedStatus[Self.batchCapacity]
+        guard status == .fragment else { return .drop(Self.dropReason(for: status)) }
+        if let verdict = laterFragment(frame, length: length, headroom: headroom, now: now) { return verdict }
+        return final ? .drop(.dropFragmentWithoutFirst) : .hold
+    }
+
+    /// The first fragment: scheduled by its ports as a whole packet (the connection found or made), then
+    /// recorded for its datagram's later fragments: how it was rewritten, or that it was dropped.
+    private mutating func firstFragment(prepared index: Int, _ frame: UnsafeMutableRawPointer, length: Int,
+                                        headroom: Int, now: UInt32) -> FrameVerdict {
+        // It makes state (the record, perhaps a connection): its IPv4 header must be sound.
+        guard FrameParser.ipv4HeaderIsValid(frame, parsed: parsed) else { return .drop(.dropBadIPv4Checksum) }
+        let key = FragmentTableView.key(of: parsed)
+        preparedHash[index] = parsed.key.flowHash  // `prepare` hashes whole packets only
+        let verdict = decide(prepared: index, frame, length: length, headroom: headroom, now: now)
+        // An ICMP error sent instead (too big for the tunnel) loses the datagram, as a drop does. A first
+        // fragment forwarded untracked (a full connection table) leaves no way to follow it: its later
+        // fragments are dropped (`dropFragment`; the table's state is counted in `connectionTableFull`).
+        let sent = verdict.isTransmit && !answeredSender
+        let rewrite = (sent ? rewriteOfFirst(now: now) : nil) ?? FragmentRewrite(kind: .drop)
+        if !fragments.insert(key, rewrite, now: now) && sent { counters.add(.fragmentTableFull) }
+        return verdict
+    }
+
+    /// How `decide` has just forwarded the first fragment in `parsed`, read back from its connection or the
+    /// reply index (so the whole packet's path stays as it is); nil when it went untracked.
+    private func rewriteOfFirst(now: UInt32) -> FragmentRewrite? {
+        let key = parsed.key
+        guard view.service(for: key) != nil else {
+            var owner = 0
+            guard let translation = replies.lookup(key, now: now, partition: &owner) else { return nil }
+            return FragmentRewrite(kind: .translation, source: translation.source.address,
+                                   destination: translation.fullNAT ? translation.client.address : nil,
+                                   mac: translation.clientMAC, cell: translation.cell, isReply: true)
+        }
+        guard let (slot, destination) = tracker.find(key, now: now) else { return nil }
+        let route = view.routes[destination]
+        var rewrite = FragmentRewrite(kind: .directRouting, mac: view.macs[destination], sourcePort: key.srcPort,
+                                      destinationPort: key.dstPort, cell: view.destinations[destination].cell)
+        switch route.method {
+        case .directRouting:
+            break
+        case .tunnel:
+            rewrite.kind = .tunnel
+            rewrite.destination = route.address
+            rewrite.tunnel = route.tunnel
+        case .masquerading:
+            rewrite.kind = .translation
+            rewrite.destination = route.address
+        case .fullNAT:
+            let local = extras[slot].localAddress
+            guard local >= 0 else { return nil }
+            rewrite.kind = .translation
+            rewrite.source = view.localAddresses[Int(local)]
+            rewrite.destination = route.address
+        }
+        return rewrite
+    }
+
+    /// A later fragment (no ports), rewritten as its first was; nil while its first is unknown.
+    private mutating func laterFragment(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
+                                        now: UInt32) -> FrameVerdict? {
+        guard let rewrite = fragments.lookup(FragmentTableView.key(of: parsed), now: now) else { return nil }
+        let verdict: FrameVerdict
+        switch rewrite.kind {
+        case .drop:
+            return .drop(.dropFragment)
+        case _ where rewrite.mac == 0:
+            return .drop(.dropUnresolvedDestination)
+        case .directRouting:
+            verdict = directRouting(frame, length: length, mac: rewrite.mac)
+        case .tunnel:
+            guard let outer = rewrite.destination else { return .drop(.dropFragment) }
+            // The first fragment's ports give the fragment its flow hash: the network spreads it with its first.
+            parsed.key.srcPort = rewrite.sourcePort
+            parsed.key.dstPort = rewrite.destinationPort
+            // Too big once encapsulated: IPv4 fragments have no DF (dropped, counted); IPv6 ones are
+            // answered with "packet too big", as their first fragment would have been.
+            verdict = tunnel(frame, length: length, headroom: headroom,
+                             route: DestinationRoute(method: .tunnel, address: outer, port: 0, tunnel: rewrite.tunnel),
+                             mac: rewrite.mac, replyOnTooBig: true)
+        case .translation:
+            let result = AddressTranslation.rewriteFragment(frame, parsed: parsed, source: rewrite.source,
+                                                            destination: rewrite.destination, sourceMAC: view.interfaceMAC,
+                                                            destinationMAC: MACAddress(value: rewrite.mac))
+            verdict = result == .transmit ? .transmit(offset: 0, length: length) : .drop(.dropHopLimitExceeded)
+        }
+        if verdict.isTransmit && !answeredSender {
+            counters.add(.fragmentsFollowed)
+            if rewrite.isReply {
+                traffic.countOut(rewrite.cell, bytes: length)
+            } else {
+                traffic.countIn(rewrite.cell, bytes: length, newConnection: false)
+            }
+        }
+        return verdict
+    }
+
     // MARK: Helpers
 
     /// The frame's Ethernet source, as `MACAddress.value` holds it.
@@ -600,7 +740,7 @@ public struct ForwardingEngine: ~Copyable {
         switch status {
         case .ok, .truncated: return .dropTruncated
         case .notIP: return .dropNotIP
-        case .fragment: return .dropFragment
+        case .fragment, .firstFragment: return .dropFragment
         case .unsupportedProtocol: return .dropUnsupportedProtocol
         case .malformed: return .dropMalformed
         case .badIPv4Checksum: return .dropBadIPv4Checksum

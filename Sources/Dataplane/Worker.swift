@@ -26,6 +26,7 @@ public final class Worker: @unchecked Sendable {
     private let connectionCapacity: Int
     private let replies: ReplyIndex?
     private let templates: SharedFlowTable?
+    private let fragments: FragmentTable?
     private let partition: Int
     /// The state file partition the worker's engine keeps its connections in (nil: process memory).
     private let state: WorkerStateMemory?
@@ -48,13 +49,14 @@ public final class Worker: @unchecked Sendable {
     /// the file mapped while it lives.
     public init(queue: XSKQueue, core: Int, exchange: SnapshotExchange, waitMode: WaitMode,
                 connectionCapacity: Int, replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil,
-                partition: Int = 0, state: WorkerStateMemory? = nil,
+                fragments: FragmentTable? = nil, partition: Int = 0, state: WorkerStateMemory? = nil,
                 heartbeat: UnsafeMutablePointer<Atomic<UInt64>>? = nil, logger: Logger) {
         self.queue = queue
         self.state = state
         self.heartbeat = heartbeat
         self.replies = replies
         self.templates = templates
+        self.fragments = fragments
         self.partition = partition
         assignedCore = Atomic(core)
         self.exchange = exchange
@@ -129,7 +131,8 @@ public final class Worker: @unchecked Sendable {
 
         var (snapshot, generation) = exchange.load()
         var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters,
-                                      replies: replies, templates: templates, worker: partition, state: state)
+                                      replies: replies, templates: templates, fragments: fragments,
+                                      worker: partition, state: state)
         var loop = RingLoop(rings: queue.rings, counters: counters.writer)
         while !stopRequested.load(ordering: .relaxed) {
             if exchange.generation != generation {
@@ -144,7 +147,8 @@ public final class Worker: @unchecked Sendable {
                 let list = engine.listConnections(now: now)
                 connectionsAnswer.withLock { $0 = list }
             }
-            let received = loop.turn(engine: &engine, now: now)
+            let milliseconds = UInt64(clock.tv_sec) &* 1000 &+ UInt64(clock.tv_nsec / 1_000_000)
+            let received = loop.turn(engine: &engine, now: now, milliseconds: milliseconds)
             if received == 0 {
                 loop.idle(waitMode: waitMode)
                 runningCPU.store(Int(cxdp_current_cpu()), ordering: .relaxed)
@@ -203,6 +207,15 @@ public struct RingLoop {
     private let chunkMask: UInt64
     /// Frames submitted on TX whose completion has not come back yet.
     private var inFlight: UInt32 = 0
+    /// Later fragments the engine holds for their first (`.hold`), in arrival order, offered again each turn.
+    private let held: UnsafeMutablePointer<HeldFrame>
+    private var heldCount = 0
+    /// The current turn's milliseconds (kept here, not in a local live across the batch loop).
+    private var clock: UInt64 = 0
+    /// Fragments held at once: a few datagrams whose first is late; each keeps a UMEM frame out of the rings.
+    public static let holdCapacity = Int(Worker.batchSize)
+    /// How long a fragment waits for its first (reordering on the path, or the first on a slower queue).
+    public static let holdMilliseconds: UInt64 = 100
 
     /// A loop over `rings` counting into `counters`, which the caller keeps alive while the loop runs.
     public init(rings: XSKRings, counters: WorkerCounterBlock) {
@@ -213,15 +226,17 @@ public struct RingLoop {
         fill = rings.fill; completion = rings.completion; rx = rings.rx; tx = rings.tx
         area = rings.area; fd = rings.fd
         self.counters = counters
-        recycled = .allocate(capacity: Int(Worker.batchSize))
+        recycled = .allocate(capacity: max(Int(Worker.batchSize), Self.holdCapacity))
+        held = .allocate(capacity: Self.holdCapacity)
         chunkMask = UInt64(rings.frameSize - 1)
     }
 
     /// One turn of the worker's loop with frames to look at: a batch, then a little sweeping, then the
     /// connection gauge. Returns how many frames RX delivered (0: the caller waits, see `idle`).
+    /// `milliseconds` (any monotonic origin; default `now` in milliseconds) times held fragments.
     @inline(__always)
-    public mutating func turn(engine: inout ForwardingEngine, now: UInt32) -> UInt32 {
-        let received = runBatch(engine: &engine, now: now)
+    public mutating func turn(engine: inout ForwardingEngine, now: UInt32, milliseconds: UInt64? = nil) -> UInt32 {
+        let received = runBatch(engine: &engine, now: now, milliseconds: milliseconds)
         // Expired connections are reclaimed a little per busy batch (a full pass takes seconds even at
         // line rate) and more while idle, so the work follows the traffic instead of taxing every batch.
         engine.sweep(now: now, limit: received == 0 ? Worker.idleSweep : Worker.busySweep)
@@ -229,13 +244,15 @@ public struct RingLoop {
         return received
     }
 
-    /// Processes up to one batch; returns how many frames RX delivered.
+    /// Processes up to one batch, then offers the held fragments again; returns how many frames RX delivered.
     @inline(__always)
-    public mutating func runBatch(engine: inout ForwardingEngine, now: UInt32) -> UInt32 {
+    public mutating func runBatch(engine: inout ForwardingEngine, now: UInt32, milliseconds: UInt64? = nil) -> UInt32 {
+        clock = milliseconds ?? UInt64(now) &* 1000
         reclaimCompletions()
         var rxIndex: UInt32 = 0
         let received = xsk_ring_cons__peek(rx, Worker.batchSize, &rxIndex)
         guard received > 0 else {
+            if heldCount > 0 { offerHeld(engine: &engine, now: now) }
             if inFlight > 0 { kickTransmit() }
             return 0
         }
@@ -250,6 +267,8 @@ public struct RingLoop {
         }
         var sent: UInt32 = 0
         var dropped = 0
+        // Frames held, this batch's included: a local, so the loop calls nothing that could change `self`.
+        var holding = heldCount
         var bytes: UInt64 = 0
         var sentBytes: UInt64 = 0
         // Two passes: every frame parsed and its connection line prefetched, then every frame processed.
@@ -278,9 +297,21 @@ public struct RingLoop {
                 counters.add(reason)
                 recycled[dropped] = descriptor.addr
                 dropped += 1
+            case .hold:
+                if holding < Self.holdCapacity {
+                    held[holding] = HeldFrame(address: descriptor.addr, length: descriptor.len,
+                                              deadline: clock &+ Self.holdMilliseconds)
+                    holding += 1
+                    counters.add(.fragmentsHeld)
+                } else {
+                    counters.add(.dropFragmentHoldFull)
+                    recycled[dropped] = descriptor.addr
+                    dropped += 1
+                }
             }
         }
         xsk_ring_cons__release(rx, received)
+        heldCount = holding
         counters.add(.rxPackets, UInt64(received))
         counters.add(.rxBytes, bytes)
         if sent < txSlots { tx.pointee.cached_prod &-= txSlots - sent }  // give back unused reservations
@@ -296,7 +327,52 @@ public struct RingLoop {
             counters.add(.rxWakeups)
             _ = recvfrom(fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil)
         }
+        // After the batch, whose first fragments may be what the held ones wait for.
+        if heldCount > 0 { offerHeld(engine: &engine, now: now) }
         return received
+    }
+
+    /// Offers every held fragment to the engine again: sent once its first is known, dropped when its time
+    /// is up, else kept (in order).
+    @inline(never)
+    private mutating func offerHeld(engine: inout ForwardingEngine, now: UInt32) {
+        var txIndex: UInt32 = 0
+        let slots = xsk_ring_prod__reserve(tx, UInt32(heldCount), &txIndex)
+        var sent: UInt32 = 0, sentBytes: UInt64 = 0
+        var dropped = 0, kept = 0
+        for i in 0..<heldCount {
+            let frame = held[i]
+            var verdict = engine.processHeld(area + Int(frame.address), length: Int(frame.length),
+                                             headroom: Int(frame.address & chunkMask), now: now,
+                                             final: clock >= frame.deadline)
+            if sent == slots, verdict.isTransmit { verdict = .drop(.dropTXRingFull) }
+            switch verdict {
+            case .transmit(let offset, let length):
+                let out = xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!
+                out.pointee.addr = UInt64(bitPattern: Int64(bitPattern: frame.address) &+ Int64(offset))
+                out.pointee.len = UInt32(truncatingIfNeeded: length)
+                out.pointee.options = 0
+                sentBytes &+= UInt64(truncatingIfNeeded: length)
+                sent &+= 1
+            case .drop(let reason):
+                counters.add(reason)
+                recycled[dropped] = frame.address
+                dropped += 1
+            case .hold:
+                held[kept] = frame
+                kept += 1
+            }
+        }
+        heldCount = kept
+        if sent < slots { tx.pointee.cached_prod &-= slots - sent }
+        if sent > 0 {
+            xsk_ring_prod__submit(tx, sent)
+            inFlight &+= sent
+            counters.add(.txPackets, UInt64(sent))
+            counters.add(.txBytes, sentBytes)
+            kickTransmit()
+        }
+        if dropped > 0 { refill(count: UInt32(dropped)) }
     }
 
     /// Waits for frames when RX was empty.
@@ -304,12 +380,16 @@ public struct RingLoop {
         counters.add(.emptyPolls)
         guard waitMode == .poll else { return }
         var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        // Short waits while transmissions are outstanding, so their frames come back promptly.
-        _ = poll(&descriptor, 1, inFlight > 0 ? 1 : 100)
+        // Short waits while transmissions are outstanding, so their frames come back promptly, and while
+        // fragments are held, so they go (or are dropped) on time.
+        _ = poll(&descriptor, 1, inFlight > 0 || heldCount > 0 ? 1 : 100)
     }
 
     /// Frames submitted on TX whose completions have not come back.
     public var framesInFlight: UInt32 { inFlight }
+
+    /// Later fragments held for their first.
+    public var framesHeld: Int { heldCount }
 
     /// Before the worker ends: give the kernel a chance to finish what was submitted; frees the loop's
     /// scratch memory (call it once, last).
@@ -319,6 +399,10 @@ public struct RingLoop {
             reclaimCompletions()
             if inFlight > 0 { usleep(1000) }
         }
+        // Fragments still waiting: their first will not come now.
+        if heldCount > 0 { counters.add(.dropFragmentWithoutFirst, UInt64(heldCount)) }
+        heldCount = 0
+        held.deallocate()
         recycled.deallocate()
     }
 
@@ -366,4 +450,12 @@ public struct RingLoop {
             }
         }
     }
+}
+
+/// A later fragment's frame kept for its first: the UMEM descriptor and when to give up.
+struct HeldFrame {
+    var address: UInt64
+    var length: UInt32
+    /// On the ring loop's millisecond clock.
+    var deadline: UInt64
 }

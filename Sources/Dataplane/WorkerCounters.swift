@@ -43,6 +43,18 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     case dropNoHeadroom
     /// Tunnelling or an ICMP error needs a director address of a family the interface does not have.
     case dropNoSourceAddress
+    // Fragments (`dropFragment` above: later fragments of a datagram whose first fragment was dropped).
+    /// Later fragments forwarded the way their datagram's first fragment went.
+    case fragmentsFollowed
+    /// Later fragments that came before their first and were held for it.
+    case fragmentsHeld
+    /// Held fragments whose first fragment never came within the hold time (or the worker stopped).
+    case dropFragmentWithoutFirst
+    /// Later fragments that came before their first while the worker's hold was full.
+    case dropFragmentHoldFull
+    /// First fragments forwarded whose record found no free entry in the fragment table (their later
+    /// fragments then count in `dropFragmentWithoutFirst`).
+    case fragmentTableFull
     // Ring and wake-up events.
     case emptyPolls, fillRingShortfalls, rxWakeups, txKicks, txKickErrors
     // The kernel's counts for the worker's socket (`XDP_STATISTICS`), copied in by the control thread, the

@@ -19,6 +19,25 @@ public struct RealServerEntry: Equatable, Sendable {
     }
 }
 
+/// An address whose IP fragments the program steers to the workers (the `fragment_addrs` map): a later
+/// fragment carries no ports, so the program can only go by address and protocol.
+public struct FragmentAddress: Hashable, Sendable {
+    public enum Role: UInt8, Sendable {
+        /// A VIP of a service of the protocol: fragments to it (`XD_FRAGMENT_TO_SERVICE`).
+        case toService = 1
+        /// A NAT real server: fragments from it, its replies (`XD_FRAGMENT_FROM_NAT_REAL`).
+        case fromNATReal = 2
+    }
+
+    public var address: IPAddress
+    public var proto: L4Protocol
+    public var role: Role
+
+    public init(address: IPAddress, proto: L4Protocol, role: Role) {
+        self.address = address; self.proto = proto; self.role = role
+    }
+}
+
 /// The kernel's formats of the XDP maps' keys and values (`xdirector_shared.h`): byte order and family tags,
 /// encoded here once. `XDPProgram`'s typed map API and the tests use it; nothing else builds these structs.
 public enum XDPMapFormat {
@@ -52,6 +71,15 @@ public enum XDPMapFormat {
         var key = xd_local_addr_key()
         withUnsafeMutableBytes(of: &key.addr) { copy(address, into: $0) }
         key.family = family(address)
+        return key
+    }
+
+    public static func fragmentKey(_ entry: FragmentAddress) -> xd_fragment_key {
+        var key = xd_fragment_key()
+        withUnsafeMutableBytes(of: &key.addr) { copy(entry.address, into: $0) }
+        key.proto = entry.proto.number
+        key.family = family(entry.address)
+        key.role = entry.role == .toService ? UInt8(XD_FRAGMENT_TO_SERVICE) : UInt8(XD_FRAGMENT_FROM_NAT_REAL)
         return key
     }
 

@@ -27,6 +27,7 @@ public final class XDPProgram {
         public static let realServers = Int(XD_MAX_REALS)
         public static let natReals = Int(XD_MAX_NAT_REALS)
         public static let localAddresses = Int(XD_MAX_LOCAL_ADDRS)
+        public static let fragmentAddresses = Int(XD_MAX_FRAGMENT_ADDRS)
         public static let queues = Int(XD_MAX_QUEUES)
     }
 
@@ -41,6 +42,7 @@ public final class XDPProgram {
     let natRealsFD: Int32
     let localAddressesFD: Int32
     let hostAddressesFD: Int32
+    let fragmentAddressesFD: Int32
     let realServersFD: Int32
     let directorFD: Int32
     private let programFD: Int32
@@ -77,12 +79,14 @@ public final class XDPProgram {
         natRealsFD = fd(ofMap: XD_MAP_NAT_REALS)
         localAddressesFD = fd(ofMap: XD_MAP_LOCAL_ADDRS)
         hostAddressesFD = fd(ofMap: XD_MAP_HOST_ADDRS)
+        fragmentAddressesFD = fd(ofMap: XD_MAP_FRAGMENT_ADDRS)
         realServersFD = fd(ofMap: XD_MAP_REAL_SERVERS)
         directorFD = fd(ofMap: XD_MAP_DIRECTOR)
         let heartbeatsFD = fd(ofMap: XD_MAP_HEARTBEATS)
         let heartbeatBytes = Int(XD_MAX_QUEUES) * MemoryLayout<xd_heartbeat>.stride
         let mapped = heartbeatsFD >= 0 ? mmap(nil, heartbeatBytes, PROT_READ | PROT_WRITE, MAP_SHARED, heartbeatsFD, 0) : MAP_FAILED
         guard programFD >= 0, servicesFD >= 0, xsksFD >= 0, countersFD >= 0, natRealsFD >= 0, localAddressesFD >= 0, hostAddressesFD >= 0,
+              fragmentAddressesFD >= 0,
               realServersFD >= 0, directorFD >= 0, let mapped, mapped != MAP_FAILED else {
             bpf_object__close(object)
             self.object = nil
@@ -233,6 +237,18 @@ public final class XDPProgram {
         try delete(localAddressesFD, &key, "cannot remove local address \(address) from the XDP map")
     }
 
+    /// Steers the IP fragments of an address (to a VIP, from a NAT real server) to the workers.
+    public func setFragmentAddress(_ entry: FragmentAddress) throws(DataplaneError) {
+        var key = XDPMapFormat.fragmentKey(entry), value: UInt32 = 0
+        try update(fragmentAddressesFD, &key, &value, "cannot add fragment address \(entry.address) to the XDP map")
+    }
+
+    /// Stops steering an address's fragments (no service or NAT real server of its protocol has it any more).
+    public func removeFragmentAddress(_ entry: FragmentAddress) throws(DataplaneError) {
+        var key = XDPMapFormat.fragmentKey(entry)
+        try delete(fragmentAddressesFD, &key, "cannot remove fragment address \(entry.address) from the XDP map")
+    }
+
     /// Records one of the host's own addresses: a NAT real server's packets to it are the host's (health
     /// checks), left to the kernel.
     public func setHostAddress(_ address: IPAddress) throws(DataplaneError) {
@@ -281,7 +297,8 @@ public final class XDPProgram {
     // MARK: Pinning
 
     private static let pinnedMaps = [XD_MAP_SERVICES, XD_MAP_NAT_REALS, XD_MAP_LOCAL_ADDRS, XD_MAP_REAL_SERVERS, XD_MAP_XSKS,
-                                     XD_MAP_XDP_COUNTERS, XD_MAP_DIRECTOR, XD_MAP_HEARTBEATS, XD_MAP_HOST_ADDRS]
+                                     XD_MAP_XDP_COUNTERS, XD_MAP_DIRECTOR, XD_MAP_HEARTBEATS, XD_MAP_HOST_ADDRS,
+                                     XD_MAP_FRAGMENT_ADDRS]
 
     /// Pins the maps under `pinRoot/<instance>/`, replacing the pins of a director that died (the caller
     /// has checked that no live director owns the interface: `AttachedProgram.inspect`).

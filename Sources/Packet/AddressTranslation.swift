@@ -71,6 +71,34 @@ public enum AddressTranslation {
         return .transmit
     }
 
+    /// Rewrites a later fragment (`FrameParser`'s `.fragment`: no TCP/UDP header) of a datagram whose first
+    /// fragment `rewrite` translated: the same addresses (nil leaves that side alone), the MACs, TTL / hop
+    /// limit - 1, the IPv4 header checksum updated incrementally. Nothing else: the TCP/UDP checksum, in the
+    /// first fragment, covers the whole datagram and already took the whole change.
+    @inline(__always)
+    public static func rewriteFragment(_ frame: UnsafeMutableRawPointer, parsed: ParsedFrame, source: IPAddress?,
+                                       destination: IPAddress?, sourceMAC: MACAddress,
+                                       destinationMAC: MACAddress) -> TranslationResult {
+        let ip = frame + parsed.l3Offset
+        let isIPv4 = parsed.isIPv4
+        guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
+        HopLimit.decrement(ip, isIPv4: isIPv4)
+        var delta = ChecksumDelta()
+        if let source {
+            replaceAddress(ip, at: isIPv4 ? FieldOffset.IPv4.source : FieldOffset.IPv6.source, with: source,
+                           isIPv4: isIPv4, delta: &delta)
+        }
+        if let destination {
+            replaceAddress(ip, at: isIPv4 ? FieldOffset.IPv4.destination : FieldOffset.IPv6.destination,
+                           with: destination, isIPv4: isIPv4, delta: &delta)
+        }
+        if isIPv4 {
+            Wire.store16(ip, FieldOffset.IPv4.checksum, delta.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
+        }
+        Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
+        return .transmit
+    }
+
     /// Stores `address` at `offset` of the IP header, adding the change to `delta`.
     @inlinable @inline(__always)
     static func replaceAddress(_ ip: UnsafeMutableRawPointer, at offset: Int, with address: IPAddress, isIPv4: Bool,

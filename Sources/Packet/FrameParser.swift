@@ -10,11 +10,14 @@ public enum ParseStatus: UInt8, CaseIterable, Sendable {
     case truncated
     /// The ethertype is not IPv4 or IPv6 (after an optional single VLAN tag; a second tag counts as not IP).
     case notIP
-    /// IPv4 with MF set or a non-zero fragment offset; IPv6 whose next header is a fragment header (44).
+    /// A later fragment (IPv4 fragment offset > 0; IPv6 fragment header with offset > 0) of a TCP or UDP
+    /// datagram: it has no ports. `key` holds the addresses, protocol and family (ports 0), `fragmentID` the
+    /// datagram's identification, `l4Offset` where the fragment's data starts.
     case fragment
     /// IP, but the layer 4 protocol is not TCP or UDP: ICMP and ICMPv6 other than the errors above (echo,
-    /// ...), errors quoting anything but TCP/UDP (or a non-first IPv4 fragment), and for IPv6 any
-    /// extension header other than the fragment header (hop-by-hop, routing, destination options, ...).
+    /// ...), errors quoting anything but TCP/UDP (or a non-first IPv4 fragment), fragments of anything but
+    /// TCP/UDP, and for IPv6 any extension header other than the fragment header (hop-by-hop, routing,
+    /// destination options, ...) and anything but TCP/UDP behind a fragment header.
     case unsupportedProtocol
     /// Bad IP version, IPv4 IHL < 5, an IP length shorter than the headers it must contain, TCP data
     /// offset < 5, a UDP length outside 8...IP payload length; in an ICMP error's quoted packet, a bad IP
@@ -22,10 +25,14 @@ public enum ParseStatus: UInt8, CaseIterable, Sendable {
     case malformed
     /// The IPv4 header checksum does not verify.
     case badIPv4Checksum
+    /// The first fragment (offset 0, more to come) of a TCP or UDP datagram: everything `.ok` gives, with
+    /// `fragmentID` set. Its UDP length counts the whole datagram, so it may exceed the fragment.
+    case firstFragment
 }
 
 /// The facts about a frame that the data plane needs, filled in by `FrameParser.parse`. Only meaningful
-/// when `parse` returned `.ok`; after another status its fields are unspecified.
+/// when `parse` returned `.ok`, `.firstFragment` or `.fragment` (see each); after another status its fields
+/// are unspecified.
 public struct ParsedFrame: Sendable {
     /// The 5-tuple; ports in host order. For an ICMP error, the outer addresses with ports 0 and protocol
     /// 1 or 58.
@@ -39,12 +46,16 @@ public struct ParsedFrame: Sendable {
     /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...); 0 for UDP and ICMP.
     public var tcpFlags: UInt8
 
-    // ICMP errors. The fields below are meaningful only when `isICMPError` is true.
+    // ICMP errors. The fields below, `fragmentID` aside, are meaningful only when `isICMPError` is true.
 
     /// ICMP types 3, 11, 12 or ICMPv6 types 1, 2, 3, 4 quoting a TCP or UDP packet.
     public var isICMPError: Bool
     public var icmpType: UInt8
     public var icmpCode: UInt8
+    /// `.firstFragment` and `.fragment`: the datagram's identification (IPv4: 16 bits; IPv6: the fragment
+    /// header's 32 bits). Its fragments share it with their addresses and protocol. (Declared here, it fills
+    /// the padding before the offsets below: the struct stays 128 bytes, which the engine copies inline.)
+    public var fragmentID: UInt32
     /// Offset of the quoted IP header (`l4Offset + 8`).
     public var innerL3Offset: Int
     /// Offset of the quoted TCP or UDP header, of which at least the 8 bytes with the ports are present.
@@ -59,6 +70,7 @@ public struct ParsedFrame: Sendable {
         l4Offset = 0
         ipPacketLength = 0
         tcpFlags = 0
+        fragmentID = 0
         isICMPError = false
         icmpType = 0
         icmpCode = 0
@@ -79,9 +91,10 @@ public struct ParsedFrame: Sendable {
 /// Parses Ethernet / [802.1Q] / IPv4|IPv6 / TCP|UDP frames, and ICMP errors about TCP/UDP, in place.
 ///
 /// The parser accepts the same frames as the XDP program's own parsing: one optional VLAN tag, IPv4 with or
-/// without options, and IPv6 only when TCP or UDP directly follows the fixed header. IPv6 packets with
-/// extension headers are never redirected to the workers by the XDP program; here they are reported as
-/// `.fragment` (next header 44) or `.unsupportedProtocol` (anything else), so both sides agree.
+/// without options, and IPv6 when TCP or UDP directly follows the fixed header or a fragment header right
+/// after it (the only extension header walked, as the program does). Other IPv6 extension headers are
+/// `.unsupportedProtocol`, so both sides agree. A fragment is `.firstFragment` (with its ports) or
+/// `.fragment` (without); an IPv6 atomic fragment (offset 0, no more) is a whole packet and `.ok`.
 ///
 /// Checks run outside-in: each header's length is checked before any of its fields is read, then its
 /// fields are validated, then the next header is located. IP lengths are checked before the protocol, so a
@@ -130,13 +143,19 @@ public enum FrameParser {
             guard !verifyingIPv4Checksum || InternetChecksum.checksum(ip, count: headerLength) == 0 else {
                 return .badIPv4Checksum
             }
-            // MF (0x2000) or a non-zero offset (low 13 bits); DF (0x4000) is fine.
-            guard Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else { return .fragment }
+            // MF (0x2000) or a non-zero offset (low 13 bits): a fragment, parsed apart. DF (0x4000) is fine.
+            guard Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x3FFF == 0 else {
+                return parseFragment(frame, l3: l3, isIPv4: true, headerLength: headerLength, packetLength: packetLength,
+                                     into: &parsed)
+            }
         } else {
             packetLength = HeaderLength.ipv6 &+ Int(Wire.load16(ip, FieldOffset.IPv6.payloadLength))
             guard available >= packetLength else { return .truncated }
-            // Extension headers are not walked (see the type's comment).
-            if proto == IPv6NextHeader.fragment { return .fragment }
+            // Only a fragment header directly after the fixed header is walked (see the type's comment).
+            if proto == IPv6NextHeader.fragment {
+                return parseFragment(frame, l3: l3, isIPv4: false, headerLength: headerLength, packetLength: packetLength,
+                                     into: &parsed)
+            }
         }
 
         let l4 = l3 &+ headerLength
@@ -150,6 +169,53 @@ public enum FrameParser {
         parsed.l4Offset = l4
         parsed.ipPacketLength = packetLength
         return .ok
+    }
+
+    /// A fragment (IPv4 MF or offset; an IPv6 fragment header after the fixed one), whose IP header of
+    /// `headerLength` bytes and length `packetLength` are checked: `.firstFragment` with its ports, `.fragment`
+    /// without (see `ParseStatus`), `.ok` for an IPv6 atomic fragment (a whole packet). Apart from `parseIP`,
+    /// so whole packets take the same path as before fragments were forwarded.
+    @usableFromInline @inline(never)
+    static func parseFragment(_ frame: UnsafeRawPointer, l3: Int, isIPv4: Bool, headerLength fixedLength: Int,
+                              packetLength: Int, into parsed: inout ParsedFrame) -> ParseStatus {
+        let ip = frame + l3
+        var headerLength = fixedLength
+        let proto: UInt8
+        let first: Bool, atomic: Bool
+        if isIPv4 {
+            proto = Wire.load8(ip, FieldOffset.IPv4.proto)
+            first = Wire.load16(ip, FieldOffset.IPv4.flagsFragment) & 0x1FFF == 0
+            atomic = false
+            parsed.fragmentID = UInt32(Wire.load16(ip, FieldOffset.IPv4.identification))
+        } else {
+            guard packetLength >= HeaderLength.ipv6 &+ HeaderLength.ipv6Fragment else { return .malformed }
+            let header = ip + HeaderLength.ipv6
+            proto = Wire.load8(header, FieldOffset.IPv6Fragment.nextHeader)
+            headerLength = HeaderLength.ipv6 &+ HeaderLength.ipv6Fragment
+            let offsetFlags = Wire.load16(header, FieldOffset.IPv6Fragment.offsetFlags)
+            first = offsetFlags >> 3 == 0
+            atomic = offsetFlags & 0xFFF9 == 0  // neither an offset (high 13 bits) nor M (bit 0)
+            parsed.fragmentID = Wire.load32(header, FieldOffset.IPv6Fragment.identification)
+        }
+        // Only TCP and UDP datagrams are forwarded piecewise (and, behind a fragment header, only they at all:
+        // what the program steers).
+        guard proto == IPProtocolNumber.tcp || proto == IPProtocolNumber.udp else { return .unsupportedProtocol }
+        loadAddresses(ip, isIPv4: isIPv4, into: &parsed.key)
+        parsed.l3Offset = l3
+        parsed.l4Offset = l3 &+ headerLength
+        parsed.ipPacketLength = packetLength
+        guard first else {
+            parsed.key.srcPort = 0
+            parsed.key.dstPort = 0
+            parsed.key.proto = proto
+            parsed.tcpFlags = 0
+            parsed.isICMPError = false
+            return .fragment
+        }
+        let status = parseL4(frame, l4: l3 &+ headerLength, segmentLength: packetLength &- headerLength, proto: proto,
+                             isFirstFragment: !atomic, into: &parsed)
+        guard status == .ok else { return status }
+        return atomic ? .ok : .firstFragment
     }
 
     /// Checks the IP header at `ip`, of which `available` bytes lie in the frame, as far as a packet's own
@@ -193,10 +259,11 @@ public enum FrameParser {
 
     /// Validates the TCP or UDP header at `l4`, whose IP header says the segment is `segmentLength` bytes.
     /// The caller has already checked that the whole segment lies inside the frame, so a header that does
-    /// not fit in `segmentLength` is an inconsistency (`.malformed`), not a truncation.
+    /// not fit in `segmentLength` is an inconsistency (`.malformed`), not a truncation. A first fragment
+    /// must hold the whole TCP or UDP header (RFC 1858: no tiny fragments); its UDP length is the datagram's.
     @inlinable @inline(__always)
     static func parseL4(_ frame: UnsafeRawPointer, l4: Int, segmentLength: Int, proto: UInt8,
-                        into parsed: inout ParsedFrame) -> ParseStatus {
+                        isFirstFragment: Bool = false, into parsed: inout ParsedFrame) -> ParseStatus {
         let header = frame + l4
         if proto == IPProtocolNumber.tcp {
             guard segmentLength >= HeaderLength.tcp else { return .malformed }
@@ -206,7 +273,7 @@ public enum FrameParser {
         } else if proto == IPProtocolNumber.udp {
             guard segmentLength >= HeaderLength.udp else { return .malformed }
             let udpLength = Int(Wire.load16(header, FieldOffset.UDP.length))
-            guard udpLength >= HeaderLength.udp, udpLength <= segmentLength else { return .malformed }
+            guard udpLength >= HeaderLength.udp, udpLength <= segmentLength || isFirstFragment else { return .malformed }
             parsed.tcpFlags = 0
         } else {
             return .unsupportedProtocol

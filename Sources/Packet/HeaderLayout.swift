@@ -22,6 +22,8 @@ public enum HeaderLength {
     public static let udp = 8
     /// ICMP and ICMPv6 share the 8-byte layout: type, code, checksum, 4 type-specific bytes.
     public static let icmp = 8
+    /// The IPv6 fragment header.
+    public static let ipv6Fragment = 8
     /// A GUE version 0 header without extension fields.
     public static let gue = 4
     /// A GRE header without optional fields (RFC 2784).
@@ -61,6 +63,14 @@ public enum FieldOffset {
         public static let hopLimit = 7
         public static let source = 8
         public static let destination = 24
+    }
+
+    /// The IPv6 fragment header (RFC 8200 4.5), 8 bytes.
+    public enum IPv6Fragment {
+        public static let nextHeader = 0
+        /// The 13-bit offset in 8-byte units (high bits), two reserved bits, M (bit 0).
+        public static let offsetFlags = 2
+        public static let identification = 4
     }
 
     public enum TCP {

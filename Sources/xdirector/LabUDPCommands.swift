@@ -3,7 +3,9 @@ import Foundation
 import Packet
 
 /// A UDP echo for real servers in labs: answers each datagram with its own name, from the address the
-/// datagram was sent to (one socket per `--bind` address, so a DR/TUN answer leaves from the VIP).
+/// datagram was sent to (one socket per `--bind` address, so a DR/TUN answer leaves from the VIP); with
+/// `--echo`, as long as the datagram (the name, a newline, then the datagram's bytes), so a large request
+/// gets a large, fragmented answer.
 struct BackendUDPCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backend-udp",
@@ -20,6 +22,9 @@ struct BackendUDPCommand: ParsableCommand {
     @Option(help: "Addresses to listen on, each with its own socket.")
     var bind: [String]
 
+    @Flag(help: "Answer with as many bytes as the datagram had (the name first).")
+    var echo = false
+
     func run() throws {
         var sockets: [pollfd] = []
         for text in bind {
@@ -29,8 +34,9 @@ struct BackendUDPCommand: ParsableCommand {
         }
         print("backend-udp \(name): listening on port \(port)")
         fflush(nil)
-        var buffer = [UInt8](repeating: 0, count: 2048)
-        let answer = Array((name + "\n").utf8)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let named = Array((name + "\n").utf8)
+        var answer = named
         while true {
             guard poll(&sockets, nfds_t(sockets.count), -1) > 0 else { continue }
             for entry in sockets where entry.revents & Int16(POLLIN) != 0 {
@@ -40,6 +46,7 @@ struct BackendUDPCommand: ParsableCommand {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(entry.fd, &buffer, buffer.count, 0, $0, &length) }
                 }
                 guard count >= 0 else { continue }
+                if echo { answer = named + buffer[min(named.count, count)..<max(named.count, count)] }
                 _ = withUnsafePointer(to: &peer) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(entry.fd, answer, answer.count, 0, $0, length) }
                 }
@@ -72,6 +79,9 @@ struct UDPProbeCommand: ParsableCommand {
     @Flag(name: .customLong("dont-fragment"), help: "Set DF (path MTU discovery), IPv4.")
     var dontFragment = false
 
+    @Flag(name: .customLong("expect-echo"), help: "Expect answers as long as the datagram (backend-udp --echo): print \"(short N)\" for another length.")
+    var expectEcho = false
+
     func run() throws {
         guard let target = IPAddress(address) else { throw failure("--address \(address): not an address") }
         let payload = [UInt8](repeating: UInt8(ascii: "u"), count: max(size, 1))
@@ -91,10 +101,16 @@ struct UDPProbeCommand: ParsableCommand {
             try LabSocket.withAddress(target, port: port) { address, length in
                 _ = sendto(fd, payload, payload.count, 0, address, length)
             }
-            var buffer = [UInt8](repeating: 0, count: 2048)
+            var buffer = [UInt8](repeating: 0, count: 65536)
             let received = recv(fd, &buffer, buffer.count, 0)
-            print(received > 0 ? String(decoding: buffer[0..<received], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                               : "(none)")
+            if received <= 0 {
+                print("(none)")
+            } else if expectEcho && received != payload.count {
+                print("(short \(received))")
+            } else {
+                let name = buffer[0..<received].prefix { $0 != UInt8(ascii: "\n") }
+                print(String(decoding: name, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+            }
         }
         fflush(nil)
     }

@@ -139,6 +139,7 @@ final class MapSyncerTests: XCTestCase {
         var reals: [RealServerIdentity: RealServerEntry] = [:]
         var natReals: Set<ServiceKey> = []
         var localAddresses: Set<IPAddress> = []
+        var fragmentAddresses: Set<FragmentAddress> = []
         /// Refuse the write after this many more (nil: never); only that one, as a full map refuses an insert.
         var writesLeft: Int?
         var refuseDeletes = false
@@ -163,10 +164,13 @@ final class MapSyncerTests: XCTestCase {
         func removeNATReal(_ real: ServiceKey) throws(DataplaneError) { try allowDelete(); natReals.remove(real) }
         func setLocalAddress(_ address: IPAddress) throws(DataplaneError) { try allowWrite(); localAddresses.insert(address) }
         func removeLocalAddress(_ address: IPAddress) throws(DataplaneError) { try allowDelete(); localAddresses.remove(address) }
+        func setFragmentAddress(_ entry: FragmentAddress) throws(DataplaneError) { try allowWrite(); fragmentAddresses.insert(entry) }
+        func removeFragmentAddress(_ entry: FragmentAddress) throws(DataplaneError) { try allowDelete(); fragmentAddresses.remove(entry) }
 
         var state: MapState {
             var state = MapState()
             state.services = services; state.reals = reals; state.natReals = natReals; state.localAddresses = localAddresses
+            state.fragmentAddresses = fragmentAddresses
             return state
         }
     }
@@ -197,6 +201,18 @@ final class MapSyncerTests: XCTestCase {
 
         try syncer.write(next.writes(from: syncer.mapped))
         XCTAssertEqual(maps.state, next)
+    }
+
+    /// Fragments are steered by address and protocol: every VIP, every NAT real server's address, once each.
+    func testFragmentAddressesAreTheServicesAndNATRealServersAddresses() {
+        let state = target(weight: 1, servers: 2)
+        XCTAssertEqual(state.fragmentAddresses, [
+            FragmentAddress(address: web.endpoint.address, proto: .tcp, role: .toService),
+            FragmentAddress(address: .v4(0xC633_640B), proto: .tcp, role: .fromNATReal),
+            FragmentAddress(address: .v4(0xC633_640C), proto: .tcp, role: .fromNATReal),
+        ])
+        XCTAssertEqual(target(weight: 1, servers: 1).deletes(from: state).fragmentAddresses,
+                       [FragmentAddress(address: .v4(0xC633_640C), proto: .tcp, role: .fromNATReal)])
     }
 
     func testAFailedDeleteIsReportedAndRetried() throws {

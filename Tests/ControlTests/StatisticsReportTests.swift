@@ -20,7 +20,7 @@ final class StatisticsReportTests: XCTestCase {
                   counters: counters([.rxPackets: 2000, .rxBytes: 128000, .txPackets: 1999, .txBytes: 127936,
                                       .newConnections: 60, .activeConnections: 20, .dropNoService: 1, .txKicks: 4])),
         ],
-        xdp: [3100, 3000, 50, 40, 8, 2, 0, 0, 10, 1, 0, 0])
+        xdp: [3100, 3000, 50, 40, 8, 2, 0, 0, 10, 1, 0, 0, 0])
 
     /// Two seconds later; queue 1 restarted (its counters went back).
     static let second = DirectorStatistics(
@@ -34,7 +34,7 @@ final class StatisticsReportTests: XCTestCase {
                   counters: counters([.rxPackets: 100, .rxBytes: 6400, .txPackets: 100, .txBytes: 6400,
                                       .newConnections: 2, .activeConnections: 2])),
         ],
-        xdp: [3700, 3500, 60, 40, 8, 2, 0, 0, 20, 1, 0, 0])
+        xdp: [3700, 3500, 60, 40, 8, 2, 0, 0, 20, 1, 0, 0, 0])
 
     func parse(_ text: String) throws -> [String: Any] {
         let object = try JSONSerialization.jsonObject(with: Data(text.utf8))

@@ -124,6 +124,6 @@ final class SharedLayoutTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<xd_director>.size, 24)
         XCTAssertEqual(MemoryLayout<xd_director>.offset(of: \.grace_ns), 16)
         XCTAssertEqual(MemoryLayout<xd_heartbeat>.stride, 64)
-        XCTAssertEqual(Int(XD_XDP_COUNTER_COUNT.rawValue), 12)
+        XCTAssertEqual(Int(XD_XDP_COUNTER_COUNT.rawValue), 13)
     }
 }

@@ -143,4 +143,90 @@ final class RingLoopTests: XCTestCase {
         XCTAssertEqual(counters[.txKickErrors], 1, "there is no socket behind these rings")
         XCTAssertEqual(counters[.rxWakeups], 1)
     }
+
+    // MARK: Fragments held for their first
+
+    private func fragmentEngine(_ counters: WorkerCounterBlock) -> ForwardingEngine {
+        let snapshot = ForwardingSnapshot(interfaceMAC: interfaceMAC, services: [
+            SnapshotService(key: ServiceKey(proto: .udp, address: IPAddress("203.0.113.10")!, port: 53),
+                            scheduler: .rr, destinations: [SnapshotDestination(weight: 1, mac: realMAC)]),
+        ])
+        return ForwardingEngine(snapshot: snapshot, connectionCapacity: 1024, counters: counters)
+    }
+
+    /// Fragments of a 3000-byte datagram (identification `id`, from client port `port`): first, middle, last.
+    private func datagram(id: UInt32, port: UInt16 = 40000) -> [[UInt8]] {
+        PacketBuilder.udp("198.51.100.1", port, "203.0.113.10", 53, payload: [UInt8](repeating: 5, count: 3000))
+            .fragments(dataPerFragment: 1480, identification: id)
+    }
+
+    private func deliver(_ rings: MemoryRings, _ frames: [[UInt8]]) {
+        XCTAssertEqual(rings.receive(count: frames.count) { frame, index in
+            frames[index].withUnsafeBytes { frame.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            return frames[index].count
+        }, frames.count)
+    }
+
+    func testFragmentsBeforeTheirFirstAreHeldAndSentWhenItComes() {
+        let rings = MemoryRings(frameCount: 256, ringSize: 128)
+        let counters = WorkerCounterBlock()
+        var engine = fragmentEngine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        let fragments = datagram(id: 1)
+        deliver(rings, [fragments[2], fragments[1]])
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100, milliseconds: 100_000), 2)
+        XCTAssertEqual(loop.framesHeld, 2)
+        XCTAssertEqual(rings.txLevel, 0)
+        XCTAssertEqual(rings.fillLevel, 254, "held frames stay out of the fill ring")
+        // Nothing new: the held ones are offered again, and wait.
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100, milliseconds: 100_050), 0)
+        XCTAssertEqual(loop.framesHeld, 2)
+        deliver(rings, [fragments[0]])
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100, milliseconds: 100_060), 1)
+        XCTAssertEqual(loop.framesHeld, 0)
+        var lengths: [Int] = []
+        rings.transmit { _, length in lengths.append(length) }
+        XCTAssertEqual(lengths, [fragments[0].count, fragments[2].count, fragments[1].count], "the first, then the held in order")
+        XCTAssertEqual(counters[.fragmentsHeld], 2)
+        XCTAssertEqual(counters[.fragmentsFollowed], 2)
+        XCTAssertEqual(counters[.txPackets], 3)
+        _ = loop.turn(engine: &engine, now: 100, milliseconds: 100_070)
+        XCTAssertEqual(rings.fillLevel, 256, "every frame came back")
+    }
+
+    func testAFragmentWhoseFirstNeverComesIsDroppedAndCountedAfterTheHoldTime() {
+        let rings = MemoryRings(frameCount: 256, ringSize: 128)
+        let counters = WorkerCounterBlock()
+        var engine = fragmentEngine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        deliver(rings, [datagram(id: 2)[1]])
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100, milliseconds: 100_000), 1)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100, milliseconds: 100_000 + RingLoop.holdMilliseconds - 1), 0)
+        XCTAssertEqual(loop.framesHeld, 1)
+        XCTAssertEqual(counters[.dropFragmentWithoutFirst], 0)
+        XCTAssertEqual(loop.turn(engine: &engine, now: 100, milliseconds: 100_000 + RingLoop.holdMilliseconds), 0)
+        XCTAssertEqual(loop.framesHeld, 0)
+        XCTAssertEqual(counters[.dropFragmentWithoutFirst], 1)
+        XCTAssertEqual(rings.fillLevel, 256, "the frame went back to the fill ring")
+        XCTAssertEqual(rings.txLevel, 0)
+    }
+
+    func testAFullHoldDropsAndCountsTheNextFragment() {
+        let rings = MemoryRings(frameCount: 256, ringSize: 128)
+        let counters = WorkerCounterBlock()
+        var engine = fragmentEngine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        let later = (0..<RingLoop.holdCapacity + 3).map { datagram(id: UInt32(100 + $0))[1] }
+        deliver(rings, Array(later.prefix(60)))
+        _ = loop.turn(engine: &engine, now: 100, milliseconds: 100_000)
+        deliver(rings, Array(later.dropFirst(60)))
+        _ = loop.turn(engine: &engine, now: 100, milliseconds: 100_000)
+        XCTAssertEqual(loop.framesHeld, RingLoop.holdCapacity)
+        XCTAssertEqual(counters[.dropFragmentHoldFull], 3)
+        XCTAssertEqual(rings.fillLevel, UInt32(256 - RingLoop.holdCapacity))
+        loop.drainTransmissions()
+        XCTAssertEqual(counters[.dropFragmentWithoutFirst], UInt64(RingLoop.holdCapacity), "still held when the worker stops")
+    }
 }

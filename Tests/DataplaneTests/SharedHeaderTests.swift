@@ -15,6 +15,9 @@ final class SharedHeaderTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<xd_service_value>.offset(of: \.flags), 4)
         XCTAssertEqual(MemoryLayout<xd_local_addr_key>.size, 20)
         XCTAssertEqual(MemoryLayout<xd_local_addr_key>.offset(of: \.family), 16)
+        XCTAssertEqual(MemoryLayout<xd_fragment_key>.size, 20)
+        XCTAssertEqual(MemoryLayout<xd_fragment_key>.offset(of: \.proto), 16)
+        XCTAssertEqual(MemoryLayout<xd_fragment_key>.offset(of: \.role), 18)
         XCTAssertEqual(MemoryLayout<xd_real_key>.size, 40)
         XCTAssertEqual(MemoryLayout<xd_real_key>.offset(of: \.addr), 20)
         XCTAssertEqual(MemoryLayout<xd_real_key>.offset(of: \.port), 36)
@@ -41,7 +44,8 @@ final class SharedHeaderTests: XCTestCase {
         XCTAssertEqual(XDPProgram.counterNames.count, Int(XD_XDP_COUNTER_COUNT.rawValue))
         XCTAssertEqual(XDPProgram.counterNames, ["rx", "redirected", "pass_not_ip", "pass_not_service", "pass_other_l4",
                                                  "pass_fragment", "pass_no_socket", "pass_malformed", "redirected_reply",
-                                                 "redirected_icmp", "held_no_worker", "drop_reply_no_worker"])
+                                                 "redirected_icmp", "held_no_worker", "drop_reply_no_worker",
+                                                 "redirected_fragment"])
         XCTAssertEqual(XDPProgram.counterNames[Int(XD_XDP_PASS_NOT_SERVICE.rawValue)], "pass_not_service")
         XCTAssertNil(xd_xdp_counter_name(UInt32(XD_XDP_COUNTER_COUNT.rawValue)))
     }

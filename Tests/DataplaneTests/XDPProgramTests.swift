@@ -25,6 +25,9 @@ final class XDPProgramTests: XCTestCase {
         try program.setNATReal(ServiceKey(proto: .tcp, address: IPAddress(real)!, port: 8080))
         try program.setLocalAddress(IPAddress(local)!)
         try program.setHostAddress(IPAddress(host)!)
+        try program.setFragmentAddress(FragmentAddress(address: IPAddress(vip)!, proto: .tcp, role: .toService))
+        try program.setFragmentAddress(FragmentAddress(address: IPAddress("2001:db8:10::10")!, proto: .udp, role: .toService))
+        try program.setFragmentAddress(FragmentAddress(address: IPAddress(real)!, proto: .tcp, role: .fromNATReal))
     }
 
     override func tearDown() {
@@ -84,6 +87,44 @@ final class XDPProgramTests: XCTestCase {
             let (got, moved) = try run(frame)
             XCTAssertEqual(got, action, name)
             XCTAssertEqual(moved, counters.filter { $0.value != 0 }, name)
+        }
+    }
+
+    /// Fragments go by address (later ones have no ports): to a VIP of a service of their protocol, from a NAT
+    /// real server's address, to a local address; with no worker, as whole packets of their kind would.
+    func testFragmentsOfServicesAndRepliesAreClaimedByAddress() throws {
+        let pass = UInt32(XDP_PASS.rawValue), drop = UInt32(XDP_DROP.rawValue)
+        let request = PacketBuilder.tcp(client, 40000, vip, 80, payload: [UInt8](repeating: 7, count: 40))
+            .fragments(dataPerFragment: 24, identification: 99)
+        let otherPort = PacketBuilder.tcp(client, 40000, vip, 8443, payload: [UInt8](repeating: 7, count: 40))
+            .fragments(dataPerFragment: 24, identification: 98)
+        let reply = PacketBuilder.tcp(real, 8080, client, 40000, payload: [UInt8](repeating: 7, count: 40))
+            .fragments(dataPerFragment: 24, identification: 97)
+        let toHost = PacketBuilder.tcp(real, 8080, host, 51000, payload: [UInt8](repeating: 7, count: 40))
+            .fragments(dataPerFragment: 24, identification: 96)
+        let toLocal = PacketBuilder.udp(real, 80, local, 2000, payload: [UInt8](repeating: 7, count: 40))
+            .fragments(dataPerFragment: 24, identification: 95)
+        let v6 = PacketBuilder.udp("2001:db8:1::1", 5353, "2001:db8:10::10", 53, payload: [UInt8](repeating: 7, count: 40))
+            .fragments(dataPerFragment: 24, identification: 0xfeed_f00d)
+        let v6Other = PacketBuilder.udp("2001:db8:1::1", 5353, "2001:db8:10::11", 53, payload: [UInt8](repeating: 7, count: 40))
+            .fragments(dataPerFragment: 24, identification: 1)
+        let cases: [(String, [UInt8], UInt32, [String: UInt64])] = [
+            ("a first fragment to a VIP", request[0], pass, ["pass_no_socket": 1]),
+            ("a later fragment to a VIP", request[1], pass, ["pass_no_socket": 1]),
+            ("a later fragment to a VIP's port without a service (the address decides)", otherPort[2], pass,
+             ["pass_no_socket": 1]),
+            ("a NAT real server's later fragment (never to the kernel untranslated)", reply[1], drop,
+             ["drop_reply_no_worker": 1]),
+            ("a NAT real server's fragment to the host: the kernel's", toHost[1], pass, ["pass_fragment": 1]),
+            ("a later fragment to a local address", toLocal[1], drop, ["drop_reply_no_worker": 1]),
+            ("an IPv6 first fragment to a VIP", v6[0], pass, ["pass_no_socket": 1]),
+            ("an IPv6 later fragment to a VIP", v6[1], pass, ["pass_no_socket": 1]),
+            ("an IPv6 fragment to another address", v6Other[1], pass, ["pass_fragment": 1]),
+        ]
+        for (name, frame, action, counters) in cases {
+            let (got, moved) = try run(frame)
+            XCTAssertEqual(got, action, name)
+            XCTAssertEqual(moved, counters, name)
         }
     }
 

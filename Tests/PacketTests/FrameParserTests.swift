@@ -159,17 +159,33 @@ private let invalidCases: [ParseCase] = [
     ParseCase("IPv4 option byte changed without a checksum update",
               edited(frame(v4UDP) { $0.ipv4.options = [1, 1, 1, 1] }) { $0[35] = 0 }, .badIPv4Checksum),
     ParseCase("IPv4 first fragment (MF)", frame(v4UDP) { $0.ipv4.dontFragment = false; $0.ipv4.moreFragments = true },
-              .fragment),
+              .firstFragment),
     ParseCase("IPv4 last fragment (offset 185)",
               frame(v4UDP) { $0.ipv4.dontFragment = false; $0.ipv4.fragmentOffset = 185 }, .fragment),
     ParseCase("IPv4 middle fragment (MF, offset 1)",
               frame(v4TCP) { $0.ipv4.moreFragments = true; $0.ipv4.fragmentOffset = 1 }, .fragment),
     ParseCase("IPv4 fragment offset 0x1FFF",
               frame(v4TCP) { $0.ipv4.dontFragment = false; $0.ipv4.fragmentOffset = 0x1FFF }, .fragment),
-    ParseCase("IPv6 fragment header",
+    ParseCase("IPv4 later fragment of ICMP",
+              frame(PacketBuilder.ip("192.0.2.1", "198.51.100.10", proto: IPProtocolNumber.icmp, payload: [0, 0, 0, 0])) {
+                  $0.ipv4.dontFragment = false; $0.ipv4.fragmentOffset = 3 }, .unsupportedProtocol),
+    ParseCase("IPv4 first fragment too short for the TCP header (RFC 1858)",
+              v4TCP.fragments(dataPerFragment: 8, identification: 7)[0], .malformed),
+    ParseCase("IPv6 first fragment of UDP",
               PacketBuilder.ip("2001:db8::1", "2001:db8::53", proto: IPv6NextHeader.fragment,
-                               payload: [17, 0, 0, 1, 0, 0, 0, 42] + [UInt8](repeating: 0, count: 16)).build(),
+                               payload: [17, 0, 0, 1, 0, 0, 0, 42] + [0x04, 0xd2, 0, 53, 0, 200, 0, 0]).build(),
+              .firstFragment),
+    ParseCase("IPv6 later fragment of UDP",
+              PacketBuilder.ip("2001:db8::1", "2001:db8::53", proto: IPv6NextHeader.fragment,
+                               payload: [17, 0, 0, 8, 0, 0, 0, 42] + [UInt8](repeating: 0, count: 16)).build(),
               .fragment),
+    ParseCase("IPv6 fragment of ICMPv6",
+              PacketBuilder.ip("2001:db8::1", "2001:db8::53", proto: IPv6NextHeader.fragment,
+                               payload: [58, 0, 0, 1, 0, 0, 0, 42] + [128, 0, 0, 0, 0, 0, 0, 0]).build(),
+              .unsupportedProtocol),
+    ParseCase("IPv6 fragment header cut short",
+              PacketBuilder.ip("2001:db8::1", "2001:db8::53", proto: IPv6NextHeader.fragment,
+                               payload: [17, 0, 0, 1]).build(), .malformed),
     ParseCase("ICMP echo", PacketBuilder.ip("192.0.2.1", "198.51.100.10", proto: IPProtocolNumber.icmp,
                                             payload: [8, 0, 0xf7, 0xff, 0, 0, 0, 0]).build(), .unsupportedProtocol),
     ParseCase("ICMPv6 echo", PacketBuilder.ip("2001:db8::1", "2001:db8::53", proto: IPProtocolNumber.icmpv6,
@@ -303,6 +319,45 @@ final class FrameParserTests: XCTestCase {
             }
             _ = parse(bytes)
         }
+    }
+
+    /// A UDP datagram fragmented as a kernel does (IPv4 and IPv6): the first fragment has the ports and the
+    /// datagram's UDP length (longer than the fragment), the others only addresses, protocol and the
+    /// identification; offsets say where each fragment's data starts.
+    func testFragmentsReportTheirDatagram() {
+        let payload = [UInt8](repeating: 0xab, count: 3000)
+        for (builder, id, l4, isIPv4) in [
+            (PacketBuilder.udp("192.0.2.1", 5353, "198.51.100.10", 53, payload: payload), UInt32(0x1234), 34, true),
+            (PacketBuilder.udp("2001:db8::1", 1234, "2001:db8::53", 53, payload: payload), 0xdead_beef, 62, false),
+        ] {
+            let pieces = builder.fragments(dataPerFragment: 1480, identification: id)
+            XCTAssertEqual(pieces.count, 3)
+            var parsed = ParsedFrame()
+            for (index, piece) in pieces.enumerated() {
+                let status = withExactBuffer(piece) { FrameParser.parse(UnsafeRawPointer($0), length: $1, into: &parsed) }.0
+                XCTAssertEqual(status, index == 0 ? .firstFragment : .fragment, "fragment \(index)")
+                XCTAssertEqual(parsed.fragmentID, isIPv4 ? id & 0xFFFF : id)
+                XCTAssertEqual(parsed.l4Offset, l4)
+                XCTAssertEqual(parsed.ipPacketLength, piece.count - 14)
+                XCTAssertEqual(parsed.key.proto, udp)
+                XCTAssertEqual(parsed.key.srcPort, index == 0 ? builder.udp.sourcePort : 0)
+                XCTAssertEqual(parsed.key.dstPort, index == 0 ? 53 : 0)
+                XCTAssertEqual(parsed.key.destination, isIPv4 ? builder.ipv4.destination : builder.ipv6.destination)
+                XCTAssertEqual(parsed.isIPv4, isIPv4)
+            }
+        }
+        // An IPv6 atomic fragment (offset 0, M clear) is a whole packet.
+        let atomic = PacketBuilder.ip("2001:db8::1", "2001:db8::53", proto: IPv6NextHeader.fragment,
+                                      payload: [17, 0, 0, 0, 0, 0, 0, 9] + [0x04, 0xd2, 0, 53, 0, 8, 0, 0]).build()
+        var parsed = ParsedFrame()
+        XCTAssertEqual(withExactBuffer(atomic) { FrameParser.parse(UnsafeRawPointer($0), length: $1, into: &parsed) }.0, .ok)
+        XCTAssertEqual(parsed.key, key("2001:db8::1", 1234, "2001:db8::53", 53, udp))
+        XCTAssertEqual(parsed.l4Offset, 62)
+    }
+
+    /// Rewrites take the parse by value: at 128 bytes the copy is inline, larger ones become memcpy calls.
+    func testParsedFrameStaysSmall() {
+        XCTAssertLessThanOrEqual(MemoryLayout<ParsedFrame>.size, 128)
     }
 
     /// The parser does not depend on the struct's previous contents: after an IPv6 TCP frame with a VLAN

@@ -25,6 +25,11 @@
 #define XD_MAX_HOST_ADDRS 256
 #endif
 
+/* Capacity of the `fragment_addrs` map (per protocol: each VIP, each NAT real server's address). */
+#ifndef XD_MAX_FRAGMENT_ADDRS
+#define XD_MAX_FRAGMENT_ADDRS (XD_MAX_SERVICES + XD_MAX_NAT_REALS)
+#endif
+
 /* Capacity of the `real_servers` map (every real server of every service, draining ones included). */
 #ifndef XD_MAX_REALS
 #define XD_MAX_REALS 65536
@@ -60,6 +65,22 @@ struct xd_local_addr_key {
     __u8 family;    /* XD_FAMILY_IPV4 or XD_FAMILY_IPV6 */
     __u8 pad[3];    /* zero */
 };
+
+/* Key of the `fragment_addrs` map: an address whose IP fragments are the director's. A later fragment carries
+ * no ports, so neither `services` nor `nat_reals` can find it: this map holds, per protocol, every VIP of a
+ * service (fragments to it) and every NAT real server's address (its replies' fragments). Its value is a
+ * __u32, unused (0). 20 bytes, no implicit padding. */
+struct xd_fragment_key {
+    __u8 addr[16];  /* network order; IPv4 in addr[0..3], addr[4..15] zero */
+    __u8 proto;     /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+    __u8 family;    /* XD_FAMILY_IPV4 or XD_FAMILY_IPV6 */
+    __u8 role;      /* XD_FRAGMENT_TO_SERVICE or XD_FRAGMENT_FROM_NAT_REAL */
+    __u8 pad;       /* zero */
+};
+
+/* Roles of a `fragment_addrs` entry (xd_fragment_key.role). */
+#define XD_FRAGMENT_TO_SERVICE 1    /* a VIP: fragments whose destination it is */
+#define XD_FRAGMENT_FROM_NAT_REAL 2 /* a NAT real server: fragments whose source it is (not to a host address) */
 
 /* The `nat_reals` map is keyed by `struct xd_service_key` holding a NAT real server's RIP:RPORT/proto (its
  * replies carry that as their source); its value is a __u32, unused (0). The `local_addrs` value too. */
@@ -129,13 +150,14 @@ struct xd_heartbeat {
     X(PASS_NOT_IP, "pass_not_ip")                   /* ARP, LLDP, other ethertypes: to the kernel */ \
     X(PASS_NOT_SERVICE, "pass_not_service")         /* IP, but no virtual service matches: to the kernel */ \
     X(PASS_OTHER_L4, "pass_other_l4")               /* ICMP and protocols other than TCP/UDP: to the kernel */ \
-    X(PASS_FRAGMENT, "pass_fragment")               /* IP fragments: to the kernel until reassembly lands */ \
+    X(PASS_FRAGMENT, "pass_fragment")               /* IP fragments of no service's or NAT real server's address: to the kernel */ \
     X(PASS_NO_SOCKET, "pass_no_socket")             /* a service matched but the queue has no socket: to the kernel */ \
     X(PASS_MALFORMED, "pass_malformed")             /* truncated or inconsistent headers: to the kernel, which drops them */ \
     X(REDIRECTED_REPLY, "redirected_reply")         /* of the redirected: a NAT real server's reply or a reply to a local address */ \
     X(REDIRECTED_ICMP, "redirected_icmp")           /* of the redirected: an ICMP error about one of our flows */ \
     X(HELD_NO_WORKER, "held_no_worker")             /* ours, but the queue's worker is gone (restart): dropped within the grace period */ \
-    X(DROP_REPLY_NO_WORKER, "drop_reply_no_worker") /* a NAT/FULLNAT reply while the queue has no worker: dropped, never sent untranslated */
+    X(DROP_REPLY_NO_WORKER, "drop_reply_no_worker") /* a NAT/FULLNAT reply while the queue has no worker: dropped, never sent untranslated */ \
+    X(REDIRECTED_FRAGMENT, "redirected_fragment")   /* of the redirected: an IP fragment to a VIP, from a NAT real server or to a local address */
 
 /* Indices of the XDP program's counters. */
 enum xd_xdp_counter {
@@ -161,6 +183,7 @@ const char *xd_xdp_counter_name(unsigned int counter);
 #define XD_MAP_DIRECTOR "director"
 #define XD_MAP_HOST_ADDRS "host_addrs"
 #define XD_MAP_HEARTBEATS "heartbeats"
+#define XD_MAP_FRAGMENT_ADDRS "fragment_addrs"
 #define XD_PROG_NAME "xdirector_xdp"
 
 #endif /* XDIRECTOR_SHARED_H */
