@@ -25,8 +25,10 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     // Translation (NAT, FULLNAT), tunnelling and ICMP.
     /// Replies of NAT/FULLNAT connections translated back to the client; of those, connections of another worker.
     case repliesTranslated, repliesOfOtherWorkers
-    /// ICMP errors about a connection, passed on (to its real server, or translated back to its client).
-    case icmpErrorsForwarded
+    /// ICMP errors about a connection, passed on (to its real server, or translated back to its client);
+    /// of those towards a real server, connections this worker does not hold, found in the shared
+    /// `FlowServerIndex` (another worker's, in practice: the error came from a third address, on another queue).
+    case icmpErrorsForwarded, icmpErrorsOfOtherWorkers
     /// "Fragmentation needed" / "packet too big" sent back because a tunnelled packet would exceed the MTU.
     case icmpTooBigSent
     /// A packet addressed like a reply (from a NAT real server, to a local address) with no connection.
