@@ -53,8 +53,8 @@ import Scheduling
 ///    `record(cell:_:)` with the server; when a cell is released (`counters.release`), call
 ///    `record(cell:nil)`. A cell recorded but never released stays taken after a restart.
 /// 4. Give worker `w` `partition(w)` (`Worker.init(state:)`); the file's `replies`, `templates` and
-///    `servers` replace the ones the director made before. Keep the file object while any worker or engine runs (they also
-///    hold it).
+///    `servers` replace the ones the director made before. Keep the file object while any worker or engine
+///    runs (they also hold it).
 /// 5. When `restored` is false the file is new and empty (the first start, another layout, or a file set
 ///    aside with a warning): start as before, allocating cells afresh and recording them.
 /// On a clean stop that should not resume connections (an operator's choice), `remove()` the file.

@@ -100,10 +100,10 @@ public struct ForwardingEngine: ~Copyable {
     /// per-connection translation data and FULLNAT ports there, resuming whatever an earlier engine over
     /// the same partition left (in this process or an earlier one), and uses the file's reply index,
     /// template directory and flow server index (`replies`, `templates`, `servers` and `worker` are then
-    /// ignored; the partition names the worker). `connectionCapacity` must be the file's connections per worker and `snapshot.counters` the
-    /// file's counter store, whose cells the restored entries are counted in. Local addresses beyond the
-    /// file's `Layout.localAddresses` get no FULLNAT ports. Without `state` the engine allocates everything
-    /// (nothing outlives it).
+    /// ignored; the partition names the worker). `connectionCapacity` must be the file's connections per
+    /// worker and `snapshot.counters` the file's counter store, whose cells the restored entries are counted
+    /// in. Local addresses beyond the file's `Layout.localAddresses` get no FULLNAT ports. Without `state`
+    /// the engine allocates everything (nothing outlives it).
     public init(snapshot: ForwardingSnapshot, connectionCapacity: Int, counters: WorkerCounterBlock,
                 replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil, servers: FlowServerIndex? = nil,
                 worker: Int = 0, state: WorkerStateMemory? = nil) {
