@@ -25,10 +25,8 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     // Translation (NAT, FULLNAT), tunnelling and ICMP.
     /// Replies of NAT/FULLNAT connections translated back to the client; of those, connections of another worker.
     case repliesTranslated, repliesOfOtherWorkers
-    /// ICMP errors about a connection, passed on (to its real server, or translated back to its client);
-    /// of those towards a real server, connections this worker does not hold, found in the shared
-    /// `FlowServerIndex` (another worker's, in practice: the error came from a third address, on another queue).
-    case icmpErrorsForwarded, icmpErrorsOfOtherWorkers
+    /// ICMP errors about a connection, passed on (to its real server, or translated back to its client).
+    case icmpErrorsForwarded
     /// "Fragmentation needed" / "packet too big" sent back because a tunnelled packet would exceed the MTU.
     case icmpTooBigSent
     /// A packet addressed like a reply (from a NAT real server, to a local address) with no connection.
@@ -63,6 +61,12 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     case socketRXInvalid
     /// Times the kernel found nothing to send when woken (`tx_ring_empty_descs`).
     case socketTXRingEmpty
+    // New counters go last: the control socket carries the counters by position, and a CLI older than the
+    // daemon keeps the ones it knows.
+    /// Of `icmpErrorsForwarded`, errors towards a real server about a connection this worker does not hold,
+    /// found in the shared `FlowServerIndex` (another worker's: the error came from a third address, so on
+    /// another queue than its connection).
+    case icmpErrorsOfOtherWorkers
 
     /// snake_case for listings, JSON and metrics; an acronym stays one word (`dropNotIP` → `drop_not_ip`,
     /// `dropTXRingFull` → `drop_tx_ring_full`, `dropBadIPv4Checksum` → `drop_bad_ipv4_checksum`).

@@ -75,29 +75,32 @@ public final class FlowServerIndex: @unchecked Sendable {
 /// cell still names that server.
 public struct FlowServer: Equatable, Sendable {
     public var cell: UInt32
-    let tag: UInt64
+    @usableFromInline let tag: UInt64
+
+    @inlinable
+    init(cell: UInt32, tag: UInt64) { self.cell = cell; self.tag = tag }
 
     /// Whether the server that now holds `cell`, whose endpoint hash is `endpointHash`, can be the one the
     /// flow went to.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func isHeld(byEndpoint endpointHash: UInt64) -> Bool { FlowServerIndexView.tag(endpointHash) == tag }
 }
 
 /// A worker's access to the `FlowServerIndex`: every worker writes and reads all of it.
 public struct FlowServerIndexView {
-    let words: UnsafeMutablePointer<Atomic<UInt64>>
-    let mask: Int
+    @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt64>>
+    @usableFromInline let mask: Int
 
-    private static let present: UInt64 = 1 << 31
-    private static let cellMask: UInt64 = 0xFF_FFFF
+    @usableFromInline static let present: UInt64 = 1 << 31
+    @usableFromInline static let cellMask: UInt64 = 0xFF_FFFF
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func tag(_ endpointHash: UInt64) -> UInt64 { (endpointHash >> 57) << 24 }
 
     /// Records that the connection of `key` went to the server holding `cell` (its endpoint hash
     /// `endpointHash`), over whatever the word held. A server without a cell (beyond `cellLimit`) is not
     /// recorded: nothing could name it across configurations.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func record(_ key: FlowKey, cell: UInt32, endpointHash: UInt64) {
         guard Int(cell) < FlowServerIndex.cellLimit else { return }
         let hash = key.flowHash64
@@ -106,7 +109,7 @@ public struct FlowServerIndexView {
     }
 
     /// The server last recorded for `key`, if the word there is `key`'s (by fingerprint).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func lookup(_ key: FlowKey) -> FlowServer? {
         let hash = key.flowHash64
         let word = words[Int(truncatingIfNeeded: hash) & mask].load(ordering: .relaxed)
