@@ -314,6 +314,9 @@ public struct ForwardingEngine: ~Copyable {
             destination = chosen
             slot = placed
             isNew = true
+            // Its word in the flow server index (`recordServer`), a line in no cache: fetched while the
+            // packet is rewritten. (Hashing the flow again then costs less than carrying the word's place.)
+            cxdp_prefetch(servers.line(of: parsed.key))
             if let placed { extras[placed] = ConnectionExtra() }
         case .overflow(let chosen):
             // Untracked (slot nil): a translated flow republishes its reply entry on every packet.

@@ -108,6 +108,12 @@ public struct FlowServerIndexView {
         words[Int(truncatingIfNeeded: hash) & mask].store(word, ordering: .relaxed)
     }
 
+    /// The address of `key`'s word, to prefetch before `record`.
+    @inlinable @inline(__always)
+    public func line(of key: FlowKey) -> UnsafeRawPointer {
+        UnsafeRawPointer(words + (Int(truncatingIfNeeded: key.flowHash64) & mask))
+    }
+
     /// The server last recorded for `key`, if the word there is `key`'s (by fingerprint).
     @inlinable @inline(__always)
     public func lookup(_ key: FlowKey) -> FlowServer? {
