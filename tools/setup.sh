@@ -6,7 +6,8 @@ packages=(libxdp-dev libbpf-dev libelf-dev zlib1g-dev linux-libc-dev iproute2 et
           gnuplot-nox util-linux   # the benchmark's plot and taskset
           bird2                    # announcing VIPs over BGP (run --bird-socket), and its tests
           keepalived               # `keepalived -t`: the tests check that XDirector reads its files alike
-          openssl)                 # a certificate for the SSL_GET test
+          openssl                  # a certificate for the SSL_GET test
+          python3-scapy)           # crafted malformed frames in the malformed-traffic test
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

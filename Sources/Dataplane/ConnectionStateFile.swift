@@ -7,7 +7,8 @@ import Scheduling
 /// mapped `MAP_SHARED`), so a director restarted with the same layout (after kill -9, a crash or an
 /// upgrade) maps it again and resumes every connection: each worker's connection and persistence-template
 /// tables, its per-connection translation data and FULLNAT ports, the shared reply index (NAT, FULLNAT),
-/// the shared template directory, the per-real-server counter cells, and which real server holds each cell.
+/// the shared template directory, the shared flow server index (ICMP errors), the per-real-server counter
+/// cells, and which real server holds each cell.
 /// Expiry times are in `CLOCK_MONOTONIC_COARSE` seconds, system-wide, so they stay valid across processes
 /// (not across a reboot, which also empties /dev/shm).
 ///
@@ -28,7 +29,8 @@ import Scheduling
 /// 3. The counter cells (`DestinationCounterStore`).
 /// 4. The reply index (`SharedFlowTable`, a partition per worker).
 /// 5. The template directory (`SharedFlowTable`, a partition per worker).
-/// 6. Per worker, in worker order: its connection table, its template table (`ConnectionTable`s), its
+/// 6. The flow server index (`FlowServerIndex`, `Layout.serverIndexEntries` words, shared by all workers).
+/// 7. Per worker, in worker order: its connection table, its template table (`ConnectionTable`s), its
 ///    per-slot translation data, its FULLNAT port allocator, and the list of local addresses its ports and
 ///    slots are indexed by (a u32 count in a 64-byte line, then 32 bytes per address: family, then the
 ///    address as two big-endian u64 halves at 8 and 16).
@@ -50,9 +52,9 @@ import Scheduling
 /// 3. Each time a cell is given to a real server, or its settings (route, weight, thresholds) change, call
 ///    `record(cell:_:)` with the server; when a cell is released (`counters.release`), call
 ///    `record(cell:nil)`. A cell recorded but never released stays taken after a restart.
-/// 4. Give worker `w` `partition(w)` (`Worker.init(state:)`); the file's `replies` and `templates` replace
-///    the ones the director made before. Keep the file object while any worker or engine runs (they also
-///    hold it).
+/// 4. Give worker `w` `partition(w)` (`Worker.init(state:)`); the file's `replies`, `templates` and
+///    `servers` replace the ones the director made before. Keep the file object while any worker or engine
+///    runs (they also hold it).
 /// 5. When `restored` is false the file is new and empty (the first start, another layout, or a file set
 ///    aside with a warning): start as before, allocating cells afresh and recording them.
 /// On a clean stop that should not resume connections (an operator's choice), `remove()` the file.
@@ -65,7 +67,8 @@ public final class ConnectionStateFile: @unchecked Sendable {
 
     /// Bump whenever anything the file holds changes meaning or layout (the header, a record, a table).
     /// 2: connection entries carry an occupied flag, which lookups read instead of the tags.
-    public static let layoutVersion: UInt32 = 2
+    /// 3: the flow server index.
+    public static let layoutVersion: UInt32 = 3
     /// `XDCSTATE`.
     static let magic: UInt64 = 0x5844_4353_5441_5445
     static let headerBytes = 4096
@@ -111,6 +114,10 @@ public final class ConnectionStateFile: @unchecked Sendable {
             self.localAddresses = localAddresses
         }
 
+        /// Entries of the flow server index: four per connection the workers can hold, so a connection's
+        /// word is rarely overwritten by a newer connection's while it lives (see `FlowServerIndex`).
+        public var serverIndexEntries: Int { workers * connectionsPerWorker * 4 }
+
         var fields: [Int] {
             [workers, connectionsPerWorker, templatesPerWorker, replyEntriesPerWorker, templateDirectoryEntriesPerWorker,
              counterCells, localAddresses]
@@ -141,7 +148,7 @@ public final class ConnectionStateFile: @unchecked Sendable {
         struct Partition {
             var connections = 0, templates = 0, extras = 0, ports = 0, localAddresses = 0
         }
-        var realServers = 0, counters = 0, replies = 0, templateDirectory = 0
+        var realServers = 0, counters = 0, replies = 0, templateDirectory = 0, servers = 0
         var partitions: [Partition] = []
         var fileBytes = 0
 
@@ -161,6 +168,7 @@ public final class ConnectionStateFile: @unchecked Sendable {
                                                      entriesPerPartition: layout.replyEntriesPerWorker))
             templateDirectory = take(SharedFlowTable.byteCount(partitions: layout.workers,
                                                                entriesPerPartition: layout.templateDirectoryEntriesPerWorker))
+            servers = take(FlowServerIndex.byteCount(entries: layout.serverIndexEntries))
             let slots = ConnectionTable.slotCount(capacity: layout.connectionsPerWorker)
             for _ in 0..<layout.workers {
                 var partition = Partition()
@@ -185,6 +193,7 @@ public final class ConnectionStateFile: @unchecked Sendable {
         let extraFields: [PartialKeyPath<ConnectionExtra>] = [\.replyEntry, \.localAddress, \.localPort, \.expires]
         values += extraFields.map { MemoryLayout<ConnectionExtra>.offset(of: $0) ?? -1 }
         values.append(SharedFlowTable.byteCount(partitions: 1, entriesPerPartition: 1))
+        values.append(FlowServerIndex.byteCount(entries: 1))
         values.append(LocalPortAllocator.byteCount(workers: 1, addressCount: 1))
         return values
     }
@@ -200,6 +209,8 @@ public final class ConnectionStateFile: @unchecked Sendable {
     public let replies: ReplyIndex
     /// The persistence-template directory, over the file (a partition per worker).
     public let templates: SharedFlowTable
+    /// Each DR, TUN and NAT connection's real server by flow, over the file (shared by all workers).
+    public let servers: FlowServerIndex
 
     private let descriptor: Int32
     private let base: UnsafeMutableRawPointer
@@ -268,6 +279,9 @@ public final class ConnectionStateFile: @unchecked Sendable {
             partitions: layout.workers, entriesPerPartition: layout.templateDirectoryEntriesPerWorker,
             memory: base + regions.templateDirectory, restoring: restored, zeroed: true,
             mayHoldData: holds(regions.templateDirectory))
+        // Any word is valid as found (a single atomic store writes it): nothing to check on resuming.
+        servers = FlowServerIndex(entries: layout.serverIndexEntries, memory: base + regions.servers,
+                                  restoring: restored, zeroed: true)
     }
 
     /// Whether the file has data (not a hole) in `length` bytes from `offset`; true when it cannot tell.

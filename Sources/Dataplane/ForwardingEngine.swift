@@ -55,7 +55,8 @@ struct ConnectionExtra {
 
 /// The per-packet logic of one worker, apart from rings and syscalls so it runs on fixture frames in
 /// tests: parse, find or create the connection, schedule, rewrite in place. One per worker, never shared;
-/// the only shared state is the reply index, written per partition by its owner.
+/// the shared state is the reply index and template directory, written per partition by their owners, and
+/// the flow server index, one relaxed word store per new connection.
 public struct ForwardingEngine: ~Copyable {
     private var snapshot: ForwardingSnapshot
     private var view: SnapshotView
@@ -80,6 +81,10 @@ public struct ForwardingEngine: ~Copyable {
     /// Keeps the shared persistence-template directory alive while the tracker holds a view of it.
     private let templateDirectory: SharedFlowTable?
     private let replies: ReplyIndexView
+    /// Keeps the shared flow server index alive while `servers` points into it.
+    private let serverIndex: FlowServerIndex
+    /// Every new DR, TUN or NAT connection's real server, for ICMP errors that arrive on another queue.
+    private let servers: FlowServerIndexView
     private var ports: LocalPortAllocator
     private let extras: UnsafeMutableBufferPointer<ConnectionExtra>
     /// The state file partition the tables, `extras` and `ports` live in (nil: allocated); holds the file.
@@ -93,20 +98,21 @@ public struct ForwardingEngine: ~Copyable {
     private let fragmentTable: FragmentTable
     private let fragments: FragmentTableView
 
-    /// `replies`, `templates` and `fragments` are shared by all workers of the director, `worker` being this
-    /// one's partition; without them the engine makes private ones (a single worker, as in tests).
+    /// `replies`, `templates`, `servers` and `fragments` are shared by all workers of the director, `worker`
+    /// being this one's partition; without them the engine makes private ones (a single worker, as in tests).
     ///
     /// `state`: the memory of this worker's partition of a `ConnectionStateFile`
     /// (`ConnectionStateFile.partition(_:)`). The engine then keeps its connection and template tables,
     /// per-connection translation data and FULLNAT ports there, resuming whatever an earlier engine over
-    /// the same partition left (in this process or an earlier one), and uses the file's reply index and
-    /// template directory (`replies`, `templates` and `worker` are then ignored; the partition names the
-    /// worker). `connectionCapacity` must be the file's connections per worker and `snapshot.counters` the
-    /// file's counter store, whose cells the restored entries are counted in. Local addresses beyond the
-    /// file's `Layout.localAddresses` get no FULLNAT ports. Without `state` the engine allocates everything
-    /// (nothing outlives it).
+    /// the same partition left (in this process or an earlier one), and uses the file's reply index,
+    /// template directory and flow server index (`replies`, `templates`, `servers` and `worker` are then
+    /// ignored; the partition names the worker). `connectionCapacity` must be the file's connections per
+    /// worker and `snapshot.counters` the file's counter store, whose cells the restored entries are counted
+    /// in. Local addresses beyond the file's `Layout.localAddresses` get no FULLNAT ports. Without `state`
+    /// the engine allocates everything (nothing outlives it).
     public init(snapshot: ForwardingSnapshot, connectionCapacity: Int, counters: WorkerCounterBlock,
-                replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil, fragments: FragmentTable? = nil,
+                replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil, servers: FlowServerIndex? = nil,
+                fragments: FragmentTable? = nil,
                 worker: Int = 0, state: WorkerStateMemory? = nil) {
         if let state {
             precondition(connectionCapacity == state.connectionCapacity,
@@ -137,6 +143,8 @@ public struct ForwardingEngine: ~Copyable {
         let index = state?.file.replies ?? replies ?? ReplyIndex(partitions: 1, entriesPerPartition: connectionCapacity)
         replyIndex = index
         self.replies = index.view(partition: worker)
+        serverIndex = state?.file.servers ?? servers ?? FlowServerIndex(entries: connectionCapacity * 4)
+        self.servers = serverIndex.view
         self.worker = worker
         self.state = state
         fragmentTable = fragments ?? FragmentTable(partitions: 1)
@@ -330,6 +338,9 @@ public struct ForwardingEngine: ~Copyable {
             destination = chosen
             slot = placed
             isNew = true
+            // Its word in the flow server index (`recordServer`), a line in no cache: fetched while the
+            // packet is rewritten. (Hashing the flow again then costs less than carrying the word's place.)
+            cxdp_prefetch(servers.line(of: parsed.key))
             if let placed { extras[placed] = ConnectionExtra() }
         case .overflow(let chosen):
             // Untracked (slot nil): a translated flow republishes its reply entry on every packet.
@@ -343,7 +354,10 @@ public struct ForwardingEngine: ~Copyable {
         let verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                               slot: slot, isNew: isNew, now: now)
         if case .transmit = verdict {
-            if isNew { counters.add(.newConnections) }
+            if isNew {
+                counters.add(.newConnections)
+                recordServer(destination)
+            }
             if !answeredSender {
                 traffic.countIn(view.destinations[destination].cell, bytes: length, newConnection: isNew)
             }
@@ -448,6 +462,15 @@ public struct ForwardingEngine: ~Copyable {
         }
     }
 
+    /// Lets every worker find a new connection's real server, for ICMP errors about it that arrive on
+    /// another queue. Not FULLNAT: its errors need the local port, which only the owner's slot holds.
+    @inline(__always)
+    private func recordServer(_ destination: Int) {
+        guard view.routes[destination].method != .fullNAT else { return }
+        let server = view.destinations[destination]
+        servers.record(parsed.key, cell: server.cell, endpointHash: server.endpointHash)
+    }
+
     /// A new FULLNAT connection: a local address and port, and the reply index entry. nil when it may go on.
     @inline(__always)
     private mutating func openFullNAT(slot: Int, service: Int, destination: Int, route: DestinationRoute,
@@ -544,18 +567,37 @@ public struct ForwardingEngine: ~Copyable {
         return verdict
     }
 
+    /// The connection is looked up in this worker's table, then, as the error usually arrives on another
+    /// queue than its connection, in the shared `FlowServerIndex`.
     private mutating func icmpTowardsServer(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
                                             flow: FlowKey, now: UInt32) -> FrameVerdict {
-        guard let (slot, destination) = tracker.find(flow, now: now), destination < view.destinations.count
-        else { return .drop(.dropICMPWithoutConnection) }
+        let slot: Int?, destination: Int
+        if let (found, index) = tracker.find(flow, now: now), index < view.destinations.count {
+            (slot, destination) = (found, index)
+        } else if let index = sharedServer(of: flow) {
+            (slot, destination) = (nil, index)
+        } else {
+            return .drop(.dropICMPWithoutConnection)
+        }
         let verdict = icmpTowardsServer(frame, length: length, headroom: headroom, slot: slot, destination: destination)
         if verdict.isTransmit {
+            if slot == nil { counters.add(.icmpErrorsOfOtherWorkers) }
             traffic.countIn(view.destinations[destination].cell, bytes: length, newConnection: false)
         }
         return verdict
     }
 
-    private mutating func icmpTowardsServer(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, slot: Int,
+    /// The current index of the real server the shared index recorded for `flow`, when the cell still names
+    /// that server (see `FlowServerIndex`).
+    private func sharedServer(of flow: FlowKey) -> Int? {
+        guard let server = servers.lookup(flow), let index = tracker.destination(ofCell: server.cell),
+              index < view.destinations.count, server.isHeld(byEndpoint: view.destinations[index].endpointHash)
+        else { return nil }
+        return index
+    }
+
+    /// `slot`: the connection in this worker's table, nil when it was found in the shared index.
+    private mutating func icmpTowardsServer(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, slot: Int?,
                                             destination: Int) -> FrameVerdict {
         let mac = view.macs[destination]
         guard mac != 0 else { return .drop(.dropUnresolvedDestination) }
@@ -572,6 +614,7 @@ public struct ForwardingEngine: ~Copyable {
                                              outerDestination: route.address, innerSource: server, innerDestination: nil,
                                              sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
         case .fullNAT:
+            guard let slot else { return .drop(.dropICMPWithoutConnection) }
             let extra = extras[slot]
             guard extra.localAddress >= 0 else { return .drop(.dropICMPWithoutConnection) }
             let local = view.localAddresses[Int(extra.localAddress)]

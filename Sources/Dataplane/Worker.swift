@@ -27,6 +27,7 @@ public final class Worker: @unchecked Sendable {
     private let replies: ReplyIndex?
     private let templates: SharedFlowTable?
     private let fragments: FragmentTable?
+    private let servers: FlowServerIndex?
     private let partition: Int
     /// The state file partition the worker's engine keeps its connections in (nil: process memory).
     private let state: WorkerStateMemory?
@@ -44,12 +45,13 @@ public final class Worker: @unchecked Sendable {
     private let heartbeat: UnsafeMutablePointer<Atomic<UInt64>>?
 
     /// `state`: this worker's partition of the director's `ConnectionStateFile`; its engine then keeps
-    /// (and resumes) its connections there and uses the file's reply index and template directory, so
-    /// `replies`, `templates` and `partition` are ignored (see `ForwardingEngine.init`). The worker keeps
-    /// the file mapped while it lives.
+    /// (and resumes) its connections there and uses the file's reply index, template directory and flow
+    /// server index, so `replies`, `templates`, `servers` and `partition` are ignored (see
+    /// `ForwardingEngine.init`). The worker keeps the file mapped while it lives.
     public init(queue: XSKQueue, core: Int, exchange: SnapshotExchange, waitMode: WaitMode,
                 connectionCapacity: Int, replies: ReplyIndex? = nil, templates: SharedFlowTable? = nil,
-                fragments: FragmentTable? = nil, partition: Int = 0, state: WorkerStateMemory? = nil,
+                servers: FlowServerIndex? = nil, fragments: FragmentTable? = nil, partition: Int = 0,
+                state: WorkerStateMemory? = nil,
                 heartbeat: UnsafeMutablePointer<Atomic<UInt64>>? = nil, logger: Logger) {
         self.queue = queue
         self.state = state
@@ -57,6 +59,7 @@ public final class Worker: @unchecked Sendable {
         self.replies = replies
         self.templates = templates
         self.fragments = fragments
+        self.servers = servers
         self.partition = partition
         assignedCore = Atomic(core)
         self.exchange = exchange
@@ -131,7 +134,7 @@ public final class Worker: @unchecked Sendable {
 
         var (snapshot, generation) = exchange.load()
         var engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: connectionCapacity, counters: counters,
-                                      replies: replies, templates: templates, fragments: fragments,
+                                      replies: replies, templates: templates, servers: servers, fragments: fragments,
                                       worker: partition, state: state)
         var loop = RingLoop(rings: queue.rings, counters: counters.writer)
         while !stopRequested.load(ordering: .relaxed) {

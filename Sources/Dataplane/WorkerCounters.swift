@@ -73,6 +73,12 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     case socketRXInvalid
     /// Times the kernel found nothing to send when woken (`tx_ring_empty_descs`).
     case socketTXRingEmpty
+    // New counters go last: the control socket carries the counters by position, and a CLI older than the
+    // daemon keeps the ones it knows.
+    /// Of `icmpErrorsForwarded`, errors towards a real server about a connection this worker does not hold,
+    /// found in the shared `FlowServerIndex` (another worker's: the error came from a third address, so on
+    /// another queue than its connection).
+    case icmpErrorsOfOtherWorkers
 
     /// snake_case for listings, JSON and metrics; an acronym stays one word (`dropNotIP` → `drop_not_ip`,
     /// `dropTXRingFull` → `drop_tx_ring_full`, `dropBadIPv4Checksum` → `drop_bad_ipv4_checksum`).

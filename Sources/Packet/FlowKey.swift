@@ -34,9 +34,14 @@ public struct FlowKey: Hashable, Sendable {
     public var destination: IPAddress { Self.address(family: family, hi: dstHi, lo: dstLo) }
 
     /// A fast, well-mixed 32-bit hash for the data plane's tables (Swift's `hashValue` is seeded SipHash:
-    /// correct but several times slower per packet).
+    /// correct but several times slower per packet): the low half of `flowHash64`.
     @inlinable @inline(__always)
-    public var flowHash: UInt32 {
+    public var flowHash: UInt32 { UInt32(truncatingIfNeeded: flowHash64) }
+
+    /// The whole 64-bit mix `flowHash` is cut from: its high half is independent of the low one, a
+    /// fingerprint of the flow for tables indexed by `flowHash`.
+    @inlinable @inline(__always)
+    public var flowHash64: UInt64 {
         var h = srcHi &* 0x9E37_79B9_7F4A_7C15
         h ^= srcLo &+ 0xC2B2_AE3D_27D4_EB4F
         h = (h ^ (h >> 29)) &* 0xBF58_476D_1CE4_E5B9
@@ -45,8 +50,7 @@ public struct FlowKey: Hashable, Sendable {
         h = (h ^ (h >> 31)) &* 0x9E37_79B9_7F4A_7C15
         h ^= UInt64(srcPort) << 40 | UInt64(dstPort) << 16 | UInt64(proto) << 8 | UInt64(family)
         h = (h ^ (h >> 32)) &* 0xD6E8_FEB8_6659_FD93
-        h ^= h >> 32
-        return UInt32(truncatingIfNeeded: h)
+        return h ^ (h >> 32)
     }
 
     private static func address(family: UInt8, hi: UInt64, lo: UInt64) -> IPAddress {

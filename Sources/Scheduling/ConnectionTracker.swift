@@ -131,6 +131,13 @@ public struct ConnectionTracker: ~Copyable {
         return (slot, destination)
     }
 
+    /// The current index of the real server holding `cell`, nil when none does (e.g. an ICMP error's
+    /// connection found in the `FlowServerIndex` rather than this worker's table).
+    @inline(__always)
+    public func destination(ofCell cell: UInt32) -> Int? {
+        cell == SchedulingDestination.noCell ? nil : resolve(cell: cell, index: 0)
+    }
+
     /// The current index of a connection's server: through its cell when it has one (nil when that server
     /// left the configuration), else the index it was placed with while that is still in range.
     @inlinable @inline(__always)

@@ -53,6 +53,10 @@ public final class Topology: @unchecked Sendable {
         let sw = bridgeNamespace
         try exec(sw, ["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])
         try exec(sw, ["ip", "link", "set", "br0", "up"])
+        // A switch forwards what it gets: with br_netfilter loaded, the bridge would check IP headers itself
+        // and drop the malformed frames the director must see (and count). Absent without br_netfilter.
+        try exec(sw, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0"],
+                 check: false)
 
         func attach(_ namespace: String, port: String, inside: String, queues: Int = 1) throws {
             let q = ["numrxqueues", "\(queues)", "numtxqueues", "\(queues)"]

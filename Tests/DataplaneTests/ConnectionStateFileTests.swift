@@ -187,6 +187,11 @@ final class ConnectionStateFileTests: XCTestCase {
         XCTAssertEqual(Self.macOf(run(&owner, ack(39999, "203.0.113.10"), now: 110).1), realA)
         XCTAssertEqual(Self.macOf(run(&owner, syn(40010, "203.0.113.10"), now: 110).1), realA, "a fresh rr starts at A")
         XCTAssertEqual(run(&owner, ack(40011, "203.0.113.10"), now: 110).0, .drop(.dropTCPWithoutConnection))
+        // An ICMP error about it on another worker: the file's flow server index names its server.
+        let reply = PacketBuilder.tcp("203.0.113.10", 80, "198.51.100.1", 40000, flags: TCPFlags.ack)
+        let error = PacketBuilder.icmpError("192.0.2.254", "203.0.113.10", type: 3, code: 4, rest: 1400, quoting: reply,
+                                            quoteLength: 28)
+        XCTAssertEqual(run(&other, error, now: 110).1, expected(error, to: realB))
 
         // NAT: the client's packet reaches the same server; the server's reply, on another worker, is
         // translated through the reply index found in the file.
