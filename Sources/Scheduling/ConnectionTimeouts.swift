@@ -52,6 +52,11 @@ public struct ConnectionTimeouts: Sendable, Equatable {
         self.tcpSynAck = tcpSynAck
     }
 
+    /// The longest any TCP state lasts: how long a TCP flow may stay idle and still be alive.
+    public var longestTCP: UInt32 {
+        ConnectionState.allCases.reduce(0) { $1 == .udp ? $0 : max($0, seconds(for: $1)) }
+    }
+
     /// The timeout for a connection left in `state`.
     public func seconds(for state: ConnectionState) -> UInt32 {
         switch state {
