@@ -49,6 +49,7 @@ final class FloodTests: LabTestCase {
 
         let probeSeconds = floodSeconds - Date().timeIntervalSince(floodStart) + 3.0 * Double(timeout) + 1
         let probeOutput = CollectedOutput()
+        let probeStart = Date()
         let probe = try lab.spawn(lab.client, [Self.xdirector, "session-probe", "--address", "\(vip)",
                                                "--tcp-port", "\(port)", "--connections", "20", "--flows", "0",
                                                "--seconds", "\(probeSeconds)", "--interval-ms", "250",
@@ -59,6 +60,13 @@ final class FloodTests: LabTestCase {
         let floodReport = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(sent.utf8)) as? [String: Any])
         XCTAssertGreaterThan((floodReport["sent"] as? Int) ?? 0, 50_000, "\(floodReport)")
 
+        // Shortly before the probe ends (3 times the longest timeout after the flood): tracked, not merely
+        // forwarded, the director lists them as ESTABLISHED.
+        Thread.sleep(until: probeStart.addingTimeInterval(probeSeconds - 2))
+        let client = "\(Topology.clientAddress4):"
+        let listing = try ipvsadm("-Lcn")
+        let tracked = listing.split(separator: "\n").filter { $0.contains(client) && $0.contains("ESTABLISHED") }
+
         let report = try sessionProbeReport(probe, probeOutput, seconds: probeSeconds + 20)
         XCTAssertEqual(report["broken"] as? Int, 0, "\(report)")
         XCTAssertEqual(report["changed"] as? Int, 0, "\(report)")
@@ -68,10 +76,6 @@ final class FloodTests: LabTestCase {
         XCTAssertTrue(servers.allSatisfy { $0 == "rs1" || $0 == "rs2" }, "\(servers)")
         XCTAssertGreaterThan((report["questions"] as? Int) ?? 0, 20 * 4 * 3 * timeout, "they kept asking: \(report)")
 
-        // Tracked, not merely forwarded: the director lists them as ESTABLISHED, on the server that answered.
-        let client = "\(Topology.clientAddress4):"
-        let listing = try ipvsadm("-Lcn")
-        let tracked = listing.split(separator: "\n").filter { $0.contains(client) && $0.contains("ESTABLISHED") }
         XCTAssertEqual(tracked.count, 20, listing.split(separator: "\n").filter { $0.contains(client) }.joined(separator: "\n"))
         print("flood: \(floodReport); probe: \(report); evicted \(try counter("half_open_evicted")), "
               + "without entry \(try counter("connection_table_full")), mid-flow \(try counter("mid_flow_connections"))")
