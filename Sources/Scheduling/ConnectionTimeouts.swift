@@ -52,9 +52,12 @@ public struct ConnectionTimeouts: Sendable, Equatable {
         self.tcpSynAck = tcpSynAck
     }
 
-    /// The longest any TCP state lasts: how long a TCP flow may stay idle and still be alive.
+    /// The longest any TCP state lasts: how long a TCP flow may stay idle and still be alive. (Field by field:
+    /// a full table asks for it per failed insert, and `allCases` would allocate.)
     public var longestTCP: UInt32 {
-        ConnectionState.allCases.reduce(0) { $1 == .udp ? $0 : max($0, seconds(for: $1)) }
+        max(max(max(tcpEstablished, tcpFin), max(tcpInitial, tcpSynSent)),
+            max(max(tcpSynReceived, tcpTimeWait), max(tcpClose, tcpCloseWait)),
+            max(max(tcpLastAck, tcpListen), tcpSynAck))
     }
 
     /// The timeout for a connection left in `state`.
