@@ -306,9 +306,9 @@ public struct ConnectionTable: ~Copyable {
     /// Inserts a new connection for `key` (which must have no live entry: call `find` first) and applies the
     /// packet's `tcpFlags` to it as its first packet. When there is no room (the table holds `capacity`
     /// entries and a short sweep found none expired, or every slot within `probeLimit` of the flow's home
-    /// holds a live entry), a half-open entry inserted `rederivable` is evicted for it: the one nearest
-    /// expiry in the flow's window, else among the next `reclaimBudget` slots of a rotating search. nil when
-    /// there is none either; no other live entry is ever evicted, and the caller forwards without state.
+    /// holds a live entry), a half-open entry inserted `rederivable` is evicted for it (see `evictHalfOpen`).
+    /// nil when there is none either; no other live entry is ever evicted, and the caller forwards without
+    /// state.
     ///
     /// `seesReplies`: the real server answers through the director (NAT, FULLNAT), so TCP follows IPVS's
     /// input/output tables; false (DR, TUN) uses the input-only table until a reply shows up.
@@ -355,29 +355,35 @@ public struct ConnectionTable: ~Copyable {
         return slot
     }
 
-    /// Removes one rederivable half-open entry so that an insert near `hash` finds room: the one nearest
-    /// expiry in the flow's probe window (the only place that helps when the window holds no free slot), else,
-    /// when the window has a free slot and the table is merely at capacity, the one nearest expiry among the
-    /// next `reclaimBudget` slots from `evictionCursor`. False when there is none: nothing else is evicted.
+    /// Removes one rederivable half-open entry so that an insert near `hash` finds room. When the flow's probe
+    /// window has a free slot (the table is merely at capacity), any entry will do: the first a rotating search
+    /// finds, reading at most `reclaimBudget` slots (under a flood about one entry in eight qualifies, so a
+    /// handful). When every slot of the window holds a live entry, only one there helps: the one nearest expiry.
+    /// False when there is none: nothing else is evicted.
     private mutating func evictHalfOpen(near hash: UInt32) -> Bool {
-        var victim = -1
+        let home = Int(truncatingIfNeeded: hash) & mask
         var windowHasFreeSlot = false
-        var slot = Int(truncatingIfNeeded: hash) & mask
-        for _ in 0..<Self.probeLimit {
-            if tags[slot] <= Self.tombstone {
-                windowHasFreeSlot = true
-            } else if isEvictable(slot) && (victim < 0 || expiresFirst(slot, victim)) {
-                victim = slot
-            }
-            slot = (slot &+ 1) & mask
+        for offset in 0..<Self.probeLimit where tags[(home &+ offset) & mask] <= Self.tombstone {
+            windowHasFreeSlot = true
+            break
         }
-        if victim < 0 && windowHasFreeSlot {
-            slot = evictionCursor
+        var victim = -1
+        if windowHasFreeSlot {
+            var slot = evictionCursor
             for _ in 0..<Self.reclaimBudget {
-                if isEvictable(slot) && (victim < 0 || expiresFirst(slot, victim)) { victim = slot }
+                let candidate = slot
                 slot = (slot &+ 1) & mask
+                if isEvictable(candidate) {
+                    victim = candidate
+                    break
+                }
             }
             evictionCursor = slot
+        } else {
+            for offset in 0..<Self.probeLimit {
+                let slot = (home &+ offset) & mask
+                if isEvictable(slot) && (victim < 0 || expiresFirst(slot, victim)) { victim = slot }
+            }
         }
         guard victim >= 0 else { return false }
         vacate(victim)

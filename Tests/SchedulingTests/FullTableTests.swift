@@ -221,21 +221,26 @@ final class ConnectionTableEvictionTests: XCTestCase {
         XCTAssertEqual(table.count, 4)
     }
 
-    func testTheEvictedEntryIsTheOneNearestExpiry() throws {
-        var table = ConnectionTable(capacity: 3)
-        var slots: [Int] = []
-        for n: UInt32 in 1...3 {
-            slots.append(try XCTUnwrap(table.insert(tcp(n), service: 0, destination: n, tcpFlags: 0x02, now: 10 - n,
-                                                    rederivable: true)))
+    /// A window holding only live entries: the newcomer can only go there, in place of the rederivable half-open
+    /// entry nearest expiry.
+    func testAFullWindowEvictsItsHalfOpenEntryNearestExpiry() throws {
+        var table = ConnectionTable(capacity: 32)
+        XCTAssertEqual(table.slotCount, 64)
+        // 33 flows whose home is slot 0: the first 32 fill slots 0 ..< 32, the whole window of the last.
+        let homeZero = (0..<UInt32(1_000_000)).lazy.map { self.tcp($0) }.filter { Int($0.flowHash) & 63 == 0 }
+        let flows = Array(homeZero.prefix(33))
+        XCTAssertEqual(flows.count, 33)
+        for (index, flow) in flows.prefix(32).enumerated() {
+            // Flow 7 was inserted earliest of the rederivable ones; the even ones are not rederivable.
+            let now = index == 7 ? 8 : 10
+            _ = try XCTUnwrap(table.insert(flow, service: 0, destination: 1, tcpFlags: 0x02, now: UInt32(now),
+                                           rederivable: index % 2 == 1))
         }
-        // A newcomer whose probe window holds all three.
-        let mask = table.slotCount - 1
-        let newcomer = try XCTUnwrap((100..<100_000).lazy.map { self.tcp($0) }.first { key in
-            slots.allSatisfy { ($0 - Int(key.flowHash) & mask) & mask < ConnectionTable.probeLimit }
-        })
-        _ = try XCTUnwrap(table.insert(newcomer, service: 0, destination: 9, tcpFlags: 0x02, now: 10))
-        XCTAssertNil(table.find(tcp(3), now: 10), "inserted earliest, expires first")
-        XCTAssertNotNil(table.find(tcp(1), now: 10))
-        XCTAssertNotNil(table.find(tcp(2), now: 10))
+        XCTAssertEqual(table.count, 32)
+        let slot = try XCTUnwrap(table.insert(flows[32], service: 0, destination: 2, tcpFlags: 0x02, now: 10))
+        XCTAssertLessThan(slot, 32)
+        XCTAssertNil(table.find(flows[7], now: 10), "the half-open entry nearest expiry made room")
+        for index in 0..<32 where index != 7 { XCTAssertNotNil(table.find(flows[index], now: 10), "flow \(index)") }
+        XCTAssertEqual(table.find(flows[32], now: 10), slot)
     }
 }
