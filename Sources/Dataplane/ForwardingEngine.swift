@@ -223,6 +223,9 @@ public struct ForwardingEngine: ~Copyable {
     /// Reclaims expired connections, examining at most `limit` slots; call between batches.
     public mutating func sweep(now: UInt32, limit: Int) {
         tracker.sweep(now: now, limit: limit)
+        let flood = tracker.takeFloodCounts()
+        if flood.halfOpenEvicted > 0 { counters.add(.halfOpenEvicted, UInt64(flood.halfOpenEvicted)) }
+        if flood.midFlowConnections > 0 { counters.add(.midFlowConnections, UInt64(flood.midFlowConnections)) }
     }
 
     /// Connections held in the table (live, or expired and not yet reclaimed).
@@ -343,7 +346,8 @@ public struct ForwardingEngine: ~Copyable {
             cxdp_prefetch(servers.line(of: parsed.key))
             if let placed { extras[placed] = ConnectionExtra() }
         case .overflow(let chosen):
-            // Untracked (slot nil): a translated flow republishes its reply entry on every packet.
+            // Untracked (slot nil): a translated flow republishes its reply entry on every packet. Its later
+            // segments come back here (no entry) until `admit` finds room for one.
             destination = chosen
             counters.add(.connectionTableFull)
         case .drop(.noDestination):

@@ -7,7 +7,8 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     /// A gauge, not a count: connections in the worker's table (live, or expired and not yet reclaimed),
     /// written after each sweep.
     case activeConnections
-    /// Forwarded without connection state because the table had no free slot.
+    /// Forwarded without connection state because the table had no free slot (to the flow's stable choice,
+    /// so it keeps its server), or a RST of such a flow.
     case connectionTableFull
     // Drops, by reason. The first six mirror Packet.ParseStatus.
     case dropTruncated, dropNotIP, dropFragment, dropUnsupportedProtocol, dropMalformed, dropBadIPv4Checksum
@@ -79,6 +80,12 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     /// found in the shared `FlowServerIndex` (another worker's: the error came from a third address, so on
     /// another queue than its connection).
     case icmpErrorsOfOtherWorkers
+    /// A half-open connection placed by its flow's stable choice, evicted from a full table for a new one
+    /// (spoofed SYNs evicting each other, mostly); the flow's next segment makes it again, on the same server.
+    case halfOpenEvicted
+    /// Connections made at a segment other than a SYN: a flow forwarded without connection (full table) or
+    /// whose half-open connection was evicted, tracked again; or a consistent-hash service's flow met mid-way.
+    case midFlowConnections
 
     /// snake_case for listings, JSON and metrics; an acronym stays one word (`dropNotIP` → `drop_not_ip`,
     /// `dropTXRingFull` → `drop_tx_ring_full`, `dropBadIPv4Checksum` → `drop_bad_ipv4_checksum`).

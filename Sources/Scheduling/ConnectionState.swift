@@ -39,6 +39,13 @@ public enum ConnectionState: UInt8, CaseIterable, Sendable {
     /// it). Non-TCP connections are always inactive.
     @inlinable
     public var isActive: Bool { self == .established }
+
+    /// A TCP connection whose handshake has not completed (what a spoofed SYN leaves behind): NONE,
+    /// SYN_SENT, SYN_RECV or SYNACK.
+    @inlinable
+    public var isHalfOpen: Bool {
+        self == .initial || self == .synSent || self == .synReceived || self == .synAck
+    }
 }
 
 /// Which way a packet of a connection travels, for the TCP state machine.

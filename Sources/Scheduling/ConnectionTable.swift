@@ -73,14 +73,24 @@ public struct ConnectionTable: ~Copyable {
     /// `Entry.flags`: the slot holds an entry (mirrors its tag being above `tombstone`), so a lookup can decide
     /// a hit in the home slot from the entry's own cache line, without reading the tags.
     @usableFromInline static var occupiedFlag: UInt8 { 0x10 }
+    /// `Entry.flags`: the entry's real server is its flow's stable choice (`ConnectionTracker` computes the same
+    /// one for any packet of the flow), so the entry is disposable while half-open: a full table evicts it
+    /// for a new connection, and it lives `rederivableHalfOpenTimeout` at most after its first packet. The
+    /// flow's next packet makes it again, on the same server. Older tables never set it (no layout change).
+    @usableFromInline static var rederivableFlag: UInt8 { 0x20 }
     /// The tag of a deleted slot that still lies inside a run.
     @usableFromInline static var tombstone: UInt16 { 1 }
 
     /// The most slots `find` and `insert` examine from a flow's home slot.
     public static var probeLimit: Int { 32 }
 
-    /// Slots a full `insert` may sweep to make room.
+    /// Slots a full `insert` may sweep to make room, and slots it may search for a half-open entry to evict.
     static var reclaimBudget: Int { 64 }
+
+    /// Seconds a rederivable entry lives after its first packet while half-open (IPVS `secure_tcp` shortens
+    /// SYN_RECV likewise under attack): a spoofed SYN's entry is gone within seconds of the flood, and a
+    /// real handshake that takes longer loses nothing, its ACK making the entry again.
+    public static var rederivableHalfOpenTimeout: UInt32 { 5 }
 
     @usableFromInline let entries: UnsafeMutablePointer<Entry>
     @usableFromInline let tags: UnsafeMutablePointer<UInt16>
@@ -102,6 +112,12 @@ public struct ConnectionTable: ~Copyable {
 
     /// Where the next `sweep` starts.
     var sweepCursor: Int
+
+    /// Where a full `insert`'s search for a half-open entry to evict starts (beyond the flow's own window).
+    var evictionCursor = 0
+
+    /// Rederivable half-open entries evicted to make room, since `takeEvictions` last read them.
+    private var evictions = 0
 
     /// The timeouts applied from the next packet on (`ipvsadm --set` does not touch running timers either).
     public var timeouts: ConnectionTimeouts {
@@ -288,34 +304,41 @@ public struct ConnectionTable: ~Copyable {
     }
 
     /// Inserts a new connection for `key` (which must have no live entry: call `find` first) and applies the
-    /// packet's `tcpFlags` to it as its first packet. nil when there is no room: the table holds `capacity`
+    /// packet's `tcpFlags` to it as its first packet. When there is no room (the table holds `capacity`
     /// entries and a short sweep found none expired, or every slot within `probeLimit` of the flow's home
-    /// holds a live entry. Live entries are never evicted; the caller then forwards without state and counts.
+    /// holds a live entry), a half-open entry inserted `rederivable` is evicted for it (see `evictHalfOpen`).
+    /// nil when there is none either; no other live entry is ever evicted, and the caller forwards without
+    /// state.
     ///
     /// `seesReplies`: the real server answers through the director (NAT, FULLNAT), so TCP follows IPVS's
     /// input/output tables; false (DR, TUN) uses the input-only table until a reply shows up.
     ///
     /// `cell`: the destination's cell in the counter store (counted from now on). `template`: a persistence
-    /// template, which has no state machine and lives `templateTimeout` seconds.
+    /// template, which has no state machine and lives `templateTimeout` seconds. `rederivable`: `destination`
+    /// is the flow's stable choice, which any later packet of the flow gets again (see `rederivableFlag`).
     public mutating func insert(
         _ key: FlowKey, service: UInt32, destination: UInt32, tcpFlags: UInt8, now: UInt32,
         seesReplies: Bool = false, cell: UInt32 = SchedulingDestination.noCell,
-        template: Bool = false, templateTimeout: UInt32 = 0
+        template: Bool = false, templateTimeout: UInt32 = 0, rederivable: Bool = false
     ) -> Int? {
         insert(key, hash: key.flowHash, service: service, destination: destination, tcpFlags: tcpFlags, now: now,
-               seesReplies: seesReplies, cell: cell, template: template, templateTimeout: templateTimeout)
+               seesReplies: seesReplies, cell: cell, template: template, templateTimeout: templateTimeout,
+               rederivable: rederivable)
     }
 
     /// `insert` with the flow's hash (`key.flowHash`) already computed.
     public mutating func insert(
         _ key: FlowKey, hash: UInt32, service: UInt32, destination: UInt32, tcpFlags: UInt8, now: UInt32,
         seesReplies: Bool = false, cell: UInt32 = SchedulingDestination.noCell,
-        template: Bool = false, templateTimeout: UInt32 = 0
+        template: Bool = false, templateTimeout: UInt32 = 0, rederivable: Bool = false
     ) -> Int? {
-        guard let slot = freeSlot(hash: hash, now: now, mayReclaim: true) else { return nil }
+        var found = freeSlot(hash: hash, now: now, mayReclaim: true)
+        if found == nil && evictHalfOpen(near: hash) { found = freeSlot(hash: hash, now: now, mayReclaim: false) }
+        guard let slot = found else { return nil }
         let isTCP = key.proto == IPProtocolNumber.tcp && !template
         var flags: UInt8 = Self.occupiedFlag | (seesReplies ? 0 : Self.inputOnlyFlag)
         if template { flags |= Self.templateFlag }
+        if rederivable && !template { flags |= Self.rederivableFlag }
         if let cells = counterCells, Int(cell) < counterCapacity {
             cells[Int(cell)].bind(template: template)
             flags |= Self.countedFlag
@@ -325,7 +348,63 @@ public struct ConnectionTable: ~Copyable {
             cell: cell, state: isTCP ? .initial : .udp, flags: flags, lastSeen: UInt16(truncatingIfNeeded: now))
         tags[slot] = Self.tag(hash)
         if !template { update(at: slot, tcpFlags: tcpFlags, direction: .input, now: now) }
+        if flags & Self.rederivableFlag != 0 && entries[slot].state.isHalfOpen {
+            let timeout = min(timeoutByState[Int(entries[slot].state.rawValue)], Self.rederivableHalfOpenTimeout)
+            entries[slot].expires = now &+ timeout
+        }
         return slot
+    }
+
+    /// Removes one rederivable half-open entry so that an insert near `hash` finds room. When the flow's probe
+    /// window has a free slot (the table is merely at capacity), any entry will do: the first a rotating search
+    /// finds, reading at most `reclaimBudget` slots (under a flood about one entry in eight qualifies, so a
+    /// handful). When every slot of the window holds a live entry, only one there helps: the one nearest expiry.
+    /// False when there is none: nothing else is evicted.
+    private mutating func evictHalfOpen(near hash: UInt32) -> Bool {
+        let home = Int(truncatingIfNeeded: hash) & mask
+        var windowHasFreeSlot = false
+        for offset in 0..<Self.probeLimit where tags[(home &+ offset) & mask] <= Self.tombstone {
+            windowHasFreeSlot = true
+            break
+        }
+        var victim = -1
+        if windowHasFreeSlot {
+            var slot = evictionCursor
+            for _ in 0..<Self.reclaimBudget {
+                let candidate = slot
+                slot = (slot &+ 1) & mask
+                if isEvictable(candidate) {
+                    victim = candidate
+                    break
+                }
+            }
+            evictionCursor = slot
+        } else {
+            for offset in 0..<Self.probeLimit {
+                let slot = (home &+ offset) & mask
+                if isEvictable(slot) && (victim < 0 || expiresFirst(slot, victim)) { victim = slot }
+            }
+        }
+        guard victim >= 0 else { return false }
+        vacate(victim)
+        evictions += 1
+        return true
+    }
+
+    /// Whether `slot` holds an entry an insert may evict: rederivable and half-open.
+    private func isEvictable(_ slot: Int) -> Bool {
+        tags[slot] > Self.tombstone && entries[slot].flags & Self.rederivableFlag != 0
+            && entries[slot].state.isHalfOpen
+    }
+
+    private func expiresFirst(_ slot: Int, _ other: Int) -> Bool {
+        Int32(bitPattern: entries[slot].expires &- entries[other].expires) < 0
+    }
+
+    /// The number of half-open entries evicted since the last call; starts counting again from zero.
+    public mutating func takeEvictions() -> Int {
+        defer { evictions = 0 }
+        return evictions
     }
 
     /// The first slot in the flow's probe window that is empty (while below capacity) or holds an expired
@@ -464,6 +543,12 @@ public struct ConnectionTable: ~Copyable {
     public func isTemplate(at slot: Int) -> Bool {
         precondition(isOccupied(slot), "no connection in this slot")
         return entries[slot].flags & Self.templateFlag != 0
+    }
+
+    /// Whether the entry in `slot` (which must hold one) was inserted `rederivable`.
+    public func isRederivable(at slot: Int) -> Bool {
+        precondition(isOccupied(slot), "no connection in this slot")
+        return entries[slot].flags & Self.rederivableFlag != 0
     }
 
     /// Whether the entry in `slot` still follows the input-only table (no reply seen; DR, TUN).

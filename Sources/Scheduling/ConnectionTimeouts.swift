@@ -52,6 +52,14 @@ public struct ConnectionTimeouts: Sendable, Equatable {
         self.tcpSynAck = tcpSynAck
     }
 
+    /// The longest any TCP state lasts: how long a TCP flow may stay idle and still be alive. (Field by field:
+    /// a full table asks for it per failed insert, and `allCases` would allocate.)
+    public var longestTCP: UInt32 {
+        max(max(max(tcpEstablished, tcpFin), max(tcpInitial, tcpSynSent)),
+            max(max(tcpSynReceived, tcpTimeWait), max(tcpClose, tcpCloseWait)),
+            max(max(tcpLastAck, tcpListen), tcpSynAck))
+    }
+
     /// The timeout for a connection left in `state`.
     public func seconds(for state: ConnectionState) -> UInt32 {
         switch state {

@@ -4,7 +4,7 @@ import Synchronization
 /// A worker's whole connection lifecycle behind one call per packet: finds the packet's connection or
 /// places a new one (scheduler, persistence template, thresholds), runs the TCP state machine, expires
 /// connections whose real server is gone, reschedules a SYN that reuses a port in TIME_WAIT or FIN_WAIT,
-/// and when the table is full forwards new flows by hashing instead of refusing them.
+/// and keeps forwarding under a SYN flood (see "A full table" below).
 ///
 /// One per worker; like `ConnectionTable`, only its worker calls it and no method allocates or locks except
 /// `adopt` and the listings. Memory is allocated in `init` for the configured capacities. The policy and
@@ -18,6 +18,23 @@ import Synchronization
 /// `adopt` rebuilds a cell → index table (O(servers)), and every lookup resolves the entry's cell through
 /// it (one load), so servers may move or leave without walking the tables. Entries without a cell (no
 /// counter store) keep the server index they were placed with.
+///
+/// A full table (a SYN flood fills any table at once): a flow never changes real server and a legitimate
+/// one keeps working, while the per-packet fast path stays as it is (all of this happens on insertion).
+/// - Each flow has a stable choice (`stableChoice`): a weighted hash of the flow, or a consistent-hash
+///   service's own scheduler, the same for every packet of the flow while the server set stays.
+/// - Once the table is three quarters full, a new connection of a service whose director keeps nothing
+///   else about it (DR, TUN: no reply state, no FULLNAT port; no persistence) is placed by its stable
+///   choice and its entry is rederivable: while half-open it may be evicted for another new connection and
+///   lives 5 s at most (`ConnectionTable.rederivableFlag`). Spoofed SYNs only ever make half-open entries,
+///   so they churn among themselves; an established connection is never evicted.
+/// - A flow left without an entry (its insert failed, or its half-open entry went) is forwarded to its
+///   stable choice, and its next segments, which find no entry, are too while `untrackedTCP` says such flows
+///   may exist; each of them gets an entry again as soon as there is room (the same server). A failed
+///   insert extends that period by the longest TCP timeout, so an untracked flow that keeps sending is never
+///   dropped; it lapses only when no flow can be both untracked and alive. Other protocols alike: while
+///   `untrackedOther` is open, their new flows are placed by stable choice, since a datagram cannot say
+///   whether its flow is new.
 public struct ConnectionTracker: ~Copyable {
     /// "No server": the index a cell maps to while its real server is not configured.
     public static let noDestination = UInt32.max
@@ -41,10 +58,17 @@ public struct ConnectionTracker: ~Copyable {
     private let seed: UInt64
     /// The director's shared rr/wrr turns (`DestinationCounterStore.turns`), nil without a counter store.
     private let turns: UnsafeMutablePointer<Atomic<UInt64>>?
-    /// New flows may be untracked because the table was full until this time: unknown TCP segments are then
-    /// forwarded by hashing rather than dropped.
-    private var overflowUntil: UInt32 = 0
-    private var overflowing = false
+    /// While open, a TCP segment without connection may belong to a flow placed by its stable choice that
+    /// holds no entry (not inserted, evicted or expired while half-open): it is forwarded there and tracked.
+    private var untrackedTCP = UntrackedPeriod()
+    /// While open, a non-TCP flow without connection may be one forwarded without entry: new ones are placed
+    /// by their stable choice, so such a flow keeps its server when it gets an entry.
+    private var untrackedOther = UntrackedPeriod()
+    /// From this many connections on, new connections are placed by their stable choice where that may make
+    /// their entries rederivable (three quarters of the capacity).
+    private let pressureCount: Int
+    /// Connections made at a segment other than a SYN since `takeFloodCounts` last read them.
+    private var midFlowConnections = 0
 
     /// IPVS `expire_quiescent_template` (on here by default): a template whose server has weight 0 is
     /// dropped at its next use, so the client is scheduled afresh.
@@ -93,6 +117,7 @@ public struct ConnectionTracker: ~Copyable {
         mappedCells = .allocate(capacity: 0)
         self.seed = seed
         turns = counters?.turns
+        pressureCount = capacity - capacity / 4
     }
 
     deinit {
@@ -157,6 +182,14 @@ public struct ConnectionTracker: ~Copyable {
     private func identity(of destination: Int) -> UInt32 {
         let cell = destinations[destination].cell
         return Int(cell) < cellCapacity ? cell : SchedulingDestination.noCell
+    }
+
+    /// What the flood defences did since the last call (see the type's notes), then starts again from zero:
+    /// rederivable half-open connections evicted for new ones, and connections made at a segment other than
+    /// a SYN (a flow without entry given one, or a consistent-hash service's flow met mid-way).
+    public mutating func takeFloodCounts() -> (halfOpenEvicted: Int, midFlowConnections: Int) {
+        defer { midFlowConnections = 0 }
+        return (connections.takeEvictions(), midFlowConnections)
     }
 
     /// Forgets a connection just admitted whose first packet could not be forwarded after all.
@@ -279,18 +312,28 @@ public struct ConnectionTracker: ~Copyable {
 
         // Behind ECMP a flow may reach this director mid-way (another director left, or routes moved): a
         // consistent-hash service schedules such a segment as its SYN was scheduled, on every director alike,
-        // and tracks it from here (IPVS `sloppy_tcp`); other schedulers keep IPVS's rule. A RST opens nothing.
-        let midFlow = isTCP && !opens && policy.scheduler.isConsistentHash && tcpFlags & TCPStateMachine.rst == 0
+        // and tracks it from here (IPVS `sloppy_tcp`); other schedulers keep IPVS's rule, except for flows that
+        // may have been forwarded without entry (the type's notes). A RST opens nothing.
+        let mayBeUntracked = isTCP && !opens && untrackedTCP.isOpen(now: now)
+        let midFlow = isTCP && !opens && tcpFlags & TCPStateMachine.rst == 0
+            && (policy.scheduler.isConsistentHash || mayBeUntracked)
         guard opens || midFlow else {
-            if overflowing && Int32(bitPattern: overflowUntil &- now) > 0,
-               let destination = hashedChoice(key, policy) {
+            if mayBeUntracked, let destination = stableChoice(key, policy, service: service, now: now) {
                 return .overflow(destination: destination)
             }
-            overflowing = false
             return .drop(.noConnection)
         }
+        // Where the entry may be dropped and made again by the next packet: see the type's notes.
+        let disposable = !policy.seesReplies && policy.persistenceTimeout == 0
+        let byStableChoice = midFlow || (!isTCP && untrackedOther.isOpen(now: now))
+            || (disposable && connections.count >= pressureCount)
         let chosen: Int
-        if policy.persistenceTimeout != 0 {
+        if byStableChoice {
+            guard let destination = stableChoice(key, policy, service: service, now: now) else {
+                return .drop(.noDestination)
+            }
+            chosen = destination
+        } else if policy.persistenceTimeout != 0 {
             guard let destination = persistentChoice(key, policy, service: service, now: now) else {
                 return .drop(.noDestination)
             }
@@ -300,15 +343,26 @@ public struct ConnectionTracker: ~Copyable {
             chosen = Int(policy.first) + local
         }
         if policy.onePacket && key.proto == IPProtocolNumber.udp { return .new(destination: chosen, slot: nil) }
+        let rederivable = byStableChoice && disposable && isTCP
         if let slot = connections.insert(
             key, hash: hash, service: UInt32(service), destination: UInt32(chosen), tcpFlags: tcpFlags, now: now,
-            seesReplies: policy.seesReplies, cell: identity(of: chosen)) {
+            seesReplies: policy.seesReplies, cell: identity(of: chosen), rederivable: rederivable) {
+            if midFlow { midFlowConnections += 1 }
+            // Its entry may go before its next segment (evicted, or the short half-open timeout).
+            if rederivable && connections.state(at: slot).isHalfOpen {
+                untrackedTCP.extend(through: now &+ connections.timeouts.tcpSynReceived)
+            }
             return .new(destination: chosen, slot: slot)
         }
-        // Full: forward without state, by a choice every later packet of the flow repeats.
-        overflowing = true
-        overflowUntil = now &+ max(connections.timeouts.tcpEstablished, connections.timeouts.udp)
-        return .overflow(destination: hashedChoice(key, policy) ?? chosen)
+        // No room: forward without state, by the choice every later packet of the flow repeats, for as long
+        // as the flow may live idle.
+        if isTCP {
+            untrackedTCP.extend(through: now &+ connections.timeouts.longestTCP)
+        } else {
+            untrackedOther.extend(through: now &+ connections.timeouts.udp)
+        }
+        if byStableChoice { return .overflow(destination: chosen) }
+        return .overflow(destination: stableChoice(key, policy, service: service, now: now) ?? chosen)
     }
 
     /// The service's scheduler's choice for a new connection, as an index into its range.
@@ -454,8 +508,18 @@ public struct ConnectionTracker: ~Copyable {
         return range.first { destinations[$0].endpointHash == origin.endpointHash }
     }
 
-    /// A server for an untracked flow, by its hash, weighted; the same for every packet of the flow while the
-    /// server set stays the same.
+    /// The flow's stable choice: the one every packet of the flow gets while the server set stays, so a flow
+    /// may be forwarded without entry, or its entry made again, without moving. A consistent-hash service's
+    /// scheduler is already one (and must be kept: a mid-way segment is scheduled by it); others hash.
+    private mutating func stableChoice(_ key: FlowKey, _ policy: ServicePolicy, service: Int, now: UInt32) -> Int? {
+        if policy.scheduler.isConsistentHash {
+            return schedule(policy, service: service, flow: key, now: now).map { Int(policy.first) + $0 }
+        }
+        return hashedChoice(key, policy)
+    }
+
+    /// A server for a flow, by its hash, weighted; the same for every packet of the flow while the server set
+    /// stays the same.
     private func hashedChoice(_ key: FlowKey, _ policy: ServicePolicy) -> Int? {
         let list = Self.range(policy, in: destinations)
         var total: UInt64 = 0
@@ -491,6 +555,25 @@ public struct ConnectionTracker: ~Copyable {
             result.append(entry)
         }
         return result
+    }
+}
+
+/// A period on the seconds clock during which flows without entry may exist, extended by each event that may
+/// leave one; closed until the first.
+struct UntrackedPeriod {
+    private var end: UInt32 = 0
+    private var open = false
+
+    /// Keeps the period open until `time` at least.
+    mutating func extend(through time: UInt32) {
+        if !open || Int32(bitPattern: time &- end) > 0 { end = time }
+        open = true
+    }
+
+    /// Whether the period covers `now` (wrap-safe; once past, closed until the next `extend`).
+    mutating func isOpen(now: UInt32) -> Bool {
+        if open && Int32(bitPattern: end &- now) <= 0 { open = false }
+        return open
     }
 }
 

@@ -57,8 +57,9 @@ public enum Admission: Equatable, Sendable {
     /// A new connection to `destination`; `slot` is the table slot now (re)used by it, nil when it is not
     /// tracked (one-packet scheduling).
     case new(destination: Int, slot: Int?)
-    /// Forwarded without state because the connection table is full: `destination` is chosen by hashing the
-    /// flow, so every packet of the flow takes the same way while the server set stays.
+    /// Forwarded without state because the connection table is full: `destination` is the flow's stable
+    /// choice, so every packet of the flow takes the same way while the server set stays, and the entry its
+    /// flow gets once there is room names it too (see `ConnectionTracker`).
     case overflow(destination: Int)
     case drop(AdmissionDrop)
 }

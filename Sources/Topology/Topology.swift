@@ -31,6 +31,8 @@ public final class Topology: @unchecked Sendable {
     public func real(_ index: Int) -> String { "\(prefix)-rs\(index + 1)" }
     /// The director's interface: named uniquely, because BPF pins live in one bpffs for all namespaces.
     public var directorInterface: String { "\(prefix)d0" }
+    /// The client's interface (to the bridge).
+    public var clientInterface: String { "\(prefix)c0" }
     private var namespaces: [String] { [client, director, bridgeNamespace] + (0..<realCount).map(real) }
     /// The namespaces and the processes started in them.
     private let lab: NamespaceLab
@@ -69,10 +71,10 @@ public final class Topology: @unchecked Sendable {
             try exec(namespace, ["ip", "-6", "addr", "add", "\(v6)/64", "dev", device, "nodad"])
         }
 
-        try attach(client, port: "\(prefix)c", inside: "\(prefix)c0")
-        try address(client, "\(prefix)c0", Self.clientAddress4, Self.clientAddress6)
+        try attach(client, port: "\(prefix)c", inside: clientInterface)
+        try address(client, clientInterface, Self.clientAddress4, Self.clientAddress6)
         // Frames the director's XDP program sees must carry full checksums and be MTU-sized.
-        try exec(client, ["ethtool", "-K", "\(prefix)c0", "tx", "off", "tso", "off", "gso", "off"])
+        try exec(client, ["ethtool", "-K", clientInterface, "tx", "off", "tso", "off", "gso", "off"])
         try exec(client, ["ip", "route", "add", "\(Self.vip4)/32", "via", "\(Self.directorAddress4)"])
         try exec(client, ["ip", "-6", "route", "add", "\(Self.vip6)/128", "via", "\(Self.directorAddress6)"])
 

@@ -8,6 +8,6 @@ struct XDirector: ParsableCommand {
         subcommands: [RunCommand.self, IPVSAdminCommand.self, StatsCommand.self, QueuesCommand.self, PinCommand.self,
                       HealthCommand.self, CheckConfigCommand.self,
                       DemoCommand.self, BackendHTTPCommand.self, BackendUDPCommand.self, UDPProbeCommand.self,
-                      BackendSessionCommand.self, SessionProbeCommand.self, RouteGuardCommand.self]
+                      BackendSessionCommand.self, SessionProbeCommand.self, SYNFloodCommand.self, RouteGuardCommand.self]
     )
 }

@@ -229,6 +229,7 @@ final class ConnectionTrackerTests: XCTestCase {
         for n: UInt32 in 0..<8 {
             guard case .new(_, let slot?) = f.admit(client(n), syn, at: 0) else { return XCTFail("\(n)") }
             slots.append(slot)
+            _ = f.admit(client(n), ack, at: 0)  // established: never evicted
         }
         guard case .overflow(let d) = f.admit(client(100), syn, at: 0) else { return XCTFail("not overflow") }
         // Later packets of the untracked flow take the same way.
