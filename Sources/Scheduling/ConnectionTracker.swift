@@ -318,7 +318,7 @@ public struct ConnectionTracker: ~Copyable {
         let midFlow = isTCP && !opens && tcpFlags & TCPStateMachine.rst == 0
             && (policy.scheduler.isConsistentHash || mayBeUntracked)
         guard opens || midFlow else {
-            if mayBeUntracked, let destination = stableChoice(key, policy, service: service, now: now) {
+            if mayBeUntracked, let destination = stableChoice(key, hash: hash, policy, service: service, now: now) {
                 return .overflow(destination: destination)
             }
             return .drop(.noConnection)
@@ -329,7 +329,7 @@ public struct ConnectionTracker: ~Copyable {
             || (disposable && connections.count >= pressureCount)
         let chosen: Int
         if byStableChoice {
-            guard let destination = stableChoice(key, policy, service: service, now: now) else {
+            guard let destination = stableChoice(key, hash: hash, policy, service: service, now: now) else {
                 return .drop(.noDestination)
             }
             chosen = destination
@@ -362,7 +362,7 @@ public struct ConnectionTracker: ~Copyable {
             untrackedOther.extend(through: now &+ connections.timeouts.udp)
         }
         if byStableChoice { return .overflow(destination: chosen) }
-        return .overflow(destination: stableChoice(key, policy, service: service, now: now) ?? chosen)
+        return .overflow(destination: stableChoice(key, hash: hash, policy, service: service, now: now) ?? chosen)
     }
 
     /// The service's scheduler's choice for a new connection, as an index into its range.
@@ -511,21 +511,22 @@ public struct ConnectionTracker: ~Copyable {
     /// The flow's stable choice: the one every packet of the flow gets while the server set stays, so a flow
     /// may be forwarded without entry, or its entry made again, without moving. A consistent-hash service's
     /// scheduler is already one (and must be kept: a mid-way segment is scheduled by it); others hash.
-    private mutating func stableChoice(_ key: FlowKey, _ policy: ServicePolicy, service: Int, now: UInt32) -> Int? {
+    private mutating func stableChoice(_ key: FlowKey, hash: UInt32, _ policy: ServicePolicy, service: Int,
+                                       now: UInt32) -> Int? {
         if policy.scheduler.isConsistentHash {
             return schedule(policy, service: service, flow: key, now: now).map { Int(policy.first) + $0 }
         }
-        return hashedChoice(key, policy)
+        return hashedChoice(hash: hash, policy)
     }
 
     /// A server for a flow, by its hash, weighted; the same for every packet of the flow while the server set
     /// stays the same.
-    private func hashedChoice(_ key: FlowKey, _ policy: ServicePolicy) -> Int? {
+    private func hashedChoice(hash: UInt32, _ policy: ServicePolicy) -> Int? {
         let list = Self.range(policy, in: destinations)
         var total: UInt64 = 0
         for destination in list where destination.acceptsNewConnections { total += UInt64(destination.weight) }
         guard total > 0 else { return nil }
-        var point = StableHash.mix(UInt64(key.flowHash), key: 0x0F10) % total
+        var point = StableHash.mix(UInt64(hash), key: 0x0F10) % total
         for index in list.indices where list[index].acceptsNewConnections {
             let weight = UInt64(list[index].weight)
             if point < weight { return Int(policy.first) + index }
