@@ -290,10 +290,8 @@ public struct RingLoop {
             if sent == txSlots, verdict.isTransmit { verdict = .drop(.dropTXRingFull) }
             switch verdict {
             case .transmit(let offset, let length):
-                let out = xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!
-                out.pointee.addr = UInt64(bitPattern: Int64(bitPattern: descriptor.addr) &+ Int64(offset))
-                out.pointee.len = UInt32(truncatingIfNeeded: length)
-                out.pointee.options = 0
+                Self.describe(xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!, address: descriptor.addr, offset: offset,
+                              length: length)
                 sentBytes &+= UInt64(truncatingIfNeeded: length)
                 sent &+= 1
             case .drop(let reason):
@@ -317,15 +315,7 @@ public struct RingLoop {
         heldCount = holding
         counters.add(.rxPackets, UInt64(received))
         counters.add(.rxBytes, bytes)
-        if sent < txSlots { tx.pointee.cached_prod &-= txSlots - sent }  // give back unused reservations
-        if sent > 0 {
-            xsk_ring_prod__submit(tx, sent)
-            inFlight &+= sent
-            counters.add(.txPackets, UInt64(sent))
-            counters.add(.txBytes, sentBytes)
-            kickTransmit()
-        }
-        if dropped > 0 { refill(count: UInt32(dropped)) }
+        submit(sent, of: txSlots, bytes: sentBytes, dropped: dropped)
         if xsk_ring_prod__needs_wakeup(fill) != 0 {
             counters.add(.rxWakeups)
             _ = recvfrom(fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil)
@@ -351,10 +341,8 @@ public struct RingLoop {
             if sent == slots, verdict.isTransmit { verdict = .drop(.dropTXRingFull) }
             switch verdict {
             case .transmit(let offset, let length):
-                let out = xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!
-                out.pointee.addr = UInt64(bitPattern: Int64(bitPattern: frame.address) &+ Int64(offset))
-                out.pointee.len = UInt32(truncatingIfNeeded: length)
-                out.pointee.options = 0
+                Self.describe(xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!, address: frame.address, offset: offset,
+                              length: length)
                 sentBytes &+= UInt64(truncatingIfNeeded: length)
                 sent &+= 1
             case .drop(let reason):
@@ -367,15 +355,31 @@ public struct RingLoop {
             }
         }
         heldCount = kept
-        if sent < slots { tx.pointee.cached_prod &-= slots - sent }
+        submit(sent, of: slots, bytes: sentBytes, dropped: dropped)
+    }
+
+    /// Ends a pass over frames: `sent` of the `reserved` TX slots are submitted (the rest given back) and
+    /// the `dropped` frames in `recycled` go back to the fill ring.
+    @inline(__always)
+    private mutating func submit(_ sent: UInt32, of reserved: UInt32, bytes: UInt64, dropped: Int) {
+        if sent < reserved { tx.pointee.cached_prod &-= reserved - sent }  // give back unused reservations
         if sent > 0 {
             xsk_ring_prod__submit(tx, sent)
             inFlight &+= sent
             counters.add(.txPackets, UInt64(sent))
-            counters.add(.txBytes, sentBytes)
+            counters.add(.txBytes, bytes)
             kickTransmit()
         }
         if dropped > 0 { refill(count: UInt32(dropped)) }
+    }
+
+    /// Fills a TX descriptor: the frame at UMEM `address`, from `offset` bytes off it (negative after an
+    /// encapsulation into the headroom), `length` bytes.
+    @inline(__always)
+    private static func describe(_ out: UnsafeMutablePointer<xdp_desc>, address: UInt64, offset: Int, length: Int) {
+        out.pointee.addr = UInt64(bitPattern: Int64(bitPattern: address) &+ Int64(offset))
+        out.pointee.len = UInt32(truncatingIfNeeded: length)
+        out.pointee.options = 0
     }
 
     /// Waits for frames when RX was empty.
