@@ -94,6 +94,9 @@ public struct ForwardingEngine: ~Copyable {
     private var traffic: DestinationTrafficWriter
     /// Set when the frame to transmit is an ICMP error back to its sender rather than the frame forwarded.
     private var answeredSender = false
+    /// The server `decide` just sent the packet to without an entry (a one-packet UDP service, a full
+    /// table), for a first fragment's record; -1 otherwise. Set on those paths only: `firstFragment` clears it.
+    private var untrackedDestination = -1
     /// Keeps the shared fragment table alive while `fragments` points into it.
     private let fragmentTable: FragmentTable
     private let fragments: FragmentTableView
@@ -341,6 +344,7 @@ public struct ForwardingEngine: ~Copyable {
             destination = chosen
             slot = placed
             isNew = true
+            if placed == nil { untrackedDestination = chosen }
             // Its word in the flow server index (`recordServer`), a line in no cache: fetched while the
             // packet is rewritten. (Hashing the flow again then costs less than carrying the word's place.)
             cxdp_prefetch(servers.line(of: parsed.key))
@@ -349,6 +353,7 @@ public struct ForwardingEngine: ~Copyable {
             // Untracked (slot nil): a translated flow republishes its reply entry on every packet. Its later
             // segments come back here (no entry) until `admit` finds room for one.
             destination = chosen
+            untrackedDestination = chosen
             counters.add(.connectionTableFull)
         case .drop(.noDestination):
             return .drop(.dropNoDestination)
@@ -688,18 +693,18 @@ public struct ForwardingEngine: ~Copyable {
         guard FrameParser.ipv4HeaderIsValid(frame, parsed: parsed) else { return .drop(.dropBadIPv4Checksum) }
         let key = FragmentTableView.key(of: parsed)
         preparedHash[index] = parsed.key.flowHash  // `prepare` hashes whole packets only
+        untrackedDestination = -1
         let verdict = decide(prepared: index, frame, length: length, headroom: headroom, now: now)
-        // An ICMP error sent instead (too big for the tunnel) loses the datagram, as a drop does. A first
-        // fragment forwarded untracked (a full connection table) leaves no way to follow it: its later
-        // fragments are dropped (`dropFragment`; the table's state is counted in `connectionTableFull`).
+        // An ICMP error sent instead (too big for the tunnel) loses the datagram, as a drop does.
         let sent = verdict.isTransmit && !answeredSender
         let rewrite = (sent ? rewriteOfFirst(now: now) : nil) ?? FragmentRewrite(kind: .drop)
         if !fragments.insert(key, rewrite, now: now) && sent { counters.add(.fragmentTableFull) }
         return verdict
     }
 
-    /// How `decide` has just forwarded the first fragment in `parsed`, read back from its connection or the
-    /// reply index (so the whole packet's path stays as it is); nil when it went untracked.
+    /// How `decide` has just forwarded the first fragment in `parsed`, read back from its connection (or the
+    /// server it went to without one) or the reply index, so the whole packet's path stays as it is; nil when
+    /// that cannot be known (FULLNAT without a connection holds no local port).
     private func rewriteOfFirst(now: UInt32) -> FragmentRewrite? {
         let key = parsed.key
         guard view.service(for: key) != nil else {
@@ -709,7 +714,14 @@ public struct ForwardingEngine: ~Copyable {
                                    destination: translation.fullNAT ? translation.client.address : nil,
                                    mac: translation.clientMAC, cell: translation.cell, isReply: true)
         }
-        guard let (slot, destination) = tracker.find(key, now: now) else { return nil }
+        let slot: Int?, destination: Int
+        if let (found, index) = tracker.find(key, now: now) {
+            (slot, destination) = (found, index)
+        } else if untrackedDestination >= 0 {
+            (slot, destination) = (nil, untrackedDestination)
+        } else {
+            return nil
+        }
         let route = view.routes[destination]
         var rewrite = FragmentRewrite(kind: .directRouting, mac: view.macs[destination], sourcePort: key.srcPort,
                                       destinationPort: key.dstPort, cell: view.destinations[destination].cell)
@@ -724,8 +736,8 @@ public struct ForwardingEngine: ~Copyable {
             rewrite.kind = .translation
             rewrite.destination = route.address
         case .fullNAT:
+            guard let slot, extras[slot].localAddress >= 0 else { return nil }
             let local = extras[slot].localAddress
-            guard local >= 0 else { return nil }
             rewrite.kind = .translation
             rewrite.source = view.localAddresses[Int(local)]
             rewrite.destination = route.address

@@ -36,6 +36,9 @@ final class FragmentEngineTests: XCTestCase {
                         localAddresses: [IPAddress("198.51.100.3")!]),
         udpService("203.0.113.31", DestinationRoute(method: .tunnel, address: IPAddress("198.51.100.13")!, port: 53,
                                                     tunnel: TunnelParameters(type: .gue, port: 6080))),
+        SnapshotService(key: ServiceKey(proto: .udp, address: IPAddress("203.0.113.41")!, port: 53),
+                        policy: ServicePolicy(scheduler: .rr, onePacket: true),
+                        destinations: [SnapshotDestination(weight: 1, mac: realMAC)]),
     ], mtu: 1500, sourceAddresses: [IPAddress("198.51.100.2")!])
 
     private struct Workers: ~Copyable {
@@ -108,6 +111,12 @@ final class FragmentEngineTests: XCTestCase {
         assertFollowed(v4, forwarded(v4, to: realMAC), id: 0x4242)
         let v6 = PacketBuilder.udp(client6, 40000, "2001:db8:10::40", 53, payload: payload)
         assertFollowed(v6, forwarded(v6, to: realMAC), id: 0x8000_0001)
+    }
+
+    /// A one-packet service (`-o`) keeps no connection: the record is made from the server the first went to.
+    func testFragmentsOfAOnePacketServiceFollowTheirFirst() {
+        let v4 = PacketBuilder.udp(client, 40000, "203.0.113.41", 53, payload: payload)
+        assertFollowed(v4, forwarded(v4, to: realMAC), id: 0x4243)
     }
 
     func testTranslatedFragmentsChangeOnlyTheirAddressesAndTheFirstItsPortsAndChecksum() {
