@@ -110,6 +110,8 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     private let localAddressIndices: UnsafeMutableBufferPointer<Int32>
     private let serviceLocalAddresses: UnsafeMutableBufferPointer<LocalAddressRange>
     private let lookup: UnsafeMutableBufferPointer<Int32>
+    /// The NAT and FULLNAT real servers' endpoints, sorted (see `SnapshotView.mayBeReply`).
+    private let translatingServers: UnsafeMutableBufferPointer<ServerEndpoint>
 
     /// `mtu` bounds what tunnelling may send; `sourceAddresses` are the director's own (one per family is
     /// used): the outer source of tunnelled packets and the source of the ICMP errors the director sends.
@@ -181,6 +183,15 @@ public final class ForwardingSnapshot: @unchecked Sendable {
             while lookup[slot] >= 0 { slot = (slot + 1) & (capacity - 1) }
             lookup[slot] = Int32(index)
         }
+        // Sorted once here, so a stray reply (anyone may send one from a real server's address) costs a
+        // binary search rather than a walk of every route.
+        var servers: [ServerEndpoint] = []
+        for route in routes[0..<destinationCount] where route.method == .masquerading || route.method == .fullNAT {
+            servers.append(ServerEndpoint(route.address, port: route.port))
+        }
+        servers.sort()
+        translatingServers = .allocate(capacity: max(servers.count, 1))
+        _ = translatingServers.initialize(from: servers)
         view = SnapshotView(services: UnsafeBufferPointer(rebasing: services[0..<input.count]),
                             policies: UnsafeBufferPointer(rebasing: policies[0..<input.count]),
                             destinations: UnsafeBufferPointer(rebasing: destinations[0..<destinationCount]),
@@ -189,7 +200,9 @@ public final class ForwardingSnapshot: @unchecked Sendable {
                             localAddresses: UnsafeBufferPointer(rebasing: localAddresses[0..<unique.count]),
                             localAddressIndices: UnsafeBufferPointer(rebasing: localAddressIndices[0..<indices.count]),
                             serviceLocalAddresses: UnsafeBufferPointer(rebasing: serviceLocalAddresses[0..<input.count]),
-                            lookup: UnsafeBufferPointer(lookup), interfaceMAC: interfaceMAC, mtu: mtu,
+                            lookup: UnsafeBufferPointer(lookup),
+                            translatingServers: UnsafeBufferPointer(rebasing: translatingServers[0..<servers.count]),
+                            interfaceMAC: interfaceMAC, mtu: mtu,
                             source4: source4, source6: source6)
     }
 
@@ -208,7 +221,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     deinit {
         services.deallocate(); policies.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
         routes.deallocate(); localAddresses.deallocate(); localAddressIndices.deallocate()
-        serviceLocalAddresses.deallocate()
+        serviceLocalAddresses.deallocate(); translatingServers.deallocate()
     }
 
     public var serviceCount: Int { view.services.count }
@@ -231,6 +244,7 @@ struct SnapshotView {
     let localAddressIndices: UnsafeBufferPointer<Int32>
     let serviceLocalAddresses: UnsafeBufferPointer<LocalAddressRange>
     let lookup: UnsafeBufferPointer<Int32>
+    let translatingServers: UnsafeBufferPointer<ServerEndpoint>
     let interfaceMAC: MACAddress
     let mtu: Int
     /// The director's own addresses, when it has one of that family.
@@ -251,12 +265,16 @@ struct SnapshotView {
     func source(family: IPAddress.Family) -> IPAddress? { family == .ipv4 ? source4 : source6 }
 
     /// Whether `key` can be the reply of a translated connection: from a NAT or FULLNAT real server's address
-    /// and port, or to a local address. A walk of the routes: only for frames nothing else claimed.
+    /// and port (a binary search), or to a local address. Only for frames nothing else claimed.
     func mayBeReply(_ key: FlowKey) -> Bool {
-        let source = key.source, destination = key.destination
-        return localAddresses.contains(destination) || routes.contains { route in
-            (route.method == .masquerading || route.method == .fullNAT) && route.port == key.srcPort && route.address == source
+        let source = ServerEndpoint(hi: key.srcHi, lo: key.srcLo, port: key.srcPort)
+        var low = 0, high = translatingServers.count
+        while low < high {
+            let middle = (low + high) / 2
+            if translatingServers[middle] < source { low = middle + 1 } else { high = middle }
         }
+        if low < translatingServers.count && translatingServers[low] == source { return true }
+        return localAddresses.contains(key.destination)
     }
 
     @inline(__always)
@@ -307,4 +325,18 @@ public final class SnapshotExchange: Sendable {
     }
 
     public var snapshot: ForwardingSnapshot { current.withLock { $0 } }
+}
+
+/// A real server's address (as `FlowKey` holds it: host-order halves, IPv4 in the low one) and port.
+struct ServerEndpoint: Comparable {
+    let hi: UInt64, lo: UInt64, port: UInt16
+
+    init(hi: UInt64, lo: UInt64, port: UInt16) { self.hi = hi; self.lo = lo; self.port = port }
+
+    init(_ address: IPAddress, port: UInt16) {
+        (hi, lo) = ReplyIndexView.words(address)
+        self.port = port
+    }
+
+    static func < (a: ServerEndpoint, b: ServerEndpoint) -> Bool { (a.hi, a.lo, a.port) < (b.hi, b.lo, b.port) }
 }

@@ -75,6 +75,12 @@ final class TranslationEngineTests: XCTestCase {
 
         // A reply of no connection (another client port) is not translated.
         XCTAssertEqual(run(&b, .tcp("198.51.100.11", 8080, "198.51.100.1", 40001)).0, .drop(.dropNoReplyState))
+        // From the server's address but another port, or another address: no server of this configuration sent it
+        // (the program steered it for a configuration since replaced).
+        XCTAssertEqual(run(&b, .tcp("198.51.100.11", 8081, "198.51.100.1", 40001)).0, .drop(.dropNoService))
+        XCTAssertEqual(run(&b, .tcp("198.51.100.12", 8080, "198.51.100.1", 40001)).0, .drop(.dropNoService))
+        XCTAssertEqual(run(&b, .tcp("198.51.100.12", 80, "198.51.100.1", 40001)).0, .drop(.dropNoReplyState),
+                       "a FULLNAT server's endpoint, found among the others")
     }
 
     func testICMPErrorFromTheRealServerIsTranslatedWithItsQuote() throws {
