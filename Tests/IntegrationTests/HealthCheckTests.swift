@@ -51,14 +51,7 @@ final class HealthCheckTests: LabTestCase {
     }
 
     private func startDirector(keepalived path: String, arguments: [String] = []) throws {
-        let lab = try XCTUnwrap(lab)
-        let output = CollectedOutput()
-        let socket = NSTemporaryDirectory() + "\(lab.prefix)-\(UUID().uuidString.prefix(8)).sock"
-        socketPath = socket
-        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--keepalived", path,
-                                                "--socket", socket] + arguments, output: output.pipe)
-        directorOutput = output
-        guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
+        try startDirector(configuration: ["--keepalived", path], arguments: arguments)
     }
 
     /// Runs the built xdirector with `arguments` on this host, returning its status, output and error.

@@ -58,16 +58,22 @@ class LabTestCase: XCTestCase {
     }
 
     func startDirector(rules: String, arguments: [String] = []) throws {
-        let lab = try XCTUnwrap(lab)
         let path = try writeRules(rules + "\n")
         rulesPath = path
+        try startDirector(configuration: ["--rules", path], arguments: arguments)
+    }
+
+    /// Starts the director with `configuration` (`--rules PATH`, `--keepalived PATH`), a socket and a rules
+    /// state file of the test's own, removed afterwards (never the host's /var/lib/xdirector).
+    func startDirector(configuration: [String], arguments: [String] = []) throws {
+        let lab = try XCTUnwrap(lab)
         let output = CollectedOutput()
         let socket = NSTemporaryDirectory() + "\(lab.prefix)-\(UUID().uuidString.prefix(8)).sock"
         socketPath = socket
-        let state = path + ".state"
+        let state = NSTemporaryDirectory() + "\(lab.prefix)-\(UUID().uuidString).rules.state"
         addTeardownBlock { try? FileManager.default.removeItem(atPath: state) }
-        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface, "--rules", path,
-                                                "--socket", socket, "--state-file", state] + arguments, output: output.pipe)
+        director = try lab.spawn(lab.director, [Self.xdirector, "run", "--interface", lab.directorInterface] + configuration
+                                 + ["--socket", socket, "--state-file", state] + arguments, output: output.pipe)
         directorOutput = output
         guard output.waitFor("ready", seconds: 30) else { throw TestFailure("the director did not start: \(output.text)") }
     }
