@@ -82,7 +82,11 @@ final class MalformedTrafficTests: LabTestCase {
         // The kernel's share (passed by the program) and the workers' drops, each under its reason. Nothing
         // legitimate drops for these reasons, so the workers' counts are exact.
         let counts = try reading()
-        func kind(_ name: String) -> Int { kinds[name] ?? -1 }
+        // A kind the sender no longer sends (renamed, dropped) fails here rather than count as nothing.
+        func kind(_ name: String) -> Int {
+            guard let sent = kinds[name], sent > 0 else { XCTFail("the sender sent no '\(name)': \(kinds)"); return 0 }
+            return sent
+        }
         func worker(_ name: String) -> Int { counts.totals(name) - icmpDone.totals(name) }
         func program(_ name: String) -> Int { counts.xdp(name) - icmpDone.xdp(name) }
         let report = "sent \(kinds)\nworkers \(counts.totals)\nprogram \(counts.xdp)"
