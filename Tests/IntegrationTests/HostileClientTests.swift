@@ -94,13 +94,20 @@ final class HostileClientTests: LabTestCase {
         try lab.exec(lab.client, ["bash", "-c", "for i in $(seq 8000); do echo x > /dev/udp/\(Topology.vip4)/\(port); done"])
         Thread.sleep(forTimeInterval: 0.5)
         kill(director.processIdentifier, SIGCONT)
-        Thread.sleep(forTimeInterval: 1.5)
 
-        let after = try reading()
-        let redirected = number(after.xdp, "redirected") - number(before.xdp, "redirected")
-        let received = number(after.totals, "rx_packets") - number(before.totals, "rx_packets")
-        let ringFull = number(after.totals, "drop_socket_rx_ring_full")
-        let lost = ringFull + number(after.totals, "drop_socket_rx")
+        // The workers drain their rings and the socket statistics are read once a second: wait (bounded) until
+        // the counts settle rather than for a fixed time.
+        var after = try reading()
+        var redirected = 0, received = 0, ringFull = 0, lost = 0
+        for _ in 0..<50 {
+            after = try reading()
+            redirected = number(after.xdp, "redirected") - number(before.xdp, "redirected")
+            received = number(after.totals, "rx_packets") - number(before.totals, "rx_packets")
+            ringFull = number(after.totals, "drop_socket_rx_ring_full")
+            lost = ringFull + number(after.totals, "drop_socket_rx")
+            if ringFull > 0 && received + lost == redirected { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
         XCTAssertGreaterThan(ringFull, 0, "the RX rings overflowed: \(after.totals)")
         XCTAssertEqual(received + lost, redirected, "every redirected frame is received or counted lost: \(after)")
         XCTAssertGreaterThanOrEqual(number(after.totals, "drops"), lost, "the losses are among the drops")
