@@ -23,6 +23,8 @@ public final class HealthMonitor {
     private let clock: @Sendable () -> Double
     /// The table last applied (nil: none yet).
     public private(set) var applied: DirectorConfig?
+    /// When the director last refused the table (`clock` seconds): it is offered again a second later.
+    private var refusedAt: Double?
     /// The last rendering of each checker for other threads (the metrics endpoint).
     public let exposition = SharedText()
 
@@ -57,6 +59,7 @@ public final class HealthMonitor {
         generation += 1
         state = HealthState(config: config, now: clock(), previous: state)
         applied = nil
+        refusedAt = nil
     }
 
     /// One turn of the control loop: results in, events out, the table applied when it changed, due checks
@@ -67,16 +70,20 @@ public final class HealthMonitor {
             for event in state.record(item.id, item.result, now: item.at) { announce(event) }
         }
         let desired = state.desired()
-        if desired != applied {
+        let now = clock()
+        // A refused table is tried again (once a second), so a down server does not keep getting connections
+        // until some other change comes.
+        if desired != applied, refusedAt.map({ now - $0 >= 1 }) ?? true {
             do {
                 try apply(desired)
                 if let previous = applied { expireFailed(previous: previous, next: desired, expire: expire) }
+                applied = desired
+                refusedAt = nil
             } catch {
-                logger.error("health: the director refused the table health asks for: \(error)")
+                logger.error("health: the director refused the table health asks for (trying again): \(error)")
+                refusedAt = now
             }
-            applied = desired
         }
-        let now = clock()
         for id in state.due(now: now) {
             state.started(id)
             let definition = state.definition(id)
