@@ -301,7 +301,11 @@ extension RunCommand {
 
     /// SIGHUP: reads the rules file again and applies it whole, or keeps the running rules on any error.
     func reload(_ director: Director) {
-        guard let path = rules else { return }
+        guard let path = rules else {
+            print("xdirector: SIGHUP: no --rules or --keepalived file to reread (change the rules with xdirector ipvsadm)")
+            fflush(nil)
+            return
+        }
         do {
             try director.reload(try Self.loadRules(path))
             print("xdirector: reloaded \(path)")
