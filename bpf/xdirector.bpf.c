@@ -165,10 +165,13 @@ static __always_inline int is_in(void *map, struct xd_service_key *address)
 
 static __always_inline int is_local_address(struct xd_service_key *address) { return is_in(&local_addrs, address); }
 
+/* The host's own traffic (a health check's answer from a NAT real server) stays the kernel's. */
+static __always_inline int is_to_host(struct xd_service_key *destination) { return is_in(&host_addrs, destination); }
+
 /* A NAT real server's packet is a reply to translate unless it is addressed to the host itself. */
 static __always_inline int is_nat_reply(struct xd_service_key *source, struct xd_service_key *destination)
 {
-    return bpf_map_lookup_elem(&nat_reals, source) && !is_in(&host_addrs, destination);
+    return bpf_map_lookup_elem(&nat_reals, source) && !is_to_host(destination);
 }
 
 /* Fills the ports and protocol of both keys from a TCP or UDP header; 0 when the header is cut short. */
@@ -229,7 +232,7 @@ static __always_inline int fragment(struct xdp_md *ctx, struct l3 *l3)
     if (has_fragment_role(&l3->dst, l3->proto, XD_FRAGMENT_TO_SERVICE))
         return redirect(ctx, XD_XDP_REDIRECTED_FRAGMENT, 0);
     if (is_local_address(&l3->dst)
-        || (has_fragment_role(&l3->src, l3->proto, XD_FRAGMENT_FROM_NAT_REAL) && !is_in(&host_addrs, &l3->dst)))
+        || (has_fragment_role(&l3->src, l3->proto, XD_FRAGMENT_FROM_NAT_REAL) && !is_to_host(&l3->dst)))
         return redirect(ctx, XD_XDP_REDIRECTED_FRAGMENT, 1);
     return count(XD_XDP_PASS_FRAGMENT, XDP_PASS);
 }
@@ -260,7 +263,7 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct cursor *c, stru
     if ((inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP) || !take_ports(c, &inner))
         return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
     if (bpf_map_lookup_elem(&services, &inner.src) || is_local_address(&outer->dst)
-        || (bpf_map_lookup_elem(&nat_reals, &inner.dst) && !is_in(&host_addrs, &outer->dst)))
+        || is_nat_reply(&inner.dst, &outer->dst))
         return redirect(ctx, XD_XDP_REDIRECTED_ICMP, 0);
     return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
 }
