@@ -40,18 +40,7 @@ public enum AddressTranslation {
         let checksumOffset = isTCP ? FieldOffset.TCP.checksum : FieldOffset.UDP.checksum
         // The addresses count in the IPv4 header checksum and in the pseudo-header; the TCP/UDP checksum
         // also covers the ports. One delta, summed once (RFC 1624 eqn. 3), serves both.
-        var delta = ChecksumDelta()
-        if let source {
-            replaceAddress(ip, at: isIPv4 ? FieldOffset.IPv4.source : FieldOffset.IPv6.source, with: source.address,
-                           isIPv4: isIPv4, delta: &delta)
-        }
-        if let destination {
-            replaceAddress(ip, at: isIPv4 ? FieldOffset.IPv4.destination : FieldOffset.IPv6.destination,
-                           with: destination.address, isIPv4: isIPv4, delta: &delta)
-        }
-        if isIPv4 {
-            Wire.store16(ip, FieldOffset.IPv4.checksum, delta.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
-        }
+        var delta = replaceAddresses(ip, isIPv4: isIPv4, source: source?.address, destination: destination?.address)
         if let source {
             delta.replace(Wire.load16(l4, FieldOffset.TCP.sourcePort), with: source.port)
             Wire.store16(l4, FieldOffset.TCP.sourcePort, source.port)
@@ -83,6 +72,16 @@ public enum AddressTranslation {
         let isIPv4 = parsed.isIPv4
         guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
         HopLimit.decrement(ip, isIPv4: isIPv4)
+        _ = replaceAddresses(ip, isIPv4: isIPv4, source: source, destination: destination)
+        Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
+        return .transmit
+    }
+
+    /// Stores the source and/or destination address (nil leaves that side alone) in the IP header at `ip`,
+    /// updating an IPv4 header checksum; returns the change, for a pseudo-header checksum to take too.
+    @inlinable @inline(__always)
+    static func replaceAddresses(_ ip: UnsafeMutableRawPointer, isIPv4: Bool, source: IPAddress?,
+                                 destination: IPAddress?) -> ChecksumDelta {
         var delta = ChecksumDelta()
         if let source {
             replaceAddress(ip, at: isIPv4 ? FieldOffset.IPv4.source : FieldOffset.IPv6.source, with: source,
@@ -95,8 +94,7 @@ public enum AddressTranslation {
         if isIPv4 {
             Wire.store16(ip, FieldOffset.IPv4.checksum, delta.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
         }
-        Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
-        return .transmit
+        return delta
     }
 
     /// Stores `address` at `offset` of the IP header, adding the change to `delta`.
