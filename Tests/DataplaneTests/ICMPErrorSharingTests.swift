@@ -10,7 +10,8 @@ import XDirectorTestSupport
 /// the connection is made on A, the error arrives on B.
 final class ICMPErrorSharingTests: XCTestCase {
     private let interfaceMAC = MACAddress("02:aa:00:00:00:01")!
-    private let realMAC = MACAddress("0e:00:00:00:00:0a")!
+    /// Each server its own MAC, so an error sent to the wrong server shows in the bytes.
+    private func realMAC(_ index: Int) -> MACAddress { MACAddress("0e:00:00:00:00:1\(index)")! }
     private let otherMAC = MACAddress("0e:00:00:00:00:0b")!
     private let director = IPAddress("198.51.100.2")!
     private let router = "192.0.2.254"
@@ -21,7 +22,7 @@ final class ICMPErrorSharingTests: XCTestCase {
     private func server(_ index: Int, _ method: ForwardingMethod, _ address: String, _ port: UInt16,
                         mac: MACAddress? = nil) -> SnapshotDestination {
         let address = IPAddress(address)!
-        return SnapshotDestination(weight: 1, mac: mac ?? realMAC, cell: cells[index],
+        return SnapshotDestination(weight: 1, mac: mac ?? realMAC(index), cell: cells[index],
                                    endpointHash: StableHash.endpoint(address, port: port),
                                    route: DestinationRoute(method: method, address: address, port: port))
     }
@@ -71,10 +72,10 @@ final class ICMPErrorSharingTests: XCTestCase {
         }
     }
 
-    private func expected(_ builder: PacketBuilder, to destination: MACAddress? = nil) -> [UInt8] {
+    private func expected(_ builder: PacketBuilder, to destination: MACAddress) -> [UInt8] {
         var builder = builder
         builder.source = interfaceMAC
-        builder.destination = destination ?? realMAC
+        builder.destination = destination
         if case .ipv4 = builder.network { builder.ipv4.ttl = 63 } else { builder.ipv6.hopLimit = 63 }
         return builder.build()
     }
@@ -95,12 +96,12 @@ final class ICMPErrorSharingTests: XCTestCase {
         let error = fragmentationNeeded("203.0.113.10")
         let (verdict, out) = run(&b, error)
         XCTAssertTrue(verdict.isTransmit, "\(verdict)")
-        XCTAssertEqual(out, expected(error), "forwarded as DR forwards: MACs and TTL")
+        XCTAssertEqual(out, expected(error, to: realMAC(0)), "forwarded as DR forwards: MACs and TTL")
         XCTAssertEqual(countersB[.icmpErrorsForwarded], 1)
         XCTAssertEqual(countersB[.icmpErrorsOfOtherWorkers], 1)
 
         // On the connection's own queue the worker's own table answers.
-        XCTAssertEqual(run(&a, error).1, expected(error))
+        XCTAssertEqual(run(&a, error).1, expected(error, to: realMAC(0)))
         XCTAssertEqual(countersA[.icmpErrorsForwarded], 1)
         XCTAssertEqual(countersA[.icmpErrorsOfOtherWorkers], 0)
     }
@@ -116,7 +117,7 @@ final class ICMPErrorSharingTests: XCTestCase {
         inner.ipv4.ttl = 63
         var outer = PacketBuilder.ip("198.51.100.2", "198.51.100.13", proto: 4, payload: inner.buildIPPacket())
         outer.ipv4.identification = 0
-        XCTAssertEqual(out, expected(outer))
+        XCTAssertEqual(out, expected(outer, to: realMAC(1)))
         XCTAssertEqual(countersB[.icmpErrorsOfOtherWorkers], 1)
     }
 
@@ -129,7 +130,7 @@ final class ICMPErrorSharingTests: XCTestCase {
         let reply = PacketBuilder.tcp("198.51.100.11", 8080, "198.51.100.1", 40000, flags: TCPFlags.syn | TCPFlags.ack)
         let translated = PacketBuilder.icmpError(router, "198.51.100.11", type: 3, code: 4, rest: 1400, quoting: reply,
                                                  quoteLength: 28)
-        XCTAssertEqual(out, expected(translated))
+        XCTAssertEqual(out, expected(translated, to: realMAC(2)))
         XCTAssertEqual(countersB[.icmpErrorsOfOtherWorkers], 1)
     }
 
@@ -140,7 +141,7 @@ final class ICMPErrorSharingTests: XCTestCase {
         let error = PacketBuilder.icmpError("2001:db8:ff::1", "2001:db8:10::10", type: 2, rest: 1280, quoting: reply)
         let (verdict, out) = run(&b, error)
         XCTAssertTrue(verdict.isTransmit, "\(verdict)")
-        XCTAssertEqual(out, expected(error))
+        XCTAssertEqual(out, expected(error, to: realMAC(4)))
         XCTAssertEqual(countersB[.icmpErrorsOfOtherWorkers], 1)
     }
 
@@ -166,7 +167,7 @@ final class ICMPErrorSharingTests: XCTestCase {
         let newcomer = SnapshotDestination(weight: 1, mac: otherMAC, cell: counterStore.allocate()!, endpointHash: 42,
                                            route: DestinationRoute(method: .directRouting, address: IPAddress("198.51.100.9")!, port: 80))
         b.adopt(snapshot(drServers: [newcomer, server(0, .directRouting, "198.51.100.10", 80)]))
-        XCTAssertEqual(run(&b, error).1, expected(error, to: realMAC))
+        XCTAssertEqual(run(&b, error).1, expected(error, to: realMAC(0)))
 
         // The server left and its cell now names another server: the error does not go there.
         let impostor = SnapshotDestination(weight: 1, mac: otherMAC, cell: cells[0],
