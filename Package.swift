@@ -107,7 +107,7 @@ let package = Package(
                     path: "Tests/MetricsTests"),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "CXDirectorShared", "Packet", "Scheduling", "XDirectorTestSupport",
                                                          .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "Topology", "Packet"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["xdirector", "Topology", "Packet", "Dataplane"]),
         // The bench's pure logic (frames, medians, targets) and its live-frames program (root).
         .testTarget(name: "BenchTests", dependencies: ["xdirector-bench", "CXDP", "Dataplane", "XDirectorTestSupport"], path: "Bench/Tests"),
     ]
