@@ -19,8 +19,6 @@ final class CellRegistry {
         counters = DestinationCounterStore(capacity: capacity)
     }
 
-    var capacity: Int { counters.capacity }
-
     /// A configured real server's cell.
     func cell(of identity: RealServerIdentity) -> UInt32? { state.cells[identity] }
 

@@ -351,7 +351,7 @@ public final class Director {
         func destination(_ real: RealServerConfig, cell: UInt32?) -> SnapshotDestination {
             SnapshotDestination(weight: quiesced ? 0 : real.weight, mac: macs[real.endpoint.address], cell: cell,
                                 endpointHash: StableHash.endpoint(real.endpoint.address, port: real.endpoint.port),
-                                route: Self.route(of: real))
+                                route: CellRegistry.route(of: real))
         }
         let services = configuration.services.map { service in
             SnapshotService(
@@ -409,8 +409,6 @@ public final class Director {
     public func counts(service: ServiceKey, server: L4Endpoint) -> DestinationCounts? {
         cells.cell(of: RealServerIdentity(service: service, endpoint: server)).map { counters.counts($0) }
     }
-
-    static func route(of real: RealServerConfig) -> DestinationRoute { CellRegistry.route(of: real) }
 }
 
 /// A reading for other threads: the workers' and XDP counters, and the services with their traffic.
