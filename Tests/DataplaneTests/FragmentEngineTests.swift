@@ -182,6 +182,15 @@ final class FragmentEngineTests: XCTestCase {
             ports.append(UInt16(out[34]) << 8 | UInt16(out[35]))
         }
         XCTAssertEqual(Set(ports).count, 1, "\(ports)")
+        // The port a whole datagram of the same flow gets, and not a constant: another flow gets another.
+        func wholePort(client port: UInt16) -> UInt16? {
+            var fresh = workers()
+            let (verdict, out) = run(&fresh.a, PacketBuilder.udp(client, port, "203.0.113.31", 53, payload: [1, 2, 3]).build())
+            guard verdict.isTransmit else { return nil }
+            return UInt16(out[34]) << 8 | UInt16(out[35])
+        }
+        XCTAssertEqual(wholePort(client: 40000), ports.first, "the flow's own port")
+        XCTAssertNotEqual(wholePort(client: 40001), ports.first, "another flow's port differs")
     }
 
     /// FULLNAT: the first fragment takes a local address and port; the later ones get the same addresses, and
