@@ -110,8 +110,11 @@ public struct ConnectionTable: ~Copyable {
     /// A worker that sweeps regularly keeps it close to the number of live connections.
     public private(set) var count: Int
 
-    /// Where the next `sweep` starts.
-    var sweepCursor: Int
+    /// Where the next `sweep` starts: kept in the control words, so a restarted table resumes it.
+    var sweepCursor: Int {
+        get { Int(control[Control.sweepCursor] & UInt64(mask)) }
+        nonmutating set { control[Control.sweepCursor] = UInt64(newValue) }
+    }
 
     /// Where a full `insert`'s search for a half-open entry to evict starts (beyond the flow's own window).
     var evictionCursor = 0
@@ -193,7 +196,6 @@ public struct ConnectionTable: ~Copyable {
             var held = 0
             for slot in 0..<slotCount where tags[slot] > Self.tombstone { held += 1 }
             self.count = held
-            self.sweepCursor = Int(control[Control.sweepCursor] & UInt64(slotCount - 1))
         } else {
             control.initialize(repeating: 0, count: Control.bytes / 8)
             control[Control.slotCount] = UInt64(slotCount)
@@ -203,7 +205,6 @@ public struct ConnectionTable: ~Copyable {
             entries.initialize(repeating: blank, count: slotCount)
             tags.initialize(repeating: 0, count: slotCount)
             self.count = 0
-            self.sweepCursor = 0
         }
         let timeoutByState = UnsafeMutablePointer<UInt32>.allocate(capacity: ConnectionState.allCases.count)
         timeoutByState.initialize(repeating: 0, count: ConnectionState.allCases.count)
@@ -576,7 +577,6 @@ public struct ConnectionTable: ~Copyable {
         tags.update(repeating: 0, count: slotCount)
         count = 0
         sweepCursor = 0
-        control[Control.sweepCursor] = 0
     }
 
     /// Examines up to `limit` slots from where the last sweep stopped and reclaims the expired entries among
@@ -604,7 +604,6 @@ public struct ConnectionTable: ~Copyable {
             slot = (slot &+ 1) & mask
         }
         sweepCursor = slot
-        control[Control.sweepCursor] = UInt64(slot)
         return reclaimed
     }
 
