@@ -74,6 +74,11 @@ public enum TCPStateMachine {
     public static let psh: UInt8 = 0x08
     public static let ack: UInt8 = 0x10
 
+    /// ACK without SYN, FIN or RST: the segment that leaves an ESTABLISHED connection as it is (in every
+    /// table of `transitions`), so only its timer moves.
+    @inlinable @inline(__always)
+    public static func isPlainACK(_ flags: UInt8) -> Bool { flags & 0x17 == 0x10 }
+
     public enum Table: UInt8, Sendable {
         case input = 0
         case output = 1

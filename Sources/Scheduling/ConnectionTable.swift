@@ -465,7 +465,7 @@ public struct ConnectionTable: ~Copyable {
         var state = entry.pointee.state
         // The common case: an ESTABLISHED connection's client segment with ACK and without SYN, FIN or RST
         // stays ESTABLISHED in every table (see `TCPStateMachine.transitions`), so only the timer moves.
-        if state == .established && tcpFlags & 0x17 == 0x10 && direction == .input {
+        if state == .established && TCPStateMachine.isPlainACK(tcpFlags) && direction == .input {
             entry.pointee.expires = now &+ timeoutByState[Int(state.rawValue)]
             return
         }
@@ -500,7 +500,7 @@ public struct ConnectionTable: ~Copyable {
         guard let slot = find(key, hash: hash, now: now) else { return -1 }
         let entry = entries + slot
         let state = entry.pointee.state
-        guard state == .udp || (state == .established && tcpFlags & 0x17 == 0x10) else { return -1 }
+        guard state == .udp || (state == .established && TCPStateMachine.isPlainACK(tcpFlags)) else { return -1 }
         entry.pointee.expires = now &+ timeoutByState[Int(state.rawValue)]
         return slot
     }

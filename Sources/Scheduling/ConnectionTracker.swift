@@ -270,7 +270,7 @@ public struct ConnectionTracker: ~Copyable {
     public mutating func admitSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int,
                                      now: UInt32) -> (slot: Int, destination: Int)? {
         // A TCP segment other than a plain ACK (a SYN above all) is never steady: it goes straight to `admit`.
-        guard key.proto != IPProtocolNumber.tcp || tcpFlags & 0x17 == 0x10,
+        guard key.proto != IPProtocolNumber.tcp || TCPStateMachine.isPlainACK(tcpFlags),
               service < services.count && services[service].persistenceTimeout == 0 else { return nil }
         let slot = connections.touchSteady(key, hash: hash, tcpFlags: tcpFlags, now: now)
         guard slot >= 0 else { return nil }
