@@ -69,15 +69,6 @@ final class HATests: XCTestCase {
         try sessionProbeReport(process, output, seconds: 90)
     }
 
-    private func waitUntil(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            usleep(100_000)
-        }
-        return try condition()
-    }
-
     /// 300 long-lived connections spread by ECMP over three directors; kill -9 one: its route is withdrawn
     /// within a second, and every connection continues (those of the dead director on the survivors, by
     /// the same Maglev choice) with no reset. Then a fourth director joins, the first is stopped (SIGTERM),

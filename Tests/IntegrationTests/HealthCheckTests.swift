@@ -69,16 +69,6 @@ final class HealthCheckTests: LabTestCase {
                          error: String(decoding: err, as: UTF8.self))
     }
 
-    /// Polls `condition` every 100 ms for up to `seconds`; returns how long it took, or nil.
-    private func waitUntil(seconds: Double, _ condition: () throws -> Bool) rethrows -> Double? {
-        let start = Date()
-        while Date().timeIntervalSince(start) < seconds {
-            if try condition() { return Date().timeIntervalSince(start) }
-            usleep(100_000)
-        }
-        return nil
-    }
-
     /// `ipvsadm -Ln`, or "" when it cannot be had.
     private func listing() -> String { (try? ipvsadm("-Ln")) ?? "" }
 
@@ -211,7 +201,7 @@ final class HealthCheckTests: LabTestCase {
         usleep(1_500_000)
         stopHTTP(1)
         let bound = 1.0 + 1 * (1.0 + 1.0) + 1
-        let removed = try waitUntil(seconds: bound + 3) {
+        let removed = try elapsedUntil(seconds: bound + 3) {
             let listing = try ipvsadm("-Ln")
             return !listing.contains("\(real(1)):\(httpPort)") && !listing.contains("\(real(1)):\(udpPort)")
         }
@@ -236,7 +226,7 @@ final class HealthCheckTests: LabTestCase {
         XCTAssertGreaterThanOrEqual(answered, questions - 1, "a moved flow is answered at its next datagram: \(report)")
 
         http[1] = try startHTTP(1)
-        let back = try waitUntil(seconds: 5) { try ipvsadm("-Ln").contains("\(real(1)):\(httpPort)") }
+        let back = try elapsedUntil(seconds: 5) { try ipvsadm("-Ln").contains("\(real(1)):\(httpPort)") }
         XCTAssertNotNil(back, "rs2 is back: \(listing())")
         let again = try answers(lab, url: "http://\(vip):\(httpPort)/", count: 30)
         XCTAssertEqual(again["rs2"], 10, "rs2 gets its share again: \(again)")
@@ -288,8 +278,8 @@ final class HealthCheckTests: LabTestCase {
                       "both NAT real servers pass their checks: \(listing)\n\((try? cli("health", [])).map { $0.output } ?? "")")
         XCTAssertEqual(try answers(lab, url: "http://\(vip)/", count: 10), ["rs1": 5, "rs2": 5], "translated both ways")
         stopHTTP(1)
-        XCTAssertNotNil(waitUntil(seconds: 4) { !self.listing().contains("\(real(1)):\(httpPort)") }, "a failed NAT server leaves")
-        XCTAssertNotNil(waitUntil(seconds: 3) { (try? String(contentsOfFile: events, encoding: .utf8))?.contains("down") == true },
+        XCTAssertNotNil(elapsedUntil(seconds: 4) { !self.listing().contains("\(real(1)):\(httpPort)") }, "a failed NAT server leaves")
+        XCTAssertNotNil(elapsedUntil(seconds: 3) { (try? String(contentsOfFile: events, encoding: .utf8))?.contains("down") == true },
                         "notify_down ran: \((try? String(contentsOfFile: events, encoding: .utf8)) ?? "(nothing)")")
         usleep(1_200_000)  // the metrics reading is at most a second old
         let scrape = try lab.exec(lab.director, ["curl", "-s", "-m", "2", "http://127.0.0.1:9469/metrics"])
@@ -334,12 +324,12 @@ final class HealthCheckTests: LabTestCase {
             }
             """)
         try startDirector(keepalived: path)
-        let dynamic = waitUntil(seconds: 4) { weight(of: "\(real(0)):\(httpPort)") == 5 }
+        let dynamic = elapsedUntil(seconds: 4) { weight(of: "\(real(0)):\(httpPort)") == 5 }
         XCTAssertNotNil(dynamic, "exit 7 sets weight 5: \(listing())")
 
         try "1".write(toFile: weightFile, atomically: true, encoding: .utf8)
         stopHTTP(1)
-        let sorry = try waitUntil(seconds: 5) {
+        let sorry = try elapsedUntil(seconds: 5) {
             let listing = try ipvsadm("-Ln")
             return listing.contains("\(real(2)):\(httpPort)") && !listing.contains("\(real(0)):\(httpPort)") && !listing.contains("\(real(1)):\(httpPort)")
         }
@@ -347,7 +337,7 @@ final class HealthCheckTests: LabTestCase {
         XCTAssertEqual(try answers(lab, url: "http://\(vip):\(httpPort)/", count: 5), ["rs3": 5])
 
         http[1] = try startHTTP(1)
-        let left = try waitUntil(seconds: 4) { !(try ipvsadm("-Ln").contains("\(real(2)):\(httpPort)")) }
+        let left = try elapsedUntil(seconds: 4) { !(try ipvsadm("-Ln").contains("\(real(2)):\(httpPort)")) }
         XCTAssertNotNil(left, "the sorry server leaves: \(listing())")
         XCTAssertEqual(try answers(lab, url: "http://\(vip):\(httpPort)/", count: 5), ["rs2": 5])
 
@@ -355,7 +345,7 @@ final class HealthCheckTests: LabTestCase {
         let text = try String(contentsOfFile: path, encoding: .utf8)
         try text.replacingOccurrences(of: "weight 2", with: "weight 4").write(toFile: path, atomically: true, encoding: .utf8)
         kill(try XCTUnwrap(director).processIdentifier, SIGHUP)
-        XCTAssertNotNil(waitUntil(seconds: 3) { weight(of: "\(real(1)):\(httpPort)") == 4 }, "reloaded: \(listing())")
+        XCTAssertNotNil(elapsedUntil(seconds: 3) { weight(of: "\(real(1)):\(httpPort)") == 4 }, "reloaded: \(listing())")
         try (text + "\nbogus_block {\n}\n").write(toFile: path, atomically: true, encoding: .utf8)
         kill(try XCTUnwrap(director).processIdentifier, SIGHUP)
         XCTAssertTrue(directorOutput?.waitFor("'bogus_block' is not supported by XDirector", seconds: 3) == true, directorOutput?.text ?? "")
@@ -395,11 +385,11 @@ final class HealthCheckTests: LabTestCase {
         _ = try lab.exec(lab.real(0), ["ip", "link", "set", "dev", "\(lab.prefix)r0", "down"])
         stopHTTP(1)
         let bound = 1.0 + 1 * (1.0 + 1.0) + 1
-        let removed = waitUntil(seconds: bound + 3) { !listing().contains("\(real(1)):\(httpPort)") }
+        let removed = elapsedUntil(seconds: bound + 3) { !listing().contains("\(real(1)):\(httpPort)") }
         let elapsed = try XCTUnwrap(removed, "rs2 leaves: \(listing())")
         XCTAssertLessThanOrEqual(elapsed, bound + 0.3, "rs2's checks are not held up by rs1's timeouts")
         XCTAssertTrue(listing().contains("\(real(0)):\(httpPort)"), "rs1's checks are still waiting on their 5 s timeouts")
-        let black = waitUntil(seconds: 15) { !listing().contains("\(real(0)):\(httpPort)") }
+        let black = elapsedUntil(seconds: 15) { !listing().contains("\(real(0)):\(httpPort)") }
         XCTAssertNotNil(black, "rs1 leaves once its checks time out: \(listing())")
         let health = try cli("health", [])
         XCTAssertTrue(health.output.contains("timed out after 5 s") || health.output.contains("no route to host"), health.output)

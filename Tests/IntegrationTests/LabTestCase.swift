@@ -150,3 +150,20 @@ func sessionProbeReport(_ process: Process, _ output: CollectedOutput, seconds: 
     let line = try XCTUnwrap(output.text.split(separator: "\n").last { $0.hasPrefix("{") }, output.text)
     return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
 }
+
+extension XCTestCase {
+    /// Polls `condition` every 100 ms for up to `seconds`; returns how long it took, or nil when it never held.
+    func elapsedUntil(seconds: Double, _ condition: () throws -> Bool) rethrows -> Double? {
+        let start = Date()
+        while Date().timeIntervalSince(start) < seconds {
+            if try condition() { return Date().timeIntervalSince(start) }
+            usleep(100_000)
+        }
+        return try condition() ? Date().timeIntervalSince(start) : nil
+    }
+
+    /// Whether `condition` held within `seconds` (polled every 100 ms).
+    func waitUntil(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        try elapsedUntil(seconds: seconds, condition) != nil
+    }
+}

@@ -62,15 +62,6 @@ final class RouteAnnouncementTests: LabTestCase {
         ((try? birdc(routerSocket, "show route \(Topology.vip4)/32")) ?? "").contains("\(Topology.vip4)/32")
     }
 
-    private func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            usleep(50_000)
-        }
-        return condition()
-    }
-
     private var rules: String {
         """
         -A -t \(Topology.vip4):80 -s mh
