@@ -108,6 +108,8 @@ struct l3 {
     struct xd_service_key dst;
     __u8 proto;
     __u8 fragment;              /* IPv4 MF or offset, or an IPv6 fragment header: no ports to be had */
+    __u16 header_length;        /* of the IP header, options included */
+    __u32 packet_length;        /* IPv4 total length, or 40 + IPv6 payload length */
 };
 
 #define ICMP_DEST_UNREACH_ 3
@@ -133,6 +135,8 @@ static __always_inline int parse_ipv4(struct cursor *c, struct l3 *l3)
     __builtin_memcpy(l3->dst.addr, &ip->daddr, 4);
     l3->src.family = l3->dst.family = XD_FAMILY_IPV4;
     l3->proto = ip->protocol;
+    l3->header_length = header;
+    l3->packet_length = bpf_ntohs(ip->tot_len);
     return -1;
 }
 
@@ -145,6 +149,8 @@ static __always_inline int parse_ipv6(struct cursor *c, struct l3 *l3)
     __builtin_memcpy(l3->dst.addr, &ip6->daddr, 16);
     l3->src.family = l3->dst.family = XD_FAMILY_IPV6;
     l3->proto = ip6->nexthdr;
+    l3->header_length = sizeof(*ip6);
+    l3->packet_length = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
     /* The one extension header walked, as the workers do: a fragment header right after the fixed one. */
     if (ip6->nexthdr == IPPROTO_FRAGMENT) {
         struct ipv6_fragment *fragment = cursor_take(c, sizeof(*fragment));
@@ -268,15 +274,61 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct cursor *c, stru
     return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
 }
 
+/* The TCP or UDP packet whose ports `c` just took is whole and consistent in
+ * every way the workers' parser checks: the IP lengths fit the frame, the TCP data offset or the UDP length
+ * fits the segment. Only then does the worker get metadata and skip its own parse. */
+static __always_inline int is_whole_segment(struct cursor *c, struct l3 *l3, __u32 frame_room)
+{
+    if (l3->packet_length < l3->header_length || l3->packet_length > frame_room)
+        return 0;
+    __u32 segment = l3->packet_length - l3->header_length;
+    if (l3->proto == IPPROTO_TCP) {
+        __u8 *rest = cursor_take(c, 16);  /* the 20-byte header, ports already taken */
+        if (!rest || segment < 20)
+            return 0;
+        __u32 data_offset = (rest[8] >> 4) * 4;
+        return data_offset >= 20 && data_offset <= segment;
+    }
+    __u16 *rest = cursor_take(c, 4);      /* UDP length and checksum */
+    if (!rest || segment < 8)
+        return 0;
+    __u32 length = bpf_ntohs(rest[0]);
+    return length >= 8 && length <= segment;
+}
+
+/* Puts struct xd_frame_meta in front of the frame (see the header). Without room for it (a driver without
+ * metadata support) the worker simply parses the frame itself. */
+static __always_inline void describe(struct xdp_md *ctx, __u32 service, struct l3 *l3, __u32 frame_length,
+                                     __u32 l3_offset, __u32 l4_offset)
+{
+    __u32 lengths = l3->packet_length | l3_offset << 16 | l4_offset << 24;
+    __u32 kind = l3->proto | (__u32)l3->src.family << 8;
+    if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct xd_frame_meta)))
+        return;
+    struct xd_frame_meta *meta = (void *)(long)ctx->data_meta;
+    if ((void *)(meta + 1) > (void *)(long)ctx->data)
+        return;
+    meta->service = service;
+    meta->packet_length = l3->packet_length;
+    meta->l3 = l3_offset;
+    meta->l4 = l4_offset;
+    meta->proto = l3->proto;
+    meta->family = l3->src.family;
+    meta->pad = 0;
+    meta->seal = xd_frame_meta_seal(service, lengths, kind, frame_length);
+}
+
 SEC("xdp")
 int xdirector_xdp(struct xdp_md *ctx)
 {
-    struct cursor c = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
+    void *data = (void *)(long)ctx->data;
+    struct cursor c = { .pos = data, .end = (void *)(long)ctx->data_end };
     struct l3 l3 = {};
     int pass;
 
     count(XD_XDP_RX, 0);
     __u16 proto = parse_ethernet(&c);
+    __u32 l3_offset = c.pos - data;
     if (proto == bpf_htons(ETH_P_IP))
         pass = parse_ipv4(&c, &l3);
     else if (proto == bpf_htons(ETH_P_IPV6))
@@ -295,12 +347,22 @@ int xdirector_xdp(struct xdp_md *ctx)
     if (l3.proto != IPPROTO_TCP && l3.proto != IPPROTO_UDP)
         return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
     /* TCP and UDP both start with source and destination ports. */
+    __u32 l4_offset = c.pos - data;
     if (!take_ports(&c, &l3))
         return count(XD_XDP_PASS_MALFORMED, XDP_PASS);
+    __u32 frame_length = c.end - data;
+    int whole = is_whole_segment(&c, &l3, frame_length - l3_offset);
 
-    if (bpf_map_lookup_elem(&services, &l3.dst))
+    struct xd_service_value *service = bpf_map_lookup_elem(&services, &l3.dst);
+    if (service) {
+        if (whole)
+            describe(ctx, service->index, &l3, frame_length, l3_offset, l4_offset);
         return redirect(ctx, XD_XDP_REDIRECTED, 0);
-    if (is_local_address(&l3.dst) || is_nat_reply(&l3.src, &l3.dst))
+    }
+    if (is_local_address(&l3.dst) || is_nat_reply(&l3.src, &l3.dst)) {
+        if (whole)
+            describe(ctx, XD_META_NO_SERVICE, &l3, frame_length, l3_offset, l4_offset);
         return redirect(ctx, XD_XDP_REDIRECTED_REPLY, 1);
+    }
     return count(XD_XDP_PASS_NOT_SERVICE, XDP_PASS);
 }

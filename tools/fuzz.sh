@@ -17,12 +17,16 @@ only="${1:-}"
 seconds="${2:-${FUZZ_SECONDS:-60}}"
 build=.build/fuzz
 mkdir -p "$build/modules" "$build/bin"
-# CXDP: the engine uses its inline helpers only (a prefetch), so its header is enough, through a module map.
+# CXDP and CXDirectorShared: the engine uses their inline helpers and structs only (a prefetch, the XDP
+# metadata's layout and seal), so their headers are enough, through module maps.
 root=$(pwd)
 mkdir -p "$build/modules"
 printf 'module CXDP {\n    header "%s/Sources/CXDP/include/cxdp.h"\n    export *\n}\n' "$root" > "$build/modules/cxdp.modulemap"
+printf 'module CXDirectorShared {\n    header "%s/Sources/CXDirectorShared/include/xdirector_shared.h"\n    export *\n}\n' "$root" \
+    > "$build/modules/cxdirectorshared.modulemap"
 flags=(-sanitize=fuzzer,address -use-ld=lld -parse-as-library -O -g -enable-testing -swift-version 6 -I "$build/modules" -L "$build/modules"
-       -Xcc "-fmodule-map-file=$build/modules/cxdp.modulemap" -Xcc -I -Xcc "$root/Sources/CXDirectorShared/include")
+       -Xcc "-fmodule-map-file=$build/modules/cxdp.modulemap"
+       -Xcc "-fmodule-map-file=$build/modules/cxdirectorshared.modulemap" -Xcc -I -Xcc "$root/Sources/CXDirectorShared/include")
 
 # One static library and module per layer, each compiled with the fuzzer's coverage instrumentation
 # (swift-log, which the engine's connection-state file logs through, without it).
@@ -37,7 +41,7 @@ log_sources=$(find .build/checkouts/swift-log/Sources/Logging -name '*.swift' | 
 # The parts of Dataplane and Control the targets reach, without the kernel-facing files (libxdp, rtnetlink).
 dataplane=()
 for file in ForwardingEngine ForwardingSnapshot ReplyIndex FragmentTable LocalPortAllocator TrafficStats DestinationTraffic WorkerCounters \
-            ConnectionStateFile Directories DataplaneError; do dataplane+=("Sources/Dataplane/$file.swift"); done
+            ConnectionStateFile Directories DataplaneError FrameMetadata; do dataplane+=("Sources/Dataplane/$file.swift"); done
 dataplane+=(Fuzz/Support/Imports.swift)
 control=()
 for file in IPVSCommand IPVSRequest IPVSOptions IPVSEndpoint RulesFile Configuration; do control+=("Sources/Control/$file.swift"); done

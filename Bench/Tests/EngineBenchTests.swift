@@ -6,10 +6,10 @@ import XDirectorTestSupport
 /// The engine benchmark measures real forwarding: every frame it feeds comes out rewritten for its real
 /// server, and the C baseline's DR rewrite is byte for byte the engine's.
 final class EngineBenchTests: XCTestCase {
-    private func frames(_ side: (turn: (UInt32) -> UInt32, rings: MemoryRings), method: EngineMethod, newConnections: Bool)
-        -> (EngineMeasurement, [[UInt8]]) {
+    private func frames(_ side: (turn: (UInt32) -> UInt32, rings: MemoryRings), method: EngineMethod, newConnections: Bool,
+                        described: Bool = true) -> (EngineMeasurement, [[UInt8]]) {
         var out: [[UInt8]] = []
-        let measured = EngineRun.run(workload: EngineWorkload(method: method), flows: 100, packets: 640,
+        let measured = EngineRun.run(workload: EngineWorkload(method: method, described: described), flows: 100, packets: 640,
                                      newConnections: newConnections, capacity: 65536, turn: side.turn, rings: side.rings) {
             out.append(Array(UnsafeRawBufferPointer(start: $0, count: $1)))
         }
@@ -17,11 +17,15 @@ final class EngineBenchTests: XCTestCase {
     }
 
     func testDirectRoutingFramesAreForwardedAndTheCBaselineRewritesThemAlike() {
-        for newConnections in [false, true] {
-            let swift = SwiftEngineSide(workload: EngineWorkload(method: .dr), capacity: 65536)
-            let (measured, swiftFrames) = frames((swift.engineTurn, swift.rings), method: .dr, newConnections: newConnections)
+        for (newConnections, described) in [(false, true), (true, true), (false, false)] {
+            let swift = SwiftEngineSide(workload: EngineWorkload(method: .dr, described: described), capacity: 65536)
+            let (measured, swiftFrames) = frames((swift.engineTurn, swift.rings), method: .dr, newConnections: newConnections,
+                                                 described: described)
+            // With the program's description every frame skips the parse; without, none does.
+            XCTAssertEqual(swift.counters[.framesDescribed], described ? swift.counters[.rxPackets] : 0)
             let c = BaselineSide(capacity: 65536)
-            let (baseline, cFrames) = frames((c.baselineTurn, c.rings), method: .dr, newConnections: newConnections)
+            let (baseline, cFrames) = frames((c.baselineTurn, c.rings), method: .dr, newConnections: newConnections,
+                                             described: described)
             XCTAssertEqual(measured.packets, 640)
             XCTAssertEqual(measured.transmitted, 640, "every frame forwarded")
             XCTAssertEqual(baseline.transmitted, 640)

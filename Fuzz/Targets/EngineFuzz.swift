@@ -1,7 +1,9 @@
 // libFuzzer target: the per-packet engine on arbitrary bytes, through every forwarding method (DR, the three
-// tunnels, NAT, FULLNAT) and both families, with the 256 bytes of headroom a UMEM frame gives. Any trap, or a
-// read or write outside the frame's buffer (AddressSanitizer), is a finding. The engine keeps its connections
-// across inputs, as a worker does across packets.
+// tunnels, NAT, FULLNAT) and both families, with the 256 bytes of headroom a UMEM frame gives. Half the inputs
+// come described as the XDP program describes frames (`FrameMetadata`; the service named by the input's
+// length, so also a wrong one, or none: a reply), so the path for described frames meets them too. Any trap,
+// or a read or write outside the frame's buffer (AddressSanitizer), is a finding. The engine keeps its
+// connections across inputs, as a worker does across packets.
 import Dataplane
 import Packet
 import Scheduling
@@ -42,6 +44,10 @@ public func fuzzEngine(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     buffer.initializeMemory(as: UInt8.self, repeating: 0, count: headroom)
     (buffer + headroom).copyMemory(from: data, byteCount: size)
     clock &+= UInt32(size & 3)
+    if size & 4 == 0 {
+        let named = size >> 3 & 15
+        _ = FrameMetadata.describe(buffer + headroom, length: size, service: named < 9 ? named : nil)
+    }
     // A later fragment before its first is held: offered again as the ring loop would (untouched meanwhile).
     if engine.process(buffer + headroom, length: size, headroom: headroom, now: clock) == .hold {
         _ = engine.processHeld(buffer + headroom, length: size, headroom: headroom, now: clock, final: size & 1 == 1)

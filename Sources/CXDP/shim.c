@@ -67,12 +67,24 @@ int cxdp_xdp_query(int ifindex, __u32 *prog_id, __u8 *attach_mode) {
     return 0;
 }
 
-int cxdp_xdp_test_run(int prog_fd, const void *data, __u32 size, int ifindex, __u32 queue, __u32 *action) {
+int cxdp_xdp_test_run(int prog_fd, const void *data, __u32 size, int ifindex, __u32 queue, __u32 *action,
+                      void *out, __u32 *out_size, __u32 *meta_size) {
     struct xdp_md ctx = { .data_end = size, .ingress_ifindex = ifindex, .rx_queue_index = queue };
+    struct xdp_md ctx_out = { 0 };
     LIBBPF_OPTS(bpf_test_run_opts, options, .data_in = data, .data_size_in = size, .ctx_in = &ctx,
                 .ctx_size_in = sizeof(ctx), .repeat = 1);
+    if (out) {
+        options.data_out = out;
+        options.data_size_out = *out_size;
+        options.ctx_out = &ctx_out;
+        options.ctx_size_out = sizeof(ctx_out);
+    }
     int result = bpf_prog_test_run_opts(prog_fd, &options);
     if (result) return result;
     *action = options.retval;
+    if (out) {
+        *out_size = options.data_size_out;
+        *meta_size = ctx_out.data;  /* the frame's offset after the metadata the program put in front */
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 import CXDP
+import CXDirectorShared
 import Packet
 import Scheduling
 
@@ -66,6 +67,13 @@ public struct ForwardingEngine: ~Copyable {
     private let preparedStatus: UnsafeMutablePointer<ParseStatus>
     /// Each prepared frame's flow hash (set for an `.ok` frame that is not an ICMP error).
     private let preparedHash: UnsafeMutablePointer<UInt32>
+    /// Each prepared frame's service as the XDP program described it (`FrameMetadata`): its index, or
+    /// `Self.describedReply`, or `Self.notDescribed`.
+    private let preparedService: UnsafeMutablePointer<Int32>
+    /// Frames prepared from the program's description since the last sweep (then added to the counter).
+    private var described: UInt64 = 0
+    private static let notDescribed: Int32 = -1
+    private static let describedReply: Int32 = -2
     /// The parse of the frame being processed: one of `prepared`.
     private var current: UnsafeMutablePointer<ParsedFrame>
     private var parsed: ParsedFrame {
@@ -131,6 +139,8 @@ public struct ForwardingEngine: ~Copyable {
         preparedStatus.initialize(repeating: .truncated, count: Self.batchCapacity + 1)
         preparedHash = .allocate(capacity: Self.batchCapacity + 1)
         preparedHash.initialize(repeating: 0, count: Self.batchCapacity + 1)
+        preparedService = .allocate(capacity: Self.batchCapacity + 1)
+        preparedService.initialize(repeating: Self.notDescribed, count: Self.batchCapacity + 1)
         current = prepared
         self.snapshot = snapshot
         view = snapshot.view
@@ -184,6 +194,7 @@ public struct ForwardingEngine: ~Copyable {
         prepared.deallocate()
         preparedStatus.deallocate()
         preparedHash.deallocate()
+        preparedService.deallocate()
     }
 
     /// Switches to a new configuration: connections follow their real servers (by counter cell) wherever
@@ -229,6 +240,10 @@ public struct ForwardingEngine: ~Copyable {
         let flood = tracker.takeFloodCounts()
         if flood.halfOpenEvicted > 0 { counters.add(.halfOpenEvicted, UInt64(flood.halfOpenEvicted)) }
         if flood.midFlowConnections > 0 { counters.add(.midFlowConnections, UInt64(flood.midFlowConnections)) }
+        if described > 0 {
+            counters.add(.framesDescribed, described)
+            described = 0
+        }
     }
 
     /// Connections held in the table (live, or expired and not yet reclaimed).
@@ -257,23 +272,37 @@ public struct ForwardingEngine: ~Copyable {
     @inline(__always)
     public mutating func process(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0,
                                  now: UInt32) -> FrameVerdict {
-        prepare(frame, length: length, index: Self.batchCapacity)
+        prepare(frame, length: length, headroom: headroom, index: Self.batchCapacity)
         return process(prepared: Self.batchCapacity, frame, length: length, headroom: headroom, now: now)
     }
 
     /// The first half of a frame's processing, done for a whole batch before any of its frames is processed
-    /// (`process(prepared:...)`): parses the frame of `length` bytes at `frame` into batch slot `index`
-    /// (below `batchCapacity`), computes its one flow hash and asks the CPU for the connection-table line
-    /// its lookup will read. With many connections the lines are in no cache, and the batch's lookups then
-    /// wait for memory together rather than one after another (as VPP and DPDK prefetch across a vector).
+    /// (`process(prepared:...)`): parses the frame of `length` bytes at `frame` (`headroom` bytes into its
+    /// buffer) into batch slot `index` (below `batchCapacity`), computes its one flow hash and asks the CPU
+    /// for the connection-table line its lookup will read. With many connections the lines are in no cache,
+    /// and the batch's lookups then wait for memory together rather than one after another (as VPP and DPDK
+    /// prefetch across a vector).
     @inline(__always)
-    public mutating func prepare(_ frame: UnsafeMutableRawPointer, length: Int, index: Int) {
-        // The IPv4 header checksum is checked only where it must be: where this packet creates state (a new
-        // connection, in `process`) and in ICMP errors (whose own checksum is verified). Every other rewrite
-        // updates the checksum incrementally (RFC 1624), which keeps a wrong one wrong, so the receiver still
-        // drops a corrupt header as it would have without the director.
-        let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &prepared[index],
+    public mutating func prepare(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, index: Int) {
+        let status: ParseStatus
+        // A frame the XDP program described was checked there as `parse` would: only its fields are loaded.
+        if headroom >= FrameMetadata.size, let meta = FrameMetadata.take(frame, length: length),
+           FrameParser.load(described: frame, length: length, l3: Int(meta.l3), l4: Int(meta.l4),
+                            packetLength: Int(meta.packet_length), proto: meta.proto,
+                            isIPv4: meta.family == XD_FAMILY_IPV4, into: &prepared[index]) {
+            status = .ok
+            preparedService[index] = meta.service == XD_META_NO_SERVICE ? Self.describedReply : Int32(truncatingIfNeeded: meta.service)
+            described &+= 1
+        } else {
+            // The IPv4 header checksum is checked only where it must be: where this packet creates state (a
+            // new connection, in `process`) and in ICMP errors (whose own checksum is verified). Every other
+            // rewrite updates the checksum incrementally (RFC 1624), which keeps a wrong one wrong, so the
+            // receiver still drops a corrupt header as it would have without the director. (The program does
+            // not check it either.)
+            status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &prepared[index],
                                        verifyingIPv4Checksum: false)
+            preparedService[index] = Self.notDescribed
+        }
         preparedStatus[index] = status
         if status == .ok && !prepared[index].isICMPError {
             let hash = prepared[index].key.flowHash
@@ -299,7 +328,10 @@ public struct ForwardingEngine: ~Copyable {
     private mutating func decide(prepared index: Int, _ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
                                  now: UInt32) -> FrameVerdict {
         if parsed.isICMPError { return icmpError(frame, length: length, headroom: headroom, now: now) }
-        guard let service = view.service(for: parsed.key) else { return reply(frame, length: length, now: now) }
+        let named = preparedService[index]
+        guard named != Self.describedReply, let service = view.service(for: parsed.key, named: Int(named)) else {
+            return reply(frame, length: length, now: now)
+        }
         // The packet's one flow hash: the fast path's lookup and `admit`'s (and its insertion) share it.
         let hash = preparedHash[index]
 
@@ -676,7 +708,7 @@ public struct ForwardingEngine: ~Copyable {
     /// hold time is up).
     public mutating func processHeld(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0, now: UInt32,
                                      final: Bool) -> FrameVerdict {
-        prepare(frame, length: length, index: Self.batchCapacity)
+        prepare(frame, length: length, headroom: headroom, index: Self.batchCapacity)
         answeredSender = false
         current = prepared + Self.batchCapacity
         let status = preparedStatus[Self.batchCapacity]

@@ -274,24 +274,25 @@ public struct RingLoop {
         var holding = heldCount
         var bytes: UInt64 = 0
         var sentBytes: UInt64 = 0
+        let area = self.area, chunkMask = self.chunkMask
+        let rxDescriptors = RingEntries<xdp_desc>(rx), txDescriptors = RingEntries<xdp_desc>(tx)
         // Two passes: every frame parsed and its connection line prefetched, then every frame processed.
         for i in 0..<received {
-            let descriptor = xsk_ring_cons__rx_desc(rx, rxIndex &+ i)!.pointee
-            engine.prepare(area + Int(descriptor.addr), length: Int(descriptor.len), index: Int(i))
+            let descriptor = rxDescriptors[rxIndex &+ i].pointee
+            // Aligned chunks: the offset within the chunk is the headroom the kernel left before the frame.
+            engine.prepare(area + Int(truncatingIfNeeded: descriptor.addr), length: Int(descriptor.len),
+                           headroom: Int(truncatingIfNeeded: descriptor.addr & chunkMask), index: Int(i))
         }
         for i in 0..<received {
-            let descriptor = xsk_ring_cons__rx_desc(rx, rxIndex &+ i)!.pointee
+            let descriptor = rxDescriptors[rxIndex &+ i].pointee
             bytes &+= UInt64(descriptor.len)
-            let frame = area + Int(descriptor.addr)
-            // Aligned chunks: the offset within the chunk is the headroom the kernel left before the frame.
-            let headroom = Int(descriptor.addr & chunkMask)
-            var verdict = engine.process(prepared: Int(i), frame, length: Int(descriptor.len), headroom: headroom,
-                                         now: now)
+            var verdict = engine.process(prepared: Int(i), area + Int(truncatingIfNeeded: descriptor.addr),
+                                         length: Int(descriptor.len),
+                                         headroom: Int(truncatingIfNeeded: descriptor.addr & chunkMask), now: now)
             if sent == txSlots, verdict.isTransmit { verdict = .drop(.dropTXRingFull) }
             switch verdict {
             case .transmit(let offset, let length):
-                Self.describe(xsk_ring_prod__tx_desc(tx, txIndex &+ sent)!, address: descriptor.addr, offset: offset,
-                              length: length)
+                Self.describe(txDescriptors[txIndex &+ sent], address: descriptor.addr, offset: offset, length: length)
                 sentBytes &+= UInt64(truncatingIfNeeded: length)
                 sent &+= 1
             case .drop(let reason):
@@ -426,9 +427,10 @@ public struct RingLoop {
             xsk_ring_cons__cancel(completion, completed)
             return
         }
+        let done = RingEntries<UInt64>(completion), fillAddresses = RingEntries<UInt64>(fill)
         for i in 0..<completed {
             // A frame sent from inside its chunk (after encapsulation) goes back by the chunk's start.
-            xsk_ring_prod__fill_addr(fill, fillIndex &+ i).pointee = xsk_ring_cons__comp_addr(completion, index &+ i).pointee & ~chunkMask
+            fillAddresses[fillIndex &+ i].pointee = done[index &+ i].pointee & ~chunkMask
         }
         xsk_ring_prod__submit(fill, completed)
         xsk_ring_cons__release(completion, completed)
@@ -442,7 +444,8 @@ public struct RingLoop {
             counters.add(.fillRingShortfalls)
             return
         }
-        for i in 0..<count { xsk_ring_prod__fill_addr(fill, fillIndex &+ i).pointee = recycled[Int(i)] }
+        let fillAddresses = RingEntries<UInt64>(fill)
+        for i in 0..<count { fillAddresses[fillIndex &+ i].pointee = recycled[Int(i)] }
         xsk_ring_prod__submit(fill, count)
     }
 
@@ -457,6 +460,29 @@ public struct RingLoop {
             }
         }
     }
+}
+
+/// A ring's entries for one pass over them: its base and mask read once, so each entry is an index and a
+/// mask away (libxdp's accessors reload both through the ring struct at every call, since the engine called
+/// in between could, as far as the compiler knows, have changed it).
+struct RingEntries<Entry> {
+    private let base: UnsafeMutablePointer<Entry>
+    private let mask: UInt32
+
+    @inline(__always)
+    init(_ ring: UnsafeMutablePointer<xsk_ring_cons>) {
+        base = ring.pointee.ring.assumingMemoryBound(to: Entry.self)
+        mask = ring.pointee.mask
+    }
+
+    @inline(__always)
+    init(_ ring: UnsafeMutablePointer<xsk_ring_prod>) {
+        base = ring.pointee.ring.assumingMemoryBound(to: Entry.self)
+        mask = ring.pointee.mask
+    }
+
+    @inline(__always)
+    subscript(index: UInt32) -> UnsafeMutablePointer<Entry> { base + Int(index & mask) }
 }
 
 /// A later fragment's frame kept for its first: the UMEM descriptor and when to give up.

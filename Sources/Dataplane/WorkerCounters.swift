@@ -86,6 +86,10 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     /// Connections made at a segment other than a SYN: a flow forwarded without connection (full table) or
     /// whose half-open connection was evicted, tracked again; or a consistent-hash service's flow met mid-way.
     case midFlowConnections
+    /// Frames that came with the XDP program's description (`FrameMetadata`): not parsed again, their service
+    /// not looked up again. The rest were parsed in full (no metadata: a reply of another kind, an ICMP error,
+    /// a fragment, a frame the program found inconsistent, or a driver without XDP metadata).
+    case framesDescribed
 
     /// snake_case for listings, JSON and metrics; an acronym stays one word (`dropNotIP` → `drop_not_ip`,
     /// `dropTXRingFull` → `drop_tx_ring_full`, `dropBadIPv4Checksum` → `drop_bad_ipv4_checksum`).

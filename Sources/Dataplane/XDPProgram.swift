@@ -104,12 +104,22 @@ public final class XDPProgram {
     /// What the program decides for one frame received on `queue` (BPF_PROG_RUN: nothing is sent), for
     /// tests and diagnostics: `XDP_PASS`, `XDP_DROP` or `XDP_REDIRECT`. The counters count it.
     public func run(frame: [UInt8], queue: UInt32 = 0) throws(DataplaneError) -> UInt32 {
+        try runShowingMetadata(frame: frame, queue: queue).action
+    }
+
+    /// As `run`, with the XDP metadata the program put in front of the frame (empty when none).
+    public func runShowingMetadata(frame: [UInt8], queue: UInt32 = 0) throws(DataplaneError) -> (action: UInt32, metadata: [UInt8]) {
         var action: UInt32 = 0
+        var out = [UInt8](repeating: 0, count: frame.count + 256)
+        var outSize = UInt32(out.count), metaSize: UInt32 = 0
         let result = frame.withUnsafeBytes { bytes in
-            cxdp_xdp_test_run(programFD, bytes.baseAddress, UInt32(bytes.count), Int32(interface.index), queue, &action)
+            out.withUnsafeMutableBytes { buffer in
+                cxdp_xdp_test_run(programFD, bytes.baseAddress, UInt32(bytes.count), Int32(interface.index), queue, &action,
+                                  buffer.baseAddress, &outSize, &metaSize)
+            }
         }
         guard result == 0 else { throw DataplaneError("cannot run the XDP program on a frame", errno: result) }
-        return action
+        return (action, Array(out.prefix(Int(min(metaSize, outSize)))))
     }
 
     /// Records this process as the program's owner and how long frames of a queue whose worker stopped

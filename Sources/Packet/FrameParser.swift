@@ -121,6 +121,29 @@ public enum FrameParser {
                        verifyingIPv4Checksum: verifyingIPv4Checksum)
     }
 
+    /// What `parse` gives for a frame the XDP program has described (its metadata): a whole TCP or UDP packet
+    /// (`.ok`, not an ICMP error) that passed every check `parse` makes, with its IP header at `l3`, its TCP or
+    /// UDP header at `l4`, `packetLength` bytes of IP packet. Only loads, after the few bounds that keep each
+    /// of them inside the frame whatever the description says; false (nothing to trust) when they fail.
+    @inlinable @inline(__always)
+    public static func load(described frame: UnsafeRawPointer, length: Int, l3: Int, l4: Int, packetLength: Int,
+                            proto: UInt8, isIPv4: Bool, into parsed: inout ParsedFrame) -> Bool {
+        // The addresses lie before `l4`, the ports within 4 bytes after it, TCP's flags within 14.
+        guard l4 >= l3 &+ (isIPv4 ? HeaderLength.ipv4 : HeaderLength.ipv6),
+              l4 &+ (proto == IPProtocolNumber.tcp ? 14 : 4) <= length,
+              l3 &+ packetLength <= length, l4 < l3 &+ packetLength else { return false }
+        loadAddresses(frame + l3, isIPv4: isIPv4, into: &parsed.key)
+        parsed.key.srcPort = Wire.load16(frame, l4)
+        parsed.key.dstPort = Wire.load16(frame, l4 &+ 2)
+        parsed.key.proto = proto
+        parsed.tcpFlags = proto == IPProtocolNumber.tcp ? Wire.load8(frame, l4 &+ FieldOffset.TCP.flags) : 0
+        parsed.isICMPError = false
+        parsed.l3Offset = l3
+        parsed.l4Offset = l4
+        parsed.ipPacketLength = packetLength
+        return true
+    }
+
     /// Whether the IPv4 header of a frame `parse` accepted has a valid header checksum (true for IPv6).
     @inlinable @inline(__always)
     public static func ipv4HeaderIsValid(_ frame: UnsafeRawPointer, parsed: ParsedFrame) -> Bool {

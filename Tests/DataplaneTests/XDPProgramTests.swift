@@ -90,6 +90,60 @@ final class XDPProgramTests: XCTestCase {
         }
     }
 
+    /// A whole, consistent TCP or UDP packet to a service or from a NAT real server comes with the program's
+    /// description (`FrameMetadata`): exactly what `FrameMetadata.describe` writes, which the engine benchmark
+    /// and the engine tests use in the kernel's place. Anything the parser would not take as it is gets none,
+    /// so the worker parses it and counts it as it always did.
+    func testWholePacketsForTheWorkersComeWithTheirDescription() throws {
+        func expected(_ frame: [UInt8], service: Int?) -> [UInt8] {
+            var buffer = [UInt8](repeating: 0, count: FrameMetadata.size) + frame
+            let written = buffer.withUnsafeMutableBytes {
+                FrameMetadata.describe($0.baseAddress! + FrameMetadata.size, length: frame.count, service: service)
+            }
+            XCTAssertTrue(written)
+            return Array(buffer.prefix(FrameMetadata.size))
+        }
+        var tagged = PacketBuilder.tcp(client, 40001, vip, 80, flags: TCPFlags.syn, payload: [1, 2, 3])
+        tagged.vlanTCI = 7
+        var withOptions = PacketBuilder.udp(client, 40002, vip, 80)
+        withOptions.ipv4.options = [1, 1, 1, 0]
+        let described: [(String, [UInt8], Int?)] = [
+            ("a SYN to a service", PacketBuilder.tcp(client, 40000, vip, 80, flags: TCPFlags.syn).build(), 0),
+            ("behind a VLAN tag, with a payload", tagged.build(), 0),
+            ("an IPv6 datagram to a service", PacketBuilder.udp("2001:db8:1::1", 5353, "2001:db8:10::10", 53).build(), 1),
+            ("a NAT real server's reply", PacketBuilder.tcp(real, 8080, client, 40000).build(), nil),
+            ("a reply to a FULLNAT local address", PacketBuilder.udp(real, 80, local, 2000, payload: [9]).build(), nil),
+        ]
+        for (name, frame, service) in described {
+            let (_, metadata) = try program.runShowingMetadata(frame: frame)
+            XCTAssertEqual(metadata, expected(frame, service: service), name)
+        }
+        // Still the workers' (or the kernel's), but each without a description.
+        var badOffset = PacketBuilder.tcp(client, 40000, vip, 80).build()
+        badOffset[14 + 20 + 12] = 0x40  // data offset 4 words
+        var longerThanFrame = PacketBuilder.tcp(client, 40000, vip, 80).build()
+        longerThanFrame[14 + 3] &+= 8   // IPv4 total length past the frame's end
+        var badUDPLength = PacketBuilder.udp(client, 40000, vip, 80, payload: [1, 2]).build()
+        badUDPLength[14 + 20 + 5] = 20  // UDP length longer than the segment
+        var fragment = PacketBuilder.udp(client, 40000, vip, 80, payload: [1, 2, 3])
+        fragment.ipv4.moreFragments = true
+        let undescribed: [(String, [UInt8])] = [
+            ("a TCP data offset below 5", badOffset), ("an IP length past the frame", longerThanFrame),
+            ("a UDP length past the segment", badUDPLength), ("a fragment", fragment.build()),
+            ("an ICMP error", PacketBuilder.icmpError("192.0.2.77", client, type: 3, code: 4, rest: 1400,
+                                                      quoting: PacketBuilder.tcp(vip, 80, client, 40000)).build()),
+            ("not a service", PacketBuilder.tcp(client, 40000, vip, 81).build()),
+        ]
+        for (name, frame) in undescribed {
+            XCTAssertEqual(try program.runShowingMetadata(frame: frame).metadata, [], name)
+            var parsed = ParsedFrame()
+            if name != "not a service" && name != "a fragment" && name != "an ICMP error" {
+                let status = frame.withUnsafeBytes { FrameParser.parse($0.baseAddress!, length: frame.count, into: &parsed) }
+                XCTAssertNotEqual(status, .ok, "\(name): the parser refuses it too")
+            }
+        }
+    }
+
     /// Fragments go by address (later ones have no ports): to a VIP of a service of their protocol, from a NAT
     /// real server's address, to a local address; with no worker, as whole packets of their kind would.
     func testFragmentsOfServicesAndRepliesAreClaimedByAddress() throws {

@@ -176,6 +176,8 @@ final class ControlPlaneTests: LabTestCase {
         XCTAssertEqual((totals["rx_packets"] as? NSNumber)?.intValue, count, stats.output)
         XCTAssertEqual((totals["tx_packets"] as? NSNumber)?.intValue, count, stats.output)
         XCTAssertEqual((totals["new_connections"] as? NSNumber)?.intValue, count, stats.output)
+        // The program's description (XDP metadata) reaches the workers in copy mode: none is parsed again.
+        XCTAssertEqual((totals["frames_described"] as? NSNumber)?.intValue, count, stats.output)
         let workers = try XCTUnwrap(reading["workers"] as? [[String: Any]])
         XCTAssertEqual(workers.count, 2)
         let xdp = try XCTUnwrap(reading["xdp"] as? [String: Any])

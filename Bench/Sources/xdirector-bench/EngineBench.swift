@@ -13,7 +13,9 @@ enum EngineMethod: String, ExpressibleByArgument, CaseIterable {
 /// The engine benchmark's workload: one TCP service (10.0.0.100:80, wrr over 8 real servers of weight 1,
 /// which picks them in the order the C baseline's round robin does), `flows` clients, 64-byte frames (60 bytes without the FCS). Flow `i` comes from 10.128.0.0 + i / 50 000,
 /// port 10 000 + i % 50 000; the kernel's side writes each frame into its chunk just before the worker's
-/// turn, as copy mode does, so the worker finds it in cache like a just-received frame.
+/// turn, as copy mode does, so the worker finds it in cache like a just-received frame, and in front of it
+/// the XDP program's description (`FrameMetadata`, as the program writes it for a frame to a service) unless
+/// `described` is false.
 struct EngineWorkload {
     static let frameLength = 60
     static let vip: UInt32 = 0x0A00_0064
@@ -22,6 +24,8 @@ struct EngineWorkload {
     static let servers = 8
 
     let method: EngineMethod
+    /// Frames come with the XDP program's description, as the director's program writes it.
+    let described: Bool
     /// The frame with source 0.0.0.0:0, and the sums its checksums start from.
     private var template = [UInt8](repeating: 0, count: EngineWorkload.frameLength)
     private let ipSum: UInt32
@@ -29,8 +33,9 @@ struct EngineWorkload {
 
     static func serverMAC(_ index: Int) -> MACAddress { MACAddress(value: 0x0E00_0000_0000 | UInt64(index + 1)) }
 
-    init(method: EngineMethod) {
+    init(method: EngineMethod, described: Bool = true) {
         self.method = method
+        self.described = described
         var frame = [UInt8](repeating: 0, count: Self.frameLength)
         func put16(_ offset: Int, _ value: UInt16) { frame[offset] = UInt8(value >> 8); frame[offset + 1] = UInt8(value & 0xFF) }
         func put32(_ offset: Int, _ value: UInt32) { put16(offset, UInt16(value >> 16)); put16(offset + 2, UInt16(value & 0xFFFF)) }
@@ -74,6 +79,8 @@ struct EngineWorkload {
         let tcpChecksum = InternetChecksum.finish(tcpSum &+ high &+ low &+ UInt32(port) &+ UInt32(flags))
         frame.storeBytes(of: ipChecksum.bigEndian, toByteOffset: 24, as: UInt16.self)
         frame.storeBytes(of: tcpChecksum.bigEndian, toByteOffset: 50, as: UInt16.self)
+        // The one service is the snapshot's (and the program's map's) index 0.
+        if described { _ = FrameMetadata.describe(frame, length: Self.frameLength, service: 0) }
         return Self.frameLength
     }
 
@@ -270,6 +277,9 @@ struct EngineCommand: ParsableCommand {
     @Option(help: "Connection table capacity (default: the larger of --flows and 65536).")
     var capacity: Int?
 
+    @Flag(help: "Frames without the XDP program's description (metadata): the worker parses each and looks its service up, as for a driver without XDP metadata.")
+    var withoutMetadata = false
+
     @Option(help: "swift, c, or both.")
     var only = "both"
 
@@ -292,7 +302,7 @@ struct EngineCommand: ParsableCommand {
     var tableCapacity: Int { capacity ?? max(flows, 65536) }
 
     func run() throws {
-        let workload = EngineWorkload(method: method)
+        let workload = EngineWorkload(method: method, described: !withoutMetadata)
         let scenario = newConnections ? "new connection per packet" : "\(flows) established flows"
         print("engine: \(method.rawValue), \(scenario), \(packets) packets, 64 B, capacity \(tableCapacity)")
         var swift: EngineMeasurement?
@@ -353,6 +363,7 @@ struct EngineCommand: ParsableCommand {
             arguments += [stripped, "engine", "--method", method.rawValue, "--flows", String(flows), "--packets", String(count),
                           "--capacity", String(tableCapacity), "--only", side]
             if newConnections { arguments.append("--new-connections") }
+            if withoutMetadata { arguments.append("--without-metadata") }
             let run = Self.execute("/usr/bin/valgrind", arguments)
             // "...: N ns/packet, M Mpps, T of P transmitted": P is the packets the run timed.
             guard run.status == 0, let line = run.output.split(separator: "\n").first(where: { $0.hasSuffix("transmitted") }),

@@ -44,8 +44,11 @@ int cxdp_xdp_attach(int ifindex, int prog_fd, __u32 flags, int expected_fd);
 /* Detaches the program from `ifindex` only if it is still `expected_fd`. Returns 0 or a negative errno. */
 int cxdp_xdp_detach(int ifindex, __u32 flags, int expected_fd);
 /* Runs XDP program `prog_fd` once on `size` bytes of `data` (BPF_PROG_RUN), as if received on queue `queue`
- * of interface `ifindex`; its action in `*action`. Returns 0 or a negative errno. */
-int cxdp_xdp_test_run(int prog_fd, const void *data, __u32 size, int ifindex, __u32 queue, __u32 *action);
+ * of interface `ifindex`; its action in `*action`. With `out` (room for `*out_size` bytes), the frame as the
+ * program left it, its XDP metadata in front: `*out_size` bytes in all, `*meta_size` of them metadata.
+ * Returns 0 or a negative errno. */
+int cxdp_xdp_test_run(int prog_fd, const void *data, __u32 size, int ifindex, __u32 queue, __u32 *action,
+                      void *out, __u32 *out_size, __u32 *meta_size);
 /* The attached program's id and mode (XDP_ATTACHED_*) on `ifindex`; 0 or a negative errno. */
 int cxdp_xdp_query(int ifindex, __u32 *prog_id, __u8 *attach_mode);
 

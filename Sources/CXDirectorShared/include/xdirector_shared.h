@@ -141,6 +141,38 @@ struct xd_heartbeat {
     __u64 pad[7];           /* zero */
 };
 
+/* What the program tells a worker about a frame it redirects, in the XDP metadata area directly before the
+ * frame (bpf_xdp_adjust_meta; AF_XDP delivers it in front of the descriptor's address, copy mode included):
+ * the frame is a whole TCP or UDP packet (no fragment, no ICMP) that passed every check the workers' parser
+ * makes, its headers are where `l3` and `l4` say, and it is for service `service` (the `services` map's
+ * index) or, XD_META_NO_SERVICE, a reply to translate. The worker then neither parses the frame again nor
+ * looks the service up. `seal` ties the rest to the frame: a worker accepts the metadata only when it equals
+ * xd_frame_meta_seal() of the fields and the frame's length, and clears it once read, so bytes left in the
+ * headroom by an earlier frame (metadata, or tunnel headers written there) are never taken for this frame's.
+ * 16 bytes (a multiple of 4, as the kernel requires). */
+struct xd_frame_meta {
+    __u32 service;          /* host order: xd_service_value.index, or XD_META_NO_SERVICE */
+    __u16 packet_length;    /* host order: IPv4 total length, or 40 + IPv6 payload length */
+    __u8 l3;                /* offset of the IP header: 14, or 18 behind one VLAN tag */
+    __u8 l4;                /* offset of the TCP or UDP header */
+    __u8 proto;             /* IPPROTO_TCP or IPPROTO_UDP */
+    __u8 family;            /* XD_FAMILY_IPV4 or XD_FAMILY_IPV6 */
+    __u16 pad;              /* zero */
+    __u32 seal;             /* host order: xd_frame_meta_seal(...) */
+};
+
+#define XD_META_NO_SERVICE 0xFFFFFFFFu
+#define XD_META_MAGIC 0x5844A7E1u
+
+/* The seal of metadata whose first three 32-bit words (as they lie in memory, little endian) are `service`,
+ * `lengths` (packet_length | l3 << 16 | l4 << 24) and `kind` (proto | family << 8), for a frame of
+ * `frame_length` bytes: every field and the length mixed into one word, so stray bytes pass for metadata only
+ * by a 1-in-2^32 chance. */
+static inline __u32 xd_frame_meta_seal(__u32 service, __u32 lengths, __u32 kind, __u32 frame_length)
+{
+    return (XD_META_MAGIC ^ service ^ lengths * 0x9E3779B1u ^ kind * 0x85EBCA77u ^ frame_length << 16) + frame_length;
+}
+
 /* The XDP program's per-CPU counters (`xdp_counters` map, one __u64 each), defined once: X(NAME, "name")
  * gives the enum `XD_XDP_<NAME>` (the map's index) and the name operators and Prometheus see
  * (`xd_xdp_counter_name`). Append only: the index is the map's layout. */
