@@ -68,7 +68,9 @@ public final class ConnectionStateFile: @unchecked Sendable {
     /// Bump whenever anything the file holds changes meaning or layout (the header, a record, a table).
     /// 2: connection entries carry an occupied flag, which lookups read instead of the tags.
     /// 3: the flow server index.
-    public static let layoutVersion: UInt32 = 3
+    /// 4: flow keys hold ports, protocol and family as one word, which the flow hash (every table's
+    /// placement) mixes whole.
+    public static let layoutVersion: UInt32 = 4
     /// `XDCSTATE`.
     static let magic: UInt64 = 0x5844_4353_5441_5445
     static let headerBytes = 4096

@@ -72,7 +72,7 @@ struct DestinationTrafficWriter {
         let counters = row + Int(cell) * DestinationTrafficStore.stride
         if newConnection { Self.add(counters + DestinationTrafficStore.connections, 1) }
         Self.add(counters + DestinationTrafficStore.inPackets, 1)
-        Self.add(counters + DestinationTrafficStore.inBytes, UInt64(bytes))
+        Self.add(counters + DestinationTrafficStore.inBytes, UInt64(truncatingIfNeeded: bytes))
     }
 
     /// A packet of `bytes` from the real server of `cell` back to its client.
@@ -81,7 +81,7 @@ struct DestinationTrafficWriter {
         guard let row, Int(cell) < capacity else { return }
         let counters = row + Int(cell) * DestinationTrafficStore.stride
         Self.add(counters + DestinationTrafficStore.outPackets, 1)
-        Self.add(counters + DestinationTrafficStore.outBytes, UInt64(bytes))
+        Self.add(counters + DestinationTrafficStore.outBytes, UInt64(truncatingIfNeeded: bytes))
     }
 
     @inline(__always)

@@ -284,31 +284,47 @@ public struct ForwardingEngine: ~Copyable {
     /// prefetch across a vector).
     @inline(__always)
     public mutating func prepare(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, index: Int) {
-        let status: ParseStatus
         // A frame the XDP program described was checked there as `parse` would: only its fields are loaded.
         if headroom >= FrameMetadata.size, let meta = FrameMetadata.take(frame, length: length),
            FrameParser.load(described: frame, length: length, l3: Int(meta.l3), l4: Int(meta.l4),
                             packetLength: Int(meta.packet_length), proto: meta.proto,
                             isIPv4: meta.family == XD_FAMILY_IPV4, into: &prepared[index]) {
-            status = .ok
+            preparedStatus[index] = .ok
             preparedService[index] = meta.service == XD_META_NO_SERVICE ? Self.describedReply : Int32(truncatingIfNeeded: meta.service)
             described &+= 1
+            hashAndPrefetch(index)
         } else {
             // The IPv4 header checksum is checked only where it must be: where this packet creates state (a
             // new connection, in `process`) and in ICMP errors (whose own checksum is verified). Every other
             // rewrite updates the checksum incrementally (RFC 1624), which keeps a wrong one wrong, so the
             // receiver still drops a corrupt header as it would have without the director. (The program does
             // not check it either.)
-            status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &prepared[index],
-                                       verifyingIPv4Checksum: false)
+            let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &prepared[index],
+                                           verifyingIPv4Checksum: false)
+            preparedStatus[index] = status
             preparedService[index] = Self.notDescribed
+            if status == .ok && !prepared[index].isICMPError { hashAndPrefetch(index) }
         }
-        preparedStatus[index] = status
-        if status == .ok && !prepared[index].isICMPError {
-            let hash = prepared[index].key.flowHash
-            preparedHash[index] = hash
-            cxdp_prefetch(tracker.connectionLine(hash: hash))
+    }
+
+    /// `prepare` for batch slots `0..<count`, `frame(index)` giving each slot's frame, length and headroom:
+    /// one call per batch, so the loop keeps the engine's tables in registers rather than reloading them per
+    /// frame.
+    @inline(__always)
+    public mutating func prepare(count: Int,
+                                 _ frame: (Int) -> (start: UnsafeMutableRawPointer, length: Int, headroom: Int)) {
+        for index in 0..<count {
+            let (start, length, headroom) = frame(index)
+            prepare(start, length: length, headroom: headroom, index: index)
         }
+    }
+
+    /// The one flow hash of the frame in batch slot `index`, and the prefetch of its connection-table line.
+    @inline(__always)
+    private mutating func hashAndPrefetch(_ index: Int) {
+        let hash = prepared[index].key.flowHash
+        preparedHash[index] = hash
+        cxdp_prefetch(tracker.connectionLine(hash: hash))
     }
 
     /// Decides and applies the fate of the frame `prepare` put in batch slot `index`: the same `frame`,
@@ -340,6 +356,8 @@ public struct ForwardingEngine: ~Copyable {
         if let (slot, destination) = tracker.admitSteady(parsed.key, hash: hash, tcpFlags: parsed.tcpFlags,
                                                          service: service, now: now) {
             let verdict: FrameVerdict
+            // Whether a transmitted frame is the packet forwarded (not an ICMP error for its sender instead).
+            var forwarded = true
             let mac = view.macs[destination]
             let method = view.routes[destination].method
             if method == .directRouting && mac != 0 {
@@ -354,8 +372,9 @@ public struct ForwardingEngine: ~Copyable {
             } else {
                 verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                                   slot: slot, isNew: false, now: now)
+                forwarded = !answeredSender
             }
-            if verdict.isTransmit && !answeredSender {
+            if verdict.isTransmit && forwarded {
                 traffic.countIn(view.destinations[destination].cell, bytes: length, newConnection: false)
             }
             return verdict

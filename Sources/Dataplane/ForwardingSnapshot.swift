@@ -6,9 +6,11 @@ import Synchronization
 struct ServiceMatch: Hashable, Sendable {
     var addressHi: UInt64
     var addressLo: UInt64
-    var port: UInt16
-    var proto: UInt8
-    var family: UInt8
+    /// The destination port, protocol and family where `FlowKey.portsAndProtocol` holds them, the rest zero.
+    var destination: UInt64
+
+    /// The bits of `FlowKey.portsAndProtocol` a service matches: all but the source port.
+    static let destinationBits: UInt64 = 0xFFFF_FFFF_0000
 
     init(_ key: ServiceKey) {
         let flow = FlowKey(source: key.endpoint.address, sourcePort: 0, destination: key.endpoint.address,
@@ -18,12 +20,12 @@ struct ServiceMatch: Hashable, Sendable {
 
     @inline(__always)
     init(destinationOf key: FlowKey) {
-        addressHi = key.dstHi; addressLo = key.dstLo; port = key.dstPort; proto = key.proto; family = key.family
+        addressHi = key.dstHi; addressLo = key.dstLo; destination = key.portsAndProtocol & Self.destinationBits
     }
 
     @inline(__always)
     func matchesDestination(of key: FlowKey) -> Bool {
-        addressLo == key.dstLo && port == key.dstPort && addressHi == key.dstHi && proto == key.proto && family == key.family
+        addressLo == key.dstLo && addressHi == key.dstHi && destination == key.portsAndProtocol & Self.destinationBits
     }
 }
 
@@ -279,14 +281,15 @@ struct SnapshotView {
 
     @inline(__always)
     static func hash(_ key: ServiceMatch) -> UInt32 {
-        hash(hi: key.addressHi, lo: key.addressLo, port: key.port, proto: key.proto, family: key.family)
+        hash(hi: key.addressHi, lo: key.addressLo, destination: key.destination)
     }
 
     /// A few instructions, not the flow hash: a snapshot holds few services and its table is at most half
     /// full, so a multiplicative mix of the destination is spread enough.
     @inline(__always)
-    static func hash(hi: UInt64, lo: UInt64, port: UInt16, proto: UInt8, family: UInt8) -> UInt32 {
-        let word = hi ^ lo ^ (UInt64(port) << 32 | UInt64(proto) << 48 | UInt64(family) << 56)
+    static func hash(hi: UInt64, lo: UInt64, destination: UInt64) -> UInt32 {
+        // The port, protocol and family moved above an IPv4 address's bits before they meet it.
+        let word = hi ^ lo ^ destination << 16
         return UInt32(truncatingIfNeeded: (word &* 0x9E37_79B9_7F4A_7C15) >> 32)
     }
 
@@ -304,7 +307,8 @@ struct SnapshotView {
     @inline(__always)
     func service(for key: FlowKey) -> Int? {
         let mask = lookup.count - 1
-        var slot = Int(Self.hash(hi: key.dstHi, lo: key.dstLo, port: key.dstPort, proto: key.proto, family: key.family)) & mask
+        var slot = Int(Self.hash(hi: key.dstHi, lo: key.dstLo,
+                                 destination: key.portsAndProtocol & ServiceMatch.destinationBits)) & mask
         while true {
             let index = Int(lookup[slot])
             if index < 0 { return nil }

@@ -277,11 +277,11 @@ public struct RingLoop {
         let area = self.area, chunkMask = self.chunkMask
         let rxDescriptors = RingEntries<xdp_desc>(rx), txDescriptors = RingEntries<xdp_desc>(tx)
         // Two passes: every frame parsed and its connection line prefetched, then every frame processed.
-        for i in 0..<received {
-            let descriptor = rxDescriptors[rxIndex &+ i].pointee
+        engine.prepare(count: Int(received)) { i in
+            let descriptor = rxDescriptors[rxIndex &+ UInt32(truncatingIfNeeded: i)].pointee
             // Aligned chunks: the offset within the chunk is the headroom the kernel left before the frame.
-            engine.prepare(area + Int(truncatingIfNeeded: descriptor.addr), length: Int(descriptor.len),
-                           headroom: Int(truncatingIfNeeded: descriptor.addr & chunkMask), index: Int(i))
+            return (area + Int(truncatingIfNeeded: descriptor.addr), Int(descriptor.len),
+                    Int(truncatingIfNeeded: descriptor.addr & chunkMask))
         }
         for i in 0..<received {
             let descriptor = rxDescriptors[rxIndex &+ i].pointee

@@ -7,17 +7,44 @@ public struct FlowKey: Hashable, Sendable {
     public var srcLo: UInt64
     public var dstHi: UInt64
     public var dstLo: UInt64
+    /// The source port (bits 0-15), destination port (16-31, both host order), IANA protocol number (32-39:
+    /// 6 TCP, 17 UDP) and family (40-47: 4 or 6, `IPAddress.Family.rawValue`) in one word, the rest zero: a
+    /// flow compares and hashes as five words. (Byte for byte what the four fields would be, little endian.)
+    public var portsAndProtocol: UInt64
+
     /// Host order.
-    public var srcPort: UInt16
+    @inlinable
+    public var srcPort: UInt16 {
+        @inline(__always) get { UInt16(truncatingIfNeeded: portsAndProtocol) }
+        @inline(__always) set { portsAndProtocol = portsAndProtocol & ~0xFFFF | UInt64(newValue) }
+    }
     /// Host order.
-    public var dstPort: UInt16
+    @inlinable
+    public var dstPort: UInt16 {
+        @inline(__always) get { UInt16(truncatingIfNeeded: portsAndProtocol >> 16) }
+        @inline(__always) set { portsAndProtocol = portsAndProtocol & ~0xFFFF_0000 | UInt64(newValue) << 16 }
+    }
     /// IANA protocol number (6 TCP, 17 UDP).
-    public var proto: UInt8
+    @inlinable
+    public var proto: UInt8 {
+        @inline(__always) get { UInt8(truncatingIfNeeded: portsAndProtocol >> 32) }
+        @inline(__always) set { portsAndProtocol = portsAndProtocol & ~0xFF_0000_0000 | UInt64(newValue) << 32 }
+    }
     /// 4 or 6 (`IPAddress.Family.rawValue`).
-    public var family: UInt8
+    @inlinable
+    public var family: UInt8 {
+        @inline(__always) get { UInt8(truncatingIfNeeded: portsAndProtocol >> 40) }
+        @inline(__always) set { portsAndProtocol = portsAndProtocol & ~0xFF00_0000_0000 | UInt64(newValue) << 40 }
+    }
+
+    /// `portsAndProtocol` of its parts.
+    @inlinable @inline(__always)
+    public static func portsAndProtocol(srcPort: UInt16, dstPort: UInt16, proto: UInt8, family: UInt8) -> UInt64 {
+        UInt64(srcPort) | UInt64(dstPort) << 16 | UInt64(proto) << 32 | UInt64(family) << 40
+    }
 
     public init() {
-        srcHi = 0; srcLo = 0; dstHi = 0; dstLo = 0; srcPort = 0; dstPort = 0; proto = 0; family = 0
+        srcHi = 0; srcLo = 0; dstHi = 0; dstLo = 0; portsAndProtocol = 0
     }
 
     public init(source: IPAddress, sourcePort: UInt16, destination: IPAddress, destinationPort: UInt16, proto: UInt8) {
@@ -48,7 +75,7 @@ public struct FlowKey: Hashable, Sendable {
         h ^= dstHi &* 0x94D0_49BB_1331_11EB
         h ^= dstLo
         h = (h ^ (h >> 31)) &* 0x9E37_79B9_7F4A_7C15
-        h ^= UInt64(srcPort) << 40 | UInt64(dstPort) << 16 | UInt64(proto) << 8 | UInt64(family)
+        h ^= portsAndProtocol
         h = (h ^ (h >> 32)) &* 0xD6E8_FEB8_6659_FD93
         return h ^ (h >> 32)
     }

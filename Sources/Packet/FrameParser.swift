@@ -132,10 +132,10 @@ public enum FrameParser {
         guard l4 >= l3 &+ (isIPv4 ? HeaderLength.ipv4 : HeaderLength.ipv6),
               l4 &+ (proto == IPProtocolNumber.tcp ? 14 : 4) <= length,
               l3 &+ packetLength <= length, l4 < l3 &+ packetLength else { return false }
-        loadAddresses(frame + l3, isIPv4: isIPv4, into: &parsed.key)
-        parsed.key.srcPort = Wire.load16(frame, l4)
-        parsed.key.dstPort = Wire.load16(frame, l4 &+ 2)
-        parsed.key.proto = proto
+        loadAddressesOnly(frame + l3, isIPv4: isIPv4, into: &parsed.key)
+        parsed.key.portsAndProtocol = FlowKey.portsAndProtocol(
+            srcPort: Wire.load16(frame, l4), dstPort: Wire.load16(frame, l4 &+ 2), proto: proto,
+            family: isIPv4 ? IPAddress.Family.ipv4.rawValue : IPAddress.Family.ipv6.rawValue)
         parsed.tcpFlags = proto == IPProtocolNumber.tcp ? Wire.load8(frame, l4 &+ FieldOffset.TCP.flags) : 0
         parsed.isICMPError = false
         parsed.l3Offset = l3
@@ -265,14 +265,19 @@ public enum FrameParser {
     /// Reads the source and destination addresses of the IP header at `ip` into `key`, with its family.
     @inlinable @inline(__always)
     static func loadAddresses(_ ip: UnsafeRawPointer, isIPv4: Bool, into key: inout FlowKey) {
+        key.family = isIPv4 ? IPAddress.Family.ipv4.rawValue : IPAddress.Family.ipv6.rawValue
+        loadAddressesOnly(ip, isIPv4: isIPv4, into: &key)
+    }
+
+    /// `loadAddresses` without the family (the caller writes `portsAndProtocol` whole).
+    @inlinable @inline(__always)
+    static func loadAddressesOnly(_ ip: UnsafeRawPointer, isIPv4: Bool, into key: inout FlowKey) {
         if isIPv4 {
-            key.family = IPAddress.Family.ipv4.rawValue
             key.srcHi = 0
             key.srcLo = UInt64(Wire.load32(ip, FieldOffset.IPv4.source))
             key.dstHi = 0
             key.dstLo = UInt64(Wire.load32(ip, FieldOffset.IPv4.destination))
         } else {
-            key.family = IPAddress.Family.ipv6.rawValue
             key.srcHi = Wire.load64(ip, FieldOffset.IPv6.source)
             key.srcLo = Wire.load64(ip, FieldOffset.IPv6.source &+ 8)
             key.dstHi = Wire.load64(ip, FieldOffset.IPv6.destination)

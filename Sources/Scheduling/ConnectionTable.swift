@@ -255,8 +255,7 @@ public struct ConnectionTable: ~Copyable {
         let offsets: [PartialKeyPath<Entry>] = [\.key, \.service, \.destination, \.expires, \.hash, \.cell, \.state,
                                                 \.flags, \.lastSeen]
         layout += offsets.map { MemoryLayout<Entry>.offset(of: $0) ?? -1 }
-        let keyOffsets: [PartialKeyPath<FlowKey>] = [\.srcHi, \.srcLo, \.dstHi, \.dstLo, \.srcPort, \.dstPort, \.proto,
-                                                     \.family]
+        let keyOffsets: [PartialKeyPath<FlowKey>] = [\.srcHi, \.srcLo, \.dstHi, \.dstLo, \.portsAndProtocol]
         layout += keyOffsets.map { MemoryLayout<FlowKey>.offset(of: $0) ?? -1 }
         // A Swift enum is stored as its case's tag, not its raw value: record the byte each state is.
         layout.append(MemoryLayout<ConnectionState>.size)
@@ -700,10 +699,8 @@ public struct ConnectionTable: ~Copyable {
 
     @inlinable @inline(__always)
     static func sameFlow(_ a: FlowKey, _ b: FlowKey) -> Bool {
-        let addresses = (a.srcLo ^ b.srcLo) | (a.srcHi ^ b.srcHi) | (a.dstLo ^ b.dstLo) | (a.dstHi ^ b.dstHi)
-        let rest = UInt64(a.srcPort ^ b.srcPort) | UInt64(a.dstPort ^ b.dstPort) << 16
-            | UInt64(a.proto ^ b.proto) << 32 | UInt64(a.family ^ b.family) << 40
-        return addresses | rest == 0
+        (a.srcLo ^ b.srcLo) | (a.srcHi ^ b.srcHi) | (a.dstLo ^ b.dstLo) | (a.dstHi ^ b.dstHi)
+            | (a.portsAndProtocol ^ b.portsAndProtocol) == 0
     }
 }
 

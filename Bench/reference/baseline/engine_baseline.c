@@ -68,7 +68,7 @@ static inline uint32_t flow_hash(const struct flow_key *k)
     h ^= k->dst_hi * 0x94D049BB133111EBull;
     h ^= k->dst_lo;
     h = (h ^ (h >> 31)) * 0x9E3779B97F4A7C15ull;
-    h ^= (uint64_t)k->sport << 40 | (uint64_t)k->dport << 16 | (uint64_t)k->proto << 8 | k->family;
+    h ^= (uint64_t)k->sport | (uint64_t)k->dport << 16 | (uint64_t)k->proto << 32 | (uint64_t)k->family << 40;
     h = (h ^ (h >> 32)) * 0xD6E8FEB86659FD93ull;
     h ^= h >> 32;
     return (uint32_t)h;
