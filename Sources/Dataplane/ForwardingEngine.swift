@@ -429,7 +429,9 @@ public struct ForwardingEngine: ~Copyable {
 
     // MARK: Client to real server
 
-    @inline(__always)
+    // Not inlined: the steady path (`decide`) rewrites DR, NAT and FULLNAT itself, and keeping this path's
+    // bulk out of `decide` leaves the compiler room to inline those rewrites there.
+    @inline(never)
     private mutating func forward(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, service: Int,
                                   destination: Int, slot: Int?, isNew: Bool, now: UInt32) -> FrameVerdict {
         let mac = view.macs[destination]

@@ -34,13 +34,13 @@ public enum AddressTranslation {
                                destinationMAC: MACAddress) -> TranslationResult {
         let ip = frame + l3Offset
         guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
-        HopLimit.decrement(ip, isIPv4: isIPv4)
 
         let l4 = frame + l4Offset
         let checksumOffset = isTCP ? FieldOffset.TCP.checksum : FieldOffset.UDP.checksum
         // The addresses count in the IPv4 header checksum and in the pseudo-header; the TCP/UDP checksum
         // also covers the ports. One delta, summed once (RFC 1624 eqn. 3), serves both.
-        var delta = replaceAddresses(ip, isIPv4: isIPv4, source: source?.address, destination: destination?.address)
+        var delta = replaceAddressesDecrementingTTL(ip, isIPv4: isIPv4, source: source?.address,
+                                                    destination: destination?.address)
         if let source {
             delta.replace(Wire.load16(l4, FieldOffset.TCP.sourcePort), with: source.port)
             Wire.store16(l4, FieldOffset.TCP.sourcePort, source.port)
@@ -71,17 +71,17 @@ public enum AddressTranslation {
         let ip = frame + parsed.l3Offset
         let isIPv4 = parsed.isIPv4
         guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
-        HopLimit.decrement(ip, isIPv4: isIPv4)
-        _ = replaceAddresses(ip, isIPv4: isIPv4, source: source, destination: destination)
+        _ = replaceAddressesDecrementingTTL(ip, isIPv4: isIPv4, source: source, destination: destination)
         Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
         return .transmit
     }
 
-    /// Stores the source and/or destination address (nil leaves that side alone) in the IP header at `ip`,
-    /// updating an IPv4 header checksum; returns the change, for a pseudo-header checksum to take too.
+    /// Stores the source and/or destination address (nil leaves that side alone) in the IP header at `ip`
+    /// and decrements its TTL or hop limit (the caller checked `HopLimit.allowsForwarding`), updating an IPv4
+    /// header checksum once for both; returns the addresses' change, for a pseudo-header checksum to take.
     @inlinable @inline(__always)
-    static func replaceAddresses(_ ip: UnsafeMutableRawPointer, isIPv4: Bool, source: IPAddress?,
-                                 destination: IPAddress?) -> ChecksumDelta {
+    static func replaceAddressesDecrementingTTL(_ ip: UnsafeMutableRawPointer, isIPv4: Bool, source: IPAddress?,
+                                                destination: IPAddress?) -> ChecksumDelta {
         var delta = ChecksumDelta()
         if let source {
             replaceAddress(ip, at: isIPv4 ? FieldOffset.IPv4.source : FieldOffset.IPv6.source, with: source,
@@ -92,7 +92,13 @@ public enum AddressTranslation {
                            with: destination, isIPv4: isIPv4, delta: &delta)
         }
         if isIPv4 {
-            Wire.store16(ip, FieldOffset.IPv4.checksum, delta.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
+            // The TTL is in the header but not in the pseudo-header: it joins the header's delta only.
+            var header = delta
+            header.decrementTTL()
+            Wire.store8(ip, FieldOffset.IPv4.ttl, Wire.load8(ip, FieldOffset.IPv4.ttl) &- 1)
+            Wire.store16(ip, FieldOffset.IPv4.checksum, header.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
+        } else {
+            Wire.store8(ip, FieldOffset.IPv6.hopLimit, Wire.load8(ip, FieldOffset.IPv6.hopLimit) &- 1)
         }
         return delta
     }

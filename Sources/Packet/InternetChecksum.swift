@@ -164,11 +164,10 @@ public enum InternetChecksum {
     /// Folds a 64-bit one's complement sum to 16 bits. Only 0 folds to 0.
     @inlinable @inline(__always)
     static func fold(_ value: UInt64) -> UInt16 {
-        var s = (value >> 32) &+ (value & 0xFFFF_FFFF)  // ≤ 0x1_FFFF_FFFE
-        s = (s >> 32) &+ (s & 0xFFFF_FFFF)              // ≤ 0xFFFF_FFFF
-        s = (s >> 16) &+ (s & 0xFFFF)                   // ≤ 0x1_FFFE
-        s = (s >> 16) &+ (s & 0xFFFF)                   // ≤ 0xFFFF
-        return UInt16(truncatingIfNeeded: s)
+        // A word plus itself rotated by half its width holds, in its high half, the one's complement sum of
+        // its two halves: the carry out of the low half is the end-around carry (as Linux's csum_fold).
+        let word = UInt32(truncatingIfNeeded: (value &+ (value << 32 | value >> 32)) >> 32)
+        return UInt16(truncatingIfNeeded: (word &+ (word << 16 | word >> 16)) >> 16)
     }
 }
 
@@ -194,6 +193,13 @@ struct ChecksumDelta {
     mutating func replace(_ old: UInt64, with new: UInt64) {
         sum = InternetChecksum.add(sum, ~old)
         sum = InternetChecksum.add(sum, new)
+    }
+
+    /// Records TTL - 1 (the caller checked TTL > 1): the header's 16-bit word m = TTL << 8 | protocol becomes
+    /// m - 0x100, and ~m + (m - 0x100) is 0xFEFF whatever m is.
+    @inlinable @inline(__always)
+    mutating func decrementTTL() {
+        sum = InternetChecksum.add(sum, 0xFEFF)
     }
 
     /// The checksum after the recorded changes.
