@@ -397,8 +397,9 @@ public struct ForwardingEngine: ~Copyable {
             isNew = true
             if placed == nil { untrackedDestination = chosen }
             // Its word in the flow server index (`recordServer`), a line in no cache: fetched while the
-            // packet is rewritten. (Hashing the flow again then costs less than carrying the word's place.)
-            cxdp_prefetch(servers.line(of: parsed.key))
+            // packet is rewritten. The packet's hash places it: `recordServer` hashes the flow once, for the
+            // word's fingerprint.
+            cxdp_prefetch(servers.line(flowHash: hash))
             if let placed { extras[placed] = ConnectionExtra() }
         case .overflow(let chosen):
             // Untracked (slot nil): a translated flow republishes its reply entry on every packet. Its later

@@ -37,12 +37,12 @@ public enum ConnectionState: UInt8, CaseIterable, Sendable {
     /// Whether IPVS counts a connection in this state as active (ActiveConn) rather than inactive
     /// (InActConn): ESTABLISHED only (IPVS's TCP state transition moves the count on entering and leaving
     /// it). Non-TCP connections are always inactive.
-    @inlinable
+    @inlinable @inline(__always)
     public var isActive: Bool { self == .established }
 
     /// A TCP connection whose handshake has not completed (what a spoofed SYN leaves behind): NONE,
     /// SYN_SENT, SYN_RECV or SYNACK.
-    @inlinable
+    @inlinable @inline(__always)
     public var isHalfOpen: Bool {
         self == .initial || self == .synSent || self == .synReceived || self == .synAck
     }

@@ -339,19 +339,34 @@ public struct ConnectionTable: ~Copyable {
         var flags: UInt8 = Self.occupiedFlag | (seesReplies ? 0 : Self.inputOnlyFlag)
         if template { flags |= Self.templateFlag }
         if rederivable && !template { flags |= Self.rederivableFlag }
+        // The first packet applied as `update` would apply it to an entry in NONE (TCP) or UDP, computed before
+        // the entry is written, so the new line is written once.
+        var state: ConnectionState = isTCP ? .initial : .udp
+        var expires = now &+ templateTimeout
+        if !template {
+            if isTCP {
+                // A SYN (without ACK, FIN or RST), most new connections: NONE → SYN_RECV in both client tables.
+                state = tcpFlags & 0x17 == TCPStateMachine.syn ? .synReceived
+                    : TCPStateMachine.next(.initial, flags: tcpFlags, table: seesReplies ? .input : .inputOnly)
+            }
+            expires = now &+ timeoutByState[Int(state.rawValue)]
+            if rederivable && state.isHalfOpen {
+                expires = now &+ min(timeoutByState[Int(state.rawValue)], Self.rederivableHalfOpenTimeout)
+            }
+        }
         if let cells = counterCells, Int(cell) < counterCapacity {
             cells[Int(cell)].bind(template: template)
             flags |= Self.countedFlag
+            // Made at a segment that establishes it (a flow met mid-way): counted active from the start.
+            if state.isActive {
+                cells[Int(cell)].transition(toActive: true)
+                flags |= Self.activeFlag
+            }
         }
         entries[slot] = Entry(
-            key: key, service: service, destination: destination, expires: now &+ templateTimeout, hash: hash,
-            cell: cell, state: isTCP ? .initial : .udp, flags: flags, lastSeen: UInt16(truncatingIfNeeded: now))
+            key: key, service: service, destination: destination, expires: expires, hash: hash,
+            cell: cell, state: state, flags: flags, lastSeen: UInt16(truncatingIfNeeded: now))
         tags[slot] = Self.tag(hash)
-        if !template { update(at: slot, tcpFlags: tcpFlags, direction: .input, now: now) }
-        if flags & Self.rederivableFlag != 0 && entries[slot].state.isHalfOpen {
-            let timeout = min(timeoutByState[Int(entries[slot].state.rawValue)], Self.rederivableHalfOpenTimeout)
-            entries[slot].expires = now &+ timeout
-        }
         return slot
     }
 

@@ -382,7 +382,8 @@ public struct ConnectionTracker: ~Copyable {
             let period = states[service].period
             var behind = UInt32(truncatingIfNeeded: turn) &- states[service].sequence
             if behind > UInt32(Int32.max) { behind = 0 }  // the count restarted behind this state
-            if period > 0 { behind %= period }
+            // Usually behind by less than a cycle (0 for a single worker): no division then.
+            if behind >= period && period > 0 { behind %= period }
             for _ in 0..<behind {
                 _ = Scheduler.select(policy.scheduler, state: &states[service], destinations: list, flow: flow, now: now)
             }

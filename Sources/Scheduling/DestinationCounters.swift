@@ -4,6 +4,9 @@ import Synchronization
 /// `persistconns`, its thresholds and its `IP_VS_DEST_F_OVERLOAD` flag. Workers update it with relaxed
 /// atomics (counts feed scheduling decisions, not synchronisation); the control side sets the thresholds
 /// and reads the counts for listings.
+///
+/// Counts change by wrapping adds: a count cannot overflow (it is bounded by the connections the tables
+/// hold), and a trapping `add` compiles to a compare-and-swap loop where a wrapping one is one locked add.
 public struct DestinationCounterCell: ~Copyable {
     /// Connections in ESTABLISHED (IPVS `activeconns`).
     public let active = Atomic<Int32>(0)
@@ -31,9 +34,9 @@ public struct DestinationCounterCell: ~Copyable {
     @inlinable
     public func bind(template: Bool) {
         if template {
-            persistent.add(1, ordering: .relaxed)
+            persistent.wrappingAdd(1, ordering: .relaxed)
         } else {
-            inactive.add(1, ordering: .relaxed)
+            inactive.wrappingAdd(1, ordering: .relaxed)
         }
         let upper = upperThreshold.load(ordering: .relaxed)
         if upper != 0 && totalConnections >= Int32(truncatingIfNeeded: upper) {
@@ -46,11 +49,11 @@ public struct DestinationCounterCell: ~Copyable {
     @inlinable
     public func unbind(template: Bool, active wasActive: Bool) {
         if template {
-            persistent.subtract(1, ordering: .relaxed)
+            persistent.wrappingSubtract(1, ordering: .relaxed)
         } else if wasActive {
-            active.subtract(1, ordering: .relaxed)
+            active.wrappingSubtract(1, ordering: .relaxed)
         } else {
-            inactive.subtract(1, ordering: .relaxed)
+            inactive.wrappingSubtract(1, ordering: .relaxed)
         }
         updateOverload()
     }
@@ -74,11 +77,11 @@ public struct DestinationCounterCell: ~Copyable {
     @inlinable
     public func transition(toActive: Bool) {
         if toActive {
-            inactive.subtract(1, ordering: .relaxed)
-            active.add(1, ordering: .relaxed)
+            inactive.wrappingSubtract(1, ordering: .relaxed)
+            active.wrappingAdd(1, ordering: .relaxed)
         } else {
-            active.subtract(1, ordering: .relaxed)
-            inactive.add(1, ordering: .relaxed)
+            active.wrappingSubtract(1, ordering: .relaxed)
+            inactive.wrappingAdd(1, ordering: .relaxed)
         }
     }
 }

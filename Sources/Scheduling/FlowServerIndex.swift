@@ -114,6 +114,14 @@ public struct FlowServerIndexView {
         UnsafeRawPointer(words + (Int(truncatingIfNeeded: key.flowHash64) & mask))
     }
 
+    /// `line(of:)` from the flow's `flowHash`, the low half of the `flowHash64` that places its word, which
+    /// a packet has already computed: the prefetch waits for no hashing. (Only for a prefetch: a table of
+    /// 2^32 words or more is placed by more bits than these.)
+    @inlinable @inline(__always)
+    public func line(flowHash: UInt32) -> UnsafeRawPointer {
+        UnsafeRawPointer(words + (Int(truncatingIfNeeded: flowHash) & mask))
+    }
+
     /// The server last recorded for `key`, if the word there is `key`'s (by fingerprint).
     @inlinable @inline(__always)
     public func lookup(_ key: FlowKey) -> FlowServer? {

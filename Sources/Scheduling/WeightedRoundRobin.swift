@@ -66,10 +66,27 @@ public enum WeightedRoundRobin: SchedulingAlgorithm {
         return a
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public static func select(
         state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>, flow: FlowKey
     ) -> Int? {
+        // Most selections: the destination after the cursor passes the current pass's test, the walk's
+        // first step, decided here without setting the walk up.
+        let cursor = Int(state.cursor)
+        let next = cursor >= 0 && cursor < destinations.count ? cursor &+ 1 : 0
+        if state.maxWeight > 0 && next < destinations.count {
+            let destination = destinations[next]
+            if destination.weight >= state.currentWeight && destination.isUsable {
+                state.cursor = Int32(truncatingIfNeeded: next)
+                return next
+            }
+        }
+        return walk(state: &state, destinations: destinations)
+    }
+
+    /// The whole selection (see the type's notes).
+    @usableFromInline @inline(never)
+    static func walk(state: inout SchedulerState, destinations: UnsafeBufferPointer<SchedulingDestination>) -> Int? {
         let maxWeight = state.maxWeight
         if maxWeight <= 0 { return nil }
         let step = max(state.weightStep, 1)

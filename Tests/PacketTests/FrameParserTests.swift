@@ -397,3 +397,31 @@ final class FrameParserTests: XCTestCase {
         XCTAssertEqual(parsed.isIPv4, expected.key.family == 4, testCase.description, file: file, line: line)
     }
 }
+
+/// `ipv4HeaderIsValid` (a 20-byte header summed straight, longer ones by the general sum) against the
+/// reference checksum, over random headers with and without options, sound and corrupted.
+final class IPv4HeaderChecksumTests: XCTestCase {
+    func testAgreesWithTheReferenceChecksum() {
+        var random = SeededGenerator(seed: 0x1F4)
+        for round in 0..<4000 {
+            let length = round % 3 == 0 ? 24 + 4 * Int.random(in: 0...9, using: &random) : 20
+            var header = (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }
+            header[0] = 0x40 | UInt8(length / 4)
+            header[10] = 0; header[11] = 0
+            let checksum = ReferenceChecksum.checksum(header)
+            header[10] = UInt8(checksum >> 8); header[11] = UInt8(checksum & 0xFF)
+            if round % 2 == 1 {
+                let bit = Int.random(in: 0..<(8 * length), using: &random)
+                header[bit / 8] ^= 1 << UInt8(bit % 8)
+            }
+            let frame = [UInt8](repeating: 0, count: 14) + header
+            var parsed = ParsedFrame()
+            parsed.key.family = 4
+            parsed.l3Offset = 14
+            parsed.l4Offset = 14 + length
+            let expected = ReferenceChecksum.onesComplementSum(header) == 0xFFFF
+            XCTAssertEqual(frame.withUnsafeBytes { FrameParser.ipv4HeaderIsValid($0.baseAddress!, parsed: parsed) },
+                           expected, "round \(round), \(length)-byte header")
+        }
+    }
+}

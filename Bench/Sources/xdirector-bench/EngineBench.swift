@@ -110,20 +110,35 @@ struct EngineWorkload {
 }
 
 /// Where the benchmark is in its flows, and the clock the connection tables see.
+///
+/// New connections model a healthy director's steady state, not a flood: the clock moves a second every
+/// `packetsPerSecond` packets, so about a quarter of the capacity is live (SYN_RECV, 60 s), and each turn
+/// also sweeps enough slots for a round of the table per 60 s (`sweepPerBatch`, timed with the turn), as
+/// a worker's turns do in real seconds. Without that the bench's compressed clock (hundreds of packets a
+/// second) leaves the worker's own sweep thousands of seconds per round, the table fills with expired
+/// entries and every new connection takes the full-table path (stable choice, evictable entries).
 struct EngineFeed {
     let flows: Int
     let newConnections: Bool
     var next = 0
     var now: UInt32 = 1000
-    /// New connections: the bench's clock moves a second every this many packets, so SYN_RECV entries expire
-    /// (60 s) before the table fills.
     let packetsPerSecond: Int
     var sinceTick = 0
+    /// Slots each turn sweeps beyond the worker's own (new connections), a round of the table per SYN_RECV
+    /// timeout.
+    let sweepPerBatch: Int
 
-    init(flows: Int, newConnections: Bool, capacity: Int) {
+    /// The SYN_RECV timeout the bench's connections live (`ConnectionTimeouts` default).
+    static let halfOpenSeconds = 60
+
+    /// `fullTable`: no sweeping beyond the worker's own, so the table fills with expired entries and stays full (the
+    /// full-table path, as under a SYN flood).
+    init(flows: Int, newConnections: Bool, capacity: Int, fullTable: Bool = false) {
         self.flows = flows
         self.newConnections = newConnections
-        packetsPerSecond = max(1, capacity / 128)
+        packetsPerSecond = max(1, capacity / (4 * Self.halfOpenSeconds))
+        let batchesPerRound = max(1, Self.halfOpenSeconds * packetsPerSecond / Int(Worker.batchSize))
+        sweepPerBatch = newConnections && !fullTable ? ConnectionTable.slotCount(capacity: capacity) / batchesPerRound + 1 : 0
     }
 
     /// Delivers one batch of the worker's size on `rings`, SYNs for new connections, else ACKs of the flows
@@ -157,6 +172,8 @@ struct EngineMeasurement {
     var packets = 0
     var transmitted = 0
     var nanoseconds: UInt64 = 0
+    /// The most connections the table held after a timed turn (nil: the side does not say).
+    var mostHeld: Int?
     var nsPerPacket: Double { packets == 0 ? 0 : Double(nanoseconds) / Double(packets) }
     var mpps: Double { nanoseconds == 0 ? 0 : Double(packets) * 1000 / Double(nanoseconds) }
 }
@@ -178,9 +195,18 @@ final class SwiftEngineSide {
 
     deinit { loop.drainTransmissions() }
 
-    /// The worker's turn, alone in a function so callgrind can count just it (`--toggle-collect=*engineTurn*`).
+    /// The worker's turn, and `reclaim` more slots swept (the sweeping the bench's compressed clock asks for
+    /// beyond the turn's own: see `EngineFeed`), alone in a function so callgrind can count just it
+    /// (`--toggle-collect=*engineTurn*`).
     @inline(never)
-    func engineTurn(now: UInt32) -> UInt32 { loop.turn(engine: &engine, now: now) }
+    func engineTurn(now: UInt32, reclaim: Int) -> UInt32 {
+        let received = loop.turn(engine: &engine, now: now)
+        if reclaim > 0 { engine.sweep(now: now, limit: reclaim) }
+        return received
+    }
+
+    /// The connections the table holds.
+    func held() -> Int { engine.connectionCount }
 }
 
 /// The C side: the baseline's batch loop over rings in memory.
@@ -200,8 +226,9 @@ final class BaselineSide {
     deinit { xdb_baseline_destroy(baseline) }
 
     /// The baseline's turn, alone in a function so callgrind can count just it (`--toggle-collect=*baselineTurn*`).
+    /// It reclaims expired slots as it probes, so it needs no sweeping (`reclaim` is ignored).
     @inline(never)
-    func baselineTurn(now: UInt32) -> UInt32 {
+    func baselineTurn(now: UInt32, reclaim: Int) -> UInt32 {
         let r = rings.rings
         return xdb_baseline_batch(baseline, r.fill, r.completion, r.rx, r.tx, r.area, r.frameSize, now)
     }
@@ -209,10 +236,13 @@ final class BaselineSide {
 
 /// Runs one side: opens the flows (established runs), then times `packets` packets, batch by batch.
 enum EngineRun {
+    /// `turn(now, reclaim)`: one turn, sweeping `reclaim` slots more (see `EngineFeed`). `held`: the
+    /// connections the side's table holds (nil: a side that does not say), read between turns.
     static func run(workload: EngineWorkload, flows: Int, packets: Int, newConnections: Bool, capacity: Int,
-                    turn: (UInt32) -> UInt32, rings: MemoryRings, check: ((UnsafeMutableRawPointer, Int) -> Void)? = nil)
+                    fullTable: Bool = false, turn: (UInt32, Int) -> UInt32, rings: MemoryRings,
+                    check: ((UnsafeMutableRawPointer, Int) -> Void)? = nil, held: (() -> Int)? = nil)
         -> EngineMeasurement {
-        var feed = EngineFeed(flows: flows, newConnections: newConnections, capacity: capacity)
+        var feed = EngineFeed(flows: flows, newConnections: newConnections, capacity: capacity, fullTable: fullTable)
         var measurement = EngineMeasurement()
         if !newConnections {
             // Untimed: a SYN then an ACK per flow, so every connection is established.
@@ -222,7 +252,7 @@ enum EngineRun {
                     let batch = min(Int(Worker.batchSize), flows - opened)
                     feed.next = opened
                     _ = rings.receive(count: batch) { frame, index in workload.write(frame, flow: opened + index, flags: flags) }
-                    _ = turn(feed.now)
+                    _ = turn(feed.now, 0)
                     rings.transmit()
                     opened += batch
                 }
@@ -232,7 +262,7 @@ enum EngineRun {
         while measurement.packets < packets {
             _ = feed.deliver(rings, workload)
             let start = monotonicNanoseconds()
-            let received = turn(feed.now)
+            let received = turn(feed.now, feed.sweepPerBatch)
             measurement.nanoseconds &+= monotonicNanoseconds() &- start
             measurement.packets += Int(received)
             if let check {
@@ -240,6 +270,7 @@ enum EngineRun {
             } else {
                 measurement.transmitted += rings.transmit()
             }
+            if let held { measurement.mostHeld = max(measurement.mostHeld ?? 0, held()) }
         }
         return measurement
     }
@@ -253,6 +284,11 @@ struct EngineCommand: ParsableCommand {
             The worker's engine, snapshot and tables, fed in batches of the worker's size through RingLoop.turn (the \
             code the worker runs per turn) over rings in plain memory; the C baseline (Bench/reference/baseline) does \
             the same work for DR over the same rings. Timed per turn; ns/packet and Mpps per side.
+
+            --new-connections: every packet a SYN, in a healthy director's steady state: about a quarter of the \
+            table live, expired entries swept as the turns go (timed with them, as a worker sweeps in real seconds), so the table \
+            stays below the three quarters where the flood defences begin (the line "table:" says how full it \
+            got). --full-table instead keeps the table full of expired entries: a SYN flood's path.
 
             Instructions per packet, repeatable: --callgrind runs each side under valgrind --tool=callgrind twice, \
             collecting only inside the turn (--toggle-collect=*engineTurn* or *baselineTurn*), with --packets and \
@@ -273,6 +309,9 @@ struct EngineCommand: ParsableCommand {
 
     @Flag(help: "Every packet a SYN of a new connection.")
     var newConnections = false
+
+    @Flag(help: "With --new-connections: into a table kept full of expired entries (no sweeping between turns), the full-table path a SYN flood takes.")
+    var fullTable = false
 
     @Option(help: "Connection table capacity (default: the larger of --flows and 65536).")
     var capacity: Int?
@@ -303,21 +342,28 @@ struct EngineCommand: ParsableCommand {
 
     func run() throws {
         let workload = EngineWorkload(method: method, described: !withoutMetadata)
-        let scenario = newConnections ? "new connection per packet" : "\(flows) established flows"
+        let scenario = newConnections ? "new connection per packet" + (fullTable ? " into a full table" : "")
+            : "\(flows) established flows"
         print("engine: \(method.rawValue), \(scenario), \(packets) packets, 64 B, capacity \(tableCapacity)")
         var swift: EngineMeasurement?
         var c: EngineMeasurement?
         if only != "c" {
             let side = SwiftEngineSide(workload: workload, capacity: tableCapacity)
             let measured = EngineRun.run(workload: workload, flows: flows, packets: packets, newConnections: newConnections,
-                                         capacity: tableCapacity, turn: side.engineTurn, rings: side.rings)
+                                         capacity: tableCapacity, fullTable: fullTable, turn: side.engineTurn,
+                                         rings: side.rings, held: side.held)
             swift = measured
             print(Self.line("XDirector engine", measured))
+            if newConnections, let held = measured.mostHeld {
+                print(String(format: "  table: at most %d connections held (%.0f%% of the capacity; the flood defences start at 75%%)",
+                             held, 100 * Double(held) / Double(tableCapacity)))
+            }
         }
         if only != "swift" {
             let side = BaselineSide(capacity: tableCapacity)
             let measured = EngineRun.run(workload: workload, flows: flows, packets: packets, newConnections: newConnections,
-                                         capacity: tableCapacity, turn: side.baselineTurn, rings: side.rings)
+                                         capacity: tableCapacity, fullTable: fullTable, turn: side.baselineTurn,
+                                         rings: side.rings)
             c = measured
             print(Self.line("C baseline (DR)", measured))
         }
@@ -364,6 +410,7 @@ struct EngineCommand: ParsableCommand {
                           "--capacity", String(tableCapacity), "--only", side]
             if newConnections { arguments.append("--new-connections") }
             if withoutMetadata { arguments.append("--without-metadata") }
+            if fullTable { arguments.append("--full-table") }
             let run = Self.execute("/usr/bin/valgrind", arguments)
             // "...: N ns/packet, M Mpps, T of P transmitted": P is the packets the run timed.
             guard run.status == 0, let line = run.output.split(separator: "\n").first(where: { $0.hasSuffix("transmitted") }),
