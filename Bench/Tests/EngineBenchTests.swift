@@ -6,7 +6,7 @@ import XDirectorTestSupport
 /// The engine benchmark measures real forwarding: every frame it feeds comes out rewritten for its real
 /// server, and the C baseline's DR rewrite is byte for byte the engine's.
 final class EngineBenchTests: XCTestCase {
-    private func frames(_ side: (turn: (UInt32, Int) -> UInt32, rings: MemoryRings), method: EngineMethod, newConnections: Bool,
+    private func frames(_ side: (turn: (UInt32) -> UInt32, rings: MemoryRings), method: EngineMethod, newConnections: Bool,
                         described: Bool = true) -> (EngineMeasurement, [[UInt8]]) {
         var out: [[UInt8]] = []
         let measured = EngineRun.run(workload: EngineWorkload(method: method, described: described), flows: 100, packets: 640,
