@@ -353,8 +353,8 @@ public struct ForwardingEngine: ~Copyable {
 
         // Most packets: an established flow whose packet moves only its timer. No scheduling, no state
         // machine, no new-connection work; DR, NAT and FULLNAT rewritten right here.
-        if let (slot, destination) = tracker.admitSteady(parsed.key, hash: hash, tcpFlags: parsed.tcpFlags,
-                                                         service: service, now: now) {
+        if let (slot, destination, expires) = tracker.admitSteady(parsed.key, hash: hash, tcpFlags: parsed.tcpFlags,
+                                                                  service: service, now: now) {
             let verdict: FrameVerdict
             // Whether a transmitted frame is the packet forwarded (not an ICMP error for its sender instead).
             var forwarded = true
@@ -363,12 +363,10 @@ public struct ForwardingEngine: ~Copyable {
             if method == .directRouting && mac != 0 {
                 verdict = directRouting(frame, length: length, mac: mac)
             } else if method == .masquerading && mac != 0 {
-                verdict = translate(frame, length: length, slot: slot, destination: destination, mac: mac, source: nil)
+                verdict = masquerade(frame, length: length, slot: slot, expires: expires, destination: destination, mac: mac)
             } else if method == .fullNAT && mac != 0 && extras[slot].localAddress >= 0 {
-                let extra = extras[slot]
-                verdict = translate(frame, length: length, slot: slot, destination: destination, mac: mac,
-                                    source: L4Endpoint(address: view.localAddresses[Int(extra.localAddress)],
-                                                       port: extra.localPort))
+                verdict = translateBothWays(frame, length: length, slot: slot, expires: expires, destination: destination,
+                                            mac: mac)
             } else {
                 verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                                   slot: slot, isNew: false, now: now)
@@ -463,16 +461,33 @@ public struct ForwardingEngine: ~Copyable {
         }
     }
 
+    /// `translate` for an established NAT connection: compiled apart, so the rewrite is specialised for it
+    /// (a connection slot, no new source).
+    @inline(never)
+    private mutating func masquerade(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, expires: UInt32,
+                                     destination: Int, mac: UInt64) -> FrameVerdict {
+        translate(frame, length: length, slot: slot, expires: expires, destination: destination, mac: mac, source: nil)
+    }
+
+    /// `translate` for an established FULLNAT connection whose slot holds its local address and port.
+    @inline(never)
+    private mutating func translateBothWays(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, expires: UInt32,
+                                            destination: Int, mac: UInt64) -> FrameVerdict {
+        let extra = extras[slot]
+        return translate(frame, length: length, slot: slot, expires: expires, destination: destination, mac: mac,
+                         source: L4Endpoint(address: view.localAddresses[Int(extra.localAddress)], port: extra.localPort))
+    }
+
     /// NAT or FULLNAT towards real server `destination` (whose MAC is `mac`): the destination becomes the
     /// server, the source `source` (FULLNAT) or stays (NAT); the connection in `slot` keeps its reply entry
-    /// as long-lived as itself.
+    /// as long-lived as itself (`expires`: the connection's expiry, when the caller has it at hand).
     @inline(__always)
-    private mutating func translate(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int?, destination: Int,
-                                    mac: UInt64, source: L4Endpoint?) -> FrameVerdict {
+    private mutating func translate(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int?, expires known: UInt32? = nil,
+                                    destination: Int, mac: UInt64, source: L4Endpoint?) -> FrameVerdict {
         if let slot {
             // Expiry is in whole seconds: the reply entry (a seqlocked write other workers read) is
             // refreshed when it moved, about once a second per connection rather than per packet.
-            let expires = tracker.expiry(at: slot)
+            let expires = known ?? tracker.expiry(at: slot)
             if extras[slot].expires != expires {
                 extras[slot].expires = expires
                 if extras[slot].replyEntry >= 0 { replies.refresh(extras[slot].replyEntry, expires: expires) }

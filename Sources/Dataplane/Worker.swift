@@ -283,10 +283,10 @@ public struct RingLoop {
             return (area + Int(truncatingIfNeeded: descriptor.addr), Int(descriptor.len),
                     Int(truncatingIfNeeded: descriptor.addr & chunkMask))
         }
-        for i in 0..<received {
-            let descriptor = rxDescriptors[rxIndex &+ i].pointee
+        for i in 0..<Int(received) {
+            let descriptor = rxDescriptors[rxIndex &+ UInt32(truncatingIfNeeded: i)].pointee
             bytes &+= UInt64(descriptor.len)
-            var verdict = engine.process(prepared: Int(i), area + Int(truncatingIfNeeded: descriptor.addr),
+            var verdict = engine.process(prepared: i, area + Int(truncatingIfNeeded: descriptor.addr),
                                          length: Int(descriptor.len),
                                          headroom: Int(truncatingIfNeeded: descriptor.addr & chunkMask), now: now)
             if sent == txSlots, verdict.isTransmit { verdict = .drop(.dropTXRingFull) }
@@ -428,9 +428,11 @@ public struct RingLoop {
             return
         }
         let done = RingEntries<UInt64>(completion), fillAddresses = RingEntries<UInt64>(fill)
-        for i in 0..<completed {
+        let chunkStart = ~chunkMask
+        for i in 0..<Int(completed) {
+            let offset = UInt32(truncatingIfNeeded: i)
             // A frame sent from inside its chunk (after encapsulation) goes back by the chunk's start.
-            fillAddresses[fillIndex &+ i].pointee = done[index &+ i].pointee & ~chunkMask
+            fillAddresses[fillIndex &+ offset].pointee = done[index &+ offset].pointee & chunkStart
         }
         xsk_ring_prod__submit(fill, completed)
         xsk_ring_cons__release(completion, completed)

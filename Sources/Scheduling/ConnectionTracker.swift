@@ -268,7 +268,7 @@ public struct ConnectionTracker: ~Copyable {
     /// changed nothing. `hash` is `key.flowHash`.
     @inlinable @inline(__always)
     public mutating func admitSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int,
-                                     now: UInt32) -> (slot: Int, destination: Int)? {
+                                     now: UInt32) -> (slot: Int, destination: Int, expires: UInt32)? {
         // A TCP segment other than a plain ACK (a SYN above all) is never steady: it goes straight to `admit`.
         guard key.proto != IPProtocolNumber.tcp || TCPStateMachine.isPlainACK(tcpFlags),
               service < services.count && services[service].persistenceTimeout == 0 else { return nil }
@@ -279,7 +279,7 @@ public struct ConnectionTracker: ~Copyable {
             // Its server left: `admit` expires it (the timer just restarted does not matter, it is removed).
             return nil
         }
-        return (slot, destination)
+        return (slot, destination, entry.pointee.expires)
     }
 
     /// `admit` with the packet's flow hash (`key.flowHash`) already computed: the lookup and, for a new
