@@ -364,7 +364,7 @@ struct EngineCommand: ParsableCommand {
             if newConnections, let held = measured.mostHeld {
                 print(String(format: "  table: at most %d connections held (%.0f%% of the capacity; the flood defences start at 75%%)",
                              held, 100 * Double(held) / Double(tableCapacity)))
-                if measured.sweepNanoseconds > 0 {
+                if !fullTable {
                     print(String(format: "  sweeping between turns, for the compressed clock: %.1f ns/packet more",
                                  Double(measured.sweepNanoseconds) / Double(measured.packets)))
                 }
