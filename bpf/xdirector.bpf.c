@@ -209,9 +209,30 @@ static __always_inline int no_worker(struct xdp_md *ctx, int reply)
     return count(XD_XDP_PASS_NO_SOCKET, XDP_PASS);
 }
 
-/* `reply`: a frame to translate back, never handed to the kernel (see no_worker). */
-static __always_inline int redirect(struct xdp_md *ctx, enum xd_xdp_counter kind, int reply)
+/* Puts `meta` (NULL: sixteen zero bytes, no description) in front of a frame about to go to a worker. Every
+ * redirected frame gets fresh metadata, so a UMEM frame never keeps an earlier frame's description: the
+ * kernel copies the metadata with the frame, also into a frame it then drops (RX ring full) and hands out
+ * again. Without metadata support (the adjustment refused) the workers parse every frame. */
+static __always_inline void put_metadata(struct xdp_md *ctx, const struct xd_frame_meta *meta)
 {
+    if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct xd_frame_meta)))
+        return;
+    struct xd_frame_meta *area = (void *)(long)ctx->data_meta;
+    if ((void *)(area + 1) > (void *)(long)ctx->data)
+        return;
+    if (meta)
+        __builtin_memcpy(area, meta, sizeof(*area));
+    else
+        __builtin_memset(area, 0, sizeof(*area));
+}
+
+/* `reply`: a frame to translate back, never handed to the kernel (see no_worker). `meta`: its description
+ * (NULL: none), written first: a frame that goes to the kernel instead (no worker) carries it as skb
+ * metadata, which nothing there reads. */
+static __always_inline int redirect(struct xdp_md *ctx, enum xd_xdp_counter kind, int reply,
+                                    const struct xd_frame_meta *meta)
+{
+    put_metadata(ctx, meta);
     int verdict = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
     if (verdict != XDP_REDIRECT)
         return no_worker(ctx, reply);
@@ -236,10 +257,10 @@ static __always_inline int fragment(struct xdp_md *ctx, struct l3 *l3)
     if (l3->proto != IPPROTO_TCP && l3->proto != IPPROTO_UDP)
         return count(XD_XDP_PASS_FRAGMENT, XDP_PASS);
     if (has_fragment_role(&l3->dst, l3->proto, XD_FRAGMENT_TO_SERVICE))
-        return redirect(ctx, XD_XDP_REDIRECTED_FRAGMENT, 0);
+        return redirect(ctx, XD_XDP_REDIRECTED_FRAGMENT, 0, NULL);
     if (is_local_address(&l3->dst)
         || (has_fragment_role(&l3->src, l3->proto, XD_FRAGMENT_FROM_NAT_REAL) && !is_to_host(&l3->dst)))
-        return redirect(ctx, XD_XDP_REDIRECTED_FRAGMENT, 1);
+        return redirect(ctx, XD_XDP_REDIRECTED_FRAGMENT, 1, NULL);
     return count(XD_XDP_PASS_FRAGMENT, XDP_PASS);
 }
 
@@ -270,13 +291,13 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct cursor *c, stru
         return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
     if (bpf_map_lookup_elem(&services, &inner.src) || is_local_address(&outer->dst)
         || is_nat_reply(&inner.dst, &outer->dst))
-        return redirect(ctx, XD_XDP_REDIRECTED_ICMP, 0);
+        return redirect(ctx, XD_XDP_REDIRECTED_ICMP, 0, NULL);
     return count(XD_XDP_PASS_OTHER_L4, XDP_PASS);
 }
 
-/* The TCP or UDP packet whose ports `c` just took is whole and consistent in
- * every way the workers' parser checks: the IP lengths fit the frame, the TCP data offset or the UDP length
- * fits the segment. Only then does the worker get metadata and skip its own parse. */
+/* The TCP or UDP packet whose ports `c` just took is whole and consistent in every way the workers' parser
+ * checks: the IP lengths fit the frame, the TCP data offset or the UDP length fits the segment. Only then
+ * is it described to the worker, which then skips its own parse. */
 static __always_inline int is_whole_segment(struct cursor *c, struct l3 *l3, __u32 frame_room)
 {
     if (l3->packet_length < l3->header_length || l3->packet_length > frame_room)
@@ -296,18 +317,10 @@ static __always_inline int is_whole_segment(struct cursor *c, struct l3 *l3, __u
     return length >= 8 && length <= segment;
 }
 
-/* Puts struct xd_frame_meta in front of the frame (see the header). Without room for it (a driver without
- * metadata support) the worker simply parses the frame itself. */
-static __always_inline void describe(struct xdp_md *ctx, __u32 service, struct l3 *l3, __u32 frame_length,
+/* The description of a whole segment (see struct xd_frame_meta), sealed for its frame. */
+static __always_inline void describe(struct xd_frame_meta *meta, __u32 service, struct l3 *l3, __u32 frame_length,
                                      __u32 l3_offset, __u32 l4_offset)
 {
-    __u32 lengths = l3->packet_length | l3_offset << 16 | l4_offset << 24;
-    __u32 kind = l3->proto | (__u32)l3->src.family << 8;
-    if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct xd_frame_meta)))
-        return;
-    struct xd_frame_meta *meta = (void *)(long)ctx->data_meta;
-    if ((void *)(meta + 1) > (void *)(long)ctx->data)
-        return;
     meta->service = service;
     meta->packet_length = l3->packet_length;
     meta->l3 = l3_offset;
@@ -315,7 +328,8 @@ static __always_inline void describe(struct xdp_md *ctx, __u32 service, struct l
     meta->proto = l3->proto;
     meta->family = l3->src.family;
     meta->pad = 0;
-    meta->seal = xd_frame_meta_seal(service, lengths, kind, frame_length);
+    meta->seal = xd_frame_meta_seal(service, l3->packet_length | l3_offset << 16 | l4_offset << 24,
+                                    l3->proto | (__u32)l3->src.family << 8, frame_length);
 }
 
 SEC("xdp")
@@ -352,17 +366,18 @@ int xdirector_xdp(struct xdp_md *ctx)
         return count(XD_XDP_PASS_MALFORMED, XDP_PASS);
     __u32 frame_length = c.end - data;
     int whole = is_whole_segment(&c, &l3, frame_length - l3_offset);
+    struct xd_frame_meta meta = {};
 
     struct xd_service_value *service = bpf_map_lookup_elem(&services, &l3.dst);
     if (service) {
         if (whole)
-            describe(ctx, service->index, &l3, frame_length, l3_offset, l4_offset);
-        return redirect(ctx, XD_XDP_REDIRECTED, 0);
+            describe(&meta, service->index, &l3, frame_length, l3_offset, l4_offset);
+        return redirect(ctx, XD_XDP_REDIRECTED, 0, whole ? &meta : NULL);
     }
     if (is_local_address(&l3.dst) || is_nat_reply(&l3.src, &l3.dst)) {
         if (whole)
-            describe(ctx, XD_META_NO_SERVICE, &l3, frame_length, l3_offset, l4_offset);
-        return redirect(ctx, XD_XDP_REDIRECTED_REPLY, 1);
+            describe(&meta, XD_META_NO_SERVICE, &l3, frame_length, l3_offset, l4_offset);
+        return redirect(ctx, XD_XDP_REDIRECTED_REPLY, 1, whole ? &meta : NULL);
     }
     return count(XD_XDP_PASS_NOT_SERVICE, XDP_PASS);
 }

@@ -1,9 +1,12 @@
 // libFuzzer target: the per-packet engine on arbitrary bytes, through every forwarding method (DR, the three
 // tunnels, NAT, FULLNAT) and both families, with the 256 bytes of headroom a UMEM frame gives. Half the inputs
 // come described as the XDP program describes frames (`FrameMetadata`; the service named by the input's
-// length, so also a wrong one, or none: a reply), so the path for described frames meets them too. Any trap,
-// or a read or write outside the frame's buffer (AddressSanitizer), is a finding. The engine keeps its
-// connections across inputs, as a worker does across packets.
+// length, so also a wrong one, or none: a reply), a quarter with a description forged from the input's last
+// bytes and sealed as the program seals (any offsets, lengths, protocol, family, service), so the path for
+// described frames meets them too. Any trap, or a read or write outside the frame's buffer
+// (AddressSanitizer), is a finding. The engine keeps its connections across inputs, as a worker does across
+// packets.
+import CXDirectorShared
 import Dataplane
 import Packet
 import Scheduling
@@ -47,6 +50,16 @@ public func fuzzEngine(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if size & 4 == 0 {
         let named = size >> 3 & 15
         _ = FrameMetadata.describe(buffer + headroom, length: size, service: named < 9 ? named : nil)
+    } else if size & 2 == 0 && size >= 8 {
+        let tail = data + size - 8
+        let service = UInt32(tail[0] % 12) &- 2  // 0xFFFF_FFFE, XD_META_NO_SERVICE, 0...9
+        let lengths = UInt32(tail[1]) | UInt32(tail[2]) << 8 | UInt32(tail[3]) << 16 | UInt32(tail[4]) << 24
+        let kind = UInt32(tail[5]) | UInt32(tail[6]) << 8
+        let seal = xd_frame_meta_seal(service, lengths, kind, UInt32(size))
+        let meta = buffer + headroom - FrameMetadata.size
+        for (offset, word) in [service, lengths, kind, seal].enumerated() {
+            meta.storeBytes(of: word, toByteOffset: offset * 4, as: UInt32.self)
+        }
     }
     // A later fragment before its first is held: offered again as the ring loop would (untouched meanwhile).
     if engine.process(buffer + headroom, length: size, headroom: headroom, now: clock) == .hold {

@@ -290,7 +290,8 @@ public struct ForwardingEngine: ~Copyable {
                             packetLength: Int(meta.packet_length), proto: meta.proto,
                             isIPv4: meta.family == XD_FAMILY_IPV4, into: &prepared[index]) {
             preparedStatus[index] = .ok
-            preparedService[index] = meta.service == XD_META_NO_SERVICE ? Self.describedReply : Int32(truncatingIfNeeded: meta.service)
+            preparedService[index] = meta.service == XD_META_NO_SERVICE ? Self.describedReply
+                : Int32(exactly: meta.service) ?? Self.notDescribed
             described &+= 1
             hashAndPrefetch(index)
         } else {

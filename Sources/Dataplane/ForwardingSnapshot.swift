@@ -7,7 +7,7 @@ struct ServiceMatch: Hashable, Sendable {
     var addressHi: UInt64
     var addressLo: UInt64
     /// The destination port, protocol and family where `FlowKey.portsAndProtocol` holds them, the rest zero.
-    var destination: UInt64
+    var portProtocolFamily: UInt64
 
     /// The bits of `FlowKey.portsAndProtocol` a service matches: all but the source port.
     static let destinationBits: UInt64 = 0xFFFF_FFFF_0000
@@ -20,12 +20,12 @@ struct ServiceMatch: Hashable, Sendable {
 
     @inline(__always)
     init(destinationOf key: FlowKey) {
-        addressHi = key.dstHi; addressLo = key.dstLo; destination = key.portsAndProtocol & Self.destinationBits
+        addressHi = key.dstHi; addressLo = key.dstLo; portProtocolFamily = key.portsAndProtocol & Self.destinationBits
     }
 
     @inline(__always)
     func matchesDestination(of key: FlowKey) -> Bool {
-        addressLo == key.dstLo && addressHi == key.dstHi && destination == key.portsAndProtocol & Self.destinationBits
+        addressLo == key.dstLo && addressHi == key.dstHi && portProtocolFamily == key.portsAndProtocol & Self.destinationBits
     }
 }
 
@@ -281,15 +281,15 @@ struct SnapshotView {
 
     @inline(__always)
     static func hash(_ key: ServiceMatch) -> UInt32 {
-        hash(hi: key.addressHi, lo: key.addressLo, destination: key.destination)
+        hash(hi: key.addressHi, lo: key.addressLo, portProtocolFamily: key.portProtocolFamily)
     }
 
     /// A few instructions, not the flow hash: a snapshot holds few services and its table is at most half
     /// full, so a multiplicative mix of the destination is spread enough.
     @inline(__always)
-    static func hash(hi: UInt64, lo: UInt64, destination: UInt64) -> UInt32 {
+    static func hash(hi: UInt64, lo: UInt64, portProtocolFamily: UInt64) -> UInt32 {
         // The port, protocol and family moved above an IPv4 address's bits before they meet it.
-        let word = hi ^ lo ^ destination << 16
+        let word = hi ^ lo ^ portProtocolFamily << 16
         return UInt32(truncatingIfNeeded: (word &* 0x9E37_79B9_7F4A_7C15) >> 32)
     }
 
@@ -308,7 +308,7 @@ struct SnapshotView {
     func service(for key: FlowKey) -> Int? {
         let mask = lookup.count - 1
         var slot = Int(Self.hash(hi: key.dstHi, lo: key.dstLo,
-                                 destination: key.portsAndProtocol & ServiceMatch.destinationBits)) & mask
+                                 portProtocolFamily: key.portsAndProtocol & ServiceMatch.destinationBits)) & mask
         while true {
             let index = Int(lookup[slot])
             if index < 0 { return nil }

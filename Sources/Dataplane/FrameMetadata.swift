@@ -27,13 +27,14 @@ public enum FrameMetadata {
     }
 
     /// Writes what the program writes for the frame of `length` bytes at `frame` (whose headroom holds at
-    /// least `size` bytes) when it steers it to service `service` (nil: as a reply): the same checks, the same
-    /// fields. For the engine benchmark and tests, which play the kernel; returns false, writing nothing,
-    /// where the program writes nothing (not a whole, consistent TCP or UDP packet).
+    /// least `size` bytes) when it steers it to service `service` (nil: as a reply): the parser's checks, the
+    /// same fields. For the engine benchmark and tests, which play the kernel; returns false, writing
+    /// nothing, where the program gives no description (not a whole, consistent TCP or UDP packet; an IPv6
+    /// packet with a fragment header, atomic ones included, which the program steers as a fragment).
     public static func describe(_ frame: UnsafeMutableRawPointer, length: Int, service: Int?) -> Bool {
         var parsed = ParsedFrame()
         guard FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &parsed, verifyingIPv4Checksum: false) == .ok,
-              !parsed.isICMPError else { return false }
+              !parsed.isICMPError, parsed.isIPv4 || parsed.l4Offset == parsed.l3Offset &+ 40 else { return false }
         let serviceWord = service.map { UInt32($0) } ?? XD_META_NO_SERVICE
         let lengths = UInt32(parsed.ipPacketLength) | UInt32(parsed.l3Offset) << 16 | UInt32(parsed.l4Offset) << 24
         let kind = UInt32(parsed.key.proto) | UInt32(parsed.key.family) << 8

@@ -123,15 +123,16 @@ public enum FrameParser {
 
     /// What `parse` gives for a frame the XDP program has described (its metadata): a whole TCP or UDP packet
     /// (`.ok`, not an ICMP error) that passed every check `parse` makes, with its IP header at `l3`, its TCP or
-    /// UDP header at `l4`, `packetLength` bytes of IP packet. Only loads, after the few bounds that keep each
-    /// of them inside the frame whatever the description says; false (nothing to trust) when they fail.
+    /// UDP header at `l4`, `packetLength` bytes of IP packet. Only loads, after the few bounds that keep what
+    /// the engine then reads and writes inside the frame, whatever the description says (the IP header, and
+    /// a whole TCP header, else a UDP one, inside the IP packet inside the frame); false (nothing to trust)
+    /// when they fail.
     @inlinable @inline(__always)
     public static func load(described frame: UnsafeRawPointer, length: Int, l3: Int, l4: Int, packetLength: Int,
                             proto: UInt8, isIPv4: Bool, into parsed: inout ParsedFrame) -> Bool {
-        // The addresses lie before `l4`, the ports within 4 bytes after it, TCP's flags within 14.
         guard l4 >= l3 &+ (isIPv4 ? HeaderLength.ipv4 : HeaderLength.ipv6),
-              l4 &+ (proto == IPProtocolNumber.tcp ? 14 : 4) <= length,
-              l3 &+ packetLength <= length, l4 < l3 &+ packetLength else { return false }
+              l4 &+ (proto == IPProtocolNumber.tcp ? HeaderLength.tcp : HeaderLength.udp) <= l3 &+ packetLength,
+              l3 &+ packetLength <= length else { return false }
         loadAddressesOnly(frame + l3, isIPv4: isIPv4, into: &parsed.key)
         parsed.key.portsAndProtocol = FlowKey.portsAndProtocol(
             srcPort: Wire.load16(frame, l4), dstPort: Wire.load16(frame, l4 &+ 2), proto: proto,

@@ -17,7 +17,8 @@ final class DescribedFrameEngineTests: XCTestCase {
         SnapshotDestination(weight: 1, mac: realMAC, route: DestinationRoute(method: method, address: IPAddress(address)!, port: port))
     }
 
-    /// Services 0 (NAT), 1 (DR), 2 (IPv6 UDP, DR), 3 (FULLNAT), 4 (tunnel): the program's map indices.
+    /// Services 0 (NAT), 1 (DR), 2 (IPv6 UDP, DR), 3 (FULLNAT), 4 (tunnel), 5 (IPv4 UDP, NAT), 6 (IPv6 TCP,
+    /// DR): the program's map indices.
     private func snapshot() -> ForwardingSnapshot {
         ForwardingSnapshot(interfaceMAC: interfaceMAC, services: [
             SnapshotService(key: ServiceKey(proto: .tcp, address: IPAddress("203.0.113.10")!, port: 80),
@@ -37,6 +38,12 @@ final class DescribedFrameEngineTests: XCTestCase {
             SnapshotService(key: ServiceKey(proto: .tcp, address: IPAddress("203.0.113.40")!, port: 80),
                             policy: ServicePolicy(scheduler: .rr),
                             destinations: [destination(.tunnel, "198.51.100.15", 80)]),
+            SnapshotService(key: ServiceKey(proto: .udp, address: IPAddress("203.0.113.50")!, port: 53),
+                            policy: ServicePolicy(scheduler: .rr, seesReplies: true),
+                            destinations: [destination(.masquerading, "198.51.100.16", 5353)]),
+            SnapshotService(key: ServiceKey(proto: .tcp, address: IPAddress("2001:db8:10::60")!, port: 80),
+                            policy: ServicePolicy(scheduler: .rr, ipv6: true),
+                            destinations: [destination(.directRouting, "2001:db8:20::6", 80)]),
         ], mtu: 1500, sourceAddresses: [IPAddress("198.51.100.2")!])
     }
 
@@ -91,6 +98,15 @@ final class DescribedFrameEngineTests: XCTestCase {
             traffic.append(("NAT reply", PacketBuilder.tcp(real, 8080, client, port, flags: TCPFlags.syn | TCPFlags.ack).build(), nil))
             traffic.append(("IPv6 datagram", PacketBuilder.udp("2001:db8:1::1", port, "2001:db8:10::10", 53, payload: [1, 2, 3]).build(), 2))
             traffic.append(("FIN to service 1", PacketBuilder.tcp(client, port, "203.0.113.20", 80, flags: TCPFlags.fin | TCPFlags.ack).build(), 1))
+            var tagged = PacketBuilder.tcp(client, port &+ 100, "203.0.113.20", 80, flags: TCPFlags.syn)
+            tagged.vlanTCI = 42
+            traffic.append(("SYN behind a VLAN tag", tagged.build(), 1))
+            var options = PacketBuilder.tcp(client, port &+ 200, "203.0.113.10", 80, flags: TCPFlags.syn)
+            options.ipv4.options = [1, 1, 1, 0]
+            traffic.append(("SYN with IPv4 options, NAT", options.build(), 0))
+            traffic.append(("IPv4 datagram, NAT", PacketBuilder.udp(client, port, "203.0.113.50", 53, payload: [7, 7]).build(), 5))
+            traffic.append(("IPv6 SYN", PacketBuilder.tcp("2001:db8:1::1", port, "2001:db8:10::60", 80, flags: TCPFlags.syn).build(), 6))
+            traffic.append(("IPv6 ACK", PacketBuilder.tcp("2001:db8:1::1", port, "2001:db8:10::60", 80, flags: TCPFlags.ack).build(), 6))
         }
         for (name, frame, service) in traffic {
             let (verdictA, outA, left) = run(&described, frame, .program(service: service))

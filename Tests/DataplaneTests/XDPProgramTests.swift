@@ -92,9 +92,11 @@ final class XDPProgramTests: XCTestCase {
 
     /// A whole, consistent TCP or UDP packet to a service or from a NAT real server comes with the program's
     /// description (`FrameMetadata`): exactly what `FrameMetadata.describe` writes, which the engine benchmark
-    /// and the engine tests use in the kernel's place. Anything the parser would not take as it is gets none,
-    /// so the worker parses it and counts it as it always did.
+    /// and the engine tests use in the kernel's place. Every other frame the program claims gets sixteen zero
+    /// bytes (so no UMEM frame keeps an earlier frame's description), and the parser refuses the inconsistent
+    /// ones as it always did; frames the program leaves to the kernel get none.
     func testWholePacketsForTheWorkersComeWithTheirDescription() throws {
+        try program.setService(ServiceKey(proto: .udp, address: IPAddress(vip)!, port: 80), index: 2)
         func expected(_ frame: [UInt8], service: Int?) -> [UInt8] {
             var buffer = [UInt8](repeating: 0, count: FrameMetadata.size) + frame
             let written = buffer.withUnsafeMutableBytes {
@@ -105,11 +107,18 @@ final class XDPProgramTests: XCTestCase {
         }
         var tagged = PacketBuilder.tcp(client, 40001, vip, 80, flags: TCPFlags.syn, payload: [1, 2, 3])
         tagged.vlanTCI = 7
-        var withOptions = PacketBuilder.udp(client, 40002, vip, 80)
+        var withOptions = PacketBuilder.udp(client, 40002, vip, 80, payload: [4, 5])
         withOptions.ipv4.options = [1, 1, 1, 0]
+        var tcpOptions = PacketBuilder.tcp(client, 40003, vip, 80, flags: TCPFlags.syn)
+        tcpOptions.tcp.options = [2, 4, 5, 0xb4]  // MSS
+        var padded = PacketBuilder.tcp(client, 40004, vip, 80)
+        padded.trailer = [UInt8](repeating: 0, count: 6)  // Ethernet padding: the IP packet is shorter than the frame
         let described: [(String, [UInt8], Int?)] = [
             ("a SYN to a service", PacketBuilder.tcp(client, 40000, vip, 80, flags: TCPFlags.syn).build(), 0),
             ("behind a VLAN tag, with a payload", tagged.build(), 0),
+            ("IPv4 options", withOptions.build(), 2),
+            ("TCP options", tcpOptions.build(), 0),
+            ("Ethernet padding", padded.build(), 0),
             ("an IPv6 datagram to a service", PacketBuilder.udp("2001:db8:1::1", 5353, "2001:db8:10::10", 53).build(), 1),
             ("a NAT real server's reply", PacketBuilder.tcp(real, 8080, client, 40000).build(), nil),
             ("a reply to a FULLNAT local address", PacketBuilder.udp(real, 80, local, 2000, payload: [9]).build(), nil),
@@ -118,30 +127,41 @@ final class XDPProgramTests: XCTestCase {
             let (_, metadata) = try program.runShowingMetadata(frame: frame)
             XCTAssertEqual(metadata, expected(frame, service: service), name)
         }
-        // Still the workers' (or the kernel's), but each without a description.
+        // Still the workers', but each without a description; the parser refuses the inconsistent ones too.
         var badOffset = PacketBuilder.tcp(client, 40000, vip, 80).build()
         badOffset[14 + 20 + 12] = 0x40  // data offset 4 words
         var longerThanFrame = PacketBuilder.tcp(client, 40000, vip, 80).build()
         longerThanFrame[14 + 3] &+= 8   // IPv4 total length past the frame's end
+        var shorterThanHeader = PacketBuilder.tcp(client, 40000, vip, 80).build()
+        shorterThanHeader[14 + 2] = 0; shorterThanHeader[14 + 3] = 16  // IPv4 total length below the header's
         var badUDPLength = PacketBuilder.udp(client, 40000, vip, 80, payload: [1, 2]).build()
         badUDPLength[14 + 20 + 5] = 20  // UDP length longer than the segment
-        var fragment = PacketBuilder.udp(client, 40000, vip, 80, payload: [1, 2, 3])
+        var v6LongerThanFrame = PacketBuilder.udp("2001:db8:1::1", 5353, "2001:db8:10::10", 53).build()
+        v6LongerThanFrame[14 + 5] &+= 8  // IPv6 payload length past the frame's end
+        var fragment = PacketBuilder.tcp(client, 40000, vip, 80, payload: [1, 2, 3])
         fragment.ipv4.moreFragments = true
-        let undescribed: [(String, [UInt8])] = [
-            ("a TCP data offset below 5", badOffset), ("an IP length past the frame", longerThanFrame),
-            ("a UDP length past the segment", badUDPLength), ("a fragment", fragment.build()),
+        let inconsistent: [(String, [UInt8])] = [
+            ("a TCP data offset below 5", badOffset), ("an IPv4 length past the frame", longerThanFrame),
+            ("an IPv4 length below its header's", shorterThanHeader), ("a UDP length past the segment", badUDPLength),
+            ("an IPv6 length past the frame", v6LongerThanFrame),
+        ]
+        let blank = [UInt8](repeating: 0, count: FrameMetadata.size)
+        for (name, frame) in inconsistent {
+            XCTAssertEqual(try program.runShowingMetadata(frame: frame).metadata, blank, name)
+            var parsed = ParsedFrame()
+            let status = frame.withUnsafeBytes { FrameParser.parse($0.baseAddress!, length: frame.count, into: &parsed) }
+            XCTAssertNotEqual(status, .ok, "\(name): the parser refuses it too")
+        }
+        let otherKinds: [(String, [UInt8])] = [
+            ("a fragment", fragment.build()),
             ("an ICMP error", PacketBuilder.icmpError("192.0.2.77", client, type: 3, code: 4, rest: 1400,
                                                       quoting: PacketBuilder.tcp(vip, 80, client, 40000)).build()),
-            ("not a service", PacketBuilder.tcp(client, 40000, vip, 81).build()),
         ]
-        for (name, frame) in undescribed {
-            XCTAssertEqual(try program.runShowingMetadata(frame: frame).metadata, [], name)
-            var parsed = ParsedFrame()
-            if name != "not a service" && name != "a fragment" && name != "an ICMP error" {
-                let status = frame.withUnsafeBytes { FrameParser.parse($0.baseAddress!, length: frame.count, into: &parsed) }
-                XCTAssertNotEqual(status, .ok, "\(name): the parser refuses it too")
-            }
+        for (name, frame) in otherKinds {
+            XCTAssertEqual(try program.runShowingMetadata(frame: frame).metadata, blank, name)
         }
+        XCTAssertEqual(try program.runShowingMetadata(frame: PacketBuilder.tcp(client, 40000, vip, 81).build()).metadata, [],
+                       "not a service: the kernel's, no metadata")
     }
 
     /// Fragments go by address (later ones have no ports): to a VIP of a service of their protocol, from a NAT

@@ -146,10 +146,11 @@ struct xd_heartbeat {
  * the frame is a whole TCP or UDP packet (no fragment, no ICMP) that passed every check the workers' parser
  * makes, its headers are where `l3` and `l4` say, and it is for service `service` (the `services` map's
  * index) or, XD_META_NO_SERVICE, a reply to translate. The worker then neither parses the frame again nor
- * looks the service up. `seal` ties the rest to the frame: a worker accepts the metadata only when it equals
- * xd_frame_meta_seal() of the fields and the frame's length, and clears it once read, so bytes left in the
- * headroom by an earlier frame (metadata, or tunnel headers written there) are never taken for this frame's.
- * 16 bytes (a multiple of 4, as the kernel requires). */
+ * looks the service up. Every redirected frame gets metadata, sixteen zero bytes when it is not described,
+ * so no frame carries an earlier frame's description (the kernel copies it with the frame, also into a frame
+ * it drops and hands out again). `seal` ties the rest to the frame: a worker accepts the metadata only when
+ * it equals xd_frame_meta_seal() of the fields and the frame's length, and clears it once read. 16 bytes (a
+ * multiple of 4, as the kernel requires). */
 struct xd_frame_meta {
     __u32 service;          /* host order: xd_service_value.index, or XD_META_NO_SERVICE */
     __u16 packet_length;    /* host order: IPv4 total length, or 40 + IPv6 payload length */
