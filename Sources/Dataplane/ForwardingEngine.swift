@@ -345,9 +345,17 @@ public struct ForwardingEngine: ~Copyable {
     private mutating func decide(prepared index: Int, _ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
                                  now: UInt32) -> FrameVerdict {
         if parsed.isICMPError { return icmpError(frame, length: length, headroom: headroom, now: now) }
-        let named = preparedService[index]
-        guard named != Self.describedReply, let service = view.service(for: parsed.key, named: Int(named)) else {
-            return reply(frame, length: length, now: now)
+        let named = Int(preparedService[index])
+        let service: Int
+        if view.isService(named, of: parsed.key) {
+            service = named
+        } else {
+            if named == Int(Self.describedReply) { return reply(frame, length: length, now: now) }
+            // Named, but not this snapshot's: a reload between the program's map and the snapshot, or a map
+            // out of step with it (counted, so that shows).
+            if named >= 0 { counters.add(.describedServiceMismatches) }
+            guard let found = view.service(for: parsed.key) else { return reply(frame, length: length, now: now) }
+            service = found
         }
         // The packet's one flow hash: the fast path's lookup and `admit`'s (and its insertion) share it.
         let hash = preparedHash[index]

@@ -293,14 +293,12 @@ struct SnapshotView {
         return UInt32(truncatingIfNeeded: (word &* 0x9E37_79B9_7F4A_7C15) >> 32)
     }
 
-    /// The index of the service the packet is addressed to, when the XDP program `named` it (its index in
-    /// the `services` map, or negative: not named): the named one is taken when it is that packet's (the map
-    /// and this snapshot come from the same configuration, except for the moment a reload takes to reach
-    /// both), else the look-up decides.
+    /// Whether service `index` (the XDP program's `services` map index for the packet) is the packet's in
+    /// this snapshot: the map and the snapshot come from the same configuration, except for the moment a
+    /// reload takes to reach both.
     @inline(__always)
-    func service(for key: FlowKey, named: Int) -> Int? {
-        if named >= 0 && named < services.count && services[named].matchesDestination(of: key) { return named }
-        return service(for: key)
+    func isService(_ index: Int, of key: FlowKey) -> Bool {
+        index >= 0 && index < services.count && services[index].matchesDestination(of: key)
     }
 
     /// The index of the service the packet is addressed to.

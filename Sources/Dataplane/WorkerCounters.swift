@@ -90,6 +90,9 @@ public enum WorkerCounter: Int, CaseIterable, Sendable {
     /// not looked up again. The rest were parsed in full (no metadata: a reply of another kind, an ICMP error,
     /// a fragment, a frame the program found inconsistent, or a driver without XDP metadata).
     case framesDescribed
+    /// Of `framesDescribed`, frames whose named service is not this snapshot's at that index (a reload
+    /// between the program's map and the workers' snapshot, or a map out of step with it): looked up instead.
+    case describedServiceMismatches
 
     /// snake_case for listings, JSON and metrics; an acronym stays one word (`dropNotIP` → `drop_not_ip`,
     /// `dropTXRingFull` → `drop_tx_ring_full`, `dropBadIPv4Checksum` → `drop_bad_ipv4_checksum`).

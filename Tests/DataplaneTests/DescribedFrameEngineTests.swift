@@ -119,6 +119,7 @@ final class DescribedFrameEngineTests: XCTestCase {
             }
         }
         XCTAssertEqual(framesDescribed(&described, describedCounters), UInt64(traffic.count))
+        XCTAssertEqual(describedCounters[.describedServiceMismatches], 0)
         XCTAssertEqual(framesDescribed(&parsed, parsedCounters), 0)
         XCTAssertEqual(describedCounters[.newConnections], parsedCounters[.newConnections])
         XCTAssertEqual(describedCounters[.repliesTranslated], 3)
@@ -147,10 +148,12 @@ final class DescribedFrameEngineTests: XCTestCase {
         for named in [0, 4, 99] {
             var reference = ForwardingEngine(snapshot: snapshot(), connectionCapacity: 1024, counters: WorkerCounterBlock())
             let (_, expected, _) = run(&reference, syn, .none)
-            var engine = ForwardingEngine(snapshot: snapshot(), connectionCapacity: 1024, counters: WorkerCounterBlock())
+            let counters = WorkerCounterBlock()
+            var engine = ForwardingEngine(snapshot: snapshot(), connectionCapacity: 1024, counters: counters)
             (verdict, out, _) = run(&engine, syn, .program(service: named))
             XCTAssertTrue(verdict.isTransmit, "named \(named)")
             XCTAssertEqual(out, expected, "named \(named): forwarded by service 1")
+            XCTAssertEqual(counters[.describedServiceMismatches], 1, "named \(named): counted")
         }
 
         // Sealed, but its offsets point past the frame: never read from, the frame is parsed instead.
