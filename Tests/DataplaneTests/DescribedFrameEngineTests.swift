@@ -59,23 +59,18 @@ final class DescribedFrameEngineTests: XCTestCase {
     /// the verdict, the frame sent (empty when none) and the 16 bytes before the frame afterwards.
     private func run(_ engine: inout ForwardingEngine, _ input: [UInt8], _ description: Description)
         -> (FrameVerdict, [UInt8], [UInt8]) {
-        let headroom = 256
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        buffer.replaceSubrange(headroom..<headroom + input.count, with: input)
-        return buffer.withUnsafeMutableBytes { raw in
-            let frame = raw.baseAddress! + headroom
+        var left: [UInt8] = []
+        let (verdict, sent) = runFrame(&engine, input, before: { raw, headroom in
             switch description {
             case .none: break
             case .program(let service):
-                XCTAssertTrue(FrameMetadata.describe(frame, length: input.count, service: service), "the program describes it")
+                XCTAssertTrue(FrameMetadata.describe(raw.baseAddress! + headroom, length: input.count, service: service),
+                              "the program describes it")
             case .raw(let bytes):
                 for (offset, byte) in bytes.enumerated() { raw[headroom - FrameMetadata.size + offset] = byte }
             }
-            let verdict = engine.process(frame, length: input.count, headroom: headroom, now: 100)
-            let before = Array(raw[headroom - FrameMetadata.size..<headroom])
-            guard case .transmit(let offset, let length) = verdict else { return (verdict, [], before) }
-            return (verdict, Array(raw[headroom + offset..<headroom + offset + length]), before)
-        }
+        }, after: { raw, headroom in left = Array(raw[headroom - FrameMetadata.size..<headroom]) })
+        return (verdict, sent, left)
     }
 
     private func framesDescribed(_ engine: inout ForwardingEngine, _ counters: WorkerCounterBlock) -> UInt64 {

@@ -30,20 +30,9 @@ final class TranslationEngineTests: XCTestCase {
         service("203.0.113.30", route(.tunnel, "198.51.100.13", 80)),
     ], mtu: 1500, sourceAddresses: [director])
 
-    /// The frame after `engine` processed it (the `length` bytes from `offset` its verdict names), with 256 bytes of
-    /// headroom before it as AF_XDP gives.
+    /// The verdict and the frame sent (`runFrame`).
     private func run(_ engine: inout ForwardingEngine, _ builder: PacketBuilder) -> (FrameVerdict, [UInt8]) {
-        let input = builder.build()
-        let headroom = 256
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        buffer.replaceSubrange(headroom..<headroom + input.count, with: input)
-        return buffer.withUnsafeMutableBytes { raw in
-            let frame = raw.baseAddress! + headroom
-            let verdict = engine.process(frame, length: input.count, headroom: headroom, now: 100)
-            guard case .transmit(let offset, let length) = verdict else { return (verdict, []) }
-            let start = headroom + offset
-            return (verdict, Array(raw[start..<start + length]))
-        }
+        runFrame(&engine, builder.build())
     }
 
     private func expected(_ builder: PacketBuilder, ttl: UInt8 = 63, from source: MACAddress, to destination: MACAddress) -> [UInt8] {
