@@ -126,21 +126,26 @@ struct EngineFeed {
     var now: UInt32 = 1000
     let packetsPerSecond: Int
     var sinceTick = 0
-    /// Slots swept each turn beyond the worker's own (new connections), a round of the table per SYN_RECV
-    /// timeout.
-    let sweepPerBatch: Int
 
     /// The SYN_RECV timeout the bench's connections live (`ConnectionTimeouts` default).
     static let halfOpenSeconds = 60
 
-    /// `fullTable`: no sweeping beyond the worker's own, so the table fills with expired entries and stays full (the
-    /// full-table path, as under a SYN flood).
-    init(flows: Int, newConnections: Bool, capacity: Int, fullTable: Bool = false) {
+    init(flows: Int, newConnections: Bool, capacity: Int) {
         self.flows = flows
         self.newConnections = newConnections
-        packetsPerSecond = max(1, capacity / (4 * Self.halfOpenSeconds))
-        let batchesPerRound = max(1, Self.halfOpenSeconds * packetsPerSecond / Int(Worker.batchSize))
-        sweepPerBatch = newConnections && !fullTable ? ConnectionTable.slotCount(capacity: capacity) / batchesPerRound + 1 : 0
+        packetsPerSecond = Self.packetsPerSecond(capacity: capacity)
+    }
+
+    /// A quarter of `capacity` arrives per SYN_RECV timeout.
+    static func packetsPerSecond(capacity: Int) -> Int { max(1, capacity / (4 * halfOpenSeconds)) }
+
+    /// Slots a turn sweeps beyond the worker's own for new connections (a round of the table per SYN_RECV
+    /// timeout); `fullTable`: none, so the table fills with expired entries and stays full (the full-table
+    /// path, as under a SYN flood).
+    static func sweepPerBatch(capacity: Int, fullTable: Bool) -> Int {
+        guard !fullTable else { return 0 }
+        let batchesPerRound = max(1, halfOpenSeconds * packetsPerSecond(capacity: capacity) / Int(Worker.batchSize))
+        return ConnectionTable.slotCount(capacity: capacity) / batchesPerRound + 1
     }
 
     /// Delivers one batch of the worker's size on `rings`, SYNs for new connections, else ACKs of the flows
@@ -197,7 +202,8 @@ final class SwiftEngineSide {
 
     deinit { loop.drainTransmissions() }
 
-    /// Slots each turn sweeps beyond the worker's own (`EngineFeed.sweepPerBatch`), and the time they took.
+    /// Slots each turn sweeps beyond the worker's own (`EngineFeed.sweepPerBatch(capacity:fullTable:)`), and
+    /// the time they took.
     var reclaim = 0
     private(set) var reclaimNanoseconds: UInt64 = 0
 
@@ -247,10 +253,10 @@ final class BaselineSide {
 enum EngineRun {
     /// `held`: the connections the side's table holds (nil: a side that does not say), read between turns.
     static func run(workload: EngineWorkload, flows: Int, packets: Int, newConnections: Bool, capacity: Int,
-                    fullTable: Bool = false, turn: (UInt32) -> UInt32, rings: MemoryRings,
+                    turn: (UInt32) -> UInt32, rings: MemoryRings,
                     check: ((UnsafeMutableRawPointer, Int) -> Void)? = nil, held: (() -> Int)? = nil)
         -> EngineMeasurement {
-        var feed = EngineFeed(flows: flows, newConnections: newConnections, capacity: capacity, fullTable: fullTable)
+        var feed = EngineFeed(flows: flows, newConnections: newConnections, capacity: capacity)
         var measurement = EngineMeasurement()
         if !newConnections {
             // Untimed: a SYN then an ACK per flow, so every connection is established.
@@ -358,10 +364,9 @@ struct EngineCommand: ParsableCommand {
         var c: EngineMeasurement?
         if only != "c" {
             let side = SwiftEngineSide(workload: workload, capacity: tableCapacity)
-            side.reclaim = EngineFeed(flows: flows, newConnections: newConnections, capacity: tableCapacity,
-                                      fullTable: fullTable).sweepPerBatch
+            side.reclaim = newConnections ? EngineFeed.sweepPerBatch(capacity: tableCapacity, fullTable: fullTable) : 0
             let measured = EngineRun.run(workload: workload, flows: flows, packets: packets, newConnections: newConnections,
-                                         capacity: tableCapacity, fullTable: fullTable, turn: side.engineTurn,
+                                         capacity: tableCapacity, turn: side.engineTurn,
                                          rings: side.rings, held: side.held)
             swift = measured
             print(Self.line("XDirector engine", measured))
@@ -377,7 +382,7 @@ struct EngineCommand: ParsableCommand {
         if only != "swift" {
             let side = BaselineSide(capacity: tableCapacity)
             let measured = EngineRun.run(workload: workload, flows: flows, packets: packets, newConnections: newConnections,
-                                         capacity: tableCapacity, fullTable: fullTable, turn: side.baselineTurn,
+                                         capacity: tableCapacity, turn: side.baselineTurn,
                                          rings: side.rings)
             c = measured
             print(Self.line("C baseline (DR)", measured))
