@@ -41,20 +41,12 @@ public enum AddressTranslation {
         // also covers the ports. One delta, summed once (RFC 1624 eqn. 3), serves both.
         var delta = replaceAddressesDecrementingTTL(ip, isIPv4: isIPv4, source: source?.address,
                                                     destination: destination?.address)
-        if let source {
-            delta.replace(Wire.load16(l4, FieldOffset.TCP.sourcePort), with: source.port)
-            Wire.store16(l4, FieldOffset.TCP.sourcePort, source.port)
-        }
-        if let destination {
-            delta.replace(Wire.load16(l4, FieldOffset.TCP.destinationPort), with: destination.port)
-            Wire.store16(l4, FieldOffset.TCP.destinationPort, destination.port)
-        }
-        let oldL4Checksum = Wire.load16(l4, checksumOffset)
+        if let source { delta.store(source.port, l4, FieldOffset.TCP.sourcePort) }
+        if let destination { delta.store(destination.port, l4, FieldOffset.TCP.destinationPort) }
         if isTCP {
-            Wire.store16(l4, checksumOffset, delta.apply(to: oldL4Checksum))
-        } else if !(isIPv4 && oldL4Checksum == 0) {
-            let updated = delta.apply(to: oldL4Checksum)
-            Wire.store16(l4, checksumOffset, updated == 0 ? 0xFFFF : updated)
+            delta.apply(at: l4, checksumOffset)
+        } else {
+            delta.applyUDP(at: l4, checksumOffset, zeroMeansNone: isIPv4)
         }
         Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
         return .transmit
@@ -96,28 +88,24 @@ public enum AddressTranslation {
             var header = delta
             header.decrementTTL()
             Wire.store8(ip, FieldOffset.IPv4.ttl, Wire.load8(ip, FieldOffset.IPv4.ttl) &- 1)
-            Wire.store16(ip, FieldOffset.IPv4.checksum, header.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
+            header.apply(at: ip, FieldOffset.IPv4.checksum)
         } else {
             Wire.store8(ip, FieldOffset.IPv6.hopLimit, Wire.load8(ip, FieldOffset.IPv6.hopLimit) &- 1)
         }
         return delta
     }
 
-    /// Stores `address` at `offset` of the IP header, adding the change to `delta`.
+    /// Stores `address` at `offset` of the IP header, adding the change to `delta` (in wire order).
     @inlinable @inline(__always)
     static func replaceAddress(_ ip: UnsafeMutableRawPointer, at offset: Int, with address: IPAddress, isIPv4: Bool,
                                delta: inout ChecksumDelta) {
         // The flat form: an IPv4 address is the low half (the family is the packet's, known already).
         let (hi, lo) = address.v6Halves
         if isIPv4 {
-            let new = UInt32(truncatingIfNeeded: lo)
-            delta.replace(Wire.load32(ip, offset), with: new)
-            Wire.store32(ip, offset, new)
+            delta.store(UInt32(truncatingIfNeeded: lo), ip, offset)
         } else {
-            delta.replace(Wire.load64(ip, offset), with: hi)
-            delta.replace(Wire.load64(ip, offset &+ 8), with: lo)
-            Wire.store64(ip, offset, hi)
-            Wire.store64(ip, offset &+ 8, lo)
+            delta.store(hi, ip, offset)
+            delta.store(lo, ip, offset &+ 8)
         }
     }
 }

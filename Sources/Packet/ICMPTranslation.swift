@@ -33,8 +33,7 @@ public enum ICMPTranslation {
                                               delta: &outerDelta)
         }
         if isIPv4 {
-            Wire.store16(ip, FieldOffset.IPv4.checksum,
-                         outerDelta.apply(to: Wire.load16(ip, FieldOffset.IPv4.checksum)))
+            outerDelta.apply(at: ip, FieldOffset.IPv4.checksum)
         }
 
         let inner = frame + parsed.innerL3Offset
@@ -51,8 +50,7 @@ public enum ICMPTranslation {
             Wire.store16(innerL4, FieldOffset.TCP.destinationPort, innerDestination.port)
         }
         if isIPv4 {
-            Wire.store16(inner, FieldOffset.IPv4.checksum,
-                         innerDelta.apply(to: Wire.load16(inner, FieldOffset.IPv4.checksum)))
+            innerDelta.apply(at: inner, FieldOffset.IPv4.checksum)
         }
 
         // Summed afresh over the translated message, with the translated outer addresses.

@@ -128,7 +128,21 @@ public enum InternetChecksum {
     /// it. The same value as `updated(_:replacing:with:)` on the TTL word, in a few instructions.
     @inlinable @inline(__always)
     public static func updatedForTTLDecrement(_ checksum: UInt16) -> UInt16 {
-        var sum = UInt32(checksum) &+ 0x0100
+        adding(0x0100, to: checksum)
+    }
+
+    /// `updatedForTTLDecrement` for the checksum as it lies in the packet (network order, loaded without a
+    /// byte swap): one's complement sums do not depend on byte order (RFC 1071 section 2(B)), so the
+    /// increment is just swapped too.
+    @inlinable @inline(__always)
+    public static func updatedForTTLDecrement(wire checksum: UInt16) -> UInt16 {
+        adding(UInt16(0x0100).bigEndian, to: checksum)
+    }
+
+    /// `checksum` + `increment` in one's complement, 0xFFFF (-0) written as +0 as eqn. 3 gives it.
+    @inlinable @inline(__always)
+    static func adding(_ increment: UInt16, to checksum: UInt16) -> UInt16 {
+        var sum = UInt32(checksum) &+ UInt32(increment)
         sum = (sum & 0xFFFF) &+ (sum >> 16)
         return sum == 0xFFFF ? 0 : UInt16(truncatingIfNeeded: sum)
     }
@@ -173,6 +187,10 @@ public enum InternetChecksum {
 
 /// Changes to 16-, 32- or 64-bit fields at even offsets of checksummed data, accumulated as ~old + new
 /// and applied to a checksum in one step (RFC 1624 eqn. 3: HC' = ~(~HC + Σ~m + Σm')).
+///
+/// The sum does not depend on byte order (RFC 1071 section 2(B)) as long as the fields and the checksum
+/// are taken alike: `replace` and `apply(to:)` in host order, or `store` and `apply(at:)` in wire order,
+/// the words as they lie in the packet, which spares the rewrites every byte swap but the new values'.
 @usableFromInline
 struct ChecksumDelta {
     @usableFromInline var sum: UInt64 = 0
@@ -195,16 +213,47 @@ struct ChecksumDelta {
         sum = InternetChecksum.add(sum, new)
     }
 
-    /// Records TTL - 1 (the caller checked TTL > 1): the header's 16-bit word m = TTL << 8 | protocol becomes
-    /// m - 0x100, and ~m + (m - 0x100) is 0xFEFF whatever m is.
+    /// Stores `value` (host order) in the field at `offset` of `base`, recording the change in wire order.
     @inlinable @inline(__always)
-    mutating func decrementTTL() {
-        sum = InternetChecksum.add(sum, 0xFEFF)
+    mutating func store<Field: FixedWidthInteger & UnsignedInteger>(_ value: Field, _ base: UnsafeMutableRawPointer,
+                                                                    _ offset: Int) {
+        let old = base.loadUnaligned(fromByteOffset: offset, as: Field.self), new = value.bigEndian
+        if Field.bitWidth == 64 {
+            sum = InternetChecksum.add(sum, ~UInt64(truncatingIfNeeded: old))
+            sum = InternetChecksum.add(sum, UInt64(truncatingIfNeeded: new))
+        } else {
+            sum = InternetChecksum.add(sum, UInt64(truncatingIfNeeded: ~old) &+ UInt64(truncatingIfNeeded: new))
+        }
+        base.storeBytes(of: new, toByteOffset: offset, as: Field.self)
     }
 
-    /// The checksum after the recorded changes.
+    /// Records TTL - 1 (the caller checked TTL > 1), in wire order: the header's 16-bit word
+    /// m = TTL << 8 | protocol becomes m - 0x100, and ~m + (m - 0x100) is 0xFEFF whatever m is.
+    @inlinable @inline(__always)
+    mutating func decrementTTL() {
+        sum = InternetChecksum.add(sum, UInt64(UInt16(0xFEFF).bigEndian))
+    }
+
+    /// The checksum after the recorded changes (host order).
     @inlinable @inline(__always)
     func apply(to checksum: UInt16) -> UInt16 {
         ~InternetChecksum.fold(InternetChecksum.add(sum, UInt64(~checksum)))
+    }
+
+    /// Updates the checksum at `offset` of `base` for the changes recorded in wire order.
+    @inlinable @inline(__always)
+    func apply(at base: UnsafeMutableRawPointer, _ offset: Int) {
+        base.storeBytes(of: apply(to: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)),
+                        toByteOffset: offset, as: UInt16.self)
+    }
+
+    /// `apply(at:_:)` for a UDP checksum: a result of 0 goes out as 0xFFFF (0 means none), and with
+    /// `zeroMeansNone` (IPv4) a checksum of 0 stays 0.
+    @inlinable @inline(__always)
+    func applyUDP(at base: UnsafeMutableRawPointer, _ offset: Int, zeroMeansNone: Bool) {
+        let checksum = base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)
+        guard !(zeroMeansNone && checksum == 0) else { return }
+        let updated = apply(to: checksum)
+        base.storeBytes(of: updated == 0 ? 0xFFFF : updated, toByteOffset: offset, as: UInt16.self)
     }
 }

@@ -114,8 +114,10 @@ enum HopLimit {
             // TTL is the high byte of the 16-bit word it shares with the protocol.
             let ttl = Wire.load8(ip, FieldOffset.IPv4.ttl)
             Wire.store8(ip, FieldOffset.IPv4.ttl, ttl &- 1)
-            Wire.store16(ip, FieldOffset.IPv4.checksum,
-                         InternetChecksum.updatedForTTLDecrement(Wire.load16(ip, FieldOffset.IPv4.checksum)))
+            // In wire order: no byte swapped.
+            let checksum = ip.loadUnaligned(fromByteOffset: FieldOffset.IPv4.checksum, as: UInt16.self)
+            ip.storeBytes(of: InternetChecksum.updatedForTTLDecrement(wire: checksum),
+                          toByteOffset: FieldOffset.IPv4.checksum, as: UInt16.self)
         } else {
             Wire.store8(ip, FieldOffset.IPv6.hopLimit, Wire.load8(ip, FieldOffset.IPv6.hopLimit) &- 1)
         }

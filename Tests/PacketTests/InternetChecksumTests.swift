@@ -171,6 +171,16 @@ final class InternetChecksumTests: XCTestCase {
         }
     }
 
+    /// The TTL update on the checksum as it lies in the packet (no byte swapped) is the host-order one with
+    /// its bytes swapped, for every checksum.
+    func testTTLDecrementInWireOrder() {
+        for checksum in 0...0xFFFF {
+            let host = UInt16(checksum)
+            XCTAssertEqual(InternetChecksum.updatedForTTLDecrement(wire: host.bigEndian),
+                           InternetChecksum.updatedForTTLDecrement(host).bigEndian, "checksum \(checksum)")
+        }
+    }
+
     /// Replacing a field with itself changes nothing; replacing 0x0000 by 0xFFFF (the two zeros) neither.
     func testIdentityUpdates() {
         var random = SeededGenerator(seed: 0xC5C5_0006)
