@@ -72,8 +72,10 @@ public struct ForwardingEngine: ~Copyable {
     private let preparedService: UnsafeMutablePointer<Int32>
     /// Frames prepared from the program's description since the last sweep (then added to the counter).
     private var described: UInt64 = 0
-    private static let notDescribed: Int32 = -1
-    private static let describedReply: Int32 = -2
+    /// The program's word as it is (`XD_META_NO_SERVICE` is -1 as an `Int32`); an index too large for one
+    /// reads as another negative number, which names no service, so the packet's service is looked up.
+    private static let describedReply = Int32(bitPattern: XD_META_NO_SERVICE)
+    private static let notDescribed = Int32.min
     /// The parse of the frame being processed: one of `prepared`.
     private var current: UnsafeMutablePointer<ParsedFrame>
     private var parsed: ParsedFrame {
@@ -290,8 +292,7 @@ public struct ForwardingEngine: ~Copyable {
                             packetLength: Int(meta.packet_length), proto: meta.proto,
                             isIPv4: meta.family == XD_FAMILY_IPV4, into: &prepared[index]) {
             preparedStatus[index] = .ok
-            preparedService[index] = meta.service == XD_META_NO_SERVICE ? Self.describedReply
-                : Int32(exactly: meta.service) ?? Self.notDescribed
+            preparedService[index] = Int32(bitPattern: meta.service)
             described &+= 1
             hashAndPrefetch(index)
         } else {
@@ -330,8 +331,12 @@ public struct ForwardingEngine: ~Copyable {
 
     /// Decides and applies the fate of the frame `prepare` put in batch slot `index`: the same `frame`,
     /// `length`, and `headroom` bytes of its buffer before it. `now` is in seconds.
-    @inline(__always)
-    public mutating func process(prepared index: Int, _ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0,
+    ///
+    /// Transparent, it and `decide` (always inlined): the optimizer ignores `@inline(__always)` where both
+    /// the caller and the callee are over 64 blocks, as the worker's batch loop and this path are, and the
+    /// call then costs the established packet its register spills, prologue and epilogue.
+    @_transparent
+    mutating func process(prepared index: Int, _ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0,
                                  now: UInt32) -> FrameVerdict {
         answeredSender = false
         current = prepared + index
@@ -341,7 +346,7 @@ public struct ForwardingEngine: ~Copyable {
     }
 
     /// A whole TCP or UDP packet or an ICMP error (`.ok`), or a first fragment: where it goes, rewritten.
-    @inline(__always)
+    @_transparent
     private mutating func decide(prepared index: Int, _ frame: UnsafeMutableRawPointer, length: Int, headroom: Int,
                                  now: UInt32) -> FrameVerdict {
         if parsed.isICMPError { return icmpError(frame, length: length, headroom: headroom, now: now) }
