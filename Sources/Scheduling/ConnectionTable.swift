@@ -291,6 +291,10 @@ public struct ConnectionTable: ~Copyable {
         // One cache line for the common hit: the home slot's entry holds the flow's hash and whether it is
         // occupied, so a flow found where it hashes to reads neither the tags nor another line.
         if Self.holds(entries + slot, key, hash: hash, now: now) { return slot }
+        // Else most often the next slot (linear probing): its entry is checked the same way before the tags,
+        // whose line in a large table is one more miss (and which `lookupLines` prefetches for longer probes).
+        let next = (slot &+ 1) & mask
+        if Self.holds(entries + next, key, hash: hash, now: now) { return next }
         let tag = Self.tag(hash)
         for _ in 0..<Self.probeLimit {
             let slotTag = tags[slot]
@@ -519,10 +523,14 @@ public struct ConnectionTable: ~Copyable {
         return slot
     }
 
-    /// The cache line a lookup of `hash` reads first (its home slot's entry), for a prefetch ahead of it.
+    /// The cache lines a lookup of `hash` reads, to prefetch ahead of it: the home slot's entry, the next
+    /// slot's (where `find` looks directly for a flow displaced by one) and the tags a longer probe reads.
+    /// For the last slot `next` is the line just past the entries (the tags), not slot 0: a prefetch of it
+    /// is merely useless, and the common case saves the wrap.
     @inlinable @inline(__always)
-    public func homeEntry(hash: UInt32) -> UnsafeRawPointer {
-        UnsafeRawPointer(entries + (Int(truncatingIfNeeded: hash) & mask))
+    public func lookupLines(hash: UInt32) -> (home: UnsafeRawPointer, next: UnsafeRawPointer, tags: UnsafeRawPointer) {
+        let slot = Int(truncatingIfNeeded: hash) & mask
+        return (UnsafeRawPointer(entries + slot), UnsafeRawPointer(entries + slot + 1), UnsafeRawPointer(tags + slot))
     }
 
     /// Records a client packet of the entry in `slot` at `now`: true when it is the first since the second

@@ -173,9 +173,11 @@ public struct ConnectionTracker: ~Copyable {
         return current == Self.noDestination ? nil : Int(current)
     }
 
-    /// Where a lookup of `hash` starts reading (the home slot's entry), to prefetch a batch's lookups.
+    /// The cache lines a lookup of `hash` reads (`ConnectionTable.lookupLines`), to prefetch a batch's lookups.
     @inline(__always)
-    public func connectionLine(hash: UInt32) -> UnsafeRawPointer { connections.homeEntry(hash: hash) }
+    public func lookupLines(hash: UInt32) -> (home: UnsafeRawPointer, next: UnsafeRawPointer, tags: UnsafeRawPointer) {
+        connections.lookupLines(hash: hash)
+    }
 
     /// The cell a new entry keeps as its server's identity.
     @inline(__always)
@@ -266,7 +268,7 @@ public struct ConnectionTracker: ~Copyable {
     /// without persistence, whose real server is still configured. Returns its slot and the server's
     /// index, the timer restarted; nil when the packet needs `admit` (called with the same hash), having
     /// changed nothing. `hash` is `key.flowHash`.
-    @inlinable @inline(__always)
+    @_transparent
     public mutating func admitSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int,
                                      now: UInt32) -> (slot: Int, destination: Int, expires: UInt32)? {
         // A TCP segment other than a plain ACK (a SYN above all) is never steady: it goes straight to `admit`.
