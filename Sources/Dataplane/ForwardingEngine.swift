@@ -480,16 +480,17 @@ public struct ForwardingEngine: ~Copyable {
         }
     }
 
-    /// `translate` for an established NAT connection: compiled apart, so the rewrite is specialised for it
-    /// (a connection slot, no new source).
-    @inline(never)
+    /// `translate` for an established NAT connection, specialised for it (a connection slot, no new source).
+    /// It, `translateBothWays` and `translate` are transparent for the reason `process(prepared:...)` is: in
+    /// the batch loop the established NAT and FULLNAT packets pay no call.
+    @_transparent
     private mutating func masquerade(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, expires: UInt32,
                                      destination: Int, mac: UInt64) -> FrameVerdict {
         translate(frame, length: length, slot: slot, expires: expires, destination: destination, mac: mac, source: nil)
     }
 
     /// `translate` for an established FULLNAT connection whose slot holds its local address and port.
-    @inline(never)
+    @_transparent
     private mutating func translateBothWays(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, expires: UInt32,
                                             destination: Int, mac: UInt64) -> FrameVerdict {
         let extra = extras[slot]
@@ -500,7 +501,7 @@ public struct ForwardingEngine: ~Copyable {
     /// NAT or FULLNAT towards real server `destination` (whose MAC is `mac`): the destination becomes the
     /// server, the source `source` (FULLNAT) or stays (NAT); the connection in `slot` keeps its reply entry
     /// as long-lived as itself (`expires`: the connection's expiry, when the caller has it at hand).
-    @inline(__always)
+    @_transparent
     private mutating func translate(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int?, expires known: UInt32? = nil,
                                     destination: Int, mac: UInt64, source: L4Endpoint?) -> FrameVerdict {
         if let slot {
