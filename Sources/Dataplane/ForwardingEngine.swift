@@ -67,8 +67,8 @@ public struct ForwardingEngine: ~Copyable {
     private let preparedStatus: UnsafeMutablePointer<ParseStatus>
     /// Each prepared frame's flow hash (set for an `.ok` frame that is not an ICMP error).
     private let preparedHash: UnsafeMutablePointer<UInt32>
-    /// Each prepared frame's service as the XDP program described it (`FrameMetadata`): its index, or
-    /// `Self.describedReply`, or `Self.notDescribed`.
+    /// Each prepared frame's service as the XDP program described it (`FrameMetadata`): the program's word
+    /// (an index, or `Self.describedReply`), or `Self.notDescribed`.
     private let preparedService: UnsafeMutablePointer<Int32>
     /// Frames prepared from the program's description since the last sweep (then added to the counter).
     private var described: UInt64 = 0

@@ -213,10 +213,12 @@ struct ChecksumDelta {
         sum = InternetChecksum.add(sum, new)
     }
 
-    /// Stores `value` (host order) in the field at `offset` of `base`, recording the change in wire order.
+    /// Stores `value` (host order) in the 16-, 32- or 64-bit field at `offset` of `base`, recording the
+    /// change in wire order.
     @inlinable @inline(__always)
     mutating func store<Field: FixedWidthInteger & UnsignedInteger>(_ value: Field, _ base: UnsafeMutableRawPointer,
                                                                     _ offset: Int) {
+        precondition(Field.bitWidth >= 16, "checksummed words are 16 bits or more")
         let old = base.loadUnaligned(fromByteOffset: offset, as: Field.self), new = value.bigEndian
         if Field.bitWidth == 64 {
             sum = InternetChecksum.add(sum, ~UInt64(truncatingIfNeeded: old))
@@ -228,7 +230,8 @@ struct ChecksumDelta {
     }
 
     /// Records TTL - 1 (the caller checked TTL > 1), in wire order: the header's 16-bit word
-    /// m = TTL << 8 | protocol becomes m - 0x100, and ~m + (m - 0x100) is 0xFEFF whatever m is.
+    /// m = TTL << 8 | protocol becomes m - 0x100, and ~m + (m - 0x100) is 0xFEFF whatever m is; as the
+    /// word lies in the packet, that is 0xFEFF with its bytes in network order.
     @inlinable @inline(__always)
     mutating func decrementTTL() {
         sum = InternetChecksum.add(sum, UInt64(UInt16(0xFEFF).bigEndian))

@@ -193,8 +193,18 @@ public struct ConnectionTable: ~Copyable {
         if restoring {
             precondition(control[Control.slotCount] == UInt64(slotCount) && control[Control.capacity] == UInt64(capacity),
                          "restored connection table has another capacity")
+            // A process that died between an entry's store and its tag's (an insert writes the entry first, a
+            // removal clears its occupied flag first) left the two disagreeing: the entry decides, so `find`
+            // (which reads the entry's flag first, then the tags) and the slot accessors see one table.
             var held = 0
-            for slot in 0..<slotCount where tags[slot] > Self.tombstone { held += 1 }
+            for slot in 0..<slotCount {
+                if entries[slot].flags & Self.occupiedFlag != 0 {
+                    tags[slot] = Self.tag(entries[slot].hash)
+                    held += 1
+                } else if tags[slot] > Self.tombstone {
+                    tags[slot] = Self.tombstone
+                }
+            }
             self.count = held
         } else {
             control.initialize(repeating: 0, count: Control.bytes / 8)

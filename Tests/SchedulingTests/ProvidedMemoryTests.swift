@@ -94,6 +94,26 @@ final class ProvidedMemoryTests: XCTestCase {
         for (key, slot, _) in expected { XCTAssertEqual(table.find(key, now: 1060), slot) }
     }
 
+    /// A process that died between an entry's store and its tag's: the restored table goes by the entry, so
+    /// an insert it finished writing is found (and its slot readable) and a removal it began is gone.
+    func testARestoreRepairsAnEntryAndATagThatDisagree() throws {
+        let memory = TestMemory(bytes: ConnectionTable.byteCount(capacity: 64))
+        var inserted = 0, removed = 0
+        do {
+            var table = ConnectionTable(capacity: 64, memory: memory.base, restoring: false)
+            inserted = try XCTUnwrap(table.insert(flow(1), service: 1, destination: 0, tcpFlags: syn, now: 1000))
+            removed = try XCTUnwrap(table.insert(flow(2), service: 1, destination: 0, tcpFlags: syn, now: 1000))
+            table.tags[inserted] = 0  // the insert's entry written, not yet its tag
+            table.entries[removed].flags &= ~ConnectionTable.occupiedFlag  // the removal's first store only
+        }
+        let table = ConnectionTable(capacity: 64, memory: memory.base, restoring: true)
+        XCTAssertEqual(table.count, 1)
+        XCTAssertEqual(table.find(flow(1), now: 1010), inserted)
+        XCTAssertEqual(table.state(at: inserted), .synReceived)
+        XCTAssertNil(table.find(flow(2), now: 1010))
+        XCTAssertFalse(table.isOccupied(removed))
+    }
+
     func testAFreshTableOverUsedMemoryIsEmpty() throws {
         let memory = TestMemory(bytes: ConnectionTable.byteCount(capacity: 64))
         do {
