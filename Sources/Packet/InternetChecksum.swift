@@ -123,26 +123,15 @@ public enum InternetChecksum {
         return delta.apply(to: checksum)
     }
 
-    /// The IPv4 header checksum after the TTL (the high byte of its 16-bit word) went down by one: eqn. 3
-    /// with m' = m - 0x0100 is HC + 0x0100 in one's complement, -0 (0xFFFF) written as +0 as eqn. 3 gives
-    /// it. The same value as `updated(_:replacing:with:)` on the TTL word, in a few instructions.
-    @inlinable @inline(__always)
-    public static func updatedForTTLDecrement(_ checksum: UInt16) -> UInt16 {
-        adding(0x0100, to: checksum)
-    }
-
-    /// `updatedForTTLDecrement` for the checksum as it lies in the packet (network order, loaded without a
-    /// byte swap): one's complement sums do not depend on byte order (RFC 1071 section 2(B)), so the
-    /// increment is just swapped too.
+    /// The IPv4 header checksum after the TTL (the high byte of its 16-bit word) went down by one, the
+    /// checksum as it lies in the packet (network order, loaded without a byte swap): eqn. 3 with
+    /// m' = m - 0x0100 is HC + 0x0100 in one's complement, -0 (0xFFFF) written as +0 as eqn. 3 gives it;
+    /// one's complement sums do not depend on byte order (RFC 1071 section 2(B)), so the increment is just
+    /// in network order too. The same value as `updated(_:replacing:with:)` on the TTL word, in a few
+    /// instructions.
     @inlinable @inline(__always)
     public static func updatedForTTLDecrement(wire checksum: UInt16) -> UInt16 {
-        adding(UInt16(0x0100).bigEndian, to: checksum)
-    }
-
-    /// `checksum` + `increment` in one's complement, 0xFFFF (-0) written as +0 as eqn. 3 gives it.
-    @inlinable @inline(__always)
-    static func adding(_ increment: UInt16, to checksum: UInt16) -> UInt16 {
-        var sum = UInt32(checksum) &+ UInt32(increment)
+        var sum = UInt32(checksum) &+ UInt32(UInt16(0x0100).bigEndian)
         sum = (sum & 0xFFFF) &+ (sum >> 16)
         return sum == 0xFFFF ? 0 : UInt16(truncatingIfNeeded: sum)
     }
