@@ -415,6 +415,32 @@ final class ConnectionTableTests: XCTestCase {
         XCTAssertEqual(table.count, 8)
     }
 
+    /// A run that starts in the last slot goes on in slot 0: a flow displaced by one from the last slot is
+    /// found there (`find` checks the next entry directly), one displaced further through the tags, and an
+    /// absent flow of the same home is not found, also once the run's first entry is removed.
+    func testARunAcrossTheTableEndIsFound() throws {
+        var table = ConnectionTable(capacity: 64)
+        let mask = table.slotCount - 1
+        var rng = SplitMix64(seed: 11)
+        var run: [FlowKey] = []
+        while run.count < 4 {
+            let key = randomFlow(&rng)
+            if Int(key.flowHash) & mask == mask && !run.contains(key) { run.append(key) }
+        }
+        let absent = run.removeLast()
+        for (n, key) in run.enumerated() {
+            let slot = try XCTUnwrap(table.insert(key, service: 0, destination: UInt32(n), tcpFlags: syn, now: 0))
+            XCTAssertEqual(slot, (mask + n) & mask)
+        }
+        for (n, key) in run.enumerated() { XCTAssertEqual(table.find(key, now: 0), (mask + n) & mask) }
+        XCTAssertNil(table.find(absent, now: 0))
+        table.remove(at: mask)
+        XCTAssertNil(table.find(run[0], now: 0))
+        XCTAssertEqual(table.find(run[1], now: 0), 0)
+        XCTAssertEqual(table.find(run[2], now: 0), 1)
+        XCTAssertNil(table.find(absent, now: 0))
+    }
+
     func testManyRandomKeysNoFalseHits() throws {
         let capacity = 20_000
         var table = ConnectionTable(capacity: capacity)
