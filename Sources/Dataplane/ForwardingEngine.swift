@@ -337,7 +337,7 @@ public struct ForwardingEngine: ~Copyable {
     /// Decides and applies the fate of the frame `prepare` put in batch slot `index`: the same `frame`,
     /// `length`, and `headroom` bytes of its buffer before it. `now` is in seconds.
     ///
-    /// Transparent, it and `decide` (always inlined): the optimizer ignores `@inline(__always)` where both
+    /// It and `decide` are transparent (inlined always): the optimizer ignores `@inline(__always)` where both
     /// the caller and the callee are over 64 blocks, as the worker's batch loop and this path are, and the
     /// call then costs the established packet its register spills, prologue and epilogue.
     @_transparent
