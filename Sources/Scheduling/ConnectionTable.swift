@@ -591,7 +591,7 @@ public struct ConnectionTable: ~Copyable {
     }
 
     /// Uncounts the entry in `slot`, if it is counted.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     mutating func release(_ slot: Int) {
         let flags = entries[slot].flags
         guard flags & Self.countedFlag != 0, let cells = counterCells else { return }
@@ -611,6 +611,9 @@ public struct ConnectionTable: ~Copyable {
         sweepCursor = 0
     }
 
+    /// Slots whose expiries `sweep` reads ahead of examining them.
+    static let sweepChunk = 16
+
     /// Examines up to `limit` slots from where the last sweep stopped and reclaims the expired entries among
     /// them; returns how many it reclaimed. Call it between batches with a small limit, so a full round over
     /// the table takes a few seconds at most and `count` follows the live connections.
@@ -627,13 +630,27 @@ public struct ConnectionTable: ~Copyable {
         if count == 0 { return 0 }
         var slot = sweepCursor
         var reclaimed = 0
-        for _ in 0..<max(0, limit) {
-            if tags[slot] > Self.tombstone
-                && (!Self.isLive(entries[slot].expires, now) || orphaned(entries[slot].cell)) {
-                vacate(slot)
-                reclaimed += 1
+        var left = max(0, limit)
+        while left > 0 {
+            // A chunk's expiries are read first, without a branch between them, so the lines of its entries
+            // (in a large table, in no cache) are fetched together: a branch on each expiry as it came waited
+            // for them one after another. Every slot's line is read, empty or not, in ascending order: the
+            // sweep is then one sequential stream that the CPU's prefetcher runs ahead of (reading only the
+            // occupied lines, or each chunk's lines downwards, made the sweep twice as slow).
+            let chunk = min(left, Self.sweepChunk)
+            var expired: UInt32 = 0  // bit k: the entry in the chunk's k-th slot is expired (if there is one)
+            for k in 0..<chunk {
+                expired |= Self.expiredBit(entries[(slot &+ k) & mask].expires, now) << UInt32(truncatingIfNeeded: k)
             }
-            slot = (slot &+ 1) & mask
+            for _ in 0..<chunk {
+                if tags[slot] > Self.tombstone && (expired & 1 != 0 || orphaned(entries[slot].cell)) {
+                    vacate(slot)
+                    reclaimed += 1
+                }
+                expired >>= 1
+                slot = (slot &+ 1) & mask
+            }
+            left -= chunk
         }
         sweepCursor = slot
         return reclaimed
@@ -641,6 +658,8 @@ public struct ConnectionTable: ~Copyable {
 
     /// Uncounts the entry and leaves a tombstone, so later entries of the run stay reachable and never move.
     /// A tombstone followed by an empty slot ends its run: it and the tombstones before it become empty.
+    /// Inlined, with `release` and the cell's `unbind`: the sweep's loop otherwise calls out for each.
+    @inline(__always)
     private mutating func vacate(_ slot: Int) {
         release(slot)
         entries[slot].flags &= ~Self.occupiedFlag
@@ -721,6 +740,14 @@ public struct ConnectionTable: ~Copyable {
     @inlinable @inline(__always)
     static func isLive(_ expires: UInt32, _ now: UInt32) -> Bool {
         Int32(bitPattern: expires &- now) > 0
+    }
+
+    /// 1 where `isLive` is false, else 0, computed without a branch (for `sweep`).
+    @inline(__always)
+    static func expiredBit(_ expires: UInt32, _ now: UInt32) -> UInt32 {
+        // The seconds left, widened so that subtracting 1 cannot wrap: negative exactly when they are <= 0.
+        let left = Int64(Int32(bitPattern: expires &- now))
+        return UInt32(truncatingIfNeeded: UInt64(bitPattern: left &- 1) >> 63)
     }
 
     /// Whether the entry at `entry` is the live one of `key`, whose hash is `hash`: the entry's line only.

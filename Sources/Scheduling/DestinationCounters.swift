@@ -46,7 +46,7 @@ public struct DestinationCounterCell: ~Copyable {
 
     /// A connection (or template) let go of the server: uncounts it and clears the overload flag below the
     /// lower threshold, or below 3/4 of the upper one when no lower threshold is set (IPVS `ip_vs_unbind_dest`).
-    @inlinable
+    @inlinable @inline(__always)
     public func unbind(template: Bool, active wasActive: Bool) {
         if template {
             persistent.wrappingSubtract(1, ordering: .relaxed)

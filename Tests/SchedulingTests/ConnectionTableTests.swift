@@ -368,6 +368,54 @@ final class ConnectionTableTests: XCTestCase {
         XCTAssertEqual((0..<table.slotCount).filter { table.isOccupied($0) }, [])
     }
 
+    func testExpiredBitIsNotLive() {
+        let distances: [UInt32] = [0, 1, 2, 299, 300, 0x7FFF_FFFE, 0x7FFF_FFFF, 0x8000_0000, 0x8000_0001,
+                                   0xFFFF_FFFE, 0xFFFF_FFFF]
+        for now: UInt32 in [0, 1, 1000, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF] {
+            for distance in distances {
+                let expires = now &+ distance
+                XCTAssertEqual(ConnectionTable.expiredBit(expires, now), ConnectionTable.isLive(expires, now) ? 0 : 1,
+                               "expires \(expires), now \(now)")
+            }
+        }
+    }
+
+    /// Sweeps of every size, chunk-sized or not and across the table's end, each reclaim exactly the entries
+    /// of the slots they examine that are expired or whose cell `orphaned` names, and move on by `limit`.
+    func testSweepsOfAnySizeReclaimExactlyTheirWindow() throws {
+        var table = ConnectionTable(capacity: 64)
+        let slots = table.slotCount
+        var rng = SplitMix64(seed: 11)
+        for n in 0..<56 {
+            let born = UInt32(rng.next() % 200)
+            XCTAssertNotNil(table.insert(udpFlow(UInt32(n)), service: 0, destination: UInt32(n), tcpFlags: 0, now: born,
+                                         cell: UInt32(n % 5)))
+        }
+        let now: UInt32 = 400  // UDP lives 300 s: those born before 100 have expired
+        var cursor = table.sweepCursor
+        var examined = 0
+        for limit in [1, 5, 16, 17, 37, 2, 64, 15, 33, slots] {
+            let window = (0..<limit).map { (cursor + $0) % slots }
+            let expected = window.filter { slot in
+                guard let entry = table.entry(at: slot) else { return false }
+                return !ConnectionTable.isLive(entry.expires, now) || table.cell(at: slot) == 3
+            }
+            let kept = (0..<slots).filter { table.isOccupied($0) && !expected.contains($0) }
+            XCTAssertEqual(table.sweep(now: now, limit: limit, orphaned: { $0 == 3 }), expected.count, "limit \(limit)")
+            for slot in expected { XCTAssertFalse(table.isOccupied(slot), "slot \(slot), limit \(limit)") }
+            for slot in kept { XCTAssertTrue(table.isOccupied(slot), "slot \(slot), limit \(limit)") }
+            cursor = (cursor + limit) % slots
+            XCTAssertEqual(table.sweepCursor, cursor)
+            examined += limit
+        }
+        XCTAssertGreaterThan(examined, slots, "the sweeps went round the table's end")
+        XCTAssertEqual(table.count, (0..<slots).filter { table.isOccupied($0) }.count)
+        for slot in 0..<slots where table.isOccupied(slot) {
+            XCTAssertTrue(table.isLive(at: slot, now: now))
+            XCTAssertNotEqual(table.cell(at: slot), 3)
+        }
+    }
+
     func testRemove() throws {
         var table = ConnectionTable(capacity: 16)
         for n in 0..<3 {
