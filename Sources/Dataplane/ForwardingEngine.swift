@@ -332,6 +332,11 @@ public struct ForwardingEngine: ~Copyable {
         cxdp_prefetch(lines.home)
         cxdp_prefetch(lines.next)
         cxdp_prefetch(lines.tags)
+        // A SYN opens a connection, most often in its home slot, whose per-slot data the new path writes: a
+        // line in no cache in a large table, whose store otherwise held back the stores after it.
+        if prepared[index].tcpFlags & (TCPFlags.syn | TCPFlags.ack) == TCPFlags.syn {
+            cxdp_prefetch(extras.baseAddress! + Int(truncatingIfNeeded: hash) & (extras.count &- 1))
+        }
     }
 
     /// Decides and applies the fate of the frame `prepare` put in batch slot `index`: the same `frame`,
