@@ -434,8 +434,14 @@ public struct ForwardingEngine: ~Copyable {
         case .drop(.noConnection), .drop(.destinationRemoved):
             return .drop(.dropTCPWithoutConnection)
         }
-        let verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
+        let verdict: FrameVerdict
+        if view.routes[destination].method == .directRouting && view.macs[destination] != 0 {
+            // A new DR connection's packet is rewritten as an established one's is, without `forward`'s call.
+            verdict = directRouting(frame, length: length, mac: view.macs[destination])
+        } else {
+            verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                               slot: slot, isNew: isNew, now: now)
+        }
         if case .transmit = verdict {
             if isNew {
                 counters.add(.newConnections)
