@@ -28,7 +28,8 @@ public enum AddressTranslation {
 
     /// `rewrite` given just what it reads of the parse: where the IP and TCP/UDP headers start, the family
     /// and whether it is TCP (else UDP). The per-packet path passes these rather than the whole parse.
-    @inlinable @inline(__always)
+    /// Transparent, as the engine's path into it is: the optimizer may otherwise leave it a call.
+    @_transparent
     public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, l4Offset: Int, isIPv4: Bool,
                                isTCP: Bool, source: L4Endpoint?, destination: L4Endpoint?, sourceMAC: MACAddress,
                                destinationMAC: MACAddress) -> TranslationResult {
