@@ -632,24 +632,37 @@ public struct ConnectionTable: ~Copyable {
         var reclaimed = 0
         var left = max(0, limit)
         while left > 0 {
-            // A chunk's expiries are read first, without a branch between them, so the lines of its entries
-            // (in a large table, in no cache) are fetched together: a branch on each expiry as it came waited
-            // for them one after another. Every slot's line is read, empty or not, in ascending order: the
-            // sweep is then one sequential stream that the CPU's prefetcher runs ahead of (reading only the
-            // occupied lines, or each chunk's lines downwards, made the sweep twice as slow).
-            let chunk = min(left, Self.sweepChunk)
-            var expired: UInt32 = 0  // bit k: the entry in the chunk's k-th slot is expired (if there is one)
+            // A chunk ends at the table's end, so its slots are `slot + k` without wrapping.
+            let chunk = min(min(left, Self.sweepChunk), mask &+ 1 &- slot)
+            // Bit k: the chunk's k-th slot holds an entry. The tags first: a chunk without entries (most of a
+            // lightly loaded table) reads no entry's line at all.
+            var occupied: UInt32 = 0
             for k in 0..<chunk {
-                expired |= Self.expiredBit(entries[(slot &+ k) & mask].expires, now) << UInt32(truncatingIfNeeded: k)
+                occupied |= Self.occupiedBit(tags[slot &+ k]) &<< UInt32(truncatingIfNeeded: k)
             }
-            for _ in 0..<chunk {
-                if tags[slot] > Self.tombstone && (expired & 1 != 0 || orphaned(entries[slot].cell)) {
-                    vacate(slot)
-                    reclaimed += 1
+            if occupied != 0 {
+                // The chunk's expiries are then read without a branch between them, so their lines (in a
+                // large table, in no cache) are fetched together rather than one after another. Every slot's
+                // line, in ascending order: one sequential stream, which the CPU's prefetcher runs ahead of
+                // (reading only the occupied slots' lines, or each chunk's downwards, made sweeping twice as
+                // slow).
+                var expired: UInt32 = 0
+                for k in 0..<chunk {
+                    let expires = entries[slot &+ k].expires
+                    expired |= Self.expiredBit(expires, now) &<< UInt32(truncatingIfNeeded: k)
                 }
-                expired >>= 1
-                slot = (slot &+ 1) & mask
+                // The occupied slots, lowest first (vacating one never changes whether another holds an entry).
+                while occupied != 0 {
+                    let k = occupied.trailingZeroBitCount
+                    occupied &= occupied &- 1
+                    let candidate = slot &+ k
+                    if expired &>> UInt32(truncatingIfNeeded: k) & 1 != 0 || orphaned(entries[candidate].cell) {
+                        vacate(candidate)
+                        reclaimed += 1
+                    }
+                }
             }
+            slot = (slot &+ chunk) & mask
             left -= chunk
         }
         sweepCursor = slot
@@ -740,6 +753,13 @@ public struct ConnectionTable: ~Copyable {
     @inlinable @inline(__always)
     static func isLive(_ expires: UInt32, _ now: UInt32) -> Bool {
         Int32(bitPattern: expires &- now) > 0
+    }
+
+    /// 1 for a tag above `tombstone` (the slot holds an entry), else 0, computed without a branch (for `sweep`).
+    @inline(__always)
+    static func occupiedBit(_ tag: UInt16) -> UInt32 {
+        // Carries into bit 16 exactly when the tag exceeds the tombstone.
+        (UInt32(tag) &+ (0xFFFF &- UInt32(tombstone))) >> 16
     }
 
     /// 1 where `isLive` is false, else 0, computed without a branch (for `sweep`).

@@ -380,6 +380,12 @@ final class ConnectionTableTests: XCTestCase {
         }
     }
 
+    func testOccupiedBitIsAboveTheTombstone() {
+        for tag in 0...UInt16.max {
+            XCTAssertEqual(ConnectionTable.occupiedBit(tag), tag > ConnectionTable.tombstone ? 1 : 0, "tag \(tag)")
+        }
+    }
+
     /// Sweeps of every size, chunk-sized or not and across the table's end, each reclaim exactly the entries
     /// of the slots they examine that are expired or whose cell `orphaned` names, and move on by `limit`.
     func testSweepsOfAnySizeReclaimExactlyTheirWindow() throws {
