@@ -332,8 +332,9 @@ public struct ForwardingEngine: ~Copyable {
         cxdp_prefetch(lines.home)
         cxdp_prefetch(lines.next)
         cxdp_prefetch(lines.tags)
-        // A SYN opens a connection, most often in its home slot, whose per-slot data the new path writes: a
-        // line in no cache in a large table, whose store otherwise held back the stores after it.
+        // A SYN opens a connection, most often in its home slot, and the new path writes that slot's `extras`:
+        // a line in no cache in a large table, whose store miss each new connection otherwise paid (stores
+        // leave in order, and the next locked add waits for them).
         if prepared[index].tcpFlags & (TCPFlags.syn | TCPFlags.ack) == TCPFlags.syn {
             cxdp_prefetch(extras.baseAddress! + Int(truncatingIfNeeded: hash) & (extras.count &- 1))
         }

@@ -611,7 +611,7 @@ public struct ConnectionTable: ~Copyable {
         sweepCursor = 0
     }
 
-    /// Slots whose expiries `sweep` reads ahead of examining them.
+    /// Slots whose tags and expiries `sweep` reads before it examines any of them.
     static let sweepChunk = 16
 
     /// Examines up to `limit` slots from where the last sweep stopped and reclaims the expired entries among
