@@ -386,9 +386,10 @@ final class ConnectionTableTests: XCTestCase {
         }
     }
 
-    /// Sweeps of every size, chunk-sized or not and across the table's end, each reclaim exactly the entries
-    /// of the slots they examine that are expired or whose cell `orphaned` names, and move on by `limit`.
-    func testSweepsOfAnySizeReclaimExactlyTheirWindow() throws {
+    /// Sweeps of many sizes (none, chunk-sized or not, across the table's end, beyond a round) each reclaim
+    /// exactly the entries of the slots they examine that are expired or whose cell `orphaned` names, and
+    /// move on by `limit`.
+    func testSweepsOfAnySizeReclaimExactlyTheirWindow() {
         var table = ConnectionTable(capacity: 64)
         let slots = table.slotCount
         var rng = SplitMix64(seed: 11)
@@ -400,8 +401,8 @@ final class ConnectionTableTests: XCTestCase {
         let now: UInt32 = 400  // UDP lives 300 s: those born before 100 have expired
         var cursor = table.sweepCursor
         var examined = 0
-        for limit in [1, 5, 16, 17, 37, 2, 64, 15, 33, slots] {
-            let window = (0..<limit).map { (cursor + $0) % slots }
+        for limit in [1, 5, 16, 17, 0, -3, 37, 2, 64, 15, 33, slots, 2 * slots + 3] {
+            let window = Set((0..<max(0, limit)).map { (cursor + $0) % slots })
             let expected = window.filter { slot in
                 guard let entry = table.entry(at: slot) else { return false }
                 return !ConnectionTable.isLive(entry.expires, now) || table.cell(at: slot) == 3
@@ -410,9 +411,9 @@ final class ConnectionTableTests: XCTestCase {
             XCTAssertEqual(table.sweep(now: now, limit: limit, orphaned: { $0 == 3 }), expected.count, "limit \(limit)")
             for slot in expected { XCTAssertFalse(table.isOccupied(slot), "slot \(slot), limit \(limit)") }
             for slot in kept { XCTAssertTrue(table.isOccupied(slot), "slot \(slot), limit \(limit)") }
-            cursor = (cursor + limit) % slots
+            cursor = (cursor + max(0, limit)) % slots
             XCTAssertEqual(table.sweepCursor, cursor)
-            examined += limit
+            examined += max(0, limit)
         }
         XCTAssertGreaterThan(examined, slots, "the sweeps went round the table's end")
         XCTAssertEqual(table.count, (0..<slots).filter { table.isOccupied($0) }.count)
