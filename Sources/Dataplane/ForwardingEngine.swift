@@ -386,12 +386,12 @@ public struct ForwardingEngine: ~Copyable {
             let mac = view.macs[destination]
             let method = view.routes[destination].method
             if method == .directRouting && mac != 0 {
-                verdict = directRouting(frame, length: length, mac: mac)
+                verdict = directRouting(frame, length: length, addresses: view.ethernet[destination])
             } else if method == .masquerading && mac != 0 {
-                verdict = masquerade(frame, length: length, slot: slot, expires: expires, destination: destination, mac: mac)
+                verdict = masquerade(frame, length: length, slot: slot, expires: expires, destination: destination)
             } else if method == .fullNAT && mac != 0 && extras[slot].localAddress >= 0 {
-                verdict = translateBothWays(frame, length: length, slot: slot, expires: expires, destination: destination,
-                                            mac: mac)
+                verdict = translateBothWays(frame, length: length, slot: slot, expires: expires,
+                                            destination: destination)
             } else {
                 verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                                   slot: slot, isNew: false, now: now)
@@ -438,7 +438,7 @@ public struct ForwardingEngine: ~Copyable {
         let verdict: FrameVerdict
         if view.routes[destination].method == .directRouting && view.macs[destination] != 0 {
             // A new DR connection's packet is rewritten as an established one's is, without `forward`'s call.
-            verdict = directRouting(frame, length: length, mac: view.macs[destination])
+            verdict = directRouting(frame, length: length, addresses: view.ethernet[destination])
         } else {
             verdict = forward(frame, length: length, headroom: headroom, service: service, destination: destination,
                               slot: slot, isNew: isNew, now: now)
@@ -469,7 +469,7 @@ public struct ForwardingEngine: ~Copyable {
         let route = view.routes[destination]
         switch route.method {
         case .directRouting:
-            return directRouting(frame, length: length, mac: mac)
+            return directRouting(frame, length: length, addresses: view.ethernet[destination])
         case .tunnel:
             return tunnel(frame, length: length, headroom: headroom, route: route, mac: mac, replyOnTooBig: true)
         case .masquerading, .fullNAT:
@@ -488,7 +488,7 @@ public struct ForwardingEngine: ~Copyable {
                 if let verdict = publish(reply, slot: slot, destination: destination, fullNAT: false, frame: frame,
                                          now: now) { return verdict }
             }
-            return translate(frame, length: length, slot: slot, destination: destination, mac: mac, source: source)
+            return translate(frame, length: length, slot: slot, destination: destination, source: source)
         }
     }
 
@@ -497,25 +497,25 @@ public struct ForwardingEngine: ~Copyable {
     /// the batch loop the established NAT and FULLNAT packets pay no call.
     @_transparent
     private mutating func masquerade(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, expires: UInt32,
-                                     destination: Int, mac: UInt64) -> FrameVerdict {
-        translate(frame, length: length, slot: slot, expires: expires, destination: destination, mac: mac, source: nil)
+                                     destination: Int) -> FrameVerdict {
+        translate(frame, length: length, slot: slot, expires: expires, destination: destination, source: nil)
     }
 
     /// `translate` for an established FULLNAT connection whose slot holds its local address and port.
     @_transparent
     private mutating func translateBothWays(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, expires: UInt32,
-                                            destination: Int, mac: UInt64) -> FrameVerdict {
+                                            destination: Int) -> FrameVerdict {
         let extra = extras[slot]
-        return translate(frame, length: length, slot: slot, expires: expires, destination: destination, mac: mac,
+        return translate(frame, length: length, slot: slot, expires: expires, destination: destination,
                          source: L4Endpoint(address: view.localAddresses[Int(extra.localAddress)], port: extra.localPort))
     }
 
-    /// NAT or FULLNAT towards real server `destination` (whose MAC is `mac`): the destination becomes the
+    /// NAT or FULLNAT towards real server `destination` (whose MAC is resolved): the destination becomes the
     /// server, the source `source` (FULLNAT) or stays (NAT); the connection in `slot` keeps its reply entry
     /// as long-lived as itself (`expires`: the connection's expiry, when the caller has it at hand).
     @_transparent
     private mutating func translate(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int?, expires known: UInt32? = nil,
-                                    destination: Int, mac: UInt64, source: L4Endpoint?) -> FrameVerdict {
+                                    destination: Int, source: L4Endpoint?) -> FrameVerdict {
         if let slot {
             // Expiry is in whole seconds: the reply entry (a seqlocked write other workers read) is
             // refreshed when it moved, about once a second per connection rather than per packet.
@@ -529,14 +529,14 @@ public struct ForwardingEngine: ~Copyable {
         let result = AddressTranslation.rewrite(frame, l3Offset: parsed.l3Offset, l4Offset: parsed.l4Offset,
                                                 isIPv4: parsed.isIPv4, isTCP: parsed.key.proto == IPProtocolNumber.tcp,
                                                 source: source, destination: server,
-                                                sourceMAC: view.interfaceMAC, destinationMAC: MACAddress(value: mac))
+                                                addresses: view.ethernet[destination])
         return result == .transmit ? .transmit(offset: 0, length: length) : .drop(.dropHopLimitExceeded)
     }
 
     @inline(__always)
-    private func directRouting(_ frame: UnsafeMutableRawPointer, length: Int, mac: UInt64) -> FrameVerdict {
-        switch DirectRouting.rewrite(frame, l3Offset: parsed.l3Offset, isIPv4: parsed.isIPv4, source: view.interfaceMAC,
-                                     destination: MACAddress(value: mac)) {
+    private func directRouting(_ frame: UnsafeMutableRawPointer, length: Int,
+                               addresses: EthernetAddresses) -> FrameVerdict {
+        switch DirectRouting.rewrite(frame, l3Offset: parsed.l3Offset, isIPv4: parsed.isIPv4, addresses: addresses) {
         case .transmit: return .transmit(offset: 0, length: length)
         case .hopLimitExceeded: return .drop(.dropHopLimitExceeded)
         }
@@ -716,7 +716,7 @@ public struct ForwardingEngine: ~Copyable {
         let result: TranslationResult
         switch route.method {
         case .directRouting:
-            return directRouting(frame, length: length, mac: mac)
+            return directRouting(frame, length: length, addresses: view.ethernet[destination])
         case .tunnel:
             return tunnel(frame, length: length, headroom: headroom, route: route, mac: mac, replyOnTooBig: false)
         case .masquerading:
@@ -857,7 +857,9 @@ public struct ForwardingEngine: ~Copyable {
         case _ where rewrite.mac == 0:
             return .drop(.dropUnresolvedDestination)
         case .directRouting:
-            verdict = directRouting(frame, length: length, mac: rewrite.mac)
+            verdict = directRouting(frame, length: length,
+                                    addresses: EthernetAddresses(destination: MACAddress(value: rewrite.mac),
+                                                                 source: view.interfaceMAC))
         case .tunnel:
             guard let outer = rewrite.destination else { return .drop(.dropFragment) }
             // The first fragment's ports give the fragment its flow hash: the network spreads it with its first.

@@ -105,6 +105,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     private let services: UnsafeMutableBufferPointer<ServiceMatch>
     private let destinations: UnsafeMutableBufferPointer<SchedulingDestination>
     private let macs: UnsafeMutableBufferPointer<UInt64>
+    private let ethernet: UnsafeMutableBufferPointer<EthernetAddresses>
     private let routes: UnsafeMutableBufferPointer<DestinationRoute>
     /// Every FULLNAT local address once: a FULLNAT port belongs to (address, port), whichever services share it.
     private let localAddresses: UnsafeMutableBufferPointer<IPAddress>
@@ -132,6 +133,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
         policies = .allocate(capacity: max(input.count, 1))
         destinations = .allocate(capacity: max(destinationCount, 1))
         macs = .allocate(capacity: max(destinationCount, 1))
+        ethernet = .allocate(capacity: max(destinationCount, 1))
         routes = .allocate(capacity: max(destinationCount, 1))
         serviceLocalAddresses = .allocate(capacity: max(input.count, 1))
         var unique: [IPAddress] = []
@@ -169,6 +171,9 @@ public final class ForwardingSnapshot: @unchecked Sendable {
                 next += 1
             }
         }
+        for index in 0..<destinationCount {
+            ethernet[index] = EthernetAddresses(destination: MACAddress(value: macs[index]), source: interfaceMAC)
+        }
         localAddresses = .allocate(capacity: max(unique.count, 1))
         _ = localAddresses.initialize(from: unique)
         localAddressIndices = .allocate(capacity: max(indices.count, 1))
@@ -198,6 +203,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
                             policies: UnsafeBufferPointer(rebasing: policies[0..<input.count]),
                             destinations: UnsafeBufferPointer(rebasing: destinations[0..<destinationCount]),
                             macs: UnsafeBufferPointer(rebasing: macs[0..<destinationCount]),
+                            ethernet: UnsafeBufferPointer(rebasing: ethernet[0..<destinationCount]),
                             routes: UnsafeBufferPointer(rebasing: routes[0..<destinationCount]),
                             localAddresses: UnsafeBufferPointer(rebasing: localAddresses[0..<unique.count]),
                             localAddressIndices: UnsafeBufferPointer(rebasing: localAddressIndices[0..<indices.count]),
@@ -222,6 +228,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
 
     deinit {
         services.deallocate(); policies.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
+        ethernet.deallocate()
         routes.deallocate(); localAddresses.deallocate(); localAddressIndices.deallocate()
         serviceLocalAddresses.deallocate(); translatingServers.deallocate()
     }
@@ -241,6 +248,9 @@ struct SnapshotView {
     let policies: UnsafeBufferPointer<ServicePolicy>
     let destinations: UnsafeBufferPointer<SchedulingDestination>
     let macs: UnsafeBufferPointer<UInt64>
+    /// Parallel to `macs`: the MACs a frame to the destination carries, in wire order (meaningless while its
+    /// MAC is 0, unresolved).
+    let ethernet: UnsafeBufferPointer<EthernetAddresses>
     let routes: UnsafeBufferPointer<DestinationRoute>
     let localAddresses: UnsafeBufferPointer<IPAddress>
     let localAddressIndices: UnsafeBufferPointer<Int32>

@@ -23,16 +23,17 @@ public enum AddressTranslation {
                                destinationMAC: MACAddress) -> TranslationResult {
         rewrite(frame, l3Offset: parsed.l3Offset, l4Offset: parsed.l4Offset, isIPv4: parsed.isIPv4,
                 isTCP: parsed.key.proto == IPProtocolNumber.tcp, source: source, destination: destination,
-                sourceMAC: sourceMAC, destinationMAC: destinationMAC)
+                addresses: EthernetAddresses(destination: destinationMAC, source: sourceMAC))
     }
 
     /// `rewrite` given just what it reads of the parse: where the IP and TCP/UDP headers start, the family
-    /// and whether it is TCP (else UDP). The per-packet path passes these rather than the whole parse.
-    /// Transparent, as the engine's path into it is: the optimizer may otherwise leave it a call.
+    /// and whether it is TCP (else UDP), and the MACs in wire order. The per-packet path passes these rather
+    /// than the whole parse. Transparent, as the engine's path into it is: the optimizer may otherwise leave
+    /// it a call.
     @_transparent
     public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, l4Offset: Int, isIPv4: Bool,
-                               isTCP: Bool, source: L4Endpoint?, destination: L4Endpoint?, sourceMAC: MACAddress,
-                               destinationMAC: MACAddress) -> TranslationResult {
+                               isTCP: Bool, source: L4Endpoint?, destination: L4Endpoint?,
+                               addresses: EthernetAddresses) -> TranslationResult {
         let ip = frame + l3Offset
         guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
 
@@ -49,7 +50,7 @@ public enum AddressTranslation {
         } else {
             delta.applyUDP(at: l4, checksumOffset, zeroMeansNone: isIPv4)
         }
-        Wire.storeMACs(frame, destination: destinationMAC, source: sourceMAC)
+        addresses.store(frame)
         return .transmit
     }
 

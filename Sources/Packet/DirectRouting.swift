@@ -24,10 +24,18 @@ public enum DirectRouting {
     @inlinable @inline(__always)
     public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, isIPv4: Bool,
                                source: MACAddress, destination: MACAddress) -> Verdict {
+        rewrite(frame, l3Offset: l3Offset, isIPv4: isIPv4,
+                addresses: EthernetAddresses(destination: destination, source: source))
+    }
+
+    /// `rewrite` with the MACs already in wire order (`EthernetAddresses`), as the per-packet path keeps them.
+    @inlinable @inline(__always)
+    public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, isIPv4: Bool,
+                               addresses: EthernetAddresses) -> Verdict {
         let ip = frame + l3Offset
         guard HopLimit.allowsForwarding(ip, isIPv4: isIPv4) else { return .hopLimitExceeded }
         HopLimit.decrement(ip, isIPv4: isIPv4)
-        Wire.storeMACs(frame, destination: destination, source: source)
+        addresses.store(frame)
         return .transmit
     }
 }

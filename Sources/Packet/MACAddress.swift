@@ -38,3 +38,25 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
         (pointer + 4).storeBytes(of: UInt16(truncatingIfNeeded: value).bigEndian, as: UInt16.self)
     }
 }
+
+/// An Ethernet header's destination and source MACs as their 12 bytes lie on the wire, in two words ready
+/// to store: worked out once per real server (the snapshot keeps one per destination) rather than per packet.
+public struct EthernetAddresses: Equatable, Sendable {
+    /// Bytes 0-7 (the destination and the source's first two bytes) and 8-11 (the source's last four), each
+    /// as the value whose in-memory bytes are those wire bytes.
+    public let head: UInt64
+    public let tail: UInt32
+
+    @inlinable
+    public init(destination: MACAddress, source: MACAddress) {
+        head = (destination.value << 16 | source.value >> 32).bigEndian
+        tail = UInt32(truncatingIfNeeded: source.value).bigEndian
+    }
+
+    /// Writes both MACs into the Ethernet header at `frame`.
+    @inlinable @inline(__always)
+    public func store(_ frame: UnsafeMutableRawPointer) {
+        frame.storeBytes(of: head, toByteOffset: FieldOffset.Ethernet.destination, as: UInt64.self)
+        frame.storeBytes(of: tail, toByteOffset: FieldOffset.Ethernet.destination &+ 8, as: UInt32.self)
+    }
+}

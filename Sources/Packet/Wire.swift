@@ -76,11 +76,7 @@ enum Wire {
     /// Writes the destination and source MACs of the Ethernet header at `frame`.
     @inlinable @inline(__always)
     static func storeMACs(_ frame: UnsafeMutableRawPointer, destination: MACAddress, source: MACAddress) {
-        // The 12 bytes as two stores: the destination and the source's first two bytes, then the rest.
-        let head = destination.value << 16 | source.value >> 32
-        frame.storeBytes(of: head.bigEndian, toByteOffset: FieldOffset.Ethernet.destination, as: UInt64.self)
-        frame.storeBytes(of: UInt32(truncatingIfNeeded: source.value).bigEndian,
-                         toByteOffset: FieldOffset.Ethernet.destination &+ 8, as: UInt32.self)
+        EthernetAddresses(destination: destination, source: source).store(frame)
     }
 
     /// Writes the Ethernet header for an IP packet starting `l3Offset` bytes after `frame`: MACs, then the

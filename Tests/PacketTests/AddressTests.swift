@@ -133,4 +133,12 @@ final class MACAddressTests: XCTestCase {
         buffer.withUnsafeMutableBytes { address.write(to: $0.baseAddress! + 1) }
         XCTAssertEqual(buffer, [0xEE, 0x0e, 0x11, 0x22, 0x33, 0x44, 0x55, 0xEE, 0xEE])
     }
+
+    /// The two words lay the destination then the source down in wire order, and touch nothing else.
+    func testEthernetAddressesStoreBothMACs() {
+        let destination = MACAddress("0e:11:22:33:44:55")!, source = MACAddress("a2:b3:c4:d5:e6:f7")!
+        var frame = [UInt8](repeating: 0xEE, count: 14)
+        frame.withUnsafeMutableBytes { EthernetAddresses(destination: destination, source: source).store($0.baseAddress!) }
+        XCTAssertEqual(frame, destination.bytes + source.bytes + [0xEE, 0xEE])
+    }
 }
