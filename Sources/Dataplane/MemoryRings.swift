@@ -123,8 +123,11 @@ public final class MemoryRings {
         let available = min(Int(fillProducer &- fillConsumer), Int(rx.size &- (rxProducer &- rxConsumer)), count)
         let addresses = fill.ring.assumingMemoryBound(to: UInt64.self)
         let descriptors = rx.ring.assumingMemoryBound(to: xdp_desc.self)
+        // Aligned chunks, as the kernel takes them: any address within a chunk stands for the chunk (a frame
+        // the worker drops goes back to the fill ring at the address RX gave it, past the headroom).
+        let chunkStart = ~UInt64(frameSize - 1)
         for i in 0..<max(available, 0) {
-            let chunk = addresses[Int((fillConsumer &+ UInt32(i)) & fill.mask)]
+            let chunk = addresses[Int((fillConsumer &+ UInt32(i)) & fill.mask)] & chunkStart
             let address = chunk &+ UInt64(headroom)
             let length = write(rings.area + Int(address), i)
             descriptors[Int((rxProducer &+ UInt32(i)) & rx.mask)] = xdp_desc(addr: address, len: UInt32(length), options: 0)

@@ -78,6 +78,32 @@ final class RingLoopTests: XCTestCase {
         XCTAssertEqual(counters[.txPackets], 15)
     }
 
+    /// A dropped frame goes back to the fill ring at the address RX gave it, inside its chunk; received again
+    /// (the rings play the kernel, which takes any address in a chunk as the chunk) it starts at the same
+    /// headroom, however often it is dropped.
+    func testAFrameDroppedAgainAndAgainIsReceivedAtItsChunksHeadroom() {
+        let rings = MemoryRings(frameCount: 64, ringSize: 64)
+        let counters = WorkerCounterBlock()
+        var engine = engine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        for round in 0..<40 {
+            var offsets = Set<Int>()
+            let delivered = rings.receive(count: 64) { frame, _ in
+                offsets.insert((frame - rings.rings.area) % Int(rings.frameSize))
+                let bytes = PacketBuilder.tcp("198.51.100.1", 40000, "203.0.113.10", 80, flags: TCPFlags.syn).build()
+                bytes.withUnsafeBytes { frame.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                frame.storeBytes(of: UInt16(0x0806).bigEndian, toByteOffset: 12, as: UInt16.self)  // ARP: dropped
+                return bytes.count
+            }
+            XCTAssertEqual(delivered, 64, "round \(round)")
+            XCTAssertEqual(offsets, [rings.headroom], "round \(round)")
+            XCTAssertEqual(loop.turn(engine: &engine, now: 100), 64)
+            XCTAssertEqual(rings.fillLevel, 64, "round \(round): every dropped frame is back")
+        }
+        XCTAssertEqual(counters[.dropNotIP], 40 * 64)
+    }
+
     func testAFlowOpenedAndUsedWithinOneBatchKeepsItsServer() {
         // The batch is parsed (and its lookups prefetched) before any frame is processed: a SYN and the
         // segments after it in the same batch must still see the connection the SYN made.
