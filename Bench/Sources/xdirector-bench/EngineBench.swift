@@ -85,7 +85,9 @@ struct EngineWorkload {
     }
 
     /// The director's configuration for the method: counter cells and a traffic store as the director has.
-    func snapshot(counters: DestinationCounterStore, traffic: DestinationTrafficStore) -> ForwardingSnapshot {
+    /// FULLNAT gets local addresses enough for `connections` (a local address has about 64 000 ports).
+    func snapshot(counters: DestinationCounterStore, traffic: DestinationTrafficStore,
+                  connections: Int) -> ForwardingSnapshot {
         var destinations: [SnapshotDestination] = []
         for index in 0..<Self.servers {
             let address = IPAddress.v4(0x0A01_0001 &+ UInt32(index))
@@ -103,7 +105,8 @@ struct EngineWorkload {
         let service = SnapshotService(
             key: ServiceKey(proto: .tcp, address: .v4(Self.vip), port: 80),
             policy: ServicePolicy(scheduler: .wrr, seesReplies: translated), destinations: destinations,
-            localAddresses: method == .fullnat ? [.v4(0x0A02_0001), .v4(0x0A02_0002)] : [])
+            localAddresses: method == .fullnat
+                ? (0..<max(2, connections / 60_000 + 1)).map { .v4(0x0A02_0001 &+ UInt32($0)) } : [])
         return ForwardingSnapshot(interfaceMAC: Self.interfaceMAC, services: [service], counters: counters,
                                   mtu: 1500, sourceAddresses: [.v4(0x0A00_0001)], traffic: traffic)
     }
@@ -195,7 +198,7 @@ final class SwiftEngineSide {
     var loop: RingLoop
 
     init(workload: EngineWorkload, capacity: Int) {
-        let snapshot = workload.snapshot(counters: counterStore, traffic: traffic)
+        let snapshot = workload.snapshot(counters: counterStore, traffic: traffic, connections: capacity)
         engine = ForwardingEngine(snapshot: snapshot, connectionCapacity: capacity, counters: counters)
         loop = RingLoop(rings: rings.rings, counters: counters)
     }
