@@ -72,6 +72,8 @@ public struct ForwardingEngine: ~Copyable {
     private let preparedService: UnsafeMutablePointer<Int32>
     /// Frames prepared from the program's description since the last sweep (then added to the counter).
     private var described: UInt64 = 0
+    /// Which prepared frames have their home slot's `extras` line prefetched.
+    private var extrasPrefetch: ExtrasPrefetch
     /// The program's word as it is (`XD_META_NO_SERVICE` is -1 as an `Int32`); an index too large for one
     /// reads as another negative number, which names no service, so the packet's service is looked up.
     private static let describedReply = Int32(bitPattern: XD_META_NO_SERVICE)
@@ -146,6 +148,7 @@ public struct ForwardingEngine: ~Copyable {
         current = prepared
         self.snapshot = snapshot
         view = snapshot.view
+        extrasPrefetch = ExtrasPrefetch(snapshot.view)
         templateDirectory = templates
         tracker = ConnectionTracker(capacity: connectionCapacity, templateCapacity: state?.templateCapacity,
                                     counters: snapshot.counters, timeouts: snapshot.timeouts,
@@ -210,6 +213,7 @@ public struct ForwardingEngine: ~Copyable {
         if !old.elementsEqual(new) { remapLocalAddresses(from: old, to: new) }
         snapshot = next
         view = next.view
+        extrasPrefetch = ExtrasPrefetch(next.view)
         traffic = Self.trafficWriter(next.traffic, worker: worker)
     }
 
@@ -332,10 +336,9 @@ public struct ForwardingEngine: ~Copyable {
         cxdp_prefetch(lines.home)
         cxdp_prefetch(lines.next)
         cxdp_prefetch(lines.tags)
-        // A SYN opens a connection, most often in its home slot, and the new path writes that slot's `extras`:
-        // a line in no cache in a large table, whose store miss each new connection otherwise paid (stores
-        // leave in order, and the next locked add waits for them).
-        if prepared[index].tcpFlags & (TCPFlags.syn | TCPFlags.ack) == TCPFlags.syn {
+        // The home slot's `extras`, a line in no cache in a large table, for the frames that use it (see
+        // `ExtrasPrefetch`): one test, whichever the configuration.
+        if prepared[index].tcpFlags & extrasPrefetch.flagMask == extrasPrefetch.flags {
             cxdp_prefetch(extras.baseAddress! + Int(truncatingIfNeeded: hash) & (extras.count &- 1))
         }
     }
@@ -906,6 +909,25 @@ public struct ForwardingEngine: ~Copyable {
         case .unsupportedProtocol: return .dropUnsupportedProtocol
         case .malformed: return .dropMalformed
         case .badIPv4Checksum: return .dropBadIPv4Checksum
+        }
+    }
+}
+
+/// Which frames batch preparation prefetches their home slot's `extras` line for: those whose TCP flags
+/// (UDP's are 0) masked with `flagMask` equal `flags`. A new connection writes the line, and its store miss
+/// held back the stores after it (the next locked add waits for them): a SYN always. NAT and FULLNAT read it
+/// on every packet (expiry, local port), a second miss per packet at a million flows: with any NAT or FULLNAT
+/// server configured, every frame. A configuration of DR and TUN alone prefetches for SYNs only, and pays
+/// no more than the one test.
+struct ExtrasPrefetch {
+    let flagMask: UInt8
+    let flags: UInt8
+
+    init(_ view: SnapshotView) {
+        if view.translatingServers.isEmpty {
+            (flagMask, flags) = (TCPFlags.syn | TCPFlags.ack, TCPFlags.syn)
+        } else {
+            (flagMask, flags) = (0, 0)
         }
     }
 }
