@@ -17,18 +17,12 @@ public enum DirectRouting {
     @inlinable @inline(__always)
     public static func rewrite(_ frame: UnsafeMutableRawPointer, parsed: ParsedFrame,
                                source: MACAddress, destination: MACAddress) -> Verdict {
-        rewrite(frame, l3Offset: parsed.l3Offset, isIPv4: parsed.isIPv4, source: source, destination: destination)
-    }
-
-    /// `rewrite` given just what it reads of the parse: where the IP header starts and its family.
-    @inlinable @inline(__always)
-    public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, isIPv4: Bool,
-                               source: MACAddress, destination: MACAddress) -> Verdict {
-        rewrite(frame, l3Offset: l3Offset, isIPv4: isIPv4,
+        rewrite(frame, l3Offset: parsed.l3Offset, isIPv4: parsed.isIPv4,
                 addresses: EthernetAddresses(destination: destination, source: source))
     }
 
-    /// `rewrite` with the MACs already in wire order (`EthernetAddresses`), as the per-packet path keeps them.
+    /// `rewrite` given just what it reads of the parse (where the IP header starts and its family) and the
+    /// MACs already in wire order (`EthernetAddresses`), as the per-packet path keeps them.
     @inlinable @inline(__always)
     public static func rewrite(_ frame: UnsafeMutableRawPointer, l3Offset: Int, isIPv4: Bool,
                                addresses: EthernetAddresses) -> Verdict {
