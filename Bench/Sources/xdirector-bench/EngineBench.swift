@@ -31,6 +31,9 @@ struct EngineWorkload {
     private let ipSum: UInt32
     private let tcpSum: UInt32
 
+    /// Connections the benchmark puts on one FULLNAT local address (see `snapshot`).
+    static let fullNATPortsPerAddress = (65536 - LocalPortAllocator.lowestPort) * 7 / 8
+
     static func serverMAC(_ index: Int) -> MACAddress { MACAddress(value: 0x0E00_0000_0000 | UInt64(index + 1)) }
 
     init(method: EngineMethod, described: Bool = true) {
@@ -85,7 +88,9 @@ struct EngineWorkload {
     }
 
     /// The director's configuration for the method: counter cells and a traffic store as the director has.
-    /// FULLNAT gets local addresses enough for `connections` (a local address has about 64 000 ports).
+    /// FULLNAT gets local addresses enough for `connections`: a single worker's allocator has every port from
+    /// `LocalPortAllocator.lowestPort` up on each, of which it is given an eighth to spare (it probes a few
+    /// hundred ports per allocation, so a nearly full address fails first).
     func snapshot(counters: DestinationCounterStore, traffic: DestinationTrafficStore,
                   connections: Int) -> ForwardingSnapshot {
         var destinations: [SnapshotDestination] = []
@@ -106,7 +111,8 @@ struct EngineWorkload {
             key: ServiceKey(proto: .tcp, address: .v4(Self.vip), port: 80),
             policy: ServicePolicy(scheduler: .wrr, seesReplies: translated), destinations: destinations,
             localAddresses: method == .fullnat
-                ? (0..<max(2, connections / 60_000 + 1)).map { .v4(0x0A02_0001 &+ UInt32($0)) } : [])
+                ? (0..<max(2, connections / Self.fullNATPortsPerAddress + 1)).map { .v4(0x0A02_0001 &+ UInt32($0)) }
+                : [])
         return ForwardingSnapshot(interfaceMAC: Self.interfaceMAC, services: [service], counters: counters,
                                   mtu: 1500, sourceAddresses: [.v4(0x0A00_0001)], traffic: traffic)
     }
