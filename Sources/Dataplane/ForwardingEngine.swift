@@ -291,14 +291,12 @@ public struct ForwardingEngine: ~Copyable {
     @inline(__always)
     public mutating func prepare(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, index: Int) {
         // A frame the XDP program described was checked there as `parse` would: only its fields are loaded.
+        // Each family apart, so IPv4's hash mixes its high address halves as the zeros they are.
         if headroom >= FrameMetadata.size, let meta = FrameMetadata.take(frame, length: length),
-           FrameParser.load(described: frame, length: length, l3: Int(meta.l3), l4: Int(meta.l4),
-                            packetLength: Int(meta.packet_length), proto: meta.proto,
-                            isIPv4: meta.family == XD_FAMILY_IPV4, into: &prepared[index]) {
-            preparedStatus[index] = .ok
-            preparedService[index] = Int32(bitPattern: meta.service)
-            described &+= 1
-            hashAndPrefetch(index)
+           meta.family == XD_FAMILY_IPV4
+               ? prepare(described: meta, frame, length: length, index: index, isIPv4: true)
+               : prepare(described: meta, frame, length: length, index: index, isIPv4: false) {
+            return
         } else {
             // The IPv4 header checksum is checked only where it must be: where this packet creates state (a
             // new connection, in `process`) and in ICMP errors (whose own checksum is verified). Every other
@@ -311,6 +309,21 @@ public struct ForwardingEngine: ~Copyable {
             preparedService[index] = Self.notDescribed
             if status == .ok && !prepared[index].isICMPError { hashAndPrefetch(index) }
         }
+    }
+
+    /// `prepare` of a frame `meta` describes, of the family `isIPv4` says (a constant where it is inlined);
+    /// false, having prepared nothing, where the description does not fit the frame.
+    @inline(__always)
+    private mutating func prepare(described meta: xd_frame_meta, _ frame: UnsafeMutableRawPointer, length: Int,
+                                  index: Int, isIPv4: Bool) -> Bool {
+        guard FrameParser.load(described: frame, length: length, l3: Int(meta.l3), l4: Int(meta.l4),
+                               packetLength: Int(meta.packet_length), proto: meta.proto, isIPv4: isIPv4,
+                               into: &prepared[index]) else { return false }
+        preparedStatus[index] = .ok
+        preparedService[index] = Int32(bitPattern: meta.service)
+        described &+= 1
+        hashAndPrefetch(index)
+        return true
     }
 
     /// `prepare` for batch slots `0..<count`, `frame(index)` giving each slot's frame, length and headroom:
@@ -381,18 +394,18 @@ public struct ForwardingEngine: ~Copyable {
 
         // Most packets: an established flow whose packet moves only its timer. No scheduling, no state
         // machine, no new-connection work; DR, NAT and FULLNAT rewritten right here.
-        if let (slot, destination, expires) = tracker.admitSteady(parsed.key, hash: hash, tcpFlags: parsed.tcpFlags,
-                                                                  service: service, now: now) {
+        if let (slot, destination, cell, expires) = tracker.admitSteady(parsed.key, hash: hash,
+                                                                        tcpFlags: parsed.tcpFlags, service: service,
+                                                                        now: now) {
             let verdict: FrameVerdict
             // Whether a transmitted frame is the packet forwarded (not an ICMP error for its sender instead).
             var forwarded = true
-            let mac = view.macs[destination]
-            let method = view.routes[destination].method
-            if method == .directRouting && mac != 0 {
+            let method = view.resolvedMethods[destination]
+            if method == .directRouting {
                 verdict = directRouting(frame, length: length, addresses: view.ethernet[destination])
-            } else if method == .masquerading && mac != 0 {
+            } else if method == .masquerading {
                 verdict = masquerade(frame, length: length, slot: slot, expires: expires, destination: destination)
-            } else if method == .fullNAT && mac != 0 && extras[slot].localAddress >= 0 {
+            } else if method == .fullNAT && extras[slot].localAddress >= 0 {
                 verdict = translateBothWays(frame, length: length, slot: slot, expires: expires,
                                             destination: destination)
             } else {
@@ -400,9 +413,8 @@ public struct ForwardingEngine: ~Copyable {
                                   slot: slot, isNew: false, now: now)
                 forwarded = !answeredSender
             }
-            if verdict.isTransmit && forwarded {
-                traffic.countIn(view.destinations[destination].cell, bytes: length, newConnection: false)
-            }
+            // Counted by the entry's cell, its server's (`resolve` found the server through it).
+            if verdict.isTransmit && forwarded { traffic.countIn(cell, bytes: length, newConnection: false) }
             return verdict
         }
 
@@ -439,7 +451,7 @@ public struct ForwardingEngine: ~Copyable {
             return .drop(.dropTCPWithoutConnection)
         }
         let verdict: FrameVerdict
-        if view.routes[destination].method == .directRouting && view.macs[destination] != 0 {
+        if view.resolvedMethods[destination] == .directRouting {
             // A new DR connection's packet is rewritten as an established one's is, without `forward`'s call.
             verdict = directRouting(frame, length: length, addresses: view.ethernet[destination])
         } else {

@@ -106,6 +106,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
     private let destinations: UnsafeMutableBufferPointer<SchedulingDestination>
     private let macs: UnsafeMutableBufferPointer<UInt64>
     private let ethernet: UnsafeMutableBufferPointer<EthernetAddresses>
+    private let resolvedMethods: UnsafeMutableBufferPointer<ForwardingMethod?>
     private let routes: UnsafeMutableBufferPointer<DestinationRoute>
     /// Every FULLNAT local address once: a FULLNAT port belongs to (address, port), whichever services share it.
     private let localAddresses: UnsafeMutableBufferPointer<IPAddress>
@@ -134,6 +135,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
         destinations = .allocate(capacity: max(destinationCount, 1))
         macs = .allocate(capacity: max(destinationCount, 1))
         ethernet = .allocate(capacity: max(destinationCount, 1))
+        resolvedMethods = .allocate(capacity: max(destinationCount, 1))
         routes = .allocate(capacity: max(destinationCount, 1))
         serviceLocalAddresses = .allocate(capacity: max(input.count, 1))
         var unique: [IPAddress] = []
@@ -173,6 +175,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
         }
         for index in 0..<destinationCount {
             ethernet[index] = EthernetAddresses(destination: MACAddress(value: macs[index]), source: interfaceMAC)
+            resolvedMethods[index] = macs[index] != 0 ? routes[index].method : nil
         }
         localAddresses = .allocate(capacity: max(unique.count, 1))
         _ = localAddresses.initialize(from: unique)
@@ -204,6 +207,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
                             destinations: UnsafeBufferPointer(rebasing: destinations[0..<destinationCount]),
                             macs: UnsafeBufferPointer(rebasing: macs[0..<destinationCount]),
                             ethernet: UnsafeBufferPointer(rebasing: ethernet[0..<destinationCount]),
+                            resolvedMethods: UnsafeBufferPointer(rebasing: resolvedMethods[0..<destinationCount]),
                             routes: UnsafeBufferPointer(rebasing: routes[0..<destinationCount]),
                             localAddresses: UnsafeBufferPointer(rebasing: localAddresses[0..<unique.count]),
                             localAddressIndices: UnsafeBufferPointer(rebasing: localAddressIndices[0..<indices.count]),
@@ -228,7 +232,7 @@ public final class ForwardingSnapshot: @unchecked Sendable {
 
     deinit {
         services.deallocate(); policies.deallocate(); destinations.deallocate(); macs.deallocate(); lookup.deallocate()
-        ethernet.deallocate()
+        ethernet.deallocate(); resolvedMethods.deallocate()
         routes.deallocate(); localAddresses.deallocate(); localAddressIndices.deallocate()
         serviceLocalAddresses.deallocate(); translatingServers.deallocate()
     }
@@ -251,6 +255,9 @@ struct SnapshotView {
     /// Parallel to `macs`: the MACs a frame to the destination carries, in wire order (meaningless while its
     /// MAC is 0, unresolved).
     let ethernet: UnsafeBufferPointer<EthernetAddresses>
+    /// Parallel to `macs`: the destination's forwarding method once its MAC is resolved, nil while it is
+    /// not: the one test by which the fast paths pick the rewrite they do in place.
+    let resolvedMethods: UnsafeBufferPointer<ForwardingMethod?>
     let routes: UnsafeBufferPointer<DestinationRoute>
     let localAddresses: UnsafeBufferPointer<IPAddress>
     let localAddressIndices: UnsafeBufferPointer<Int32>
@@ -308,7 +315,8 @@ struct SnapshotView {
     /// reload takes to reach both.
     @inline(__always)
     func isService(_ index: Int, of key: FlowKey) -> Bool {
-        index >= 0 && index < services.count && services[index].matchesDestination(of: key)
+        // One unsigned test for both bounds: a negative index wraps above every count.
+        UInt(bitPattern: index) < UInt(bitPattern: services.count) && services[index].matchesDestination(of: key)
     }
 
     /// The index of the service the packet is addressed to.

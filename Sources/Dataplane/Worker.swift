@@ -252,8 +252,9 @@ public struct RingLoop {
     public mutating func runBatch(engine: inout ForwardingEngine, now: UInt32, milliseconds: UInt64? = nil) -> UInt32 {
         clock = milliseconds ?? UInt64(now) &* 1000
         reclaimCompletions()
-        var rxIndex: UInt32 = 0
-        let received = xsk_ring_cons__peek(rx, Worker.batchSize, &rxIndex)
+        var peeked: UInt32 = 0
+        let received = xsk_ring_cons__peek(rx, Worker.batchSize, &peeked)
+        let rxIndex = peeked  // a constant for the closure below, which would otherwise reload it per frame
         guard received > 0 else {
             if heldCount > 0 { offerHeld(engine: &engine, now: now) }
             if inFlight > 0 { kickTransmit() }
@@ -427,13 +428,9 @@ public struct RingLoop {
             xsk_ring_cons__cancel(completion, completed)
             return
         }
-        let done = RingEntries<UInt64>(completion), fillAddresses = RingEntries<UInt64>(fill)
-        let chunkStart = ~chunkMask
-        for i in 0..<Int(completed) {
-            let offset = UInt32(truncatingIfNeeded: i)
-            // A frame sent from inside its chunk (after encapsulation) goes back by the chunk's start.
-            fillAddresses[fillIndex &+ offset].pointee = done[index &+ offset].pointee & chunkStart
-        }
+        // A frame sent from inside its chunk (after encapsulation) goes back by the chunk's start.
+        RingEntries<UInt64>(fill).copy(completed, from: RingEntries<UInt64>(completion), at: index, to: fillIndex,
+                                       masking: ~chunkMask)
         xsk_ring_prod__submit(fill, completed)
         xsk_ring_cons__release(completion, completed)
         inFlight &-= completed
@@ -485,6 +482,23 @@ struct RingEntries<Entry> {
 
     @inline(__always)
     subscript(index: UInt32) -> UnsafeMutablePointer<Entry> { base + Int(index & mask) }
+}
+
+extension RingEntries where Entry == UInt64 {
+    /// Copies `count` addresses from `source`'s entries at `sourceIndex` on to these at `index`, each ANDed
+    /// with `mask`: in runs where neither ring wraps, so each run is a plain loop the compiler vectorizes
+    /// (an index masked per entry kept it to one address at a time).
+    @inline(__always)
+    func copy(_ count: UInt32, from source: RingEntries<UInt64>, at sourceIndex: UInt32, to index: UInt32,
+              masking mask: UInt64) {
+        var left = count, from = sourceIndex, to = index
+        while left > 0 {
+            let run = min(left, source.mask &- (from & source.mask) &+ 1, self.mask &- (to & self.mask) &+ 1)
+            let input = source[from], output = self[to]
+            for k in 0..<Int(run) { output[k] = input[k] & mask }
+            left &-= run; from &+= run; to &+= run
+        }
+    }
 }
 
 /// A later fragment's frame kept for its first: the UMEM descriptor and when to give up.

@@ -112,6 +112,7 @@ public struct ConnectionTracker: ~Copyable {
         destinations = UnsafeBufferPointer(start: nil, count: 0)
         states = .allocate(capacity: 0)
         cellCapacity = counters?.capacity ?? 1 << 16
+        precondition(cellCapacity <= Int(SchedulingDestination.noCell), "more counter cells than a cell can name")
         cellIndex = .allocate(capacity: cellCapacity)
         cellIndex.initialize(repeating: Self.noDestination, count: cellCapacity)
         mappedCells = .allocate(capacity: 0)
@@ -167,10 +168,13 @@ public struct ConnectionTracker: ~Copyable {
     /// left the configuration), else the index it was placed with while that is still in range.
     @inlinable @inline(__always)
     func resolve(cell: UInt32, index: UInt32) -> Int? {
+        // A cell in range first: `noCell` lies above every capacity, so most entries take one test here.
+        if Int(cell) < cellCapacity {
+            let current = cellIndex[Int(cell)]
+            return current == Self.noDestination ? nil : Int(current)
+        }
         if cell == SchedulingDestination.noCell { return Int(index) < destinations.count ? Int(index) : nil }
-        guard Int(cell) < cellCapacity else { return nil }
-        let current = cellIndex[Int(cell)]
-        return current == Self.noDestination ? nil : Int(current)
+        return nil
     }
 
     /// The cache lines a lookup of `hash` reads (`ConnectionTable.lookupLines`), to prefetch a batch's lookups.
@@ -265,23 +269,25 @@ public struct ConnectionTracker: ~Copyable {
 
     /// The fast path of `admit`, for most packets: the live connection of a packet that changes nothing but
     /// its timer (a datagram, or an ESTABLISHED segment with ACK and without SYN, FIN or RST) in a service
-    /// without persistence, whose real server is still configured. Returns its slot and the server's
-    /// index, the timer restarted; nil when the packet needs `admit` (called with the same hash), having
-    /// changed nothing. `hash` is `key.flowHash`.
+    /// without persistence, whose real server is still configured. Returns its slot, the server's index and
+    /// counter cell (the entry's: `noCell`, above every cell, where it has none), the timer restarted; nil
+    /// when the packet needs `admit` (called with the same hash), having changed nothing. `hash` is
+    /// `key.flowHash`.
     @_transparent
-    public mutating func admitSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int,
-                                     now: UInt32) -> (slot: Int, destination: Int, expires: UInt32)? {
+    public mutating func admitSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int, now: UInt32)
+        -> (slot: Int, destination: Int, cell: UInt32, expires: UInt32)? {
         // A TCP segment other than a plain ACK (a SYN above all) is never steady: it goes straight to `admit`.
         guard key.proto != IPProtocolNumber.tcp || TCPStateMachine.isPlainACK(tcpFlags),
               service < services.count && services[service].persistenceTimeout == 0 else { return nil }
         let slot = connections.touchSteady(key, hash: hash, tcpFlags: tcpFlags, now: now)
         guard slot >= 0 else { return nil }
         let entry = connections.entries + slot
-        guard let destination = resolve(cell: entry.pointee.cell, index: entry.pointee.destination) else {
+        let cell = entry.pointee.cell
+        guard let destination = resolve(cell: cell, index: entry.pointee.destination) else {
             // Its server left: `admit` expires it (the timer just restarted does not matter, it is removed).
             return nil
         }
-        return (slot, destination, entry.pointee.expires)
+        return (slot, destination, cell, entry.pointee.expires)
     }
 
     /// `admit` with the packet's flow hash (`key.flowHash`) already computed: the lookup and, for a new

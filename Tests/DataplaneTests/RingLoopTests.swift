@@ -104,6 +104,33 @@ final class RingLoopTests: XCTestCase {
         XCTAssertEqual(counters[.dropNotIP], 40 * 64)
     }
 
+    /// Completions go back to the fill ring in runs that end where either ring wraps: batches of uneven
+    /// sizes over a completion ring half the fill ring's size move both wrap points around. Every frame must
+    /// come back once, to its chunk, whatever the runs.
+    func testCompletionsGoBackToFillOnceEachAcrossBothRingsWraps() {
+        let rings = MemoryRings(frameCount: 64, ringSize: 32)
+        let counters = WorkerCounterBlock()
+        var engine = engine(counters)
+        var loop = RingLoop(rings: rings.rings, counters: counters)
+        defer { loop.drainTransmissions() }
+        var delivered = 0
+        for (round, size) in [5, 13, 32, 1, 27, 19, 31, 8, 32, 3, 29, 17, 32, 11, 23, 2].enumerated() {
+            var chunks = Set<Int>()
+            XCTAssertEqual(deliver(rings, size, firstPort: 41000), size)
+            XCTAssertEqual(loop.turn(engine: &engine, now: 100), UInt32(size))
+            XCTAssertEqual(rings.transmit { frame, _ in
+                let offset = frame - rings.rings.area
+                XCTAssertEqual(offset % Int(rings.frameSize), rings.headroom, "round \(round)")
+                chunks.insert(offset / Int(rings.frameSize))
+            }, size)
+            XCTAssertEqual(chunks.count, size, "round \(round): a chunk delivered twice")
+            XCTAssertEqual(loop.turn(engine: &engine, now: 100), 0)
+            XCTAssertEqual(rings.fillLevel, 64, "round \(round): every completion is back on the fill ring")
+            delivered += size
+        }
+        XCTAssertEqual(counters[.txPackets], UInt64(delivered))
+    }
+
     func testAFlowOpenedAndUsedWithinOneBatchKeepsItsServer() {
         // The batch is parsed (and its lookups prefetched) before any frame is processed: a SYN and the
         // segments after it in the same batch must still see the connection the SYN made.
