@@ -134,8 +134,9 @@ public enum FrameParser {
               l4 &+ (proto == IPProtocolNumber.tcp ? HeaderLength.tcp : HeaderLength.udp) <= l3 &+ packetLength,
               l3 &+ packetLength <= length else { return false }
         loadAddressesOnly(frame + l3, isIPv4: isIPv4, into: &parsed.key)
+        let ports = Wire.loadPorts(frame, l4)
         parsed.key.portsAndProtocol = FlowKey.portsAndProtocol(
-            srcPort: Wire.load16(frame, l4), dstPort: Wire.load16(frame, l4 &+ 2), proto: proto,
+            srcPort: UInt16(truncatingIfNeeded: ports), dstPort: UInt16(truncatingIfNeeded: ports >> 16), proto: proto,
             family: isIPv4 ? IPAddress.Family.ipv4.rawValue : IPAddress.Family.ipv6.rawValue)
         parsed.tcpFlags = proto == IPProtocolNumber.tcp ? Wire.load8(frame, l4 &+ FieldOffset.TCP.flags) : 0
         parsed.isICMPError = false
@@ -316,8 +317,9 @@ public enum FrameParser {
             return .unsupportedProtocol
         }
         // TCP and UDP both start with the source and destination ports.
-        parsed.key.srcPort = Wire.load16(header, 0)
-        parsed.key.dstPort = Wire.load16(header, 2)
+        let ports = Wire.loadPorts(header, 0)
+        parsed.key.srcPort = UInt16(truncatingIfNeeded: ports)
+        parsed.key.dstPort = UInt16(truncatingIfNeeded: ports >> 16)
         parsed.key.proto = proto
         parsed.isICMPError = false
         return .ok

@@ -16,6 +16,14 @@ enum Wire {
         UInt32(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
+    /// The source and destination ports a TCP or UDP header at `offset` starts with, host order, the source
+    /// in the low half (as `FlowKey.portsAndProtocol` holds them): one load and a byte swap for both.
+    @inlinable @inline(__always)
+    static func loadPorts(_ base: UnsafeRawPointer, _ offset: Int) -> UInt32 {
+        let sourceHigh = load32(base, offset)
+        return sourceHigh << 16 | sourceHigh >> 16
+    }
+
     @inlinable @inline(__always)
     static func load64(_ base: UnsafeRawPointer, _ offset: Int) -> UInt64 {
         UInt64(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))

@@ -525,10 +525,13 @@ public struct ConnectionTable: ~Copyable {
     /// then `update`).
     @inlinable @inline(__always)
     public mutating func touchSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, now: UInt32) -> Int {
-        guard let slot = find(key, hash: hash, now: now) else { return -1 }
+        // A TCP segment other than a plain ACK (a SYN above all) is never steady: no lookup for it. The flags
+        // are then tested once: a TCP key finds only a TCP entry (and a UDP key a `.udp` one).
+        guard key.proto != IPProtocolNumber.tcp || TCPStateMachine.isPlainACK(tcpFlags),
+              let slot = find(key, hash: hash, now: now) else { return -1 }
         let entry = entries + slot
         let state = entry.pointee.state
-        guard state == .udp || (state == .established && TCPStateMachine.isPlainACK(tcpFlags)) else { return -1 }
+        guard state == .udp || state == .established else { return -1 }
         entry.pointee.expires = now &+ timeoutByState[Int(state.rawValue)]
         return slot
     }

@@ -276,7 +276,8 @@ public struct ConnectionTracker: ~Copyable {
     @_transparent
     public mutating func admitSteady(_ key: FlowKey, hash: UInt32, tcpFlags: UInt8, service: Int, now: UInt32)
         -> (slot: Int, destination: Int, cell: UInt32, expires: UInt32)? {
-        // A TCP segment other than a plain ACK (a SYN above all) is never steady: it goes straight to `admit`.
+        // A TCP segment other than a plain ACK (a SYN above all) is never steady: it goes straight to `admit`
+        // (`touchSteady` tests the same, which the optimizer then folds away).
         guard key.proto != IPProtocolNumber.tcp || TCPStateMachine.isPlainACK(tcpFlags),
               service < services.count && services[service].persistenceTimeout == 0 else { return nil }
         let slot = connections.touchSteady(key, hash: hash, tcpFlags: tcpFlags, now: now)
