@@ -639,21 +639,15 @@ public struct ConnectionTable: ~Copyable {
             let chunk = min(min(left, Self.sweepChunk), mask &+ 1 &- slot)
             // Bit k: the chunk's k-th slot holds an entry. The tags first: a chunk without entries (most of a
             // lightly loaded table) reads no entry's line at all.
-            var occupied: UInt32 = 0
-            for k in 0..<chunk {
-                occupied |= Self.occupiedBit(tags[slot &+ k]) &<< UInt32(truncatingIfNeeded: k)
-            }
+            let start = slot
+            var occupied = Self.bits(chunk) { k in Self.occupiedBit(tags[start &+ k]) }
             if occupied != 0 {
                 // The chunk's expiries are then read without a branch between them, so their lines (in a
                 // large table, in no cache) are fetched together rather than one after another. Every slot's
                 // line, in ascending order: one sequential stream, which the CPU's prefetcher runs ahead of
                 // (reading only the occupied slots' lines, or each chunk's downwards, made sweeping twice as
                 // slow).
-                var expired: UInt32 = 0
-                for k in 0..<chunk {
-                    let expires = entries[slot &+ k].expires
-                    expired |= Self.expiredBit(expires, now) &<< UInt32(truncatingIfNeeded: k)
-                }
+                let expired = Self.bits(chunk) { k in Self.expiredBit(entries[start &+ k].expires, now) }
                 // The occupied slots, lowest first (vacating one never changes whether another holds an entry).
                 while occupied != 0 {
                     let k = occupied.trailingZeroBitCount
@@ -670,6 +664,20 @@ public struct ConnectionTable: ~Copyable {
         }
         sweepCursor = slot
         return reclaimed
+    }
+
+    /// Bit k of the result is `bit(k)` (0 or 1), for k below `count` (at most `sweepChunk`). A whole chunk,
+    /// the common case, is a loop of constant trip count, which the compiler unrolls with constant shifts;
+    /// with the count unknown it shifted by a variable, which it emulates with multiplies in vector lanes.
+    @inline(__always)
+    static func bits(_ count: Int, _ bit: (Int) -> UInt32) -> UInt32 {
+        var bits: UInt32 = 0
+        if count == sweepChunk {
+            for k in 0..<sweepChunk { bits |= bit(k) &<< UInt32(truncatingIfNeeded: k) }
+        } else {
+            for k in 0..<count { bits |= bit(k) &<< UInt32(truncatingIfNeeded: k) }
+        }
+        return bits
     }
 
     /// Uncounts the entry and leaves a tombstone, so later entries of the run stay reachable and never move.
@@ -768,9 +776,8 @@ public struct ConnectionTable: ~Copyable {
     /// 1 where `isLive` is false, else 0, computed without a branch (for `sweep`).
     @inline(__always)
     static func expiredBit(_ expires: UInt32, _ now: UInt32) -> UInt32 {
-        // The seconds left, widened so that subtracting 1 cannot wrap: negative exactly when they are <= 0.
-        let left = Int64(Int32(bitPattern: expires &- now))
-        return UInt32(truncatingIfNeeded: UInt64(bitPattern: left &- 1) >> 63)
+        // A compare and a flag set (the seconds left are 0 or fewer), no branch.
+        Int32(bitPattern: expires &- now) > 0 ? 0 : 1
     }
 
     /// Whether the entry at `entry` is the live one of `key`, whose hash is `hash`: the entry's line only.
