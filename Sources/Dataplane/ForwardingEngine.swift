@@ -297,18 +297,16 @@ public struct ForwardingEngine: ~Copyable {
                ? prepare(described: meta, frame, length: length, index: index, isIPv4: true)
                : prepare(described: meta, frame, length: length, index: index, isIPv4: false) {
             return
-        } else {
-            // The IPv4 header checksum is checked only where it must be: where this packet creates state (a
-            // new connection, in `process`) and in ICMP errors (whose own checksum is verified). Every other
-            // rewrite updates the checksum incrementally (RFC 1624), which keeps a wrong one wrong, so the
-            // receiver still drops a corrupt header as it would have without the director. (The program does
-            // not check it either.)
-            let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &prepared[index],
-                                           verifyingIPv4Checksum: false)
-            preparedStatus[index] = status
-            preparedService[index] = Self.notDescribed
-            if status == .ok && !prepared[index].isICMPError { hashAndPrefetch(index) }
         }
+        // The IPv4 header checksum is checked only where it must be: where this packet creates state (a new
+        // connection, in `process`) and in ICMP errors (whose own checksum is verified). Every other rewrite
+        // updates the checksum incrementally (RFC 1624), which keeps a wrong one wrong, so the receiver still
+        // drops a corrupt header as it would have without the director. (The program does not check it either.)
+        let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &prepared[index],
+                                       verifyingIPv4Checksum: false)
+        preparedStatus[index] = status
+        preparedService[index] = Self.notDescribed
+        if status == .ok && !prepared[index].isICMPError { hashAndPrefetch(index) }
     }
 
     /// `prepare` of a frame `meta` describes, of the family `isIPv4` says (a constant where it is inlined);
