@@ -24,6 +24,12 @@ public struct FlowKey: Hashable, Sendable {
         @inline(__always) get { UInt16(truncatingIfNeeded: portsAndProtocol >> 16) }
         @inline(__always) set { portsAndProtocol = portsAndProtocol & ~0xFFFF_0000 | UInt64(newValue) << 16 }
     }
+    /// Both ports as `portsAndProtocol` holds them: the source in the low half, the destination above it.
+    @inlinable
+    public var ports: UInt32 {
+        @inline(__always) get { UInt32(truncatingIfNeeded: portsAndProtocol) }
+        @inline(__always) set { portsAndProtocol = portsAndProtocol & ~0xFFFF_FFFF | UInt64(newValue) }
+    }
     /// IANA protocol number (6 TCP, 17 UDP).
     @inlinable
     public var proto: UInt8 {
@@ -40,7 +46,13 @@ public struct FlowKey: Hashable, Sendable {
     /// `portsAndProtocol` of its parts.
     @inlinable @inline(__always)
     public static func portsAndProtocol(srcPort: UInt16, dstPort: UInt16, proto: UInt8, family: UInt8) -> UInt64 {
-        UInt64(srcPort) | UInt64(dstPort) << 16 | UInt64(proto) << 32 | UInt64(family) << 40
+        portsAndProtocol(ports: UInt32(srcPort) | UInt32(dstPort) << 16, proto: proto, family: family)
+    }
+
+    /// `portsAndProtocol` of both ports as `ports` holds them, the protocol and the family.
+    @inlinable @inline(__always)
+    public static func portsAndProtocol(ports: UInt32, proto: UInt8, family: UInt8) -> UInt64 {
+        UInt64(ports) | UInt64(proto) << 32 | UInt64(family) << 40
     }
 
     public init() {

@@ -134,9 +134,8 @@ public enum FrameParser {
               l4 &+ (proto == IPProtocolNumber.tcp ? HeaderLength.tcp : HeaderLength.udp) <= l3 &+ packetLength,
               l3 &+ packetLength <= length else { return false }
         loadAddressesOnly(frame + l3, isIPv4: isIPv4, into: &parsed.key)
-        let ports = Wire.loadPorts(frame, l4)
         parsed.key.portsAndProtocol = FlowKey.portsAndProtocol(
-            srcPort: UInt16(truncatingIfNeeded: ports), dstPort: UInt16(truncatingIfNeeded: ports >> 16), proto: proto,
+            ports: Wire.loadPorts(frame, l4), proto: proto,
             family: isIPv4 ? IPAddress.Family.ipv4.rawValue : IPAddress.Family.ipv6.rawValue)
         parsed.tcpFlags = proto == IPProtocolNumber.tcp ? Wire.load8(frame, l4 &+ FieldOffset.TCP.flags) : 0
         parsed.isICMPError = false
@@ -317,9 +316,7 @@ public enum FrameParser {
             return .unsupportedProtocol
         }
         // TCP and UDP both start with the source and destination ports.
-        let ports = Wire.loadPorts(header, 0)
-        parsed.key.srcPort = UInt16(truncatingIfNeeded: ports)
-        parsed.key.dstPort = UInt16(truncatingIfNeeded: ports >> 16)
+        parsed.key.ports = Wire.loadPorts(header, 0)
         parsed.key.proto = proto
         parsed.isICMPError = false
         return .ok

@@ -17,7 +17,7 @@ enum Wire {
     }
 
     /// The source and destination ports a TCP or UDP header at `offset` starts with, host order, the source
-    /// in the low half (as `FlowKey.portsAndProtocol` holds them): one load and a byte swap for both.
+    /// in the low half (`FlowKey.ports`): one load and a byte swap for both.
     @inlinable @inline(__always)
     static func loadPorts(_ base: UnsafeRawPointer, _ offset: Int) -> UInt32 {
         let sourceHigh = load32(base, offset)

@@ -96,6 +96,22 @@ final class IPAddressTests: XCTestCase {
         XCTAssertEqual(v6.destination.description, "::ffff:1.2.3.4")
         XCTAssertNotEqual(v4.flowHash, v6.flowHash)
     }
+
+    /// `ports` is both ports in one word, setting it leaves protocol and family alone, and the word-wise
+    /// constructor agrees with the port-wise one.
+    func testFlowKeyPortsAreOneWord() {
+        var key = FlowKey(source: IPAddress("192.0.2.1")!, sourcePort: 40000, destination: IPAddress("192.0.2.2")!,
+                          destinationPort: 443, proto: IPProtocolNumber.tcp)
+        XCTAssertEqual(key.ports, 443 << 16 | 40000)
+        key.ports = 8080 << 16 | 1234
+        XCTAssertEqual(key.srcPort, 1234)
+        XCTAssertEqual(key.dstPort, 8080)
+        XCTAssertEqual(key.proto, IPProtocolNumber.tcp)
+        XCTAssertEqual(key.family, 4)
+        XCTAssertEqual(FlowKey.portsAndProtocol(ports: key.ports, proto: 6, family: 4),
+                       FlowKey.portsAndProtocol(srcPort: 1234, dstPort: 8080, proto: 6, family: 4))
+        XCTAssertEqual(key.portsAndProtocol, FlowKey.portsAndProtocol(srcPort: 1234, dstPort: 8080, proto: 6, family: 4))
+    }
 }
 
 final class MACAddressTests: XCTestCase {
