@@ -344,12 +344,16 @@ public struct ForwardingEngine: ~Copyable {
         let hash = prepared[index].key.flowHash
         preparedHash[index] = hash
         let lines = tracker.lookupLines(hash: hash)
-        cxdp_prefetch(lines.home)
-        cxdp_prefetch(lines.next)
-        cxdp_prefetch(lines.tags)
+        // The adjacent entry lines `find` checks first, one access to memory where the tags' line would be a
+        // second: they hold nearly every established flow.
+        for offset in 0..<ConnectionTable.directSlots {
+            cxdp_prefetch(lines.entries + offset &* ConnectionTable.entryStride)
+        }
         // The home slot's `extras`, a line in no cache in a large table, for the frames that use it (see
-        // `ExtrasPrefetch`): one test, whichever the configuration.
+        // `ExtrasPrefetch`): one test, whichever the configuration. The same frames read the tags: a SYN's
+        // lookup runs to the end of its run, and its insertion reads them.
         if prepared[index].tcpFlags & extrasPrefetch.flagMask == extrasPrefetch.flags {
+            cxdp_prefetch(lines.tags)
             cxdp_prefetch(extras.baseAddress! + Int(truncatingIfNeeded: hash) & (extras.count &- 1))
         }
     }

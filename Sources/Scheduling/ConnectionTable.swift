@@ -84,6 +84,13 @@ public struct ConnectionTable: ~Copyable {
     /// The most slots `find` and `insert` examine from a flow's home slot.
     public static var probeLimit: Int { 32 }
 
+    /// Slots from a flow's home that `find` checks by their entries before it reads the tags: the home slot
+    /// holds three flows in four of a half-full table, the first four slots 97 % (`lookupLines`).
+    public static var directSlots: Int { 4 }
+
+    /// Bytes from one slot's entry to the next's: one cache line.
+    @inlinable public static var entryStride: Int { MemoryLayout<Entry>.stride }
+
     /// Slots a full `insert` may sweep to make room, and slots it may search for a half-open entry to evict.
     static var reclaimBudget: Int { 64 }
 
@@ -301,10 +308,14 @@ public struct ConnectionTable: ~Copyable {
         // One cache line for the common hit: the home slot's entry holds the flow's hash and whether it is
         // occupied, so a flow found where it hashes to reads neither the tags nor another line.
         if Self.holds(entries + slot, key, hash: hash, now: now) { return slot }
-        // Else most often the next slot (linear probing): its entry is checked the same way before the tags,
-        // whose line in a large table is one more miss (and which `lookupLines` prefetches for longer probes).
-        let next = (slot &+ 1) & mask
-        if Self.holds(entries + next, key, hash: hash, now: now) { return next }
+        // Else most often one of the next slots (linear probing): their entries are checked the same way
+        // before the tags. In a large table the `directSlots` entry lines are one access to memory (adjacent
+        // lines, which `lookupLines` names), the tags' line another: at half the slots used, 97 % of the
+        // flows are found without it.
+        for offset in 1..<Self.directSlots {
+            let probe = (slot &+ offset) & mask
+            if Self.holds(entries + probe, key, hash: hash, now: now) { return probe }
+        }
         let tag = Self.tag(hash)
         for _ in 0..<Self.probeLimit {
             let slotTag = tags[slot]
@@ -536,14 +547,15 @@ public struct ConnectionTable: ~Copyable {
         return slot
     }
 
-    /// The cache lines a lookup of `hash` reads, to prefetch ahead of it: the home slot's entry, the next
-    /// slot's (where `find` looks directly for a flow displaced by one) and the tags a longer probe reads.
-    /// For the last slot `next` is the line just past the entries (the tags), not slot 0: a prefetch of it
-    /// is merely useless, and the common case saves the wrap.
+    /// The cache lines a lookup of `hash` reads, to prefetch ahead of it: the entries of the home slot and
+    /// the slots after it that `find` checks directly (`directSlots` adjacent lines from `entries`), and the
+    /// tags, which a longer probe and an insertion read. Near the end of the table the entry lines run past
+    /// the entries into the tags, not round to slot 0: a prefetch of them is merely useless, and the common
+    /// case saves the wrap.
     @inlinable @inline(__always)
-    public func lookupLines(hash: UInt32) -> (home: UnsafeRawPointer, next: UnsafeRawPointer, tags: UnsafeRawPointer) {
+    public func lookupLines(hash: UInt32) -> (entries: UnsafeRawPointer, tags: UnsafeRawPointer) {
         let slot = Int(truncatingIfNeeded: hash) & mask
-        return (UnsafeRawPointer(entries + slot), UnsafeRawPointer(entries + slot + 1), UnsafeRawPointer(tags + slot))
+        return (UnsafeRawPointer(entries + slot), UnsafeRawPointer(tags + slot))
     }
 
     /// Records a client packet of the entry in `slot` at `now`: true when it is the first since the second

@@ -179,7 +179,7 @@ public struct ConnectionTracker: ~Copyable {
 
     /// The cache lines a lookup of `hash` reads (`ConnectionTable.lookupLines`), to prefetch a batch's lookups.
     @inline(__always)
-    public func lookupLines(hash: UInt32) -> (home: UnsafeRawPointer, next: UnsafeRawPointer, tags: UnsafeRawPointer) {
+    public func lookupLines(hash: UInt32) -> (entries: UnsafeRawPointer, tags: UnsafeRawPointer) {
         connections.lookupLines(hash: hash)
     }
 
