@@ -389,6 +389,12 @@ struct EngineCommand: ParsableCommand {
                     print(String(format: "  of which sweeping %d slots a turn (a round of the table per SYN_RECV timeout): %.1f ns/packet",
                                  side.reclaim, Double(side.reclaimNanoseconds) / Double(measured.packets)))
                 }
+            } else if let held = measured.mostHeld {
+                // How full the slots are decides how far flows sit from their home slot, hence what a lookup
+                // reads: the same flows in a table of larger --capacity run faster.
+                let slots = ConnectionTable.slotCount(capacity: tableCapacity)
+                print(String(format: "  table: %d connections in %d slots (%.0f%% of the slots, %.0f%% of the capacity)",
+                             held, slots, 100 * Double(held) / Double(slots), 100 * Double(held) / Double(tableCapacity)))
             }
         }
         if only != "swift" {
