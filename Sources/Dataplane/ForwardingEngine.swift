@@ -70,11 +70,8 @@ public struct ForwardingEngine: ~Copyable {
     /// Each prepared frame's service as the XDP program described it (`FrameMetadata`): the program's word
     /// (an index, or `Self.describedReply`), or `Self.notDescribed`.
     private let preparedService: UnsafeMutablePointer<Int32>
-    /// Frames prepared since the last sweep (each caller of `prepare(_:length:headroom:index:)` adds its
-    /// own: a batch at a time for the batch loop), and those of them parsed without the program's
-    /// description: the difference, the described frames, goes to the counter without a count per frame.
-    private var preparedFrames: UInt64 = 0
-    private var parsedFrames: UInt64 = 0
+    /// Frames prepared from the program's description since the last sweep (then added to the counter).
+    private var described: UInt64 = 0
     /// Which prepared frames have their home slot's `extras` line prefetched.
     private var extrasPrefetch: ExtrasPrefetch
     /// The program's word as it is (`XD_META_NO_SERVICE` is -1 as an `Int32`); an index too large for one
@@ -249,10 +246,10 @@ public struct ForwardingEngine: ~Copyable {
         let flood = tracker.takeFloodCounts()
         if flood.halfOpenEvicted > 0 { counters.add(.halfOpenEvicted, UInt64(flood.halfOpenEvicted)) }
         if flood.midFlowConnections > 0 { counters.add(.midFlowConnections, UInt64(flood.midFlowConnections)) }
-        let described = preparedFrames &- parsedFrames
-        if described > 0 { counters.add(.framesDescribed, described) }
-        preparedFrames = 0
-        parsedFrames = 0
+        if described > 0 {
+            counters.add(.framesDescribed, described)
+            described = 0
+        }
     }
 
     /// Connections held in the table (live, or expired and not yet reclaimed).
@@ -282,7 +279,6 @@ public struct ForwardingEngine: ~Copyable {
     public mutating func process(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0,
                                  now: UInt32) -> FrameVerdict {
         prepare(frame, length: length, headroom: headroom, index: Self.batchCapacity)
-        preparedFrames &+= 1
         return process(prepared: Self.batchCapacity, frame, length: length, headroom: headroom, now: now)
     }
 
@@ -293,7 +289,7 @@ public struct ForwardingEngine: ~Copyable {
     /// and the batch's lookups then wait for memory together rather than one after another (as VPP and DPDK
     /// prefetch across a vector).
     @inline(__always)
-    mutating func prepare(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, index: Int) {
+    public mutating func prepare(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int, index: Int) {
         // A frame the XDP program described was checked there as `parse` would: only its fields are loaded.
         // Each family apart, so IPv4's hash mixes its high address halves as the zeros they are.
         if headroom >= FrameMetadata.size, let meta = FrameMetadata.take(frame, length: length),
@@ -308,7 +304,6 @@ public struct ForwardingEngine: ~Copyable {
         // drops a corrupt header as it would have without the director. (The program does not check it either.)
         let status = FrameParser.parse(UnsafeRawPointer(frame), length: length, into: &prepared[index],
                                        verifyingIPv4Checksum: false)
-        parsedFrames &+= 1
         preparedStatus[index] = status
         preparedService[index] = Self.notDescribed
         if status == .ok && !prepared[index].isICMPError { hashAndPrefetch(index) }
@@ -324,6 +319,7 @@ public struct ForwardingEngine: ~Copyable {
                                into: &prepared[index]) else { return false }
         preparedStatus[index] = .ok
         preparedService[index] = Int32(bitPattern: meta.service)
+        described &+= 1
         hashAndPrefetch(index)
         return true
     }
@@ -338,7 +334,6 @@ public struct ForwardingEngine: ~Copyable {
             let (start, length, headroom) = frame(index)
             prepare(start, length: length, headroom: headroom, index: index)
         }
-        preparedFrames &+= UInt64(truncatingIfNeeded: count)
     }
 
     /// The one flow hash of the frame in batch slot `index`, and the prefetch of the connection-table lines
@@ -802,7 +797,6 @@ public struct ForwardingEngine: ~Copyable {
     public mutating func processHeld(_ frame: UnsafeMutableRawPointer, length: Int, headroom: Int = 0, now: UInt32,
                                      final: Bool) -> FrameVerdict {
         prepare(frame, length: length, headroom: headroom, index: Self.batchCapacity)
-        preparedFrames &+= 1
         answeredSender = false
         current = prepared + Self.batchCapacity
         let status = preparedStatus[Self.batchCapacity]
