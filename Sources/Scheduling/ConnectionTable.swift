@@ -552,8 +552,8 @@ public struct ConnectionTable: ~Copyable {
     /// The cache lines a lookup of `hash` reads, to prefetch ahead of it: the entries of the home slot and
     /// the slots after it that `find` checks directly (`directSlots` adjacent lines from `entries`), and the
     /// tags, which a longer probe and an insertion read. Near the end of the table the entry lines run past
-    /// the entries into the tags, not round to slot 0: a prefetch of them is merely useless, and the common
-    /// case saves the wrap.
+    /// the entries (into the tags, or in a small table past its memory), not round to slot 0: a prefetch
+    /// never faults, one of them is merely useless, and the common case saves the wrap.
     @inlinable @inline(__always)
     public func lookupLines(hash: UInt32) -> (entries: UnsafeRawPointer, tags: UnsafeRawPointer) {
         let slot = Int(truncatingIfNeeded: hash) & mask
