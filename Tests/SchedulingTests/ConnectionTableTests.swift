@@ -496,6 +496,34 @@ final class ConnectionTableTests: XCTestCase {
         XCTAssertNil(table.find(absent, now: 0))
     }
 
+    /// `find` checks the first `directSlots` entries by hash, occupancy, key and expiry: two flows of one
+    /// full 32-bit hash each find their own entry (the second one slot further), an expired entry there is not
+    /// found while its neighbour is, and its reused slot holds the flow again.
+    func testDirectSlotsCompareKeysAndExpiry() throws {
+        var rng = SplitMix64(seed: 23)
+        var byHash: [UInt32: FlowKey] = [:]
+        var pair: (FlowKey, FlowKey)?
+        for _ in 0..<2_000_000 where pair == nil {
+            let key = randomFlow(&rng, proto: IPProtocolNumber.tcp)
+            if let other = byHash[key.flowHash], other != key { pair = (other, key) }
+            byHash[key.flowHash] = key
+        }
+        let (first, second) = try XCTUnwrap(pair, "no two flows of one hash among the keys drawn")
+        var table = ConnectionTable(capacity: 64)
+        let home = Int(first.flowHash) & (table.slotCount - 1)
+        XCTAssertEqual(table.insert(first, service: 0, destination: 1, tcpFlags: syn, now: 0), home)
+        XCTAssertEqual(table.insert(second, service: 0, destination: 2, tcpFlags: syn, now: 0),
+                       (home + 1) & (table.slotCount - 1))
+        let secondSlot = (home + 1) & (table.slotCount - 1)
+        XCTAssertEqual(table.find(first, now: 1), home)
+        XCTAssertEqual(table.find(second, now: 1), secondSlot)
+        table.setExpiry(at: secondSlot, 10)
+        XCTAssertNil(table.find(second, now: 10))
+        XCTAssertEqual(table.find(first, now: 10), home)
+        XCTAssertEqual(table.insert(second, service: 0, destination: 3, tcpFlags: syn, now: 10), secondSlot)
+        XCTAssertEqual(table.find(second, now: 11).map { table.destination(at: $0) }, 3)
+    }
+
     func testManyRandomKeysNoFalseHits() throws {
         let capacity = 20_000
         var table = ConnectionTable(capacity: capacity)
